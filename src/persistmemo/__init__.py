@@ -1,0 +1,27 @@
+"""persistmemo: persistent memoization whose results outlive the process.
+
+>>> from persistmemo import memo
+>>> @memo(ttl=3600)                                     # doctest: +SKIP
+... def fetch(url: str) -> dict: ...
+"""
+
+from persistmemo.codec import CorruptEntry, UnstorableValue
+from persistmemo.decorator import CacheInfo, MemoDecorator, Memoized, memo
+from persistmemo.faults import PersistmemoWarning
+from persistmemo.keys import KEY_FORMAT
+from persistmemo.store import Store, default_directory, default_store
+
+__all__ = [
+    "KEY_FORMAT",
+    "CacheInfo",
+    "CorruptEntry",
+    "MemoDecorator",
+    "Memoized",
+    "PersistmemoWarning",
+    "Store",
+    "UnstorableValue",
+    "default_directory",
+    "default_store",
+    "memo",
+]
+__version__ = "0.1.0"

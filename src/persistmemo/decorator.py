@@ -1,0 +1,380 @@
+"""memo(): the persistent memo decorator, its hit path and its controls.
+
+Everything that does not depend on a call's arguments is settled once: the signature binder
+and the function identity at decoration, the code version, the key prefix and the
+``PERSISTMEMO_DISABLE`` switch at the first call (so that helpers defined below the function
+are seen by ``include_globals``, and importing a module costs no parsing). A hit then builds
+the key, reads once and decodes; it writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import inspect
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
+
+from persistmemo.binding import CallBinder
+from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
+from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
+from persistmemo.naming import qualified_name
+from persistmemo.store import MISSING, Missing, Store, default_store, store_at
+from persistmemo.versioning import code_version
+
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+ENV_DISABLE = "PERSISTMEMO_DISABLE"
+
+StoreOption = Store | str | os.PathLike[str] | None
+
+
+class CacheInfo(NamedTuple):
+    """Hits and misses of one memoized function in this process."""
+
+    hits: int
+    misses: int
+
+
+class Memoized(Protocol[P, R_co]):
+    """A memoized function: called like the original, plus its cache controls."""
+
+    __wrapped__: Callable[P, R_co]
+    store: Store
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+
+    def cache_info(self) -> CacheInfo:
+        """Hits and misses counted in this process since decoration or cache_clear()."""
+        ...
+
+    def cache_clear(self) -> int:
+        """Remove this function's entries (every version) from its store; returns how many."""
+        ...
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Remove the entry of this call; True when there was one."""
+        ...
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The store key of this call."""
+        ...
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """Run the function for this call and overwrite its entry; returns the new result."""
+        ...
+
+
+class MemoDecorator(Protocol):
+    """What ``memo(...)`` returns: applied to a function, it gives its memoized form."""
+
+    def __call__(self, func: Callable[P, R], /) -> Memoized[P, R]: ...
+
+
+@overload
+def memo(func: Callable[P, R], /) -> Memoized[P, R]: ...
+
+
+@overload
+def memo(
+    func: None = None,
+    /,
+    *,
+    store: StoreOption = None,
+    ttl: float | dt.timedelta | None = None,
+    version: str | int | None = None,
+    ignore: Iterable[str] = (),
+    key: Callable[..., object] | None = None,
+    name: str | None = None,
+    include_globals: bool = False,
+) -> MemoDecorator: ...
+
+
+def memo(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    store: StoreOption = None,
+    ttl: float | dt.timedelta | None = None,
+    version: str | int | None = None,
+    ignore: Iterable[str] = (),
+    key: Callable[..., object] | None = None,
+    name: str | None = None,
+    include_globals: bool = False,
+) -> Any:
+    """Memoize a function persistently: ``@memo`` or ``@memo(ttl=3600, ignore=["verbose"])``.
+
+    - ``store``: a ``Store``, a directory path, or None for the default store
+      (``$PERSISTMEMO_DIR``, else the user cache directory).
+    - ``ttl``: seconds (or a ``timedelta``) a result stays fresh; None keeps it until evicted.
+    - ``version``: pin the version by hand. When None it is derived from the function's code,
+      so editing what the function does stops old results from being served (a reformat, a
+      comment or a docstring edit does not).
+    - ``include_globals``: let the derived version cover the functions, classes and constants
+      of its module that the function refers to by name.
+    - ``ignore``: parameter names left out of the key (by position or keyword alike).
+    - ``key``: a callable taking the function's arguments and returning the value to key on.
+    - ``name``: the function's identity in the store; default ``module.qualname``, with a
+      script's ``__main__`` named after its file, so running and importing it agree.
+
+    Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
+    ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError.
+    """
+    options = _MemoOptions(
+        store=_resolve_store(store),
+        ttl=_ttl_seconds(ttl),
+        version=_check_version(version),
+        ignore=_check_ignore(ignore),
+        key=_check_key(key, ignore),
+        name=_check_name(name),
+        include_globals=include_globals,
+    )
+
+    def decorate(target: Callable[..., Any]) -> Any:
+        if isinstance(target, (staticmethod, classmethod)):
+            return type(target)(decorate(target.__func__))
+        if not callable(target):
+            raise TypeError(f"memo() decorates functions; got {type(target).__name__}")
+        return _MemoizedFunction(target, options).wrapper
+
+    return decorate if func is None else decorate(func)
+
+
+class _MemoOptions(NamedTuple):
+    store: Store
+    ttl: float | None
+    version: str | None
+    ignore: tuple[str, ...]
+    key: Callable[..., object] | None
+    name: str | None
+    include_globals: bool
+
+
+class _MemoizedFunction(Generic[P, R]):
+    """The state behind one memoized function; ``wrapper`` is what users call."""
+
+    def __init__(self, func: Callable[P, R], options: _MemoOptions) -> None:
+        self.func = func
+        self.options = options
+        self.store = options.store
+        self.identity = options.name or qualified_name(func)
+        self.binder = None if options.key else CallBinder(func, options.ignore)
+        self.hits = 0
+        self.misses = 0
+        self.disabled = False
+        self.keys: KeyBuilder | None = None
+        self.wrapper = self._async_wrapper() if _is_async(func) else self._sync_wrapper()
+        functools.update_wrapper(self.wrapper, func)
+        for control in (self.cache_info, self.cache_clear, self.invalidate, self.key):
+            setattr(self.wrapper, control.__name__, control)
+        self.wrapper.store = self.store  # type: ignore[attr-defined]
+
+    # --- the call ------------------------------------------------------------------------
+
+    def _sync_wrapper(self) -> Callable[P, R]:
+        func, store = self.func, self.store
+
+        def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
+            keys = self.keys or self.prepare()
+            if self.disabled:
+                return func(*args, **kwargs)
+            key = keys.key(self.canonical_arguments(args, kwargs))
+            found = self.lookup(store.read_entry(key))
+            if found is not MISSING:
+                self.hits += 1
+                return cast(R, found)
+            self.misses += 1
+            value = func(*args, **kwargs)
+            self.save(key, value)
+            return value
+
+        def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
+            key = self.key(*args, **kwargs)
+            value = func(*args, **kwargs)
+            if not self.disabled:
+                self.save(key, value)
+            return value
+
+        memoized.refresh = refresh  # type: ignore[attr-defined]
+        return memoized
+
+    def _async_wrapper(self) -> Callable[P, R]:
+        func = cast(Callable[P, Awaitable[Any]], self.func)
+        store = self.store
+
+        async def memoized(*args: P.args, **kwargs: P.kwargs) -> Any:
+            keys = self.keys or self.prepare()
+            if self.disabled:
+                return await func(*args, **kwargs)
+            key = keys.key(self.canonical_arguments(args, kwargs))
+            found = self.lookup(store.read_entry(key))
+            if found is not MISSING:
+                self.hits += 1
+                return found
+            self.misses += 1
+            value = await func(*args, **kwargs)
+            self.save(key, value)
+            return value
+
+        async def refresh(*args: P.args, **kwargs: P.kwargs) -> Any:
+            key = self.key(*args, **kwargs)
+            value = await func(*args, **kwargs)
+            if not self.disabled:
+                self.save(key, value)
+            return value
+
+        memoized.refresh = refresh  # type: ignore[attr-defined]
+        return cast(Callable[P, R], memoized)
+
+    def prepare(self) -> KeyBuilder:
+        """Settle what the first call needs: the switch, the version, the key prefix."""
+        self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
+        version = self.options.version
+        if version is None:
+            version = code_version(self.func, include_globals=self.options.include_globals)
+        self.keys = KeyBuilder(self.identity, version)
+        return self.keys
+
+    def lookup(self, data: bytes | Missing) -> object:
+        """The decoded value of a read, or MISSING; a corrupt entry counts as a miss."""
+        if data is MISSING:
+            return MISSING
+        try:
+            return decode_value(cast(bytes, data))
+        except CorruptEntry as error:
+            self.store.report_fault("corrupt entry", error)
+            return MISSING
+
+    def save(self, key: str, value: object) -> None:
+        try:
+            data = encode_value(value, allow_pickle=not self.store.strict)
+        except UnstorableValue as error:
+            if self.store.strict:
+                raise UnstorableValue(f"{self.func.__qualname__}(): {error}") from None
+            self.store.report_fault("result not stored", error)
+            return
+        self.store.write_entry(key, data, ttl=self.options.ttl, tag=self.identity)
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        if self.binder is None:
+            keyed_on = (cast(Callable[..., object], self.options.key)(*args, **kwargs),)
+        else:
+            keyed_on = self.binder.bind(args, kwargs)
+        try:
+            return encode_arguments(keyed_on)
+        except UnsupportedType as error:
+            raise self._unsupported_argument(keyed_on, error) from None
+
+    def _unsupported_argument(self, values: tuple[Any, ...], error: UnsupportedType) -> TypeError:
+        where = f"the value key= returned for {self.func.__qualname__}()"
+        remedy = f"Return supported types from key=, or define {HOOK_NAME} on the type."
+        for position, value in enumerate(values):
+            try:
+                encode(value)
+            except UnsupportedType:
+                if self.binder is not None:
+                    parameter = self.binder.parameter_of(position)
+                    where = f"argument {parameter!r} of {self.func.__qualname__}()"
+                    remedy = (
+                        f"Pass ignore=[{parameter!r}], a key= function, or define {HOOK_NAME} "
+                        "on the type."
+                    )
+                inside = "" if type(value) is error.unsupported else " (inside the argument)"
+                break
+        else:
+            inside = ""
+        return TypeError(f"cannot build a cache key for {where}: {error}{inside}. {remedy}")
+
+    # --- controls ------------------------------------------------------------------------
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The store key of this call."""
+        keys = self.keys or self.prepare()
+        return keys.key(self.canonical_arguments(args, kwargs))
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Remove the entry of this call; True when there was one."""
+        return self.store.delete_entry(self.key(*args, **kwargs))
+
+    def cache_info(self) -> CacheInfo:
+        """Hits and misses counted in this process since decoration or cache_clear()."""
+        return CacheInfo(self.hits, self.misses)
+
+    def cache_clear(self) -> int:
+        """Remove this function's entries (every version) from its store; returns how many."""
+        self.hits = self.misses = 0
+        return self.store.delete_tagged(self.identity)
+
+
+# --- option checks ---------------------------------------------------------------------------
+
+
+def _is_async(func: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
+
+
+def _resolve_store(store: object) -> Store:
+    if store is None:
+        return default_store()
+    if isinstance(store, Store):
+        return store
+    if isinstance(store, (str, os.PathLike)):
+        return store_at(store)
+    raise TypeError(
+        f"memo(store=...) takes a Store, a directory path or None; got {type(store).__name__}"
+    )
+
+
+def _ttl_seconds(ttl: object) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, dt.timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"memo(ttl=...) takes seconds or a timedelta; got {type(ttl).__name__}")
+    if not seconds > 0:
+        raise ValueError(f"memo(ttl=...) must be positive; got {ttl!r}")
+    return seconds
+
+
+def _check_version(version: object) -> str | None:
+    if version is None:
+        return None
+    if isinstance(version, (str, int)) and not isinstance(version, bool):
+        return str(version)
+    raise TypeError(f"memo(version=...) takes a str or an int; got {type(version).__name__}")
+
+
+def _check_ignore(ignore: object) -> tuple[str, ...]:
+    if isinstance(ignore, str):
+        raise TypeError(f"memo(ignore=...) takes a list of names; write ignore=[{ignore!r}]")
+    names = tuple(cast(Iterable[Any], ignore))
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"memo(ignore=...) takes parameter names (str); got {name!r}")
+    return names
+
+
+def _check_key(key: object, ignore: object) -> Callable[..., object] | None:
+    if key is None:
+        return None
+    if not callable(key):
+        raise TypeError(f"memo(key=...) takes a callable; got {type(key).__name__}")
+    if ignore:
+        raise TypeError("memo() takes key= or ignore=, not both: key= decides what is keyed")
+    return cast(Callable[..., object], key)
+
+
+def _check_name(name: object) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"memo(name=...) takes a non-empty str; got {name!r}")
+    return name

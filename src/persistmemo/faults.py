@@ -1,0 +1,46 @@
+"""How store faults reach the user: one warning per store and kind of fault, never an error.
+
+A fault (a read-only or full disk, a locked or corrupt database, an undecodable entry) must
+not break the decorated call: the function runs and its result is returned. The user hears of
+it once, as a ``PersistmemoWarning`` through ``warnings`` and a record on the ``persistmemo``
+logger, so a loop of a million calls against a broken store prints one line, not a million.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+
+logger = logging.getLogger("persistmemo")
+
+
+class PersistmemoWarning(UserWarning):
+    """A store fault or an entry that could not be kept; the call itself went on."""
+
+
+class FaultReporter:
+    """Reports each kind of fault of one store once per process."""
+
+    __slots__ = ("_lock", "_reported", "_where")
+
+    def __init__(self, where: str) -> None:
+        self._where = where
+        self._reported: set[str] = set()
+        self._lock = threading.Lock()
+
+    def report(self, kind: str, detail: str) -> None:
+        """Warn about a fault of ``kind`` unless one was already reported for this store."""
+        with self._lock:
+            if kind in self._reported:
+                logger.debug("persistmemo store %s: %s (again): %s", self._where, kind, detail)
+                return
+            self._reported.add(kind)
+        message = f"persistmemo store {self._where}: {kind}: {detail}"
+        logger.warning(message)
+        warnings.warn(message, PersistmemoWarning, stacklevel=4)
+
+    def reset(self) -> None:
+        """Forget what was reported (the next fault of each kind warns again)."""
+        with self._lock:
+            self._reported.clear()

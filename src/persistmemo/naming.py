@@ -1,0 +1,73 @@
+"""Stable, process-independent names for modules, functions and types.
+
+A function defined in a script runs as ``__main__`` when the script is executed and as its
+module name when it is imported. Keys must not depend on which of the two happened, so
+``__main__`` is resolved to the name the module would have if imported: the module spec's
+name under ``python -m pkg.mod``, the script's file stem under ``python script.py``, and
+``__main__`` only where there is no file at all (a REPL or a notebook kernel).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from functools import cache
+
+
+@cache
+def _main_module_name() -> str:
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    spec_name = getattr(spec, "name", None)
+    if spec_name:
+        # `python -m pkg` runs pkg.__main__, which is the name an import would give too.
+        return str(spec_name)
+    path = getattr(main, "__file__", None)
+    if path:
+        return os.path.splitext(os.path.basename(str(path)))[0]
+    return "__main__"
+
+
+def module_name(module: str | None) -> str:
+    """Return the importable name of ``module``, resolving ``__main__`` as described above."""
+    if module == "__main__":
+        return _main_module_name()
+    return module or "__unknown__"
+
+
+def qualified_name(obj: object) -> str:
+    """Return ``module.qualname`` of a function or class, with ``__main__`` resolved."""
+    module, qualname = object_path(obj)
+    return f"{module}.{qualname}"
+
+
+def object_path(obj: object) -> tuple[str, str]:
+    """Return ``(module, qualname)`` of a function or class, with ``__main__`` resolved."""
+    qualname = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if qualname is None:
+        raise TypeError(f"{obj!r} has no __qualname__ to name it by")
+    return module_name(getattr(obj, "__module__", None)), str(qualname)
+
+
+def lookup(module: str, qualname: str) -> object:
+    """Find the object that ``object_path`` named; raises LookupError when it is gone.
+
+    The running script's own name resolves to ``__main__`` rather than being imported,
+    which would run the script a second time.
+    """
+    if module in sys.modules:
+        target: object = sys.modules[module]
+    elif module == _main_module_name() and "__main__" in sys.modules:
+        target = sys.modules["__main__"]
+    else:
+        try:
+            target = importlib.import_module(module)
+        except ImportError as error:
+            raise LookupError(f"module {module!r} cannot be imported: {error}") from error
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise LookupError(f"{module}.{qualname} does not exist") from None
+    return target
