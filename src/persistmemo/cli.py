@@ -12,7 +12,7 @@ from persistmemo.store import Store, default_directory
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from persistmemo.demo import run  # noqa: PLC0415  (the demo imports a decorated function)
+    from persistmemo.demo import run  # the demo imports a decorated function
 
     return run(args.store, args.samples)
 

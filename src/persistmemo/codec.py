@@ -118,7 +118,7 @@ def is_pickled(data: bytes) -> bool:
 
 
 def _packb(value: object) -> bytes:
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         value,
         default=_encode_ext,
         strict_types=True,
@@ -126,6 +126,7 @@ def _packb(value: object) -> bytes:
         unicode_errors="surrogatepass",
         datetime=False,
     )
+    return packed
 
 
 def _encode_ext(value: Any) -> msgpack.ExtType:
@@ -162,8 +163,8 @@ def _encode_bigint(value: int) -> msgpack.ExtType:
 
 
 def _encode_datetime(value: dt.datetime) -> msgpack.ExtType:
-    fields = [value.year, value.month, value.day, value.hour, value.minute, value.second]
-    fields += [value.microsecond, value.fold, _encode_tz(value.tzinfo)]
+    fields: list[object] = [value.year, value.month, value.day, value.hour, value.minute]
+    fields += [value.second, value.microsecond, value.fold, _encode_tz(value.tzinfo)]
     return _ext(EXT_DATETIME, fields)
 
 
@@ -195,7 +196,8 @@ def _encode_dataclass(value: Any) -> msgpack.ExtType:
 
 
 def _encode_ndarray(value: Any) -> msgpack.ExtType:
-    if value.dtype.hasobject or value.dtype.fields is not None or type(value) is not _numpy().ndarray:
+    plain = type(value) is _numpy().ndarray and value.dtype.fields is None
+    if value.dtype.hasobject or not plain:
         raise _NeedsPickle(f"numpy array of dtype {value.dtype}")
     order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
     return _ext(EXT_NDARRAY, [value.dtype.str, list(value.shape), order, value.tobytes(order)])
@@ -219,7 +221,9 @@ _EXT_ENCODERS: dict[type, Callable[[Any], msgpack.ExtType]] = {
     dt.datetime: _encode_datetime,
     dt.date: lambda value: _ext(EXT_DATE, [value.year, value.month, value.day]),
     dt.time: _encode_time,
-    dt.timedelta: lambda value: _ext(EXT_TIMEDELTA, [value.days, value.seconds, value.microseconds]),
+    dt.timedelta: lambda value: _ext(
+        EXT_TIMEDELTA, [value.days, value.seconds, value.microseconds]
+    ),
     decimal.Decimal: lambda value: _ext(EXT_DECIMAL, str(value)),
     uuid.UUID: lambda value: msgpack.ExtType(EXT_UUID, value.bytes),
     complex: lambda value: _ext(EXT_COMPLEX, [value.real, value.imag]),
@@ -276,13 +280,15 @@ def _decode_tz(state: Any) -> dt.tzinfo | None:
 
 
 def _decode_datetime(payload: bytes) -> dt.datetime:
-    *fields, fold, tz = _unpackb(payload)
-    return dt.datetime(*fields, fold=fold, tzinfo=_decode_tz(tz))
+    year, month, day, hour, minute, second, microsecond, fold, tz = _unpackb(payload)
+    return dt.datetime(
+        year, month, day, hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold
+    )
 
 
 def _decode_time(payload: bytes) -> dt.time:
-    *fields, fold, tz = _unpackb(payload)
-    return dt.time(*fields, fold=fold, tzinfo=_decode_tz(tz))
+    hour, minute, second, microsecond, fold, tz = _unpackb(payload)
+    return dt.time(hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold)
 
 
 def _find_class(path: Any) -> Any:
@@ -320,7 +326,7 @@ def _decode_path(payload: bytes) -> pathlib.PurePath:
 
 
 def _decode_ndarray(payload: bytes) -> Any:
-    import numpy  # noqa: PLC0415  (numpy stays optional: only arrays need it)
+    import numpy  # numpy stays optional: only arrays need it
 
     dtype, shape, order, data = _unpackb(payload)
     flat = numpy.frombuffer(data, dtype=numpy.dtype(dtype))
@@ -329,7 +335,7 @@ def _decode_ndarray(payload: bytes) -> Any:
 
 
 def _decode_numpy_scalar(payload: bytes) -> Any:
-    import numpy  # noqa: PLC0415
+    import numpy
 
     dtype, data = _unpackb(payload)
     return numpy.frombuffer(data, dtype=numpy.dtype(dtype))[0]

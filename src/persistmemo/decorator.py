@@ -25,7 +25,6 @@ from persistmemo.versioning import code_version
 
 P = ParamSpec("P")
 R = TypeVar("R")
-R_co = TypeVar("R_co", covariant=True)
 
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
@@ -39,13 +38,13 @@ class CacheInfo(NamedTuple):
     misses: int
 
 
-class Memoized(Protocol[P, R_co]):
+class Memoized(Protocol[P, R]):
     """A memoized function: called like the original, plus its cache controls."""
 
-    __wrapped__: Callable[P, R_co]
+    __wrapped__: Callable[P, R]
     store: Store
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses counted in this process since decoration or cache_clear()."""
@@ -63,7 +62,7 @@ class Memoized(Protocol[P, R_co]):
         """The store key of this call."""
         ...
 
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function for this call and overwrite its entry; returns the new result."""
         ...
 

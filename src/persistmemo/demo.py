@@ -17,6 +17,7 @@ from pathlib import Path
 from persistmemo.decorator import memo
 
 SAMPLES = 8_000_000
+_CHILD_CODE = "from persistmemo.demo import _child; _child()"
 
 
 @memo
@@ -47,12 +48,13 @@ def run(store_directory: str | None = None, samples: int = SAMPLES) -> int:
     print(f"persistmemo demo: estimate_pi({samples:_}) memoized in {directory}\n")
 
     value, first, computed = _timed_call(samples)
-    print(f"1. this process, first call : {first * 1e3:10.1f} ms  {'computed' if computed else 'from disk'}")
+    source = "computed" if computed else "from disk"
+    print(f"1. this process, first call : {first * 1e3:10.1f} ms  {source}")
     _, second, _ = _timed_call(samples)
     print(f"2. this process, again      : {second * 1e3:10.3f} ms  from disk")
 
     child = subprocess.run(
-        [sys.executable, "-c", "from persistmemo.demo import _child; _child()", "child", str(samples)],
+        [sys.executable, "-c", _CHILD_CODE, "child", str(samples)],
         capture_output=True,
         text=True,
         check=True,

@@ -315,7 +315,7 @@ def _encode_enum(value: enum.Enum) -> bytes:
 
 
 def _encode_namedtuple(value: Any) -> bytes:
-    fields = [item for pair in zip(value._fields, value) for item in pair]
+    fields = [item for pair in zip(value._fields, value, strict=True) for item in pair]
     return _ext(EXT_NAMEDTUPLE, _pack(qualified_name(type(value))) + _concat(fields))
 
 
@@ -363,11 +363,14 @@ def _numpy() -> Any:
 
 def _subclass_encoder(base: type) -> Callable[[Any], bytes]:
     base_encoder = _ENCODERS[base]
+    # msgpack packs only exact scalar types: those are converted to their base first.
+    as_base: Callable[[Any], Any] = base if base in (int, float, str, bytes) else lambda v: v
 
     def encode_subclass(value: Any) -> bytes:
         state = getattr(value, "__dict__", None)
         extra = encode(state) if state else _pack(None)
-        return _ext(EXT_SUBCLASS, _pack(qualified_name(type(value))) + base_encoder(value) + extra)
+        payload = _pack(qualified_name(type(value))) + base_encoder(as_base(value)) + extra
+        return _ext(EXT_SUBCLASS, payload)
 
     return encode_subclass
 

@@ -56,7 +56,7 @@ def default_directory() -> tuple[Path, str]:
     configured = os.environ.get(ENV_DIRECTORY)
     if configured:
         return Path(configured).expanduser(), f"${ENV_DIRECTORY}"
-    import platformdirs  # noqa: PLC0415  (only the default store needs it)
+    import platformdirs  # only the default store needs it
 
     return Path(platformdirs.user_cache_dir("persistmemo", appauthor=False)), "platform default"
 
@@ -146,7 +146,7 @@ class Store:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
-        from persistmemo.decorator import memo  # noqa: PLC0415  (decorator imports store)
+        from persistmemo.decorator import memo  # decorator imports store
 
         decorate: MemoDecorator = memo(store=self, **options)
         return decorate if func is None else decorate(func)
@@ -164,7 +164,7 @@ class Store:
             self.report_fault("read failed", error)
             return MISSING
         if data is MISSING or type(data) is bytes:
-            return data  # type: ignore[no-any-return]
+            return data
         self.report_fault("corrupt entry", CorruptEntry(f"{key} holds a {type(data).__name__}"))
         return MISSING
 

@@ -1,0 +1,60 @@
+"""Shared fixtures: real stores in temporary directories, and fresh interpreters."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import persistmemo.store
+
+from persistmemo import Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A real diskcache-backed store in a fresh directory."""
+    with Store(tmp_path / "store") as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the user's real default store, or inherits the switch."""
+    monkeypatch.setenv("PERSISTMEMO_DIR", str(tmp_path / "default-store"))
+    monkeypatch.delenv("PERSISTMEMO_DISABLE", raising=False)
+    # The default store resolves its directory once per process: give each test its own.
+    monkeypatch.setattr(persistmemo.store, "_default_store", None)
+
+
+def run_python(
+    code: str,
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter; fail the test with its stderr if it fails."""
+    full_env = {**os.environ, **(env or {})}
+    paths = [str(REPO / "tests"), full_env.get("PYTHONPATH", "")]
+    if cwd is not None:
+        paths.insert(0, str(cwd))
+    full_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, f"subprocess failed:\n{result.stderr}"
+    return result

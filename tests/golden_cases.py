@@ -1,0 +1,82 @@
+"""The argument values of the golden key vectors, as Python expressions."""
+
+GOLDEN_IDENTITY = "golden.f"
+GOLDEN_VERSION = "1"
+
+EXPRESSIONS = [
+    "None",
+    "True",
+    "False",
+    "0",
+    "1",
+    "-1",
+    "255",
+    "2**63",
+    "2**64",
+    "-(2**70)",
+    "1.0",
+    "0.0",
+    "-0.0",
+    "float('nan')",
+    "float('inf')",
+    "1e300",
+    "''",
+    "'1'",
+    "'héllo'",
+    "'\\udc80'",
+    "'x' * 70000",
+    "b''",
+    "b'a'",
+    "bytearray(b'a')",
+    "b'\\x00' * 70000",
+    "[]",
+    "[1, 2]",
+    "()",
+    "(1, 2)",
+    "((1,), [2])",
+    "{}",
+    "{'a': 1, 'b': [1.5]}",
+    "{(1, 2): 'tuple key', 3: None}",
+    "set()",
+    "{1, 2, 3}",
+    "frozenset({'x'})",
+    "datetime.datetime(2026, 11, 25, 6, 30, 1, 5)",
+    "datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)",
+    "datetime.datetime(2026, 11, 25, tzinfo=zoneinfo.ZoneInfo('Europe/Paris'))",
+    "datetime.date(2026, 11, 25)",
+    "datetime.time(6, 30)",
+    "datetime.timedelta(days=1, seconds=2)",
+    "decimal.Decimal('1.10')",
+    "uuid.UUID('12345678-1234-5678-1234-567812345678')",
+    "complex(1, -2)",
+    "pathlib.PurePosixPath('/data/x.csv')",
+    "golden_types.Color.RED",
+    "golden_types.Point(1, 2)",
+    "golden_types.Pair(1, 'a')",
+    "golden_types.Keyed('k')",
+    "int",
+    "golden_types.Color",
+    "numpy.arange(6, dtype='<i8').reshape(2, 3)",
+    "numpy.float64(1.5)",
+]
+
+
+def namespace() -> dict[str, object]:
+    import datetime
+    import decimal
+    import pathlib
+    import uuid
+    import zoneinfo
+
+    import golden_types
+    import numpy
+
+    return {
+        "datetime": datetime,
+        "decimal": decimal,
+        "pathlib": pathlib,
+        "uuid": uuid,
+        "zoneinfo": zoneinfo,
+        "golden_types": golden_types,
+        "numpy": numpy,
+    }
