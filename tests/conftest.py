@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import persistmemo.store
-
 from persistmemo import Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -68,8 +68,9 @@ def namespace() -> dict[str, object]:
     import uuid
     import zoneinfo
 
-    import golden_types
     import numpy
+
+    import golden_types
 
     return {
         "datetime": datetime,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import decimal
 import math
@@ -13,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from golden_types import Color, Pair, Point
 from hypothesis import given
 from hypothesis import strategies as st
 
+from golden_types import Color, Pair, Point
 from persistmemo.codec import (
     FORMAT_MSGPACK,
     CorruptEntry,
@@ -186,7 +187,5 @@ def test_values_round_trip_exactly(value: Any) -> None:
 
 @given(st.binary(max_size=200))
 def test_random_bytes_decode_to_a_value_or_corrupt_entry_only(data: bytes) -> None:
-    try:
+    with contextlib.suppress(CorruptEntry):
         decode_value(FORMAT_MSGPACK + data)
-    except CorruptEntry:
-        pass

@@ -10,7 +10,6 @@ from types import ModuleType
 from typing import Any
 
 from conftest import run_python
-
 from persistmemo.versioning import code_version
 
 _counter = itertools.count()
@@ -22,7 +21,8 @@ def load_module(tmp_path: Path, source: str) -> ModuleType:
     path = tmp_path / f"{name}.py"
     path.write_text(textwrap.dedent(source))
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

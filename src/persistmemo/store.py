@@ -38,6 +38,8 @@ REOPEN_AFTER = 5.0
 
 STORE_ERRORS: Final = (sqlite3.Error, OSError, diskcache.Timeout, CorruptEntry)
 
+# Never test a diskcache.Cache for truth: it has __len__, which runs a query.
+
 
 class Missing:
     """The type of ``MISSING``: what a read returns when there is no usable entry."""
@@ -155,8 +157,8 @@ class Store:
 
     def read_entry(self, key: str) -> bytes | Missing:
         """The stored bytes under ``key``, or MISSING (absent, expired or unreadable)."""
-        cache = self._cache or self._open()
-        if cache is None:
+        cache = self._cache
+        if cache is None and (cache := self._open()) is None:
             return MISSING
         try:
             data = cache.get(key, MISSING)
@@ -170,8 +172,8 @@ class Store:
 
     def write_entry(self, key: str, data: bytes, *, ttl: float | None, tag: str) -> bool:
         """Store ``data`` under ``key``; False (and a warning) when the store cannot."""
-        cache = self._cache or self._open()
-        if cache is None:
+        cache = self._cache
+        if cache is None and (cache := self._open()) is None:
             return False
         try:
             return bool(cache.set(key, data, expire=ttl, tag=tag))
@@ -181,8 +183,8 @@ class Store:
 
     def delete_entry(self, key: str) -> bool:
         """Remove one entry; True when it was there."""
-        cache = self._cache or self._open()
-        if cache is None:
+        cache = self._cache
+        if cache is None and (cache := self._open()) is None:
             return False
         try:
             return bool(cache.delete(key))
@@ -192,8 +194,8 @@ class Store:
 
     def delete_tagged(self, tag: str) -> int:
         """Remove every entry tagged ``tag`` (one function's); returns how many."""
-        cache = self._cache or self._open()
-        if cache is None:
+        cache = self._cache
+        if cache is None and (cache := self._open()) is None:
             return 0
         try:
             return int(cache.evict(tag))
@@ -206,8 +208,8 @@ class Store:
 
     def clear(self) -> int:
         """Remove every entry of every function; returns how many."""
-        cache = self._cache or self._open()
-        if cache is None:
+        cache = self._cache
+        if cache is None and (cache := self._open()) is None:
             return 0
         try:
             return int(cache.clear())
@@ -217,8 +219,8 @@ class Store:
 
     def __len__(self) -> int:
         """Number of entries, expired ones not yet removed included."""
-        cache = self._cache or self._open()
-        if cache is None:
+        cache = self._cache
+        if cache is None and (cache := self._open()) is None:
             return 0
         try:
             return len(cache)
