@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import persistmemo.integrity
 import persistmemo.store
 from persistmemo import Store
 
@@ -29,6 +30,9 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     """No test touches the user's real default store, or inherits the switch."""
     monkeypatch.setenv("PERSISTMEMO_DIR", str(tmp_path / "default-store"))
     monkeypatch.delenv("PERSISTMEMO_DISABLE", raising=False)
+    monkeypatch.delenv("PERSISTMEMO_SECRET", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    persistmemo.integrity.forget_cached_secrets()
     # The default store resolves its directory once per process: give each test its own.
     monkeypatch.setattr(persistmemo.store, "_default_store", None)
 

@@ -94,13 +94,19 @@ def encode_value(value: object, *, allow_pickle: bool = True) -> bytes:
         raise UnstorableValue(f"the result cannot be pickled: {error}") from error
 
 
-def decode_value(data: bytes) -> object:
-    """Return the value stored as ``data``; raises CorruptEntry when it is not well-formed."""
-    head = data[:1]
+def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> object:
+    """Return the value stored as ``data``; raises CorruptEntry when it is not well-formed.
+
+    Pickle-fallback bytes are only unpickled with ``allow_pickle``: callers pass it only
+    for bytes whose origin was authenticated (see integrity.py).
+    """
+    head = bytes(data[:1])
     try:
         if head == FORMAT_MSGPACK:
             return _unpackb(memoryview(data)[1:])
         if head == FORMAT_PICKLE:
+            if not allow_pickle:
+                raise CorruptEntry("a pickle-fallback value where pickles are not allowed")
             return pickle.loads(memoryview(data)[1:])
     except CorruptEntry:
         raise
@@ -109,9 +115,9 @@ def decode_value(data: bytes) -> object:
     raise CorruptEntry(f"stored value has an unknown format byte {head!r}")
 
 
-def is_pickled(data: bytes) -> bool:
-    """Whether stored bytes hold a pickle-fallback value."""
-    return data[:1] == FORMAT_PICKLE
+def is_pickled(data: bytes | memoryview) -> bool:
+    """Whether encoded bytes hold a pickle-fallback value."""
+    return bytes(data[:1]) == FORMAT_PICKLE
 
 
 # --- encoding ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast,
 from persistmemo.binding import CallBinder
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
+from persistmemo.locking import compute_once, compute_once_async
 from persistmemo.naming import qualified_name
 from persistmemo.store import MISSING, Missing, Store, default_store, store_at
 from persistmemo.versioning import code_version
@@ -89,6 +90,7 @@ def memo(
     key: Callable[..., object] | None = None,
     name: str | None = None,
     include_globals: bool = False,
+    lock: bool = True,
 ) -> MemoDecorator: ...
 
 
@@ -103,6 +105,7 @@ def memo(
     key: Callable[..., object] | None = None,
     name: str | None = None,
     include_globals: bool = False,
+    lock: bool = True,
 ) -> Any:
     """Memoize a function persistently: ``@memo`` or ``@memo(ttl=3600, ignore=["verbose"])``.
 
@@ -118,6 +121,9 @@ def memo(
     - ``key``: a callable taking the function's arguments and returning the value to key on.
     - ``name``: the function's identity in the store; default ``module.qualname``, with a
       script's ``__main__`` named after its file, so running and importing it agree.
+    - ``lock``: when callers in several threads or processes miss the same key at once, one
+      computes and the others wait for its result (default). ``lock=False`` lets each
+      compute, for cheap functions where waiting costs more than computing.
 
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
     ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError.
@@ -130,6 +136,7 @@ def memo(
         key=_check_key(key, ignore),
         name=_check_name(name),
         include_globals=include_globals,
+        lock=lock,
     )
 
     def decorate(target: Callable[..., Any]) -> Any:
@@ -150,6 +157,7 @@ class _MemoOptions(NamedTuple):
     key: Callable[..., object] | None
     name: str | None
     include_globals: bool
+    lock: bool
 
 
 class _MemoizedFunction(Generic[P, R]):
@@ -181,14 +189,25 @@ class _MemoizedFunction(Generic[P, R]):
             if self.disabled:
                 return func(*args, **kwargs)
             key = keys.key(self.canonical_arguments(args, kwargs))
-            found = self.lookup(store.read_entry(key))
+            found = self.lookup(store.read(key))
             if found is not MISSING:
                 self.hits += 1
                 return cast(R, found)
-            self.misses += 1
-            value = func(*args, **kwargs)
-            self.save(key, value)
-            return value
+
+            def compute() -> R:
+                self.misses += 1
+                value = func(*args, **kwargs)
+                self.save(key, value)
+                return value
+
+            if not self.options.lock:
+                return compute()
+            value, computed = compute_once(
+                store, key, lambda: self.lookup(store.read(key)), compute
+            )
+            if not computed:
+                self.hits += 1
+            return cast(R, value)
 
         def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
             key = self.key(*args, **kwargs)
@@ -209,13 +228,24 @@ class _MemoizedFunction(Generic[P, R]):
             if self.disabled:
                 return await func(*args, **kwargs)
             key = keys.key(self.canonical_arguments(args, kwargs))
-            found = self.lookup(store.read_entry(key))
+            found = self.lookup(store.read(key))
             if found is not MISSING:
                 self.hits += 1
                 return found
-            self.misses += 1
-            value = await func(*args, **kwargs)
-            self.save(key, value)
+
+            async def compute() -> Any:
+                self.misses += 1
+                value = await func(*args, **kwargs)
+                self.save(key, value)
+                return value
+
+            if not self.options.lock:
+                return await compute()
+            value, computed = await compute_once_async(
+                store, key, lambda: self.lookup(store.read(key)), compute
+            )
+            if not computed:
+                self.hits += 1
             return value
 
         async def refresh(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -237,25 +267,26 @@ class _MemoizedFunction(Generic[P, R]):
         self.keys = KeyBuilder(self.identity, version)
         return self.keys
 
-    def lookup(self, data: bytes | Missing) -> object:
-        """The decoded value of a read, or MISSING; a corrupt entry counts as a miss."""
+    def lookup(self, data: memoryview | Missing) -> object:
+        """The decoded value of a read, or MISSING; an undecodable entry counts as a miss."""
         if data is MISSING:
             return MISSING
         try:
-            return decode_value(cast(bytes, data))
+            return decode_value(cast(memoryview, data), allow_pickle=self.store.pickle_allowed)
         except CorruptEntry as error:
             self.store.report_fault("corrupt entry", error)
             return MISSING
 
     def save(self, key: str, value: object) -> None:
+        store = self.store
         try:
-            data = encode_value(value, allow_pickle=not self.store.strict)
+            data = encode_value(value, allow_pickle=store.pickle_allowed)
         except UnstorableValue as error:
-            if self.store.strict:
+            if store.strict:
                 raise UnstorableValue(f"{self.func.__qualname__}(): {error}") from None
-            self.store.report_fault("result not stored", error)
+            store.report_fault("result not stored", error)
             return
-        self.store.write_entry(key, data, ttl=self.options.ttl, tag=self.identity)
+        store.write(key, data, ttl=self.options.ttl, tag=self.identity)
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -298,7 +329,7 @@ class _MemoizedFunction(Generic[P, R]):
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Remove the entry of this call; True when there was one."""
-        return self.store.delete_entry(self.key(*args, **kwargs))
+        return self.store.delete(self.key(*args, **kwargs))
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses counted in this process since decoration or cache_clear()."""

@@ -44,3 +44,7 @@ class FaultReporter:
         """Forget what was reported (the next fault of each kind warns again)."""
         with self._lock:
             self._reported.clear()
+
+    def after_fork(self) -> None:
+        """Replace the lock, which a parent's thread may have held at the fork."""
+        self._lock = threading.Lock()

@@ -1,13 +1,24 @@
-"""Store: one diskcache ``Cache`` in one directory, holding encoded results under string keys.
+"""Store: one diskcache ``Cache`` in one directory, holding sealed results under string keys.
 
 Where the default store lives: ``$PERSISTMEMO_DIR`` when set, else the user cache directory
 that platformdirs names (``~/.cache/persistmemo`` on Linux), read when the default store is
 first used. Directories are created private to the user (0700): stored results can be as
-sensitive as the data they were computed from.
+sensitive as the data they were computed from, and a store others can write is a store whose
+pickles nobody should load.
 
-The store opens lazily, on its first read or write, so decorating a function touches no disk.
-Every store operation is fail-open: a fault becomes one ``PersistmemoWarning`` and a miss (or
-an unsaved result), never an exception in the caller.
+The store opens lazily, on first use, and the opening is bounded by ``timeout`` (diskcache
+itself retries a locked database for 60 s whatever its timeout). Every operation is
+fail-open: a fault becomes one ``PersistmemoWarning`` per kind and a miss (or an unsaved
+result), never an exception in the caller. What happens to a damaged store:
+
+- ``cache.db`` that is not a database at all (garbage, zeroed header) is moved aside as
+  ``cache.db.corrupt-<time>`` and a new one is started; results are recomputed.
+- a database SQLite reports malformed while in use (a truncated file) is left as it is and
+  the store is bypassed for the rest of the process; ``persistmemo check`` tells more.
+- a read-only store (a read-only mount) is read through SQLite's immutable mode: existing
+  entries are served, new results are not saved.
+- after a timeout on a locked database the store is bypassed for ``BYPASS_AFTER_TIMEOUT``
+  seconds, so a stuck database costs one timeout, not one per call.
 """
 
 from __future__ import annotations
@@ -16,29 +27,41 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import diskcache
-from diskcache.core import DEFAULT_SETTINGS, MODE_PICKLE
+from diskcache.core import DBNAME, DEFAULT_SETTINGS, MODE_PICKLE
 
 from persistmemo.codec import CorruptEntry
+from persistmemo.entry_reader import EntryReader
 from persistmemo.faults import FaultReporter
+from persistmemo.integrity import (
+    SecretUnavailable,
+    seal,
+    secret_from_text,
+    unseal,
+    untrusted_reason,
+    user_secret,
+)
 
 if TYPE_CHECKING:
     from persistmemo.decorator import MemoDecorator
 
 ENV_DIRECTORY = "PERSISTMEMO_DIR"
 DEFAULT_TIMEOUT = 5.0
-"""Seconds a store operation waits for a locked database before giving up (fail-open)."""
+"""Seconds an operation (or the opening) waits for a locked database before giving up."""
+
+DEFAULT_LEASE = 10.0
+"""Seconds a computing caller's claim on a key lasts unless renewed (see locking.py)."""
 
 REOPEN_AFTER = 5.0
-"""Seconds before a store that failed to open is tried again."""
+BYPASS_AFTER_TIMEOUT = 5.0
+LEASE_PREFIX = "pm-lease:"
 
-STORE_ERRORS: Final = (sqlite3.Error, OSError, diskcache.Timeout, CorruptEntry)
-
-# Never test a diskcache.Cache for truth: it has __len__, which runs a query.
+_IO_ERRORS: Final = (sqlite3.Error, OSError, diskcache.Timeout)
 
 
 class Missing:
@@ -66,8 +89,8 @@ def default_directory() -> tuple[Path, str]:
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     """diskcache's Disk that refuses to unpickle.
 
-    persistmemo writes only str keys and bytes values, which diskcache stores raw. A pickled
-    row can only have been planted by someone else, and unpickling it would run their code.
+    persistmemo writes only str keys and bytes (or str lease tokens) values, which diskcache
+    stores raw. A pickled row can only have been planted, and unpickling it would run code.
     """
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
@@ -79,11 +102,16 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
 class Store:
     """A persistent store of memoized results: one diskcache ``Cache`` in ``directory``.
 
-    ``directory`` None means the default store location (see ``default_directory``).
-    ``strict=True`` refuses results that need the pickle fallback (a TypeError when the
-    result is stored). ``timeout`` bounds how long an operation waits for a locked database.
-    Other keyword settings pass to ``diskcache.Cache`` (``size_limit``, ``eviction_policy``,
-    ...); a policy that records reads (``least-recently-used``) makes every hit a write.
+    - ``directory``: None for the default location (see ``default_directory``).
+    - ``strict=True`` refuses results that need the pickle fallback (a TypeError when the
+      result is stored).
+    - ``timeout``: seconds an operation, or opening the store, waits for a locked database.
+    - ``lease``: seconds a computing caller's claim on a key lasts if it dies (see memo's
+      ``lock``); a live caller renews it.
+    - ``secret``: the key that seals entries (bytes or a passphrase); default
+      ``$PERSISTMEMO_SECRET`` or the user's ``secret.key``.
+    - other keywords are diskcache settings (``size_limit``, ``eviction_policy``, ...); a
+      policy that records reads (``least-recently-used``) makes every hit a write.
 
     >>> import tempfile
     >>> with Store(tempfile.mkdtemp()) as store:
@@ -100,6 +128,8 @@ class Store:
         *,
         strict: bool = False,
         timeout: float = DEFAULT_TIMEOUT,
+        lease: float = DEFAULT_LEASE,
+        secret: bytes | str | None = None,
         **settings: Any,
     ) -> None:
         unknown = set(settings).difference(DEFAULT_SETTINGS)
@@ -108,16 +138,30 @@ class Store:
                 f"Store() got unknown settings {sorted(unknown)}; diskcache settings are "
                 f"{sorted(DEFAULT_SETTINGS)}"
             )
+        if not (timeout > 0 and lease > 0):
+            raise ValueError("Store(timeout=..., lease=...) must be positive seconds")
         self._requested = None if directory is None else Path(directory).expanduser()
         self._resolved: tuple[Path, str] | None = None
         self.strict = strict
-        self.timeout = timeout
+        self.timeout = float(timeout)
+        self.lease = float(lease)
+        self._given_secret = secret_from_text(secret) if isinstance(secret, str) else secret
         # Tags group each function's entries; their index makes cache_clear() a range delete.
         self._settings = {"tag_index": True, **settings}
+        self._faults = FaultReporter(str(self._requested or "(default)"))
+        self._reset_state()
+        _live_stores.add(self)
+
+    def _reset_state(self) -> None:
         self._cache: diskcache.Cache | None = None
+        self._reader: EntryReader | None = None
+        self._secret = b""
+        self._pickle_trusted = False
+        self._opening: threading.Thread | None = None
         self._open_lock = threading.Lock()
         self._reopen_at = 0.0
-        self._faults = FaultReporter(str(self._requested or "(default)"))
+        self._bypass_until = 0.0
+        self._broken = False
 
     # --- where ---------------------------------------------------------------------------
 
@@ -148,118 +192,267 @@ class Store:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
-        from persistmemo.decorator import memo  # decorator imports store
+        from persistmemo.decorator import memo  # the decorator module imports this one
 
         decorate: MemoDecorator = memo(store=self, **options)
         return decorate if func is None else decorate(func)
 
     # --- entries -------------------------------------------------------------------------
 
-    def read_entry(self, key: str) -> bytes | Missing:
-        """The stored bytes under ``key``, or MISSING (absent, expired or unreadable)."""
-        cache = self._cache
-        if cache is None and (cache := self._open()) is None:
+    def read(self, key: str) -> memoryview | Missing:
+        """The verified encoded value under ``key``, or MISSING (absent, expired, unusable)."""
+        reader = self._reader
+        if reader is None and (reader := self._ready_reader()) is None:
+            return MISSING
+        if self._bypass_until and time.monotonic() < self._bypass_until:
             return MISSING
         try:
-            data = cache.get(key, MISSING)
-        except STORE_ERRORS as error:
-            self.report_fault("read failed", error)
+            stored = reader.read(key, time.time())
+        except (*_IO_ERRORS, CorruptEntry) as error:
+            self._io_fault("read failed", error)
             return MISSING
-        if data is MISSING or type(data) is bytes:
-            return data
-        self.report_fault("corrupt entry", CorruptEntry(f"{key} holds a {type(data).__name__}"))
-        return MISSING
+        if stored is None:
+            return MISSING
+        try:
+            return unseal(self._secret, key, stored)
+        except CorruptEntry as error:
+            self.report_fault("corrupt entry", error)
+            return MISSING
 
-    def write_entry(self, key: str, data: bytes, *, ttl: float | None, tag: str) -> bool:
-        """Store ``data`` under ``key``; False (and a warning) when the store cannot."""
-        cache = self._cache
-        if cache is None and (cache := self._open()) is None:
+    def write(self, key: str, encoded: bytes, *, ttl: float | None, tag: str) -> bool:
+        """Seal and store ``encoded`` under ``key``; False (and a warning) when it cannot."""
+        cache = self._writable_cache()
+        if cache is None:
             return False
         try:
-            return bool(cache.set(key, data, expire=ttl, tag=tag))
-        except STORE_ERRORS as error:
-            self.report_fault("write failed", error)
+            return bool(cache.set(key, seal(self._secret, key, encoded), expire=ttl, tag=tag))
+        except _IO_ERRORS as error:
+            self._io_fault("write failed", error)
             return False
 
-    def delete_entry(self, key: str) -> bool:
+    def delete(self, key: str) -> bool:
         """Remove one entry; True when it was there."""
-        cache = self._cache
-        if cache is None and (cache := self._open()) is None:
+        cache = self._writable_cache()
+        if cache is None:
             return False
         try:
             return bool(cache.delete(key))
-        except STORE_ERRORS as error:
-            self.report_fault("delete failed", error)
+        except _IO_ERRORS as error:
+            self._io_fault("delete failed", error)
             return False
 
     def delete_tagged(self, tag: str) -> int:
         """Remove every entry tagged ``tag`` (one function's); returns how many."""
-        cache = self._cache
-        if cache is None and (cache := self._open()) is None:
+        cache = self._writable_cache()
+        if cache is None:
             return 0
         try:
             return int(cache.evict(tag))
         except diskcache.Timeout as error:
-            self.report_fault("delete failed", error)
+            self._io_fault("delete failed", error)
             return int(error.args[0]) if error.args else 0
-        except STORE_ERRORS as error:
-            self.report_fault("delete failed", error)
+        except _IO_ERRORS as error:
+            self._io_fault("delete failed", error)
             return 0
 
     def clear(self) -> int:
         """Remove every entry of every function; returns how many."""
-        cache = self._cache
-        if cache is None and (cache := self._open()) is None:
+        cache = self._writable_cache()
+        if cache is None:
             return 0
         try:
             return int(cache.clear())
-        except STORE_ERRORS as error:
-            self.report_fault("clear failed", error)
+        except _IO_ERRORS as error:
+            self._io_fault("clear failed", error)
             return 0
 
     def __len__(self) -> int:
-        """Number of entries, expired ones not yet removed included."""
-        cache = self._cache
-        if cache is None and (cache := self._open()) is None:
+        """Number of entries (expired ones not yet removed and live leases included)."""
+        cache = self._writable_cache()
+        if cache is None:
             return 0
         try:
             return len(cache)
-        except STORE_ERRORS as error:
-            self.report_fault("read failed", error)
+        except _IO_ERRORS as error:
+            self._io_fault("read failed", error)
             return 0
+
+    @property
+    def pickle_allowed(self) -> bool:
+        """Whether pickle-fallback values may be written and read here."""
+        if self._reader is None:
+            self._ready_reader()
+        return self._pickle_trusted and not self.strict
+
+    # --- leases (one computation per key; see locking.py) --------------------------------
+
+    def try_lease(self, key: str, token: str) -> bool:
+        """Claim ``key`` for ``lease`` seconds; True when claimed (or the store is unusable)."""
+        cache = self._writable_cache()
+        if cache is None:
+            return True
+        try:
+            return bool(cache.add(LEASE_PREFIX + key, token, expire=self.lease))
+        except _IO_ERRORS as error:
+            self._io_fault("lease failed", error)
+            return True
+
+    def renew_lease(self, key: str, token: str) -> bool:
+        """Extend our claim on ``key``; False when it is no longer ours."""
+        cache = self._writable_cache()
+        if cache is None:
+            return False
+        try:
+            with cache.transact():
+                if cache.get(LEASE_PREFIX + key) != token:
+                    return False
+                return bool(cache.touch(LEASE_PREFIX + key, expire=self.lease))
+        except _IO_ERRORS:
+            return False
+
+    def release_lease(self, key: str, token: str) -> None:
+        """Drop our claim on ``key``, unless it expired and someone else holds it now."""
+        cache = self._writable_cache()
+        if cache is None:
+            return
+        try:
+            with cache.transact():
+                if cache.get(LEASE_PREFIX + key) == token:
+                    cache.delete(LEASE_PREFIX + key)
+        except _IO_ERRORS as error:
+            self._io_fault("lease failed", error)
+
+    # --- faults --------------------------------------------------------------------------
 
     def report_fault(self, kind: str, error: BaseException) -> None:
         """Warn once per kind of fault; the caller carries on without the store."""
         self._faults.report(kind, f"{type(error).__name__}: {error}")
 
+    def _io_fault(self, kind: str, error: BaseException) -> None:
+        if isinstance(error, sqlite3.DatabaseError) and not isinstance(
+            error, sqlite3.OperationalError
+        ):
+            # Malformed pages: nothing this process reads from it can be relied on.
+            self._broken = True
+            self._faults.report(
+                "corrupt database",
+                f"{error}; the store is bypassed for the rest of this process "
+                "(run `persistmemo check`, or delete the store directory)",
+            )
+            return
+        if isinstance(error, diskcache.Timeout) or "locked" in str(error):
+            self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
+            kind = "database locked"
+        self.report_fault(kind, error)
+
     # --- lifetime ------------------------------------------------------------------------
 
-    def _open(self) -> diskcache.Cache | None:
+    def _ready_reader(self) -> EntryReader | None:
+        self._await_open()
+        return None if self._broken else self._reader
+
+    def _writable_cache(self) -> diskcache.Cache | None:
+        if self._reader is None:
+            self._await_open()
+        if self._broken or (self._bypass_until and time.monotonic() < self._bypass_until):
+            return None
+        return self._cache
+
+    def _await_open(self) -> None:
         with self._open_lock:
-            if self._cache is not None:
-                return self._cache
-            if time.monotonic() < self._reopen_at:
-                return None
+            if self._reader is not None or self._broken:
+                return
+            opening = self._opening
+            if opening is None:
+                if time.monotonic() < self._reopen_at:
+                    return
+                opening = self._opening = threading.Thread(
+                    target=self._open, name="persistmemo-open", daemon=True
+                )
+                opening.start()
+        # diskcache retries a locked database for 60 s while opening: wait no longer than
+        # an operation would, and let the opening finish in the background.
+        opening.join(self.timeout)
+        if opening.is_alive():
+            self._faults.report(
+                "database locked",
+                f"opening took longer than {self.timeout:g} s; calls run without the store "
+                "until it opens",
+            )
+
+    def _open(self) -> None:
+        try:
+            directory = self.directory
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._secret, self._pickle_trusted = self._load_secret(directory)
             try:
-                directory = self.directory
-                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-                self._cache = diskcache.Cache(
-                    str(directory), timeout=self.timeout, disk=_BytesOnlyDisk, **self._settings
-                )
-            except STORE_ERRORS as error:
-                self._reopen_at = time.monotonic() + REOPEN_AFTER
+                self._cache = self._open_cache(directory)
+                self._reader = EntryReader(directory, timeout=self.timeout)
+            except sqlite3.OperationalError as error:
+                if not _is_read_only(directory, error):
+                    raise
+                self._reader = EntryReader(directory, timeout=self.timeout, immutable=True)
                 self._faults.report(
-                    "cannot open",
-                    f"{type(error).__name__}: {error}; calls run without the store, which is "
-                    f"tried again in {REOPEN_AFTER:g} s",
+                    "read-only store",
+                    f"{error}; existing entries are served, new results are not saved",
                 )
-                return None
-            return self._cache
+        except (*_IO_ERRORS, SecretUnavailable) as error:
+            self._reopen_at = time.monotonic() + REOPEN_AFTER
+            self._faults.report(
+                "cannot open",
+                f"{type(error).__name__}: {error}; calls run without the store, which is "
+                f"tried again in {REOPEN_AFTER:g} s",
+            )
+        finally:
+            self._opening = None
+
+    def _open_cache(self, directory: Path) -> diskcache.Cache:
+        def open_cache() -> diskcache.Cache:
+            return diskcache.Cache(
+                str(directory), timeout=self.timeout, disk=_BytesOnlyDisk, **self._settings
+            )
+
+        try:
+            return open_cache()
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError):
+                raise
+            aside = directory / f"{DBNAME}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"
+            for suffix in ("", "-wal", "-shm"):
+                source = directory / f"{DBNAME}{suffix}"
+                if source.exists():
+                    source.rename(f"{aside}{suffix}")
+            self._faults.report(
+                "corrupt database",
+                f"{error}; moved it aside to {aside.name} and started an empty store",
+            )
+            return open_cache()
+
+    def _load_secret(self, directory: Path) -> tuple[bytes, bool]:
+        problem = untrusted_reason(directory)
+        if self._given_secret is not None:
+            secret = self._given_secret
+        else:
+            try:
+                secret = user_secret()
+            except SecretUnavailable as error:
+                # Entries sealed with a one-off secret are private to this process: misses
+                # for everyone else, never a wrong value.
+                self._faults.report("secret key unavailable", str(error))
+                return os.urandom(32), False
+        if problem:
+            self._faults.report(
+                "untrusted store directory",
+                f"{directory} {problem}; pickle-fallback results are neither stored nor loaded",
+            )
+        return secret, problem is None
 
     def close(self) -> None:
-        """Close this thread's database connection; the store reopens when used again."""
+        """Close this thread's database connections; the store reopens when used again."""
         if self._cache is not None:
             self._cache.close()
+        if self._reader is not None:
+            self._reader.close()
 
     def __enter__(self) -> Store:
         return self
@@ -267,10 +460,49 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _after_fork_in_child(self) -> None:
+        # A thread of the parent may have held a lock or been opening at the fork: the
+        # child starts from the settled state, or from scratch.
+        if self._reader is None:
+            self._reset_state()
+        else:
+            self._open_lock = threading.Lock()
+            self._opening = None
+        self._faults.after_fork()
+
+    def iter_keys(self) -> Iterator[str]:
+        """Every entry key (leases left out), in no particular order."""
+        cache = self._writable_cache()
+        if cache is None:
+            return
+        for key in cache.iterkeys():
+            if isinstance(key, str) and not key.startswith(LEASE_PREFIX):
+                yield key
+
+
+def _is_read_only(directory: Path, error: sqlite3.OperationalError) -> bool:
+    message = str(error).lower()
+    if "readonly" in message or "read-only" in message:
+        return True
+    return "unable to open" in message and not os.access(directory, os.W_OK)
+
+
+_live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _reinitialize_after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()
+    for store in list(_live_stores):
+        store._after_fork_in_child()
+
 
 _default_store: Store | None = None
 _stores_by_directory: dict[str, Store] = {}
 _registry_lock = threading.Lock()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reinitialize_after_fork)
 
 
 def default_store() -> Store:
