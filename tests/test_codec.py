@@ -111,7 +111,7 @@ def test_other_objects_use_a_marked_pickle_fallback() -> None:
 
 
 def test_strict_encoding_refuses_the_pickle_fallback_with_a_clear_error() -> None:
-    with pytest.raises(UnstorableValue, match=r"OrderedDict.*strict"):
+    with pytest.raises(UnstorableValue, match=r"OrderedDict.*refused"):
         encode_value({"inner": collections.OrderedDict()}, allow_pickle=False)
 
 

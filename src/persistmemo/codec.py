@@ -85,8 +85,7 @@ def encode_value(value: object, *, allow_pickle: bool = True) -> bytes:
         if not allow_pickle:
             raise UnstorableValue(
                 f"the result contains a {needs.args[0]}, which has no msgpack encoding, and "
-                "this store is strict (Store(strict=True)) so it refuses the pickle fallback. "
-                "Return supported types, or use a store without strict=True."
+                "the pickle fallback is refused here"
             ) from None
     try:
         return FORMAT_PICKLE + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)

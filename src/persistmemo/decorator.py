@@ -283,7 +283,11 @@ class _MemoizedFunction(Generic[P, R]):
             data = encode_value(value, allow_pickle=store.pickle_allowed)
         except UnstorableValue as error:
             if store.strict:
-                raise UnstorableValue(f"{self.func.__qualname__}(): {error}") from None
+                raise UnstorableValue(
+                    f"{self.func.__qualname__}(): {error}: the store is strict "
+                    "(Store(strict=True)). Return supported types, or use a store without "
+                    "strict=True."
+                ) from None
             store.report_fault("result not stored", error)
             return
         store.write(key, data, ttl=self.options.ttl, tag=self.identity)

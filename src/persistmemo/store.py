@@ -23,12 +23,14 @@ result), never an exception in the caller. What happens to a damaged store:
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -99,6 +101,23 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         return super().fetch(mode, filename, value, read)
 
 
+class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
+    """diskcache's Cache whose write transactions a fork waits for.
+
+    SQLite state must not cross a fork mid-transaction: the child would inherit a lock that
+    no thread of its own can release, and its writes would time out. Every diskcache write
+    (set, add, delete, touch, evict, clear) runs in ``_transact``; holding the store's fork
+    lock there, and taking it before a fork, keeps forks between transactions.
+    """
+
+    fork_lock: threading.RLock
+
+    @contextmanager
+    def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
+        with self.fork_lock, super()._transact(retry, filename) as transaction:
+            yield transaction
+
+
 class Store:
     """A persistent store of memoized results: one diskcache ``Cache`` in ``directory``.
 
@@ -149,6 +168,7 @@ class Store:
         # Tags group each function's entries; their index makes cache_clear() a range delete.
         self._settings = {"tag_index": True, **settings}
         self._faults = FaultReporter(str(self._requested or "(default)"))
+        self._fork_lock = threading.RLock()
         self._reset_state()
         _live_stores.add(self)
 
@@ -343,7 +363,7 @@ class Store:
         if isinstance(error, diskcache.Timeout) or "locked" in str(error):
             self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
             kind = "database locked"
-        self.report_fault(kind, error)
+        self.report_fault(_fault_cause(error) or kind, error)
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -362,6 +382,8 @@ class Store:
         with self._open_lock:
             if self._reader is not None or self._broken:
                 return
+            if self._bypass_until and time.monotonic() < self._bypass_until:
+                return  # the last wait for the opening timed out: do not wait on every call
             opening = self._opening
             if opening is None:
                 if time.monotonic() < self._reopen_at:
@@ -374,6 +396,7 @@ class Store:
         # an operation would, and let the opening finish in the background.
         opening.join(self.timeout)
         if opening.is_alive():
+            self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
             self._faults.report(
                 "database locked",
                 f"opening took longer than {self.timeout:g} s; calls run without the store "
@@ -408,9 +431,11 @@ class Store:
 
     def _open_cache(self, directory: Path) -> diskcache.Cache:
         def open_cache() -> diskcache.Cache:
-            return diskcache.Cache(
+            cache = _ForkSafeCache(
                 str(directory), timeout=self.timeout, disk=_BytesOnlyDisk, **self._settings
             )
+            cache.fork_lock = self._fork_lock
+            return cache
 
         try:
             return open_cache()
@@ -463,11 +488,14 @@ class Store:
     def _after_fork_in_child(self) -> None:
         # A thread of the parent may have held a lock or been opening at the fork: the
         # child starts from the settled state, or from scratch.
+        self._fork_lock = threading.RLock()
         if self._reader is None:
             self._reset_state()
         else:
             self._open_lock = threading.Lock()
             self._opening = None
+            if self._cache is not None:
+                self._cache.fork_lock = self._fork_lock
         self._faults.after_fork()
 
     def iter_keys(self) -> Iterator[str]:
@@ -480,6 +508,19 @@ class Store:
                 yield key
 
 
+def _fault_cause(error: BaseException) -> str | None:
+    """Name a fault by its cause, so that one cause warns once whatever operation met it."""
+    message = str(error).lower()
+    code = getattr(error, "errno", None)
+    if code == errno.ENOSPC or "disk is full" in message:
+        return "disk full"
+    if code == errno.EROFS or "readonly" in message or "read-only" in message:
+        return "read-only store"
+    if code in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return None
+
+
 def _is_read_only(directory: Path, error: sqlite3.OperationalError) -> bool:
     message = str(error).lower()
     if "readonly" in message or "read-only" in message:
@@ -490,8 +531,23 @@ def _is_read_only(directory: Path, error: sqlite3.OperationalError) -> bool:
 _live_stores: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
+_held_for_fork: list[threading.RLock] = []
+
+
+def _hold_writes_for_fork() -> None:
+    for store in list(_live_stores):
+        store._fork_lock.acquire()
+        _held_for_fork.append(store._fork_lock)
+
+
+def _resume_writes_after_fork() -> None:
+    while _held_for_fork:
+        _held_for_fork.pop().release()
+
+
 def _reinitialize_after_fork() -> None:
     global _registry_lock
+    _held_for_fork.clear()
     _registry_lock = threading.Lock()
     for store in list(_live_stores):
         store._after_fork_in_child()
@@ -502,7 +558,11 @@ _stores_by_directory: dict[str, Store] = {}
 _registry_lock = threading.Lock()
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reinitialize_after_fork)
+    os.register_at_fork(
+        before=_hold_writes_for_fork,
+        after_in_parent=_resume_writes_after_fork,
+        after_in_child=_reinitialize_after_fork,
+    )
 
 
 def default_store() -> Store:
