@@ -45,3 +45,59 @@ def timed_call(name: str, x: int) -> None:
     start = time.perf_counter()
     value = function(x)
     print(value, f"{time.perf_counter() - start:.3f}", flush=True)
+
+
+def truth(x: int) -> bytes:
+    """What `varied` returns: sizes on both sides of diskcache's 32 KB file threshold."""
+    return bytes([x % 251]) * (10 + (x * 7919) % 70_000)
+
+
+@memo(store=STORE, lock=False)
+def varied(x: int) -> bytes:
+    return truth(x)
+
+
+@memo(store=STORE)
+def tripled(x: int) -> list[int]:
+    return [x, x, x]
+
+
+def crash_writer(keys: int) -> None:
+    """Write and rewrite entries until killed."""
+    import random
+
+    rng = random.Random(os.getpid())
+    print("writing", flush=True)
+    while True:
+        x = rng.randrange(keys)
+        if rng.random() < 0.3:
+            varied.invalidate(x)
+        varied.refresh(x)
+
+
+def soak(seconds: float, seed: int) -> None:
+    """Mixed calls for ``seconds``; prints a JSON line of counts (wrong values must be 0)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    counts = {"operations": 0, "wrong": 0, "errors": 0, "hits": 0}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        x = rng.randrange(300)
+        action = rng.random()
+        try:
+            if action < 0.55:
+                counts["wrong"] += varied(x) != truth(x)
+            elif action < 0.85:
+                counts["wrong"] += tripled(x) != [x, x, x]
+            elif action < 0.97:
+                varied.invalidate(x)
+            else:
+                tripled.cache_clear()
+        except Exception as error:  # the point: none may reach the caller
+            counts["errors"] += 1
+            print(f"error: {error!r}", flush=True)
+        counts["operations"] += 1
+    counts["hits"] = varied.cache_info().hits + tripled.cache_info().hits
+    print(json.dumps(counts), flush=True)

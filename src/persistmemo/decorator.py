@@ -13,6 +13,7 @@ import datetime as dt
 import functools
 import inspect
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
@@ -196,8 +197,9 @@ class _MemoizedFunction(Generic[P, R]):
 
             def compute() -> R:
                 self.misses += 1
+                started = time.perf_counter()
                 value = func(*args, **kwargs)
-                self.save(key, value)
+                self.save(key, value, time.perf_counter() - started)
                 return value
 
             if not self.options.lock:
@@ -211,9 +213,10 @@ class _MemoizedFunction(Generic[P, R]):
 
         def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
             key = self.key(*args, **kwargs)
+            started = time.perf_counter()
             value = func(*args, **kwargs)
             if not self.disabled:
-                self.save(key, value)
+                self.save(key, value, time.perf_counter() - started)
             return value
 
         memoized.refresh = refresh  # type: ignore[attr-defined]
@@ -235,8 +238,9 @@ class _MemoizedFunction(Generic[P, R]):
 
             async def compute() -> Any:
                 self.misses += 1
+                started = time.perf_counter()
                 value = await func(*args, **kwargs)
-                self.save(key, value)
+                self.save(key, value, time.perf_counter() - started)
                 return value
 
             if not self.options.lock:
@@ -250,9 +254,10 @@ class _MemoizedFunction(Generic[P, R]):
 
         async def refresh(*args: P.args, **kwargs: P.kwargs) -> Any:
             key = self.key(*args, **kwargs)
+            started = time.perf_counter()
             value = await func(*args, **kwargs)
             if not self.disabled:
-                self.save(key, value)
+                self.save(key, value, time.perf_counter() - started)
             return value
 
         memoized.refresh = refresh  # type: ignore[attr-defined]
@@ -277,7 +282,7 @@ class _MemoizedFunction(Generic[P, R]):
             self.store.report_fault("corrupt entry", error)
             return MISSING
 
-    def save(self, key: str, value: object) -> None:
+    def save(self, key: str, value: object, seconds: float) -> None:
         store = self.store
         try:
             data = encode_value(value, allow_pickle=store.pickle_allowed)
@@ -290,7 +295,7 @@ class _MemoizedFunction(Generic[P, R]):
                 ) from None
             store.report_fault("result not stored", error)
             return
-        store.write(key, data, ttl=self.options.ttl, tag=self.identity)
+        store.write(key, data, ttl=self.options.ttl, tag=self.identity, seconds=seconds)
 
     # --- keys ----------------------------------------------------------------------------
 

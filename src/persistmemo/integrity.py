@@ -3,12 +3,16 @@
 SQLite pages carry no checksums, and diskcache hands back a truncated or edited value file as
 it is. So each stored value is framed as
 
-    0x01 (frame version) · tag (16 bytes) · encoded value (codec format byte · payload)
+    0x01 (frame version) · tag (16 bytes) · compute seconds (float64) · encoded value
 
-where ``tag = blake2b(key=secret, digest_size=16)`` over the length-prefixed entry key and the
-encoded value. Before anything is decoded the tag is checked: a flipped bit, a truncation,
-random bytes, another valid document, or another entry's bytes copied over this one (a swap
-of two keys) all fail it, and the entry counts as a miss. The scheme is fixed here, never
+where the encoded value is the codec's (format byte · payload) and ``tag`` is
+``blake2b(key=secret, digest_size=16)`` over the length-prefixed entry key, the compute
+seconds and the encoded value. The compute seconds are the entry's metadata: how long the
+function took, from which the tools tell the time a cache saves.
+
+Before anything is decoded the tag is checked: a flipped bit, a truncation, random bytes,
+another valid document, or another entry's bytes copied over this one (a swap of two keys)
+all fail it, and the entry counts as a miss. The scheme is fixed here, never
 named by the stored bytes, so nothing in a store can downgrade it.
 
 The secret also authenticates pickle-fallback values: without it, bytes planted in the store
@@ -34,14 +38,16 @@ from persistmemo.codec import CorruptEntry
 
 FRAME_VERSION = b"\x01"
 TAG_SIZE = 16
-HEADER_SIZE = 1 + TAG_SIZE
+_SECONDS = struct.Struct(">d")
+HEADER_SIZE = 1 + TAG_SIZE + _SECONDS.size
 ENV_SECRET = "PERSISTMEMO_SECRET"
 SECRET_FILE_NAME = "secret.key"
 
 
-def seal(secret: bytes, key: str, encoded: bytes) -> bytes:
-    """Frame ``encoded`` (a codec output) for storage under ``key``."""
-    return FRAME_VERSION + _tag(secret, key, encoded) + encoded
+def seal(secret: bytes, key: str, encoded: bytes, seconds: float = 0.0) -> bytes:
+    """Frame ``encoded`` (a codec output that took ``seconds`` to compute) for ``key``."""
+    body = _SECONDS.pack(seconds) + encoded
+    return FRAME_VERSION + _tag(secret, key, body) + body
 
 
 def unseal(secret: bytes, key: str, stored: bytes) -> memoryview:
@@ -49,18 +55,25 @@ def unseal(secret: bytes, key: str, stored: bytes) -> memoryview:
     if stored[:1] != FRAME_VERSION or len(stored) <= HEADER_SIZE:
         raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
     view = memoryview(stored)
-    encoded = view[HEADER_SIZE:]
-    if not hmac.compare_digest(view[1:HEADER_SIZE], _tag(secret, key, encoded)):
+    if not hmac.compare_digest(view[1 : 1 + TAG_SIZE], _tag(secret, key, view[1 + TAG_SIZE :])):
         raise CorruptEntry(f"entry {key} fails its integrity check (changed, truncated or moved)")
-    return encoded
+    return view[HEADER_SIZE:]
 
 
-def _tag(secret: bytes, key: str, encoded: bytes | memoryview) -> bytes:
+def compute_seconds(stored: bytes) -> float | None:
+    """The compute seconds recorded in a sealed entry's header (not verified), or None."""
+    if stored[:1] != FRAME_VERSION or len(stored) < HEADER_SIZE:
+        return None
+    seconds: float = _SECONDS.unpack_from(stored, 1 + TAG_SIZE)[0]
+    return seconds
+
+
+def _tag(secret: bytes, key: str, body: bytes | memoryview) -> bytes:
     hasher = hashlib.blake2b(key=secret, digest_size=TAG_SIZE)
     key_bytes = key.encode("utf-8", "surrogatepass")
     hasher.update(struct.pack(">I", len(key_bytes)))
     hasher.update(key_bytes)
-    hasher.update(encoded)
+    hasher.update(body)
     return hasher.digest()
 
 

@@ -29,7 +29,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -37,9 +37,11 @@ from typing import TYPE_CHECKING, Any, Final
 import diskcache
 from diskcache.core import DBNAME, DEFAULT_SETTINGS, MODE_PICKLE
 
+from persistmemo import inspection
 from persistmemo.codec import CorruptEntry
 from persistmemo.entry_reader import EntryReader
 from persistmemo.faults import FaultReporter
+from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
 from persistmemo.integrity import (
     SecretUnavailable,
     seal,
@@ -239,13 +241,19 @@ class Store:
             self.report_fault("corrupt entry", error)
             return MISSING
 
-    def write(self, key: str, encoded: bytes, *, ttl: float | None, tag: str) -> bool:
-        """Seal and store ``encoded`` under ``key``; False (and a warning) when it cannot."""
+    def write(
+        self, key: str, encoded: bytes, *, ttl: float | None, tag: str, seconds: float = 0.0
+    ) -> bool:
+        """Seal and store ``encoded`` (computed in ``seconds``) under ``key``.
+
+        False (and a warning) when the store cannot keep it.
+        """
         cache = self._writable_cache()
         if cache is None:
             return False
+        sealed = seal(self._secret, key, encoded, seconds)
         try:
-            return bool(cache.set(key, seal(self._secret, key, encoded), expire=ttl, tag=tag))
+            return bool(cache.set(key, sealed, expire=ttl, tag=tag))
         except _IO_ERRORS as error:
             self._io_fault("write failed", error)
             return False
@@ -303,6 +311,46 @@ class Store:
         if self._reader is None:
             self._ready_reader()
         return self._pickle_trusted and not self.strict
+
+    @property
+    def secret(self) -> bytes:
+        """The key that seals this store's entries (resolved when the store opens)."""
+        if self._reader is None:
+            self._await_open()
+        return self._secret
+
+    # --- looking inside (see inspection.py) ----------------------------------------------
+
+    def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
+        """Every entry's metadata (of one function identity, if given), without decoding."""
+        return inspection.iter_entries(self.directory, function)
+
+    def functions(self) -> dict[str, FunctionSummary]:
+        """Per-function summaries: entries, bytes, versions, oldest/newest, compute stored."""
+        return inspection.summarize(self.entries())
+
+    def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
+        """Check SQLite's integrity and every entry's seal; ``fix`` removes bad entries."""
+        return inspection.check(self, fix=fix, progress=progress)
+
+    def prune(
+        self,
+        *,
+        expired: bool = True,
+        older_than: float | None = None,
+        keep_versions: Mapping[str, Iterable[str]] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Remove expired entries, entries older than ``older_than`` seconds, and entries of
+        the functions named in ``keep_versions`` whose version is not listed; returns how many.
+        """
+        return inspection.prune(
+            self,
+            expired=expired,
+            older_than=older_than,
+            keep_versions=keep_versions,
+            progress=progress,
+        )
 
     # --- leases (one computation per key; see locking.py) --------------------------------
 

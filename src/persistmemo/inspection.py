@@ -1,0 +1,226 @@
+"""Looking into a store: its entries and their metadata, per-function summaries, checks, pruning.
+
+Everything here reads diskcache's table directly (read-only) and each value's sealed header,
+so listing a store never decodes a value and never writes. Per entry, the store knows:
+
+- when it was computed (diskcache's ``store_time``) and when it expires (``expire_time``);
+- its size on disk (inline bytes, or the value file's size);
+- its function identity (the entry's tag) and version (the key's third field);
+- how long the computation took (the sealed header's compute seconds).
+
+Hits are counted per process (``cache_info()``), not in the store: counting them there would
+make every hit a write. "Compute stored" below is the sum of compute seconds of the entries:
+the time that one more hit on each would save.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW
+
+from persistmemo.codec import CorruptEntry
+from persistmemo.integrity import HEADER_SIZE, compute_seconds, unseal
+from persistmemo.keys import KEY_FORMAT
+
+if TYPE_CHECKING:
+    from persistmemo.store import Store
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) during long operations."""
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    """One stored result, described without decoding it."""
+
+    key: str
+    function: str
+    version: str
+    stored_at: float
+    expires_at: float | None
+    size: int
+    compute_seconds: float | None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the entry is past its TTL (a miss, awaiting removal)."""
+        return self.expires_at is not None and self.expires_at <= time.time()
+
+
+@dataclass
+class FunctionSummary:
+    """What one function has in a store."""
+
+    function: str
+    entries: int = 0
+    size: int = 0
+    versions: set[str] = field(default_factory=set)
+    oldest: float = float("inf")
+    newest: float = 0.0
+    compute_seconds: float = 0.0
+    expired: int = 0
+
+
+@dataclass
+class CheckReport:
+    """The outcome of ``Store.check``: problems found, and how many entries were removed."""
+
+    entries: int = 0
+    problems: list[str] = field(default_factory=list)
+    removed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.problems
+
+
+_ROWS = (
+    "SELECT key, tag, store_time, expire_time, size, mode, filename, value FROM Cache"
+    " WHERE raw = 1 AND key >= ? AND key < ?"
+)
+
+
+def _connect(directory: Path) -> sqlite3.Connection:
+    database = directory / DBNAME
+    if not database.exists():
+        raise FileNotFoundError(f"no persistmemo store at {directory} ({DBNAME} is missing)")
+    return sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
+
+
+def _stored_bytes(directory: Path, mode: int, filename: str | None, value: object) -> bytes:
+    if mode == MODE_RAW and isinstance(value, bytes):
+        return value
+    if mode == MODE_BINARY and filename:
+        return (directory / filename).read_bytes()
+    raise CorruptEntry(f"diskcache mode {mode} is not a persistmemo value")
+
+
+def _header(directory: Path, mode: int, filename: str | None, value: object) -> bytes:
+    if mode == MODE_BINARY and filename:
+        try:
+            with open(directory / filename, "rb") as stored:
+                return stored.read(HEADER_SIZE)
+        except OSError:
+            return b""
+    return value[:HEADER_SIZE] if isinstance(value, bytes) else b""
+
+
+def _split_key(key: str, tag: object) -> tuple[str, str]:
+    """(function identity, version) of an entry key."""
+    function = tag if isinstance(tag, str) else key.split(":")[1]
+    rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
+    return function, rest.rsplit(":", 1)[0]
+
+
+def iter_entries(directory: Path, function: str | None = None) -> Iterator[EntryInfo]:
+    """Every entry of the store in ``directory`` (of one function, if given)."""
+    prefix = f"{KEY_FORMAT}:" + (f"{function}:" if function else "")
+    with closing(_connect(directory)) as connection:
+        rows = connection.execute(_ROWS, (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
+        for key, tag, stored_at, expires_at, size, mode, filename, value in rows:
+            identity, version = _split_key(key, tag)
+            if function is not None and identity != function:
+                continue
+            on_disk = size if mode == MODE_BINARY else len(value or b"")
+            yield EntryInfo(
+                key=key,
+                function=identity,
+                version=version,
+                stored_at=stored_at,
+                expires_at=expires_at,
+                size=on_disk,
+                compute_seconds=compute_seconds(_header(directory, mode, filename, value)),
+            )
+
+
+def summarize(entries: Iterable[EntryInfo]) -> dict[str, FunctionSummary]:
+    """Per-function totals of ``entries``, by function identity."""
+    summaries: dict[str, FunctionSummary] = {}
+    for entry in entries:
+        summary = summaries.setdefault(entry.function, FunctionSummary(entry.function))
+        summary.entries += 1
+        summary.size += entry.size
+        summary.versions.add(entry.version)
+        summary.oldest = min(summary.oldest, entry.stored_at)
+        summary.newest = max(summary.newest, entry.stored_at)
+        summary.compute_seconds += entry.compute_seconds or 0.0
+        summary.expired += entry.expired
+    return summaries
+
+
+def check(store: Store, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
+    """Check SQLite's integrity and every entry's seal; with ``fix``, remove bad entries."""
+    report = CheckReport()
+    directory = store.directory
+    secret = store.secret
+    with closing(_connect(directory)) as connection:
+        for (line,) in connection.execute("PRAGMA integrity_check"):
+            if line != "ok":
+                report.problems.append(f"sqlite: {line}")
+        (total,) = connection.execute("SELECT COUNT(*) FROM Cache WHERE raw = 1").fetchone()
+        rows = connection.execute(
+            "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+            (f"{KEY_FORMAT}:", f"{KEY_FORMAT};"),
+        )
+        bad: list[str] = []
+        for done, (key, mode, filename, value) in enumerate(rows, 1):
+            report.entries += 1
+            try:
+                unseal(secret, key, _stored_bytes(directory, mode, filename, value))
+            except (CorruptEntry, OSError) as error:
+                bad.append(key)
+                report.problems.append(f"{key}: {error}")
+            if progress is not None:
+                progress(done, total)
+    if fix:
+        report.removed = sum(store.delete(key) for key in bad)
+    return report
+
+
+def prune(
+    store: Store,
+    *,
+    expired: bool = True,
+    older_than: float | None = None,
+    keep_versions: Mapping[str, Iterable[str]] | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Remove expired entries, entries stored more than ``older_than`` seconds ago, and
+    entries of the functions in ``keep_versions`` whose version is not listed there.
+    Returns how many were removed."""
+    keep = {name: set(versions) for name, versions in (keep_versions or {}).items()}
+    cutoff = None if older_than is None else time.time() - older_than
+    doomed = [
+        entry.key
+        for entry in iter_entries(store.directory)
+        if (expired and entry.expired)
+        or (cutoff is not None and entry.stored_at < cutoff)
+        or (entry.function in keep and entry.version not in keep[entry.function])
+    ]
+    removed = 0
+    for done, key in enumerate(doomed, 1):
+        removed += store.delete(key)
+        if progress is not None:
+            progress(done, len(doomed))
+    return removed
+
+
+def directory_size(directory: Path) -> int:
+    """Bytes the store takes on disk (database, WAL and value files)."""
+    total = 0
+    for root, _, files in os.walk(directory):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                continue
+    return total
