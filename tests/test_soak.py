@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from persistmemo import Store, memo
 
 WORKERS = "import sys, workers; getattr(workers, sys.argv[1])(*map(float, sys.argv[2:]))"
@@ -60,7 +60,8 @@ def kill_loop(tmp_path: Path, kills: int, keys: int = 40) -> dict[str, int]:
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "writing\n"
         time.sleep(rng.uniform(0.01, 0.25))
         writer.send_signal(signal.SIGKILL)
         writer.wait()
