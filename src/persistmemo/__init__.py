@@ -8,13 +8,17 @@
 from persistmemo.codec import CorruptEntry, UnstorableValue
 from persistmemo.decorator import CacheInfo, MemoDecorator, Memoized, memo
 from persistmemo.faults import PersistmemoWarning
+from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.store import Store, default_directory, default_store
 
 __all__ = [
     "KEY_FORMAT",
     "CacheInfo",
+    "CheckReport",
     "CorruptEntry",
+    "EntryInfo",
+    "FunctionSummary",
     "MemoDecorator",
     "Memoized",
     "PersistmemoWarning",

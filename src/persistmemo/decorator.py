@@ -9,16 +9,21 @@ the key, reads once and decodes; it writes nothing.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import datetime as dt
 import functools
 import inspect
 import os
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
+from persistmemo import inspection
 from persistmemo.binding import CallBinder
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
+from persistmemo.inspection import EntryInfo
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.locking import compute_once, compute_once_async
 from persistmemo.naming import qualified_name
@@ -66,6 +71,18 @@ class Memoized(Protocol[P, R]):
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the function for this call and overwrite its entry; returns the new result."""
+        ...
+
+    def version(self) -> str:
+        """The version in this function's keys (pinned, or derived from its code)."""
+        ...
+
+    def entries(self) -> list[EntryInfo]:
+        """Metadata of this function's stored entries (every version), newest first."""
+        ...
+
+    def info(self, *args: P.args, **kwargs: P.kwargs) -> EntryInfo | None:
+        """Metadata of this call's entry (when computed, how long it took...), or None."""
         ...
 
 
@@ -176,9 +193,20 @@ class _MemoizedFunction(Generic[P, R]):
         self.keys: KeyBuilder | None = None
         self.wrapper = self._async_wrapper() if _is_async(func) else self._sync_wrapper()
         functools.update_wrapper(self.wrapper, func)
-        for control in (self.cache_info, self.cache_clear, self.invalidate, self.key):
+        controls = (
+            self.cache_info,
+            self.cache_clear,
+            self.invalidate,
+            self.key,
+            self.version,
+            self.entries,
+            self.info,
+        )
+        for control in controls:
             setattr(self.wrapper, control.__name__, control)
         self.wrapper.store = self.store  # type: ignore[attr-defined]
+        self.flushed_hits = 0
+        _memoized_functions.add(self)
 
     # --- the call ------------------------------------------------------------------------
 
@@ -346,8 +374,42 @@ class _MemoizedFunction(Generic[P, R]):
 
     def cache_clear(self) -> int:
         """Remove this function's entries (every version) from its store; returns how many."""
-        self.hits = self.misses = 0
+        self.hits = self.misses = self.flushed_hits = 0
+        self.store.forget_hits(self.identity)
         return self.store.delete_tagged(self.identity)
+
+    def version(self) -> str:
+        """The version in this function's keys (pinned, or derived from its code)."""
+        keys = self.keys or self.prepare()
+        return keys.prefix.rsplit(":", 2)[1]
+
+    def entries(self) -> list[EntryInfo]:
+        """Metadata of this function's stored entries (every version), newest first."""
+        found = self.store.entries(self.identity)
+        return sorted(found, key=lambda entry: entry.stored_at, reverse=True)
+
+    def info(self, *args: Any, **kwargs: Any) -> EntryInfo | None:
+        """Metadata of this call's entry (when computed, how long it took...), or None."""
+        return inspection.entry_info(self.store.directory, self.key(*args, **kwargs))
+
+    def flush_hits(self) -> None:
+        """Add this process's new hits to the store's count (called at exit)."""
+        new_hits = self.hits - self.flushed_hits
+        if new_hits > 0 and not self.disabled:
+            self.store.record_hits(self.identity, new_hits)
+            self.flushed_hits = self.hits
+
+
+# Hits are counted in memory, so that a hit never writes; each process adds its counts to
+# the store once, at exit.
+_memoized_functions: weakref.WeakSet[_MemoizedFunction[Any, Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_hits_at_exit() -> None:
+    for memoized in list(_memoized_functions):
+        with contextlib.suppress(Exception):
+            memoized.flush_hits()
 
 
 # --- option checks ---------------------------------------------------------------------------

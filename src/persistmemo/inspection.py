@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW
 
@@ -89,6 +89,9 @@ _ROWS = (
 )
 
 
+_ROW = _ROWS.replace("key >= ? AND key < ?", "key = ?")
+
+
 def _connect(directory: Path) -> sqlite3.Connection:
     database = directory / DBNAME
     if not database.exists():
@@ -126,20 +129,41 @@ def iter_entries(directory: Path, function: str | None = None) -> Iterator[Entry
     prefix = f"{KEY_FORMAT}:" + (f"{function}:" if function else "")
     with closing(_connect(directory)) as connection:
         rows = connection.execute(_ROWS, (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
-        for key, tag, stored_at, expires_at, size, mode, filename, value in rows:
-            identity, version = _split_key(key, tag)
-            if function is not None and identity != function:
-                continue
-            on_disk = size if mode == MODE_BINARY else len(value or b"")
-            yield EntryInfo(
-                key=key,
-                function=identity,
-                version=version,
-                stored_at=stored_at,
-                expires_at=expires_at,
-                size=on_disk,
-                compute_seconds=compute_seconds(_header(directory, mode, filename, value)),
-            )
+        for row in rows:
+            entry = _entry_from_row(directory, row)
+            if function is None or entry.function == function:
+                yield entry
+
+
+def entry_info(directory: Path, key: str) -> EntryInfo | None:
+    """The metadata of the entry under ``key``, or None when there is none."""
+    with closing(_connect(directory)) as connection:
+        row = connection.execute(_ROW, (key,)).fetchone()
+    return None if row is None else _entry_from_row(directory, row)
+
+
+def _entry_from_row(directory: Path, row: tuple[Any, ...]) -> EntryInfo:
+    key, tag, stored_at, expires_at, size, mode, filename, value = row
+    identity, version = _split_key(key, tag)
+    return EntryInfo(
+        key=key,
+        function=identity,
+        version=version,
+        stored_at=stored_at,
+        expires_at=expires_at,
+        size=size if mode == MODE_BINARY else len(value or b""),
+        compute_seconds=compute_seconds(_header(directory, mode, filename, value)),
+    )
+
+
+def recorded_hits(directory: Path, prefix: str) -> dict[str, int]:
+    """Hit counts kept under ``prefix`` + function identity."""
+    with closing(_connect(directory)) as connection:
+        rows = connection.execute(
+            "SELECT key, value FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+            (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
+        )
+        return {key[len(prefix) :]: int(value) for key, value in rows if isinstance(value, int)}
 
 
 def summarize(entries: Iterable[EntryInfo]) -> dict[str, FunctionSummary]:
@@ -199,14 +223,17 @@ def prune(
     Returns how many were removed."""
     keep = {name: set(versions) for name, versions in (keep_versions or {}).items()}
     cutoff = None if older_than is None else time.time() - older_than
+    # diskcache's delete skips expired entries: they go through its own expire().
+    removed = store.remove_expired() if expired else 0
     doomed = [
         entry.key
         for entry in iter_entries(store.directory)
-        if (expired and entry.expired)
-        or (cutoff is not None and entry.stored_at < cutoff)
-        or (entry.function in keep and entry.version not in keep[entry.function])
+        if not entry.expired
+        and (
+            (cutoff is not None and entry.stored_at < cutoff)
+            or (entry.function in keep and entry.version not in keep[entry.function])
+        )
     ]
-    removed = 0
     for done, key in enumerate(doomed, 1):
         removed += store.delete(key)
         if progress is not None:

@@ -64,6 +64,7 @@ DEFAULT_LEASE = 10.0
 REOPEN_AFTER = 5.0
 BYPASS_AFTER_TIMEOUT = 5.0
 LEASE_PREFIX = "pm-lease:"
+STATS_PREFIX = "pm-hits:"
 
 _IO_ERRORS: Final = (sqlite3.Error, OSError, diskcache.Timeout)
 
@@ -294,6 +295,17 @@ class Store:
             self._io_fault("clear failed", error)
             return 0
 
+    def remove_expired(self) -> int:
+        """Remove every expired entry now (they are misses already); returns how many."""
+        cache = self._writable_cache()
+        if cache is None:
+            return 0
+        try:
+            return int(cache.expire())
+        except _IO_ERRORS as error:
+            self._io_fault("delete failed", error)
+            return 0
+
     def __len__(self) -> int:
         """Number of entries (expired ones not yet removed and live leases included)."""
         cache = self._writable_cache()
@@ -351,6 +363,29 @@ class Store:
             keep_versions=keep_versions,
             progress=progress,
         )
+
+    def record_hits(self, function: str, hits: int) -> None:
+        """Add ``hits`` to the hit count the store keeps for ``function`` (one write)."""
+        cache = self._writable_cache()
+        if cache is None or hits <= 0:
+            return
+        try:
+            cache.incr(STATS_PREFIX + function, hits)
+        except _IO_ERRORS as error:
+            self._io_fault("write failed", error)
+
+    def recorded_hits(self) -> dict[str, int]:
+        """Hit counts per function, as flushed by processes at their exit."""
+        return inspection.recorded_hits(self.directory, STATS_PREFIX)
+
+    def forget_hits(self, function: str) -> None:
+        """Drop the recorded hit count of ``function`` (its entries were cleared)."""
+        cache = self._writable_cache()
+        if cache is not None:
+            try:
+                cache.delete(STATS_PREFIX + function)
+            except _IO_ERRORS as error:
+                self._io_fault("delete failed", error)
 
     # --- leases (one computation per key; see locking.py) --------------------------------
 
@@ -547,12 +582,12 @@ class Store:
         self._faults.after_fork()
 
     def iter_keys(self) -> Iterator[str]:
-        """Every entry key (leases left out), in no particular order."""
+        """Every entry key (leases and hit counts left out), in no particular order."""
         cache = self._writable_cache()
         if cache is None:
             return
         for key in cache.iterkeys():
-            if isinstance(key, str) and not key.startswith(LEASE_PREFIX):
+            if isinstance(key, str) and key.startswith("pm1:"):
                 yield key
 
 
