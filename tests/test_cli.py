@@ -210,7 +210,8 @@ def test_python_api_entries_info_version_and_functions(store: Store) -> None:
     info = square.info(2)
     assert info is not None
     assert info.version == "v7"
-    assert info.compute_seconds is not None and info.compute_seconds >= 0.01
+    assert info.compute_seconds is not None
+    assert info.compute_seconds >= 0.01
     assert square.info(4) is None
     assert [entry.key for entry in square.entries()] == [square.key(3), square.key(2)]
     summary = store.functions()[square.entries()[0].function]
