@@ -29,6 +29,8 @@ from persistmemo.naming import lookup, object_path
 
 FORMAT_MSGPACK = b"\x01"
 FORMAT_PICKLE = b"\x02"
+_MSGPACK = FORMAT_MSGPACK[0]
+_PICKLE = FORMAT_PICKLE[0]
 
 EXT_TUPLE = 1
 EXT_SET = 2
@@ -99,14 +101,14 @@ def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> obje
     Pickle-fallback bytes are only unpickled with ``allow_pickle``: callers pass it only
     for bytes whose origin was authenticated (see integrity.py).
     """
-    head = bytes(data[:1])
+    head = data[0] if data else -1
     try:
-        if head == FORMAT_MSGPACK:
-            return _unpackb(memoryview(data)[1:])
-        if head == FORMAT_PICKLE:
+        if head == _MSGPACK:
+            return _unpackb(data[1:])
+        if head == _PICKLE:
             if not allow_pickle:
                 raise CorruptEntry("a pickle-fallback value where pickles are not allowed")
-            return pickle.loads(memoryview(data)[1:])
+            return pickle.loads(data[1:])
     except CorruptEntry:
         raise
     except Exception as error:
@@ -116,7 +118,7 @@ def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> obje
 
 def is_pickled(data: bytes | memoryview) -> bool:
     """Whether encoded bytes hold a pickle-fallback value."""
-    return bytes(data[:1]) == FORMAT_PICKLE
+    return len(data) > 0 and data[0] == _PICKLE
 
 
 # --- encoding ------------------------------------------------------------------------------

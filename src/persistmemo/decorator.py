@@ -204,7 +204,7 @@ class _MemoizedFunction(Generic[P, R]):
         )
         for control in controls:
             setattr(self.wrapper, control.__name__, control)
-        self.wrapper.store = self.store  # type: ignore[attr-defined]
+        setattr(self.wrapper, "store", self.store)  # noqa: B010  (not a declared attribute)
         self.flushed_hits = 0
         _memoized_functions.add(self)
 
@@ -214,30 +214,23 @@ class _MemoizedFunction(Generic[P, R]):
         func, store = self.func, self.store
 
         def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
-            keys = self.keys or self.prepare()
+            # The hit path: key, one read, one decode. Kept flat: every call pays for it.
+            keys = self.keys
+            if keys is None:
+                keys = self.prepare()
             if self.disabled:
                 return func(*args, **kwargs)
             key = keys.key(self.canonical_arguments(args, kwargs))
-            found = self.lookup(store.read(key))
-            if found is not MISSING:
-                self.hits += 1
-                return cast(R, found)
-
-            def compute() -> R:
-                self.misses += 1
-                started = time.perf_counter()
-                value = func(*args, **kwargs)
-                self.save(key, value, time.perf_counter() - started)
-                return value
-
-            if not self.options.lock:
-                return compute()
-            value, computed = compute_once(
-                store, key, lambda: self.lookup(store.read(key)), compute
-            )
-            if not computed:
-                self.hits += 1
-            return cast(R, value)
+            data = store.read(key)
+            if data is not MISSING:
+                try:
+                    value = decode_value(cast(bytes, data), allow_pickle=store.pickle_allowed)
+                except CorruptEntry as error:
+                    store.report_fault("corrupt entry", error)
+                else:
+                    self.hits += 1
+                    return cast(R, value)
+            return self._miss(key, args, kwargs)
 
         def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
             key = self.key(*args, **kwargs)
@@ -255,7 +248,9 @@ class _MemoizedFunction(Generic[P, R]):
         store = self.store
 
         async def memoized(*args: P.args, **kwargs: P.kwargs) -> Any:
-            keys = self.keys or self.prepare()
+            keys = self.keys
+            if keys is None:
+                keys = self.prepare()
             if self.disabled:
                 return await func(*args, **kwargs)
             key = keys.key(self.canonical_arguments(args, kwargs))
@@ -291,6 +286,23 @@ class _MemoizedFunction(Generic[P, R]):
         memoized.refresh = refresh  # type: ignore[attr-defined]
         return cast(Callable[P, R], memoized)
 
+    def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        func, store = self.func, self.store
+
+        def compute() -> R:
+            self.misses += 1
+            started = time.perf_counter()
+            value = func(*args, **kwargs)
+            self.save(key, value, time.perf_counter() - started)
+            return value
+
+        if not self.options.lock:
+            return compute()
+        value, computed = compute_once(store, key, lambda: self.lookup(store.read(key)), compute)
+        if not computed:
+            self.hits += 1
+        return cast(R, value)
+
     def prepare(self) -> KeyBuilder:
         """Settle what the first call needs: the switch, the version, the key prefix."""
         self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
@@ -300,18 +312,19 @@ class _MemoizedFunction(Generic[P, R]):
         self.keys = KeyBuilder(self.identity, version)
         return self.keys
 
-    def lookup(self, data: memoryview | Missing) -> object:
+    def lookup(self, data: bytes | memoryview | Missing) -> object:
         """The decoded value of a read, or MISSING; an undecodable entry counts as a miss."""
         if data is MISSING:
             return MISSING
         try:
-            return decode_value(cast(memoryview, data), allow_pickle=self.store.pickle_allowed)
+            return decode_value(cast(bytes, data), allow_pickle=self.store.pickle_allowed)
         except CorruptEntry as error:
             self.store.report_fault("corrupt entry", error)
             return MISSING
 
     def save(self, key: str, value: object, seconds: float) -> None:
         store = self.store
+        store.open()  # settles pickle_allowed, even when no read opened the store first
         try:
             data = encode_value(value, allow_pickle=store.pickle_allowed)
         except UnstorableValue as error:
@@ -328,10 +341,11 @@ class _MemoizedFunction(Generic[P, R]):
     # --- keys ----------------------------------------------------------------------------
 
     def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        if self.binder is None:
+        binder = self.binder
+        if binder is None:
             keyed_on = (cast(Callable[..., object], self.options.key)(*args, **kwargs),)
         else:
-            keyed_on = self.binder.bind(args, kwargs)
+            keyed_on = binder.bind(args, kwargs)
         try:
             return encode_arguments(keyed_on)
         except UnsupportedType as error:

@@ -43,13 +43,15 @@ class EntryReader:
     def read(self, key: str, now: float) -> bytes | None:
         """The bytes stored under ``key`` and not expired at ``now``, or None."""
         local = self._local
-        connection = getattr(local, "connection", None)
-        if connection is None or local.pid != os.getpid():
-            connection = self._connect()
-        row = connection.execute(_SELECT, (key, now)).fetchone()
-        if row is None:
+        cursor = getattr(local, "cursor", None)
+        if cursor is None or local.pid != os.getpid():
+            cursor = self._connect()
+        # fetchall, not fetchone: it runs the statement to its end, which ends the read
+        # transaction; a statement left open would keep SQLite from checkpointing the WAL.
+        rows = cursor.execute(_SELECT, (key, now)).fetchall()
+        if not rows:
             return None
-        mode, filename, value = row
+        ((mode, filename, value),) = rows
         if mode == MODE_RAW and type(value) is bytes:
             return value
         if mode == MODE_BINARY and filename:
@@ -60,7 +62,7 @@ class EntryReader:
                 return None  # removed since the row was read: diskcache's get says the same
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> sqlite3.Cursor:
         if self._immutable:
             uri = f"{self._database.as_uri()}?immutable=1"
             connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -70,12 +72,13 @@ class EntryReader:
             )
             connection.execute("PRAGMA query_only = 1")
         self._local.connection = connection
+        cursor = self._local.cursor = connection.cursor()
         self._local.pid = os.getpid()
-        return connection
+        return cursor
 
     def close(self) -> None:
         """Close this thread's connection."""
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
-            self._local.connection = None
+            self._local.connection = self._local.cursor = None

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import HEADER_SIZE, compute_seconds, unseal
+from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
 from persistmemo.keys import KEY_FORMAT
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
     """Check SQLite's integrity and every entry's seal; with ``fix``, remove bad entries."""
     report = CheckReport()
     directory = store.directory
-    secret = store.secret
+    sealer = Sealer(store.secret)
     with closing(_connect(directory)) as connection:
         for (line,) in connection.execute("PRAGMA integrity_check"):
             if line != "ok":
@@ -199,7 +199,7 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
         for done, (key, mode, filename, value) in enumerate(rows, 1):
             report.entries += 1
             try:
-                unseal(secret, key, _stored_bytes(directory, mode, filename, value))
+                sealer.unseal(key, _stored_bytes(directory, mode, filename, value))
             except (CorruptEntry, OSError) as error:
                 bad.append(key)
                 report.problems.append(f"{key}: {error}")

@@ -43,10 +43,9 @@ from persistmemo.entry_reader import EntryReader
 from persistmemo.faults import FaultReporter
 from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
 from persistmemo.integrity import (
+    Sealer,
     SecretUnavailable,
-    seal,
     secret_from_text,
-    unseal,
     untrusted_reason,
     user_secret,
 )
@@ -179,7 +178,9 @@ class Store:
         self._cache: diskcache.Cache | None = None
         self._reader: EntryReader | None = None
         self._secret = b""
+        self._sealer = Sealer(b"")
         self._pickle_trusted = False
+        self.pickle_allowed = False
         self._opening: threading.Thread | None = None
         self._open_lock = threading.Lock()
         self._reopen_at = 0.0
@@ -222,7 +223,7 @@ class Store:
 
     # --- entries -------------------------------------------------------------------------
 
-    def read(self, key: str) -> memoryview | Missing:
+    def read(self, key: str) -> bytes | memoryview | Missing:
         """The verified encoded value under ``key``, or MISSING (absent, expired, unusable)."""
         reader = self._reader
         if reader is None and (reader := self._ready_reader()) is None:
@@ -237,7 +238,7 @@ class Store:
         if stored is None:
             return MISSING
         try:
-            return unseal(self._secret, key, stored)
+            return self._sealer.unseal(key, stored)
         except CorruptEntry as error:
             self.report_fault("corrupt entry", error)
             return MISSING
@@ -252,7 +253,7 @@ class Store:
         cache = self._writable_cache()
         if cache is None:
             return False
-        sealed = seal(self._secret, key, encoded, seconds)
+        sealed = self._sealer.seal(key, encoded, seconds)
         try:
             return bool(cache.set(key, sealed, expire=ttl, tag=tag))
         except _IO_ERRORS as error:
@@ -317,12 +318,11 @@ class Store:
             self._io_fault("read failed", error)
             return 0
 
-    @property
-    def pickle_allowed(self) -> bool:
-        """Whether pickle-fallback values may be written and read here."""
+    def open(self) -> bool:
+        """Open the store now (it otherwise opens on first use); True when it is usable."""
         if self._reader is None:
-            self._ready_reader()
-        return self._pickle_trusted and not self.strict
+            self._await_open()
+        return self._reader is not None and not self._broken
 
     @property
     def secret(self) -> bytes:
@@ -491,6 +491,10 @@ class Store:
             directory = self.directory
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._secret, self._pickle_trusted = self._load_secret(directory)
+            self._sealer = Sealer(self._secret)
+            # Whether pickle-fallback values may be written and read here: a plain
+            # attribute, as the hit path reads it on every call.
+            self.pickle_allowed = self._pickle_trusted and not self.strict
             try:
                 self._cache = self._open_cache(directory)
                 self._reader = EntryReader(directory, timeout=self.timeout)
