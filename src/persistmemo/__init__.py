@@ -8,7 +8,7 @@
 from persistmemo.codec import CorruptEntry, UnstorableValue
 from persistmemo.decorator import CacheInfo, MemoDecorator, Memoized, memo
 from persistmemo.faults import PersistmemoWarning
-from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary
+from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary  # light: no I/O
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.store import Store, default_directory, default_store
 

@@ -7,12 +7,11 @@ position or by keyword; ``*args`` becomes a tuple and ``**kwargs`` a dict, never
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_EMPTY = inspect.Parameter.empty
-_POSITIONAL_KINDS = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+if TYPE_CHECKING:
+    pass
 
 
 class CallBinder:
@@ -30,6 +29,8 @@ class CallBinder:
     )
 
     def __init__(self, func: Callable[..., Any], ignore: Iterable[str] = ()) -> None:
+        import inspect  # at decoration, not at `import persistmemo`
+
         self._signature = inspect.signature(func)
         parameters = list(self._signature.parameters.values())
         self._parameters = parameters
@@ -48,9 +49,13 @@ class CallBinder:
 
         # Fast path: a call with positional arguments only, to a function whose parameters
         # are all plain positional ones, binds by slicing and padding with the defaults.
-        if all(p.kind in _POSITIONAL_KINDS for p in parameters):
+        positional_kinds = (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        )
+        if all(p.kind in positional_kinds for p in parameters):
             self._fast_arity = len(parameters)
-            self._fast_required = sum(p.default is _EMPTY for p in parameters)
+            self._fast_required = sum(p.default is inspect.Parameter.empty for p in parameters)
             self._defaults = tuple(p.default for p in parameters)
         else:
             self._fast_arity = -1
@@ -82,7 +87,7 @@ class CallBinder:
         for index in self._kept:
             parameter = self._parameters[index]
             value = arguments[parameter.name]
-            if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            if parameter.kind is parameter.VAR_KEYWORD:
                 value = {
                     name: item
                     for name, item in value.items()

@@ -11,15 +11,8 @@ Decoding never lets a malformed document escape as anything but ``CorruptEntry``
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import decimal
-import enum
-import pathlib
-import pickle
+import importlib
 import sys
-import uuid
-import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
@@ -50,17 +43,9 @@ EXT_NAMEDTUPLE = 15
 EXT_NDARRAY = 16
 EXT_NUMPY_SCALAR = 17
 
-_PATH_CLASSES: dict[str, type[pathlib.PurePath]] = {
-    cls.__name__: cls
-    for cls in (
-        pathlib.PurePath,
-        pathlib.PurePosixPath,
-        pathlib.PureWindowsPath,
-        pathlib.Path,
-        pathlib.PosixPath,
-        pathlib.WindowsPath,
-    )
-}
+_PATH_CLASS_NAMES = frozenset(
+    ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
+)
 
 
 class CorruptEntry(ValueError):
@@ -89,6 +74,8 @@ def encode_value(value: object, *, allow_pickle: bool = True) -> bytes:
                 f"the result contains a {needs.args[0]}, which has no msgpack encoding, and "
                 "the pickle fallback is refused here"
             ) from None
+    import pickle  # only the fallback needs it
+
     try:
         return FORMAT_PICKLE + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as error:
@@ -108,6 +95,8 @@ def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> obje
         if head == _PICKLE:
             if not allow_pickle:
                 raise CorruptEntry("a pickle-fallback value where pickles are not allowed")
+            import pickle
+
             return pickle.loads(data[1:])
     except CorruptEntry:
         raise
@@ -147,9 +136,10 @@ def _ext(code: int, payload: object) -> msgpack.ExtType:
     return msgpack.ExtType(code, _packb(payload))
 
 
-def _encode_tz(tz: dt.tzinfo | None) -> object:
+def _encode_tz(tz: Any) -> object:
     if tz is None:
         return None
+    dt = sys.modules["datetime"]
     if type(tz) is dt.timezone:
         offset = tz.utcoffset(None)
         name = tz.tzname(None)
@@ -157,7 +147,8 @@ def _encode_tz(tz: dt.tzinfo | None) -> object:
         # timezone(offset) again rather than timezone(offset, name).
         explicit_name = None if name == dt.timezone(offset).tzname(None) else name
         return ["fixed", offset.days, offset.seconds, offset.microseconds, explicit_name]
-    if type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
+    zoneinfo = sys.modules.get("zoneinfo")
+    if zoneinfo is not None and type(tz) is zoneinfo.ZoneInfo and tz.key is not None:
         return ["zone", tz.key]
     raise _NeedsPickle(f"tzinfo of type {type(tz).__name__}")
 
@@ -169,13 +160,13 @@ def _encode_bigint(value: int) -> msgpack.ExtType:
     return msgpack.ExtType(EXT_BIGINT, value.to_bytes(length, "big", signed=True))
 
 
-def _encode_datetime(value: dt.datetime) -> msgpack.ExtType:
+def _encode_datetime(value: Any) -> msgpack.ExtType:
     fields: list[object] = [value.year, value.month, value.day, value.hour, value.minute]
     fields += [value.second, value.microsecond, value.fold, _encode_tz(value.tzinfo)]
     return _ext(EXT_DATETIME, fields)
 
 
-def _encode_time(value: dt.time) -> msgpack.ExtType:
+def _encode_time(value: Any) -> msgpack.ExtType:
     fields = [value.hour, value.minute, value.second, value.microsecond, value.fold]
     return _ext(EXT_TIME, [*fields, _encode_tz(value.tzinfo)])
 
@@ -193,7 +184,7 @@ def _class_path(cls: type) -> list[str]:
 
 
 def _encode_dataclass(value: Any) -> msgpack.ExtType:
-    names = [field.name for field in dataclasses.fields(value)]
+    names = [field.name for field in sys.modules["dataclasses"].fields(value)]
     state = getattr(value, "__dict__", None)
     if state is not None and set(state) != set(names):
         # Attributes beyond the fields would be lost on the way back.
@@ -225,16 +216,29 @@ _EXT_ENCODERS: dict[type, Callable[[Any], msgpack.ExtType]] = {
     set: lambda value: _ext(EXT_SET, list(value)),
     frozenset: lambda value: _ext(EXT_FROZENSET, list(value)),
     int: _encode_bigint,
-    dt.datetime: _encode_datetime,
-    dt.date: lambda value: _ext(EXT_DATE, [value.year, value.month, value.day]),
-    dt.time: _encode_time,
-    dt.timedelta: lambda value: _ext(
-        EXT_TIMEDELTA, [value.days, value.seconds, value.microseconds]
-    ),
-    decimal.Decimal: lambda value: _ext(EXT_DECIMAL, str(value)),
-    uuid.UUID: lambda value: msgpack.ExtType(EXT_UUID, value.bytes),
     complex: lambda value: _ext(EXT_COMPLEX, [value.real, value.imag]),
 }
+
+
+def _stdlib_ext_encoders() -> dict[type, Callable[[Any], msgpack.ExtType]]:
+    """Encoders of the standard library's value types whose modules are loaded (a value of
+    a type cannot exist before its module is), so persistmemo need not import them."""
+    found: dict[type, Callable[[Any], msgpack.ExtType]] = {}
+    datetime = sys.modules.get("datetime")
+    if datetime is not None:
+        found[datetime.datetime] = _encode_datetime
+        found[datetime.date] = lambda value: _ext(EXT_DATE, [value.year, value.month, value.day])
+        found[datetime.time] = _encode_time
+        found[datetime.timedelta] = lambda value: _ext(
+            EXT_TIMEDELTA, [value.days, value.seconds, value.microseconds]
+        )
+    decimal = sys.modules.get("decimal")
+    if decimal is not None:
+        found[decimal.Decimal] = lambda value: _ext(EXT_DECIMAL, str(value))
+    uuid = sys.modules.get("uuid")
+    if uuid is not None:
+        found[uuid.UUID] = lambda value: msgpack.ExtType(EXT_UUID, value.bytes)
+    return found
 
 
 def _ext_encoder_for(cls: type) -> Callable[[Any], msgpack.ExtType]:
@@ -244,13 +248,23 @@ def _ext_encoder_for(cls: type) -> Callable[[Any], msgpack.ExtType]:
 
 
 def _choose_ext_encoder(cls: type) -> Callable[[Any], msgpack.ExtType]:
-    if issubclass(cls, enum.Enum):
+    stdlib = _stdlib_ext_encoders()
+    if cls in stdlib:
+        return stdlib[cls]
+    enum = sys.modules.get("enum")
+    if enum is not None and issubclass(cls, enum.Enum):
         return lambda value: _ext(EXT_ENUM, [_class_path(type(value)), value.name])
     if issubclass(cls, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make"):
         return lambda value: _ext(EXT_NAMEDTUPLE, [_class_path(type(value)), list(value)])
-    if dataclasses.is_dataclass(cls):
+    dataclasses = sys.modules.get("dataclasses")
+    if dataclasses is not None and dataclasses.is_dataclass(cls):
         return _encode_dataclass
-    if cls.__name__ in _PATH_CLASSES and _PATH_CLASSES[cls.__name__] is cls:
+    pathlib = sys.modules.get("pathlib")
+    if (
+        pathlib is not None
+        and cls.__name__ in _PATH_CLASS_NAMES
+        and getattr(pathlib, cls.__name__) is cls
+    ):
         return lambda value: _ext(EXT_PATH, [type(value).__name__, str(value)])
     numpy = sys.modules.get("numpy")
     if numpy is not None:
@@ -274,26 +288,32 @@ def _unpackb(payload: bytes | memoryview) -> Any:
     )
 
 
-def _decode_tz(state: Any) -> dt.tzinfo | None:
+def _decode_tz(state: Any) -> Any:
     if state is None:
         return None
+    import datetime as dt
+
     if state[0] == "fixed":
         _, days, seconds, microseconds, name = state
         offset = dt.timedelta(days=days, seconds=seconds, microseconds=microseconds)
         return dt.timezone(offset) if name is None else dt.timezone(offset, name)
     if state[0] == "zone":
+        import zoneinfo
+
         return zoneinfo.ZoneInfo(state[1])
     raise CorruptEntry(f"unknown tzinfo state {state!r}")
 
 
-def _decode_datetime(payload: bytes) -> dt.datetime:
+def _decode_datetime(payload: bytes) -> Any:
+    dt = _module("datetime")
     year, month, day, hour, minute, second, microsecond, fold, tz = _unpackb(payload)
     return dt.datetime(
         year, month, day, hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold
     )
 
 
-def _decode_time(payload: bytes) -> dt.time:
+def _decode_time(payload: bytes) -> Any:
+    dt = _module("datetime")
     hour, minute, second, microsecond, fold, tz = _unpackb(payload)
     return dt.time(hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold)
 
@@ -327,9 +347,11 @@ def _decode_enum(payload: bytes) -> object:
     return _find_class(path)[name]
 
 
-def _decode_path(payload: bytes) -> pathlib.PurePath:
+def _decode_path(payload: bytes) -> Any:
     class_name, text = _unpackb(payload)
-    return _PATH_CLASSES[class_name](text)
+    if class_name not in _PATH_CLASS_NAMES:
+        raise CorruptEntry(f"unknown path class {class_name!r}")
+    return getattr(_module("pathlib"), class_name)(text)
 
 
 def _decode_ndarray(payload: bytes) -> Any:
@@ -353,7 +375,8 @@ def _decode_complex(payload: bytes) -> complex:
     return complex(real, imag)
 
 
-def _decode_timedelta(payload: bytes) -> dt.timedelta:
+def _decode_timedelta(payload: bytes) -> Any:
+    dt = _module("datetime")
     days, seconds, microseconds = _unpackb(payload)
     return dt.timedelta(days=days, seconds=seconds, microseconds=microseconds)
 
@@ -364,11 +387,11 @@ _EXT_DECODERS: dict[int, Callable[[bytes], object]] = {
     EXT_FROZENSET: lambda payload: frozenset(_unpackb(payload)),
     EXT_BIGINT: lambda payload: int.from_bytes(payload, "big", signed=True),
     EXT_DATETIME: _decode_datetime,
-    EXT_DATE: lambda payload: dt.date(*_unpackb(payload)),
+    EXT_DATE: lambda payload: _module("datetime").date(*_unpackb(payload)),
     EXT_TIME: _decode_time,
     EXT_TIMEDELTA: _decode_timedelta,
-    EXT_DECIMAL: lambda payload: decimal.Decimal(_unpackb(payload)),
-    EXT_UUID: lambda payload: uuid.UUID(bytes=bytes(payload)),
+    EXT_DECIMAL: lambda payload: _module("decimal").Decimal(_unpackb(payload)),
+    EXT_UUID: lambda payload: _module("uuid").UUID(bytes=bytes(payload)),
     EXT_COMPLEX: _decode_complex,
     EXT_PATH: _decode_path,
     EXT_ENUM: _decode_enum,
@@ -377,6 +400,11 @@ _EXT_DECODERS: dict[int, Callable[[bytes], object]] = {
     EXT_NDARRAY: _decode_ndarray,
     EXT_NUMPY_SCALAR: _decode_numpy_scalar,
 }
+
+
+def _module(name: str) -> Any:
+    """A standard-library module, imported when a stored value first needs it."""
+    return sys.modules.get(name) or importlib.import_module(name)
 
 
 def _decode_ext(code: int, payload: bytes) -> object:

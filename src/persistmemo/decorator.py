@@ -13,22 +13,31 @@ import atexit
 import contextlib
 import datetime as dt
 import functools
-import inspect
 import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Generic, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    NamedTuple,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    overload,
+)
 
-from persistmemo import inspection
 from persistmemo.binding import CallBinder
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
-from persistmemo.inspection import EntryInfo
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.locking import compute_once, compute_once_async
 from persistmemo.naming import qualified_name
 from persistmemo.store import MISSING, Missing, Store, default_store, store_at
-from persistmemo.versioning import code_version
+
+if TYPE_CHECKING:
+    from persistmemo.inspection import EntryInfo
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -308,6 +317,8 @@ class _MemoizedFunction(Generic[P, R]):
         self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
         version = self.options.version
         if version is None:
+            from persistmemo.versioning import code_version  # parses source: first call only
+
             version = code_version(self.func, include_globals=self.options.include_globals)
         self.keys = KeyBuilder(self.identity, version)
         return self.keys
@@ -404,7 +415,9 @@ class _MemoizedFunction(Generic[P, R]):
 
     def info(self, *args: Any, **kwargs: Any) -> EntryInfo | None:
         """Metadata of this call's entry (when computed, how long it took...), or None."""
-        return inspection.entry_info(self.store.directory, self.key(*args, **kwargs))
+        from persistmemo.inspection import entry_info
+
+        return entry_info(self.store.directory, self.key(*args, **kwargs))
 
     def flush_hits(self) -> None:
         """Add this process's new hits to the store's count (called at exit)."""
@@ -430,6 +443,8 @@ def _flush_hits_at_exit() -> None:
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
+    import inspect  # at decoration, not at `import persistmemo`
+
     return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
 
 

@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from pathlib import Path
-
-from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW
+from typing import TYPE_CHECKING
 
 from persistmemo.codec import CorruptEntry
+from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _SELECT = (
     "SELECT mode, filename, value FROM Cache"

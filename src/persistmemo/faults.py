@@ -8,11 +8,14 @@ logger, so a loop of a million calls against a broken store prints one line, not
 
 from __future__ import annotations
 
-import logging
 import threading
 import warnings
+from typing import TYPE_CHECKING
 
-logger = logging.getLogger("persistmemo")
+if TYPE_CHECKING:
+    import logging
+
+LOGGER_NAME = "persistmemo"
 
 
 class PersistmemoWarning(UserWarning):
@@ -33,11 +36,11 @@ class FaultReporter:
         """Warn about a fault of ``kind`` unless one was already reported for this store."""
         with self._lock:
             if kind in self._reported:
-                logger.debug("persistmemo store %s: %s (again): %s", self._where, kind, detail)
+                _logger().debug("persistmemo store %s: %s (again): %s", self._where, kind, detail)
                 return
             self._reported.add(kind)
         message = f"persistmemo store {self._where}: {kind}: {detail}"
-        logger.warning(message)
+        _logger().warning(message)
         warnings.warn(message, PersistmemoWarning, stacklevel=4)
 
     def reset(self) -> None:
@@ -48,3 +51,9 @@ class FaultReporter:
     def after_fork(self) -> None:
         """Replace the lock, which a parent's thread may have held at the fork."""
         self._lock = threading.Lock()
+
+
+def _logger() -> logging.Logger:
+    import logging  # only faults log: a healthy run never imports logging for us
+
+    return logging.getLogger(LOGGER_NAME)

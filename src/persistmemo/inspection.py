@@ -20,25 +20,23 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from diskcache.core import DBNAME, MODE_BINARY, MODE_RAW
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
 from persistmemo.keys import KEY_FORMAT
+from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from persistmemo.store import Store
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) during long operations."""
 
 
-@dataclass(frozen=True)
-class EntryInfo:
+class EntryInfo(NamedTuple):
     """One stored result, described without decoding it."""
 
     key: str
@@ -55,32 +53,41 @@ class EntryInfo:
         return self.expires_at is not None and self.expires_at <= time.time()
 
 
-@dataclass
 class FunctionSummary:
     """What one function has in a store."""
 
-    function: str
-    entries: int = 0
-    size: int = 0
-    versions: set[str] = field(default_factory=set)
-    oldest: float = float("inf")
-    newest: float = 0.0
-    compute_seconds: float = 0.0
-    expired: int = 0
+    def __init__(self, function: str) -> None:
+        self.function = function
+        self.entries = 0
+        self.size = 0
+        self.versions: set[str] = set()
+        self.oldest = float("inf")
+        self.newest = 0.0
+        self.compute_seconds = 0.0
+        self.expired = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"FunctionSummary({self.function!r}, entries={self.entries}, size={self.size}, "
+            f"versions={sorted(self.versions)}, compute_seconds={self.compute_seconds:.3f})"
+        )
 
 
-@dataclass
 class CheckReport:
     """The outcome of ``Store.check``: problems found, and how many entries were removed."""
 
-    entries: int = 0
-    problems: list[str] = field(default_factory=list)
-    removed: int = 0
+    def __init__(self) -> None:
+        self.entries = 0
+        self.problems: list[str] = []
+        self.removed = 0
 
     @property
     def ok(self) -> bool:
         """True when nothing was found wrong."""
         return not self.problems
+
+    def __repr__(self) -> str:
+        return f"CheckReport(entries={self.entries}, problems={len(self.problems)})"
 
 
 _ROWS = (

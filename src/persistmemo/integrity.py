@@ -29,13 +29,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 import stat
 import struct
 import threading
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persistmemo.codec import CorruptEntry
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 FRAME_VERSION = b"\x01"
 TAG_SIZE = 16
@@ -134,6 +136,8 @@ def secret_from_text(text: str) -> bytes:
 
 def default_secret_path() -> Path:
     """``secret.key`` in the user config directory (platformdirs)."""
+    from pathlib import Path
+
     import platformdirs  # only needed when no secret is given
 
     return Path(platformdirs.user_config_dir("persistmemo", appauthor=False)) / SECRET_FILE_NAME
@@ -164,7 +168,7 @@ def _load_or_create(path: Path) -> bytes:
             pass
         else:
             with os.fdopen(descriptor, "wb") as new_file:
-                new_file.write(secrets.token_bytes(32))
+                new_file.write(os.urandom(32))
         problem = untrusted_reason(path)
         if problem:
             raise SecretUnavailable(f"secret key {path} {problem}")

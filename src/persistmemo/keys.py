@@ -13,16 +13,10 @@ vectors in ``tests/golden_keys.json`` together.
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
-import decimal
-import enum
 import hashlib
 import math
-import pathlib
 import struct
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -240,10 +234,10 @@ def _encode_frozenset(value: frozenset[Any]) -> bytes:
     return _ext(EXT_FROZENSET, b"".join(sorted([encode(item) for item in value])))
 
 
-def _encode_tzinfo(tz: dt.tzinfo | None) -> bytes:
+def _encode_tzinfo(tz: Any) -> bytes:
     if tz is None:
         return _pack(None)
-    if type(tz) is dt.timezone:
+    if type(tz) is sys.modules["datetime"].timezone:
         offset = tz.utcoffset(None)
         return encode(["fixed", offset, tz.tzname(None)])
     zone_key = getattr(tz, "key", None) or getattr(tz, "zone", None)  # zoneinfo, pytz
@@ -252,31 +246,31 @@ def _encode_tzinfo(tz: dt.tzinfo | None) -> bytes:
     raise UnsupportedType(type(tz), " as a tzinfo (use datetime.timezone or zoneinfo)")
 
 
-def _encode_datetime(value: dt.datetime) -> bytes:
+def _encode_datetime(value: Any) -> bytes:
     fields = [value.year, value.month, value.day, value.hour, value.minute, value.second]
     fields += [value.microsecond, value.fold]
     return _ext(EXT_DATETIME, _concat(fields) + _encode_tzinfo(value.tzinfo))
 
 
-def _encode_date(value: dt.date) -> bytes:
+def _encode_date(value: Any) -> bytes:
     return _ext(EXT_DATE, _concat([value.year, value.month, value.day]))
 
 
-def _encode_time(value: dt.time) -> bytes:
+def _encode_time(value: Any) -> bytes:
     fields = [value.hour, value.minute, value.second, value.microsecond, value.fold]
     return _ext(EXT_TIME, _concat(fields) + _encode_tzinfo(value.tzinfo))
 
 
-def _encode_timedelta(value: dt.timedelta) -> bytes:
+def _encode_timedelta(value: Any) -> bytes:
     return _ext(EXT_TIMEDELTA, _concat([value.days, value.seconds, value.microseconds]))
 
 
-def _encode_decimal(value: decimal.Decimal) -> bytes:
+def _encode_decimal(value: Any) -> bytes:
     # str() keeps what equality forgets and a function may see: 1.0 vs 1.00, -0, sNaN.
     return _ext(EXT_DECIMAL, _pack(str(value)))
 
 
-def _encode_uuid(value: uuid.UUID) -> bytes:
+def _encode_uuid(value: Any) -> bytes:
     return _ext(EXT_UUID, value.bytes)
 
 
@@ -297,16 +291,34 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
     dict: _encode_dict,
     set: _encode_set,
     frozenset: _encode_frozenset,
-    dt.datetime: _encode_datetime,
-    dt.date: _encode_date,
-    dt.time: _encode_time,
-    dt.timedelta: _encode_timedelta,
-    decimal.Decimal: _encode_decimal,
-    uuid.UUID: _encode_uuid,
     complex: _encode_complex,
 }
+_BUILTINS: tuple[tuple[type, Callable[[Any], bytes]], ...] = tuple(_ENCODERS.items())
 
-_BUILTIN_BASES: tuple[type, ...] = tuple(_ENCODERS)
+
+def _stdlib_encoders() -> list[tuple[type, Callable[[Any], bytes]]]:
+    """Encoders of the standard library's value types, for the modules already loaded.
+
+    A value of a type can only exist once its module is imported, so these need not be
+    imported with persistmemo (which keeps ``import persistmemo`` light). Listed subclasses
+    first: a datetime is also a date.
+    """
+    found: list[tuple[type, Callable[[Any], bytes]]] = []
+    datetime = sys.modules.get("datetime")
+    if datetime is not None:
+        found += [
+            (datetime.datetime, _encode_datetime),
+            (datetime.date, _encode_date),
+            (datetime.time, _encode_time),
+            (datetime.timedelta, _encode_timedelta),
+        ]
+    decimal = sys.modules.get("decimal")
+    if decimal is not None:
+        found.append((decimal.Decimal, _encode_decimal))
+    uuid = sys.modules.get("uuid")
+    if uuid is not None:
+        found.append((uuid.UUID, _encode_uuid))
+    return found
 
 
 # --- encoders chosen by what a type is, not which it is -----------------------------------
@@ -317,7 +329,7 @@ def _encode_with_hook(value: Any) -> bytes:
     return _ext(EXT_HOOK, _pack(qualified_name(type(value))) + encode(keyed_on))
 
 
-def _encode_enum(value: enum.Enum) -> bytes:
+def _encode_enum(value: Any) -> bytes:
     # Flag combinations have no name on older Pythons: their value names them then.
     name = value.name
     tail = _pack(name) if name is not None else encode(value.value)
@@ -331,7 +343,7 @@ def _encode_namedtuple(value: Any) -> bytes:
 
 def _encode_dataclass(value: Any) -> bytes:
     fields = []
-    for field in dataclasses.fields(value):
+    for field in sys.modules["dataclasses"].fields(value):
         fields += [field.name, getattr(value, field.name)]
     return _ext(EXT_DATACLASS, _pack(qualified_name(type(value))) + _concat(fields))
 
@@ -340,9 +352,9 @@ def _encode_type(value: type) -> bytes:
     return _ext(EXT_TYPE, _pack(qualified_name(value)))
 
 
-def _encode_path(value: pathlib.PurePath) -> bytes:
+def _encode_path(value: Any) -> bytes:
     # Keyed by flavour, not class: Path("a") and PurePosixPath("a") name the same file.
-    flavour = "windows" if isinstance(value, pathlib.PureWindowsPath) else "posix"
+    flavour = "windows" if isinstance(value, sys.modules["pathlib"].PureWindowsPath) else "posix"
     return _ext(EXT_PATH, _pack(flavour) + _pack(str(value)))
 
 
@@ -371,8 +383,7 @@ def _numpy() -> Any:
     return sys.modules["numpy"]
 
 
-def _subclass_encoder(base: type) -> Callable[[Any], bytes]:
-    base_encoder = _ENCODERS[base]
+def _subclass_encoder(base: type, base_encoder: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     # msgpack packs only exact scalar types: those are converted to their base first.
     as_base: Callable[[Any], Any] = base if base in (int, float, str, bytes) else lambda v: v
 
@@ -393,17 +404,24 @@ def _encoder_for(cls: type) -> Callable[[Any], bytes]:
 
 
 def _choose_encoder(cls: type) -> Callable[[Any], bytes]:
+    known = [*_BUILTINS, *_stdlib_encoders()]
+    for base, encoder in known:
+        if cls is base:
+            return encoder
     if callable(getattr(cls, HOOK_NAME, None)):
         return _encode_with_hook
-    if issubclass(cls, enum.Enum):
+    enum = sys.modules.get("enum")
+    if enum is not None and issubclass(cls, enum.Enum):
         return _encode_enum
     if issubclass(cls, tuple) and hasattr(cls, "_fields"):
         return _encode_namedtuple
-    if dataclasses.is_dataclass(cls):
+    dataclasses = sys.modules.get("dataclasses")
+    if dataclasses is not None and dataclasses.is_dataclass(cls):
         return _encode_dataclass
     if issubclass(cls, type):
         return _encode_type
-    if issubclass(cls, pathlib.PurePath):
+    pathlib = sys.modules.get("pathlib")
+    if pathlib is not None and issubclass(cls, pathlib.PurePath):
         return _encode_path
     numpy = sys.modules.get("numpy")
     if numpy is not None:
@@ -411,9 +429,9 @@ def _choose_encoder(cls: type) -> Callable[[Any], bytes]:
             return _encode_ndarray
         if issubclass(cls, numpy.generic):
             return _encode_numpy_scalar
-    for base in _BUILTIN_BASES:
+    for base, encoder in known:
         if issubclass(cls, base):
-            return _subclass_encoder(base)
+            return _subclass_encoder(base, encoder)
     return _raise_unsupported
 
 

@@ -19,7 +19,6 @@ computes without a claim.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import os
 import threading
@@ -74,6 +73,8 @@ async def compute_once_async(
     store: Store, key: str, read: Callable[[], object], compute: Callable[[], Awaitable[T]]
 ) -> tuple[object, bool]:
     """``compute_once`` for coroutines: waiting yields to the event loop."""
+    import asyncio  # only coroutines wait this way; plain imports stay light
+
     if key in _held_keys.get():
         return await compute(), True
     token = _new_token()

@@ -30,18 +30,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-import diskcache
-from diskcache.core import DBNAME, DEFAULT_SETTINGS, MODE_PICKLE
-
-from persistmemo import inspection
 from persistmemo.codec import CorruptEntry
 from persistmemo.entry_reader import EntryReader
 from persistmemo.faults import FaultReporter
-from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
 from persistmemo.integrity import (
     Sealer,
     SecretUnavailable,
@@ -49,9 +42,13 @@ from persistmemo.integrity import (
     untrusted_reason,
     user_secret,
 )
+from persistmemo.schema import DBNAME
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from persistmemo.decorator import MemoDecorator
+    from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
 
 ENV_DIRECTORY = "PERSISTMEMO_DIR"
 DEFAULT_TIMEOUT = 5.0
@@ -65,7 +62,10 @@ BYPASS_AFTER_TIMEOUT = 5.0
 LEASE_PREFIX = "pm-lease:"
 STATS_PREFIX = "pm-hits:"
 
-_IO_ERRORS: Final = (sqlite3.Error, OSError, diskcache.Timeout)
+# What store operations may raise. diskcache's Timeout joins when the engine is first
+# imported (a store opening): no diskcache call can raise before that.
+_IO_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+_Timeout: type[BaseException] = TimeoutError
 
 
 class Missing:
@@ -82,42 +82,14 @@ MISSING: Final = Missing()
 
 def default_directory() -> tuple[Path, str]:
     """Where the default store lives, and why: ``(path, reason)``."""
+    from pathlib import Path  # pathlib costs milliseconds: imported when a store is used
+
     configured = os.environ.get(ENV_DIRECTORY)
     if configured:
         return Path(configured).expanduser(), f"${ENV_DIRECTORY}"
     import platformdirs  # only the default store needs it
 
     return Path(platformdirs.user_cache_dir("persistmemo", appauthor=False)), "platform default"
-
-
-class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's Disk that refuses to unpickle.
-
-    persistmemo writes only str keys and bytes (or str lease tokens) values, which diskcache
-    stores raw. A pickled row can only have been planted, and unpickling it would run code.
-    """
-
-    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == MODE_PICKLE:
-            raise CorruptEntry("entry holds a diskcache pickle, which persistmemo never writes")
-        return super().fetch(mode, filename, value, read)
-
-
-class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
-    """diskcache's Cache whose write transactions a fork waits for.
-
-    SQLite state must not cross a fork mid-transaction: the child would inherit a lock that
-    no thread of its own can release, and its writes would time out. Every diskcache write
-    (set, add, delete, touch, evict, clear) runs in ``_transact``; holding the store's fork
-    lock there, and taking it before a fork, keeps forks between transactions.
-    """
-
-    fork_lock: threading.RLock
-
-    @contextmanager
-    def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
-        with self.fork_lock, super()._transact(retry, filename) as transaction:
-            yield transaction
 
 
 class Store:
@@ -153,15 +125,18 @@ class Store:
         secret: bytes | str | None = None,
         **settings: Any,
     ) -> None:
-        unknown = set(settings).difference(DEFAULT_SETTINGS)
-        if unknown:
-            raise TypeError(
-                f"Store() got unknown settings {sorted(unknown)}; diskcache settings are "
-                f"{sorted(DEFAULT_SETTINGS)}"
-            )
+        if settings:
+            from persistmemo.engine import DEFAULT_SETTINGS
+
+            unknown = set(settings).difference(DEFAULT_SETTINGS)
+            if unknown:
+                raise TypeError(
+                    f"Store() got unknown settings {sorted(unknown)}; diskcache settings are "
+                    f"{sorted(DEFAULT_SETTINGS)}"
+                )
         if not (timeout > 0 and lease > 0):
             raise ValueError("Store(timeout=..., lease=...) must be positive seconds")
-        self._requested = None if directory is None else Path(directory).expanduser()
+        self._requested = None if directory is None else _path(directory).expanduser()
         self._resolved: tuple[Path, str] | None = None
         self.strict = strict
         self.timeout = float(timeout)
@@ -175,7 +150,7 @@ class Store:
         _live_stores.add(self)
 
     def _reset_state(self) -> None:
-        self._cache: diskcache.Cache | None = None
+        self._cache: Any = None  # the diskcache Cache, once open
         self._reader: EntryReader | None = None
         self._secret = b""
         self._sealer = Sealer(b"")
@@ -232,7 +207,7 @@ class Store:
             return MISSING
         try:
             stored = reader.read(key, time.time())
-        except (*_IO_ERRORS, CorruptEntry) as error:
+        except (sqlite3.Error, OSError, CorruptEntry) as error:
             self._io_fault("read failed", error)
             return MISSING
         if stored is None:
@@ -278,12 +253,10 @@ class Store:
             return 0
         try:
             return int(cache.evict(tag))
-        except diskcache.Timeout as error:
-            self._io_fault("delete failed", error)
-            return int(error.args[0]) if error.args else 0
         except _IO_ERRORS as error:
             self._io_fault("delete failed", error)
-            return 0
+            # a Timeout part-way says how many were removed before it
+            return int(error.args[0]) if isinstance(error, _Timeout) and error.args else 0
 
     def clear(self) -> int:
         """Remove every entry of every function; returns how many."""
@@ -335,14 +308,20 @@ class Store:
 
     def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
         """Every entry's metadata (of one function identity, if given), without decoding."""
+        from persistmemo import inspection
+
         return inspection.iter_entries(self.directory, function)
 
     def functions(self) -> dict[str, FunctionSummary]:
         """Per-function summaries: entries, bytes, versions, oldest/newest, compute stored."""
+        from persistmemo import inspection
+
         return inspection.summarize(self.entries())
 
     def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
         """Check SQLite's integrity and every entry's seal; ``fix`` removes bad entries."""
+        from persistmemo import inspection
+
         return inspection.check(self, fix=fix, progress=progress)
 
     def prune(
@@ -356,6 +335,8 @@ class Store:
         """Remove expired entries, entries older than ``older_than`` seconds, and entries of
         the functions named in ``keep_versions`` whose version is not listed; returns how many.
         """
+        from persistmemo import inspection
+
         return inspection.prune(
             self,
             expired=expired,
@@ -376,6 +357,8 @@ class Store:
 
     def recorded_hits(self) -> dict[str, int]:
         """Hit counts per function, as flushed by processes at their exit."""
+        from persistmemo import inspection
+
         return inspection.recorded_hits(self.directory, STATS_PREFIX)
 
     def forget_hits(self, function: str) -> None:
@@ -443,7 +426,7 @@ class Store:
                 "(run `persistmemo check`, or delete the store directory)",
             )
             return
-        if isinstance(error, diskcache.Timeout) or "locked" in str(error):
+        if isinstance(error, _Timeout) or "locked" in str(error):
             self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
             kind = "database locked"
         self.report_fault(_fault_cause(error) or kind, error)
@@ -454,7 +437,7 @@ class Store:
         self._await_open()
         return None if self._broken else self._reader
 
-    def _writable_cache(self) -> diskcache.Cache | None:
+    def _writable_cache(self) -> Any:
         if self._reader is None:
             self._await_open()
         if self._broken or (self._bypass_until and time.monotonic() < self._bypass_until):
@@ -506,7 +489,7 @@ class Store:
                     "read-only store",
                     f"{error}; existing entries are served, new results are not saved",
                 )
-        except (*_IO_ERRORS, SecretUnavailable) as error:
+        except (sqlite3.Error, OSError) as error:  # SecretUnavailable is an OSError
             self._reopen_at = time.monotonic() + REOPEN_AFTER
             self._faults.report(
                 "cannot open",
@@ -516,13 +499,16 @@ class Store:
         finally:
             self._opening = None
 
-    def _open_cache(self, directory: Path) -> diskcache.Cache:
-        def open_cache() -> diskcache.Cache:
-            cache = _ForkSafeCache(
-                str(directory), timeout=self.timeout, disk=_BytesOnlyDisk, **self._settings
+    def _open_cache(self, directory: Path) -> Any:
+        global _IO_ERRORS, _Timeout
+        from persistmemo import engine
+
+        _IO_ERRORS, _Timeout = (sqlite3.Error, OSError, engine.Timeout), engine.Timeout
+
+        def open_cache() -> Any:
+            return engine.open_cache(
+                directory, timeout=self.timeout, fork_lock=self._fork_lock, settings=self._settings
             )
-            cache.fork_lock = self._fork_lock
-            return cache
 
         try:
             return open_cache()
@@ -650,6 +636,12 @@ if hasattr(os, "register_at_fork"):
         after_in_parent=_resume_writes_after_fork,
         after_in_child=_reinitialize_after_fork,
     )
+
+
+def _path(directory: str | os.PathLike[str]) -> Path:
+    from pathlib import Path
+
+    return Path(directory)
 
 
 def default_store() -> Store:
