@@ -16,7 +16,7 @@ import functools
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -33,6 +33,7 @@ from persistmemo.binding import CallBinder
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.locking import compute_once, compute_once_async
+from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.naming import qualified_name
 from persistmemo.store import MISSING, Missing, Store, default_store, store_at
 
@@ -118,6 +119,7 @@ def memo(
     name: str | None = None,
     include_globals: bool = False,
     lock: bool = True,
+    memory: int | None = None,
 ) -> MemoDecorator: ...
 
 
@@ -133,6 +135,7 @@ def memo(
     name: str | None = None,
     include_globals: bool = False,
     lock: bool = True,
+    memory: int | None = None,
 ) -> Any:
     """Memoize a function persistently: ``@memo`` or ``@memo(ttl=3600, ignore=["verbose"])``.
 
@@ -151,6 +154,9 @@ def memo(
     - ``lock``: when callers in several threads or processes miss the same key at once, one
       computes and the others wait for its result (default). ``lock=False`` lets each
       compute, for cheap functions where waiting costs more than computing.
+    - ``memory``: also keep the N most recent results in this process's memory, for hot
+      loops (see persistmemo.memory: TTL holds, this process's invalidations are seen,
+      other processes' are not until the entry expires).
 
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
     ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError.
@@ -164,6 +170,7 @@ def memo(
         name=_check_name(name),
         include_globals=include_globals,
         lock=lock,
+        memory=memory,
     )
 
     def decorate(target: Callable[..., Any]) -> Any:
@@ -171,6 +178,11 @@ def memo(
             return type(target)(decorate(target.__func__))
         if not callable(target):
             raise TypeError(f"memo() decorates functions; got {type(target).__name__}")
+        if options.memory is not None and _is_async(target):
+            raise TypeError(
+                f"memo(memory=...) is for plain functions; {target.__qualname__}() is async. "
+                "Leave memory= out: its results are still kept in the store."
+            )
         return _MemoizedFunction(target, options).wrapper
 
     return decorate if func is None else decorate(func)
@@ -185,6 +197,7 @@ class _MemoOptions(NamedTuple):
     name: str | None
     include_globals: bool
     lock: bool
+    memory: int | None
 
 
 class _MemoizedFunction(Generic[P, R]):
@@ -200,6 +213,7 @@ class _MemoizedFunction(Generic[P, R]):
         self.misses = 0
         self.disabled = False
         self.keys: KeyBuilder | None = None
+        self.memory = None if options.memory is None else MemoryTier(options.memory)
         self.wrapper = self._async_wrapper() if _is_async(func) else self._sync_wrapper()
         functools.update_wrapper(self.wrapper, func)
         controls = (
@@ -222,27 +236,33 @@ class _MemoizedFunction(Generic[P, R]):
     def _sync_wrapper(self) -> Callable[P, R]:
         func, store = self.func, self.store
 
-        def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
-            # The hit path: key, one read, one decode. Kept flat: every call pays for it.
-            keys = self.keys
-            if keys is None:
-                keys = self.prepare()
-            if self.disabled:
-                return func(*args, **kwargs)
-            key = keys.key(self.canonical_arguments(args, kwargs))
-            data = store.read(key)
-            if data is not MISSING:
-                try:
-                    value = decode_value(cast(bytes, data), allow_pickle=store.pickle_allowed)
-                except CorruptEntry as error:
-                    store.report_fault("corrupt entry", error)
-                else:
-                    self.hits += 1
-                    return cast(R, value)
-            return self._miss(key, args, kwargs)
+        memory = self.memory
+        if memory is not None:
+            memoized = self._memory_wrapper(memory)
+        else:
+
+            def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
+                # The hit path: key, one read, one decode. Kept flat: every call pays.
+                keys = self.keys
+                if keys is None:
+                    keys = self.prepare()
+                if self.disabled:
+                    return func(*args, **kwargs)
+                key = keys.key(self.canonical_arguments(args, kwargs))
+                found = store.read_with_expiry(key)
+                if found is not MISSING:
+                    try:
+                        value = decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
+                    except CorruptEntry as error:
+                        store.report_fault("corrupt entry", error)
+                    else:
+                        self.hits += 1
+                        return cast(R, value)
+                return self._miss(key, args, kwargs)
 
         def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
             key = self.key(*args, **kwargs)
+            self._forget_in_memory(key, args, kwargs)
             started = time.perf_counter()
             value = func(*args, **kwargs)
             if not self.disabled:
@@ -286,6 +306,7 @@ class _MemoizedFunction(Generic[P, R]):
 
         async def refresh(*args: P.args, **kwargs: P.kwargs) -> Any:
             key = self.key(*args, **kwargs)
+            self._forget_in_memory(key, args, kwargs)
             started = time.perf_counter()
             value = await func(*args, **kwargs)
             if not self.disabled:
@@ -294,6 +315,63 @@ class _MemoizedFunction(Generic[P, R]):
 
         memoized.refresh = refresh  # type: ignore[attr-defined]
         return cast(Callable[P, R], memoized)
+
+    def _memory_wrapper(self, memory: MemoryTier) -> Callable[P, R]:
+        entries, now = memory.entries, time.time
+
+        def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
+            # The memory tier's hit path: a dict lookup by the argument tuple when it can
+            # key directly (see memory.py), before any store key is built. The one-argument
+            # test is direct_key's, inlined: it is most calls.
+            direct: tuple[Any, ...] | None
+            if kwargs:
+                direct = None
+            elif len(args) == 1 and type(args[0]) in DIRECT_TYPES:
+                direct = args
+            else:
+                direct = direct_key(args)
+            if direct is not None:
+                entry = entries.get(direct)
+                if entry is not None and (entry[1] is None or entry[1] > now()):
+                    self.hits += 1
+                    return cast(R, entry[0])
+            keys = self.keys
+            if keys is None:
+                keys = self.prepare()
+            if self.disabled:
+                return self.func(*args, **kwargs)
+            key = keys.key(self.canonical_arguments(args, kwargs))
+            if direct is None:
+                entry = entries.get(key)
+                if entry is not None and (entry[1] is None or entry[1] > now()):
+                    self.hits += 1
+                    return cast(R, entry[0])
+            return self._through_memory(memory, direct or key, key, args, kwargs)
+
+        return memoized
+
+    def _through_memory(
+        self,
+        memory: MemoryTier,
+        memory_key: Hashable,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        """A memory miss: the store (or the function), then remember the result."""
+        found = self.store.read_with_expiry(key)
+        if found is not MISSING:
+            data, expires_at = cast(tuple[bytes, "float | None"], found)
+            value = self.lookup(data)
+            if value is not MISSING:
+                self.hits += 1
+                memory.put(memory_key, value, expires_at)
+                return cast(R, value)
+        started = time.time()
+        value = self._miss(key, args, kwargs)
+        ttl = self.options.ttl
+        memory.put(memory_key, value, None if ttl is None else started + ttl)
+        return value
 
     def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         func, store = self.func, self.store
@@ -391,7 +469,16 @@ class _MemoizedFunction(Generic[P, R]):
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Remove the entry of this call; True when there was one."""
-        return self.store.delete(self.key(*args, **kwargs))
+        key = self.key(*args, **kwargs)
+        self._forget_in_memory(key, args, kwargs)
+        return self.store.delete(key)
+
+    def _forget_in_memory(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.memory is not None:
+            self.memory.discard(key)
+            direct = None if kwargs else direct_key(args)
+            if direct is not None:
+                self.memory.discard(direct)
 
     def cache_info(self) -> CacheInfo:
         """Hits and misses counted in this process since decoration or cache_clear()."""
@@ -400,6 +487,8 @@ class _MemoizedFunction(Generic[P, R]):
     def cache_clear(self) -> int:
         """Remove this function's entries (every version) from its store; returns how many."""
         self.hits = self.misses = self.flushed_hits = 0
+        if self.memory is not None:
+            self.memory.clear()
         self.store.forget_hits(self.identity)
         return self.store.delete_tagged(self.identity)
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _SELECT = (
-    "SELECT mode, filename, value FROM Cache"
+    "SELECT mode, filename, value, expire_time FROM Cache"
     " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 )
 
@@ -42,8 +42,9 @@ class EntryReader:
         self._immutable = immutable
         self._local = threading.local()
 
-    def read(self, key: str, now: float) -> bytes | None:
-        """The bytes stored under ``key`` and not expired at ``now``, or None."""
+    def read(self, key: str, now: float) -> tuple[bytes, float | None] | None:
+        """The bytes stored under ``key`` and not expired at ``now``, with their expiry time
+        (epoch seconds, None for none), or None."""
         local = self._local
         cursor = getattr(local, "cursor", None)
         if cursor is None or local.pid != os.getpid():
@@ -53,13 +54,13 @@ class EntryReader:
         rows = cursor.execute(_SELECT, (key, now)).fetchall()
         if not rows:
             return None
-        ((mode, filename, value),) = rows
+        ((mode, filename, value, expires_at),) = rows
         if mode == MODE_RAW and type(value) is bytes:
-            return value
+            return value, expires_at
         if mode == MODE_BINARY and filename:
             try:
                 with open(os.path.join(self._directory, filename), "rb") as stored:
-                    return stored.read()
+                    return stored.read(), expires_at
             except FileNotFoundError:
                 return None  # removed since the row was read: diskcache's get says the same
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")

@@ -200,20 +200,25 @@ class Store:
 
     def read(self, key: str) -> bytes | memoryview | Missing:
         """The verified encoded value under ``key``, or MISSING (absent, expired, unusable)."""
+        found = self.read_with_expiry(key)
+        return found if found is MISSING else found[0]  # type: ignore[index]
+
+    def read_with_expiry(self, key: str) -> tuple[bytes | memoryview, float | None] | Missing:
+        """``(encoded value, expiry time or None)`` under ``key``, or MISSING."""
         reader = self._reader
         if reader is None and (reader := self._ready_reader()) is None:
             return MISSING
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return MISSING
         try:
-            stored = reader.read(key, time.time())
+            found = reader.read(key, time.time())
         except (sqlite3.Error, OSError, CorruptEntry) as error:
             self._io_fault("read failed", error)
             return MISSING
-        if stored is None:
+        if found is None:
             return MISSING
         try:
-            return self._sealer.unseal(key, stored)
+            return self._sealer.unseal(key, found[0]), found[1]
         except CorruptEntry as error:
             self.report_fault("corrupt entry", error)
             return MISSING

@@ -1,0 +1,81 @@
+"""The opt-in in-process tier: ``memo(memory=N)`` keeps the N most recent results in memory.
+
+A hit here costs a dict lookup instead of a SQLite read and a decode, for hot loops. When
+full, the oldest stored entry goes first. The rules a user must know:
+
+- entries keep the store entry's expiry, so a TTL holds in memory too;
+- ``invalidate``, ``refresh`` and ``cache_clear`` in this process update the tier at once;
+  another process's invalidation is not seen here until the entry expires or is evicted;
+- a memory hit returns the same object each time (as ``functools.lru_cache`` does), where a
+  store hit decodes a fresh copy: mutate a result only if you own it.
+
+Calls whose positional arguments are all ``int``, ``str``, ``bytes`` or ``None`` (and no
+keyword arguments) are looked up by the argument tuple itself, before any key is built:
+values of those types are never equal across types, so no two calls can share an entry that
+the canonical key would separate. Other calls use the store key.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any
+
+from persistmemo.store import MISSING
+
+DIRECT_TYPES = frozenset((int, str, bytes, type(None)))
+
+
+def direct_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """``args`` itself when it can key the tier directly (see the module docstring)."""
+    if len(args) == 1:  # the commonest call, spared the loop
+        return args if type(args[0]) in DIRECT_TYPES else None
+    for arg in args:
+        if type(arg) not in DIRECT_TYPES:
+            return None
+    return args or None
+
+
+class MemoryTier:
+    """A bounded map of results with expiry times; the oldest stored goes first when full.
+
+    The decorator reads ``entries`` directly on its hit path: ``key -> (value, expires_at)``.
+    """
+
+    __slots__ = ("_lock", "entries", "size")
+
+    def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise TypeError(f"memo(memory=...) takes a positive number of entries; got {size!r}")
+        self.size = size
+        self.entries: dict[Hashable, tuple[object, float | None]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> object:
+        """The live value under ``key``, or MISSING."""
+        entry = self.entries.get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= time.time()):
+            return MISSING
+        return entry[0]
+
+    def put(self, key: Hashable, value: object, expires_at: float | None) -> None:
+        """Keep ``value`` until ``expires_at`` (epoch seconds) or eviction."""
+        with self._lock:
+            self.entries.pop(key, None)  # re-inserted last: the newest
+            self.entries[key] = (value, expires_at)
+            while len(self.entries) > self.size:
+                del self.entries[next(iter(self.entries))]
+
+    def discard(self, key: Hashable) -> None:
+        """Forget ``key``."""
+        with self._lock:
+            self.entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self.entries.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
