@@ -1,1 +1,496 @@
-"""Benchmarks: see benchmarks/README.md."""
+"""persistmemo against an in-memory dict, raw diskcache and SQLite, and the memoizers users
+would pick instead. Every figure is a median of repeated runs, every system measured in the
+same run.
+
+    python benchmarks/run.py            # full run: writes benchmarks/results/latest.{md,png,json}
+    python benchmarks/run.py --quick    # under a minute, smaller sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import measure
+import report
+import systems
+
+from persistmemo import Store, memo
+from persistmemo.codec import encode_value
+from persistmemo.integrity import Sealer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+Row = dict[str, Any]
+
+
+class Settings:
+    """Sizes of a run: ``full`` for the published figures, ``quick`` for a look, ``smoke``
+    for the test suite (it checks the code runs, not its speed)."""
+
+    def __init__(self, mode: str = "full") -> None:
+        quick = mode != "full"
+        self.mode = mode
+        self.quick = quick
+        self.calls = 2_000 if quick else 20_000
+        self.repeats = 5 if quick else 9
+        self.misses = 600 if quick else 3_000
+        self.store_sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
+        self.big = 10 * 1024 * 1024
+        self.cold_runs = 5 if quick else 15
+        self.disk_entries = 2_000 if quick else 10_000
+        self.concurrent_seconds = 1.0 if quick else 3.0
+        self.key_sizes = (100 * 1024 * 1024, 5 * 1024 * 1024, 1_000_000)
+        if mode == "smoke":
+            self.calls, self.repeats, self.misses, self.cold_runs = 20, 1, 20, 1
+            self.store_sizes, self.big, self.disk_entries = [100], 100_000, 50
+            self.concurrent_seconds = 0.2
+            self.key_sizes = (1024 * 1024, 100_000, 10_000)
+
+
+def row(scenario: str, system: str, seconds: float, **extra: Any) -> Row:
+    return {"scenario": scenario, "system": system, "seconds": seconds, **extra}
+
+
+def double(x: Any) -> Any:
+    return x
+
+
+# --- 1. warm hits --------------------------------------------------------------------------
+
+
+def warm_hits(tmp: Path, settings: Settings) -> list[Row]:
+    rows = []
+    arguments = {
+        "hit, small int": (1, False),
+        "hit, dict of 100 str->float": ({f"k{i}": i / 7 for i in range(100)}, True),
+        "hit, list of 1,000 floats": ([i / 3 for i in range(1000)], True),
+    }
+    for scenario, (argument, unhashable) in arguments.items():
+        for name, memoizer in {**systems.IN_MEMORY, **systems.PERSISTENT}.items():
+            in_memory = name in systems.IN_MEMORY
+            wrapped = memoizer(double, tmp)
+            call_argument = systems.hashable(argument) if in_memory and unhashable else argument
+            calls = (
+                settings.calls if name not in ("joblib.Memory", "cachier") else settings.calls // 10
+            )
+            seconds = measure.per_call(
+                lambda w=wrapped, a=call_argument: w(a), calls=calls, repeats=settings.repeats
+            )
+            note = "argument made hashable by the caller" if in_memory and unhashable else ""
+            rows.append(row(scenario, name, seconds, note=note))
+        rows += raw_reads(tmp, settings, scenario, argument)
+    return rows
+
+
+def raw_reads(tmp: Path, settings: Settings, scenario: str, argument: Any) -> list[Row]:
+    """Raw diskcache get and a raw SQLite SELECT of exactly the bytes persistmemo stores."""
+    import diskcache
+
+    store = Store(tmp / f"raw-{len(scenario)}-{time.monotonic_ns()}")
+    wrapped = memo(store=store, name="bench.raw", version="1")(double)
+    wrapped(argument)
+    key = wrapped.key(argument)
+    stored = _stored_bytes(store, key)
+    raw = diskcache.Cache(str(tmp / f"diskcache-raw-{time.monotonic_ns()}"))
+    raw.set(key, stored)
+    connection = sqlite3.connect(store.directory / "cache.db", isolation_level=None)
+    select = (
+        "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+        " AND (expire_time IS NULL OR expire_time > ?)"
+    )
+    return [
+        row(
+            scenario,
+            "raw diskcache get",
+            measure.per_call(lambda: raw.get(key), calls=settings.calls, repeats=settings.repeats),
+        ),
+        row(
+            scenario,
+            "raw sqlite3 SELECT",
+            measure.per_call(
+                lambda: connection.execute(select, (key, time.time())).fetchone(),
+                calls=settings.calls,
+                repeats=settings.repeats,
+            ),
+        ),
+    ]
+
+
+def _stored_bytes(store: Store, key: str) -> bytes:
+    connection = sqlite3.connect(store.directory / "cache.db")
+    ((value,),) = connection.execute("SELECT value FROM Cache WHERE key = ?", (key,)).fetchall()
+    connection.close()
+    return bytes(value)
+
+
+# --- 2. misses -----------------------------------------------------------------------------
+
+
+def misses(tmp: Path, settings: Settings) -> list[Row]:
+    import diskcache
+
+    scenario = "miss + store, distinct keys"
+    rows = []
+    candidates = {
+        **systems.IN_MEMORY,
+        "persistmemo": systems.persistmemo_disk,
+        "persistmemo lock=False": systems.persistmemo_unlocked,
+        "diskcache memoize": systems.diskcache_memoize,
+        "joblib.Memory": systems.joblib_memory,
+        "cachier": systems.cachier_pickle,
+    }
+    for name, memoizer in candidates.items():
+        wrapped = memoizer(double, tmp)
+        count = (
+            settings.misses if name not in ("joblib.Memory", "cachier") else settings.misses // 5
+        )
+        base = 10**9 * (1 + len(rows))
+        calls = [lambda w=wrapped, i=base + i: w(i) for i in range(count)]
+        rows.append(row(scenario, name, measure.each_once(calls, repeats=settings.repeats)))
+    sealer = Sealer(b"s" * 32)
+    raw = diskcache.Cache(str(tmp / "diskcache-raw-set"))
+    stored = sealer.seal("pm1:bench.raw:1:" + "0" * 64, encode_value(10**9), 0.0)
+    keys = [f"pm1:bench.raw:1:{i:064x}" for i in range(settings.misses)]
+    calls = [lambda k=k: raw.set(k, stored, tag="bench.raw") for k in keys]
+    rows.append(
+        row(scenario, "raw diskcache set", measure.each_once(calls, repeats=settings.repeats))
+    )
+    return rows
+
+
+# --- 3. cold process -----------------------------------------------------------------------
+
+
+COLD = {
+    "python -c pass": "pass",
+    "import persistmemo": "import persistmemo",
+    "persistmemo: import, open, one hit": (
+        "from persistmemo import Store, memo\n"
+        "f = memo(store=Store({dir!r}), name='bench.cold', version='1')(lambda x: x)\n"
+        "f(1)"
+    ),
+    "import diskcache": "import diskcache",
+    "diskcache memoize: import, open, one hit": (
+        "import diskcache\nf = diskcache.Cache({dir!r}).memoize(name='cold')(lambda x: x)\nf(1)"
+    ),
+    "import joblib": "import joblib",
+}
+
+
+def cold_process(tmp: Path, settings: Settings) -> list[Row]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    rows = []
+    for name, code in COLD.items():
+        directory = str(tmp / f"cold-{len(rows)}")
+        source = code.format(dir=directory)
+        subprocess.run([sys.executable, "-c", source], env=env, check=True)  # warm: bytecode, store
+
+        def start(source: str = source) -> None:
+            subprocess.run([sys.executable, "-c", source], env=env, check=True)
+
+        rows.append(
+            row(
+                "cold process (whole-process wall time)",
+                name,
+                measure.once(start, repeats=settings.cold_runs),
+            )
+        )
+    return rows
+
+
+# --- 4. hits against the number of entries -------------------------------------------------
+
+
+def store_sizes(tmp: Path, settings: Settings) -> list[Row]:
+    rows = []
+    for size in settings.store_sizes:
+        store = Store(tmp / f"sized-{size}")
+        wrapped = memo(store=store, name="bench.sized", version="1")(double)
+        wrapped(0)
+        _fill(store, wrapped, size)
+        probes = itertools.cycle(
+            [wrapped.key(i) and i for i in range(0, size, max(1, size // 997))]
+        )
+        seconds = measure.per_call(
+            lambda w=wrapped, p=probes: w(next(p)), calls=settings.calls, repeats=settings.repeats
+        )
+        rows.append(
+            row("hit vs stored entries", f"persistmemo, {size:,} entries", seconds, entries=size)
+        )
+    return rows
+
+
+def _fill(store: Store, wrapped: Any, size: int) -> None:
+    """Write ``size`` entries the way a miss would, in large transactions (fast to build)."""
+    store.open()
+    cache = store._cache
+    sealer = store._sealer
+    batch = 5_000
+    for start in range(0, size, batch):
+        with cache.transact():
+            for i in range(start, min(size, start + batch)):
+                key = wrapped.key(i)
+                cache.set(key, sealer.seal(key, encode_value(i), 0.0), tag="bench.sized")
+
+
+# --- 5. large results ----------------------------------------------------------------------
+
+
+def large_values(tmp: Path, settings: Settings) -> list[Row]:
+    import diskcache
+    import numpy
+
+    rows = []
+    results = {
+        "10 MB bytes": lambda _: b"\x07" * settings.big,
+        "10 MB float64 array": lambda _: numpy.random.default_rng(0).random(settings.big // 8),
+    }
+    for label, compute in results.items():
+        store = Store(tmp / f"large-{label[:5].strip()}-{time.monotonic_ns()}")
+        wrapped = memo(store=store, name="bench.large", version="1")(compute)
+        wrapped(1)
+        key = wrapped.key(1)
+        stored = _stored_file_bytes(store, key)
+        raw = diskcache.Cache(str(tmp / f"diskcache-large-{time.monotonic_ns()}"))
+        raw.set(key, stored)
+        scenario = f"hit, {label} result"
+        repeats = settings.repeats
+        ours = measure.per_call(lambda w=wrapped: w(1), calls=5, repeats=repeats)
+        theirs = measure.per_call(lambda r=raw, k=key: r.get(k), calls=5, repeats=repeats)
+        megabytes = settings.big / 1e6
+        rows.append(row(scenario, "persistmemo", ours, mb_per_s=megabytes / ours))
+        rows.append(row(scenario, "raw diskcache get", theirs, mb_per_s=megabytes / theirs))
+    return rows
+
+
+def _stored_file_bytes(store: Store, key: str) -> bytes:
+    connection = sqlite3.connect(store.directory / "cache.db")
+    ((filename,),) = connection.execute(
+        "SELECT filename FROM Cache WHERE key = ?", (key,)
+    ).fetchall()
+    connection.close()
+    return (store.directory / filename).read_bytes()
+
+
+# --- 6. two processes ----------------------------------------------------------------------
+
+CONCURRENT = """
+import sys, time
+from persistmemo import Store, memo
+f = memo(store=Store(sys.argv[1]), name="bench.shared", version="1")(lambda x: x)
+for i in range(200): f(i)
+deadline = float(sys.argv[2])
+while time.time() < deadline: pass
+calls, end = 0, deadline + float(sys.argv[3])
+while time.time() < end:
+    f(calls % 200); calls += 1
+print(calls)
+"""
+
+
+def concurrent(tmp: Path, settings: Settings) -> list[Row]:
+    seconds = settings.concurrent_seconds
+    rows = []
+    directory = str(tmp / "concurrent")
+    subprocess.run(
+        [sys.executable, "-c", CONCURRENT, directory, "0", "0"], check=True, capture_output=True
+    )
+    for processes in (1, 2):
+        start_at = time.time() + 1.0
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", CONCURRENT, directory, str(start_at), str(seconds)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(processes)
+        ]
+        total = sum(int(worker.communicate()[0]) for worker in workers)
+        rows.append(
+            row(
+                "hits/s, processes on one store",
+                f"persistmemo, {processes} process{'es' if processes > 1 else ''}",
+                seconds / total,
+                hits_per_second=total / seconds,
+            )
+        )
+    return rows
+
+
+# --- 7. bytes on disk ----------------------------------------------------------------------
+
+
+def disk_usage(tmp: Path, settings: Settings) -> list[Row]:
+    count = settings.disk_entries
+    rows = []
+    for name, memoizer in systems.PERSISTENT.items():
+        if name == "persistmemo memory=":
+            continue
+        root = tmp / f"usage-{name.replace(' ', '-').replace('.', '')}"
+        root.mkdir()
+        wrapped = memoizer(double, root)
+        for i in range(count if name not in ("joblib.Memory", "cachier") else count // 5):
+            wrapped(i)
+        entries = count if name not in ("joblib.Memory", "cachier") else count // 5
+        apparent, allocated = _directory_bytes(root)
+        rows.append(
+            row(
+                f"bytes on disk per small entry ({count:,} entries)",
+                name,
+                allocated / entries,
+                unit="bytes",
+                note=f"{apparent / entries:,.0f} bytes of file contents",
+            )
+        )
+    return rows
+
+
+def _directory_bytes(root: Path) -> tuple[int, int]:
+    """(contents, allocated blocks) of every file under ``root``, SQLite's write-ahead log
+    checkpointed first (its preallocated WAL would otherwise dwarf a small store)."""
+    for database in root.rglob("cache.db"):
+        connection = sqlite3.connect(database)
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.close()
+    files = [path.stat() for path in root.rglob("*") if path.is_file()]
+    return sum(info.st_size for info in files), sum(info.st_blocks * 512 for info in files)
+
+
+# --- 8. keys for large arguments -----------------------------------------------------------
+
+
+def large_keys(tmp: Path, settings: Settings) -> list[Row]:
+    import joblib
+    import numpy
+
+    wrapped = memo(store=Store(tmp / "keys"), name="bench.keys", version="1")(double)
+    array_bytes, text_bytes, ints = settings.key_sizes
+    arguments = {
+        f"key of a {array_bytes // 2**20} MB float64 array": numpy.random.default_rng(1).random(
+            array_bytes // 8
+        ),
+        f"key of a {text_bytes // 2**20} MB str": "é" * (text_bytes // 2),
+        f"key of a list of {ints:,} ints": list(range(ints)),
+    }
+    rows = []
+    for scenario, argument in arguments.items():
+        repeats = max(3, settings.repeats // 2)
+        rows.append(
+            row(
+                scenario,
+                "persistmemo",
+                measure.once(lambda a=argument: wrapped.key(a), repeats=repeats),
+            )
+        )
+        rows.append(
+            row(
+                scenario,
+                "joblib.hash",
+                measure.once(lambda a=argument: joblib.hash(a), repeats=repeats),
+            )
+        )
+    return rows
+
+
+# --- costs of features ---------------------------------------------------------------------
+
+
+def feature_costs(tmp: Path, settings: Settings) -> list[Row]:
+    """The seal (integrity check) and the metadata, as parts of a hit and a miss."""
+    store = Store(tmp / "features")
+    wrapped = memo(store=store, name="bench.features", version="1")(double)
+    wrapped(1)
+    key = wrapped.key(1)
+    stored = _stored_bytes(store, key)
+    sealer = store._sealer
+    hit = measure.per_call(lambda: wrapped(1), calls=settings.calls, repeats=settings.repeats)
+    unseal = measure.per_call(
+        lambda: sealer.unseal(key, stored), calls=settings.calls, repeats=settings.repeats
+    )
+    encoded = encode_value(1)
+    with_seconds = measure.per_call(
+        lambda: sealer.seal(key, encoded, 0.5), calls=settings.calls, repeats=settings.repeats
+    )
+    timing = measure.per_call(
+        lambda: (time.perf_counter(), time.perf_counter()),
+        calls=settings.calls,
+        repeats=settings.repeats,
+    )
+    return [
+        row("feature cost", "hit, whole", hit),
+        row("feature cost", "seal check on a hit", unseal, share_of_hit=unseal / hit),
+        row("feature cost", "seal made on a miss (with metadata)", with_seconds),
+        row("feature cost", "metadata: timing a miss", timing),
+    ]
+
+
+SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
+    "warm hits": warm_hits,
+    "misses": misses,
+    "cold process": cold_process,
+    "store sizes": store_sizes,
+    "large values": large_values,
+    "concurrent": concurrent,
+    "disk usage": disk_usage,
+    "large keys": large_keys,
+    "feature costs": feature_costs,
+}
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    packages = ["persistmemo", "diskcache", "msgpack", "blake3", "joblib", "cachier", "numpy"]
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "sqlite": sqlite3.sqlite_version,
+        "packages": {name: version(name) for name in packages},
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def run(mode: str, only: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
+    """Run the scenarios (all, or ``only`` those) and write the table, chart and JSON."""
+    settings = Settings(mode)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="persistmemo-bench-") as tmp:
+        for name, scenario in SCENARIOS.items():
+            if only and name not in only:
+                continue
+            started = time.monotonic()
+            print(f"{name} ...", end=" ", flush=True, file=sys.stderr)
+            rows += scenario(Path(tmp), settings)
+            print(f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+    results = {"machine": machine(), "quick": settings.quick, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(results, indent=1))
+    (out / "latest.md").write_text(report.markdown(results))
+    report.chart(results, out / "latest.png")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="run some scenarios")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write results")
+    args = parser.parse_args()
+    results = run("quick" if args.quick else "full", args.only, args.out)
+    print(report.markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -287,3 +287,28 @@ def test_keys_are_equal_exactly_when_values_and_types_are(left: Any, right: Any)
 @given(values)
 def test_encoding_is_deterministic(value: Any) -> None:
     assert encode(value) == encode(value)
+
+
+flat_items = st.lists(
+    st.integers() | st.floats() | st.booleans() | st.text(max_size=20), min_size=0, max_size=40
+)
+
+
+@given(flat_items)
+def test_the_c_packed_fast_path_equals_the_item_by_item_encoding(items: list[Any]) -> None:
+    from persistmemo import keys
+
+    item_by_item = keys._array_header(len(items)) + keys._concat(items)
+    assert keys.encode(items) == item_by_item
+    assert keys.encode(tuple(items)) == keys._ext(keys.EXT_TUPLE, keys._concat(items))
+    mapping = {f"k{i}-{item!r}": item for i, item in enumerate(items)}
+    entries = sorted((keys.encode(k), keys.encode(v)) for k, v in mapping.items())
+    expected = keys._map_header(len(entries)) + b"".join(k + v for k, v in entries)
+    assert keys.encode(mapping) == expected
+
+
+def test_flat_sequences_with_nan_or_big_ints_take_the_canonical_path() -> None:
+    with_nan = [1.0] * 10 + [-math.inf + math.inf]
+    assert encode(with_nan) == encode([1.0] * 10 + [math.nan])
+    big = [1] * 10 + [2**70]
+    assert encode(big) != encode([1] * 10 + [2**70 + 1])

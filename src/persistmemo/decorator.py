@@ -32,7 +32,7 @@ from typing import (
 from persistmemo.binding import CallBinder
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
-from persistmemo.locking import compute_once, compute_once_async
+from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.naming import qualified_name
 from persistmemo.store import MISSING, Missing, Store, default_store, store_at
@@ -425,7 +425,10 @@ class _MemoizedFunction(Generic[P, R]):
                 ) from None
             store.report_fault("result not stored", error)
             return
-        store.write(key, data, ttl=self.options.ttl, tag=self.identity, seconds=seconds)
+        lease = lease_for(key)
+        store.write(
+            key, data, ttl=self.options.ttl, tag=self.identity, seconds=seconds, lease=lease
+        )
 
     # --- keys ----------------------------------------------------------------------------
 

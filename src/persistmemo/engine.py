@@ -20,7 +20,7 @@ from persistmemo.schema import MODE_PICKLE
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["DEFAULT_SETTINGS", "Timeout", "open_cache"]
+__all__ = ["DEFAULT_SETTINGS", "Timeout", "delete_if_value", "open_cache"]
 
 
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
@@ -52,6 +52,13 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
     def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
         with self.fork_lock, super()._transact(retry, filename) as transaction:
             yield transaction
+
+
+def delete_if_value(cache: diskcache.Cache, key: str, value: str) -> None:
+    """Delete ``key`` only if it holds ``value``: one statement, so compare and delete are
+    one atomic step (diskcache has no compare-and-delete of its own)."""
+    with cache.transact():
+        cache._sql("DELETE FROM Cache WHERE key = ? AND raw = 1 AND value = ?", (key, value))
 
 
 def open_cache(

@@ -211,18 +211,73 @@ def _encode_bytearray(value: bytearray) -> bytes:
     return _ext(EXT_BYTEARRAY, _encode_bytes(bytes(value)))
 
 
+# Sequences of at least this many items try msgpack's own packing first (below).
+_FLAT_MINIMUM = 8
+_NUMBERS = frozenset((int, float, bool))
+
+
+def _packed_flat(items: list[Any] | tuple[Any, ...] | Any) -> bytes | None:
+    """msgpack's packing of a flat sequence of numbers or short strings, done in C, when it
+    is byte for byte the item-by-item canonical encoding; None when it may not be.
+
+    It is when no float is a NaN (which the canonical form rewrites), every int fits
+    msgpack's range and every str is short and has no lone surrogate: the packer raises
+    for the last two, and ``sum`` turns any NaN into a NaN total.
+    """
+    types = set(map(type, items))
+    if types <= _NUMBERS:
+        if float in types:
+            try:
+                total = sum(items)
+            except OverflowError:
+                return None
+            if total != total:
+                return None
+    elif types == {str}:
+        if max(map(len, items)) >= LARGE_BUFFER:
+            return None
+    else:
+        return None
+    try:
+        return _pack(items if type(items) is list else list(items))
+    except (OverflowError, UnicodeEncodeError):
+        return None
+
+
 def _encode_list(value: list[Any]) -> bytes:
+    if len(value) >= _FLAT_MINIMUM and (packed := _packed_flat(value)) is not None:
+        return packed
     return _array_header(len(value)) + _concat(value)
 
 
 def _encode_tuple(value: tuple[Any, ...]) -> bytes:
+    if len(value) >= _FLAT_MINIMUM and (packed := _packed_flat(value)) is not None:
+        return _ext(EXT_TUPLE, packed[len(_array_header(len(value))) :])
     return _ext(EXT_TUPLE, _concat(value))
 
 
 def _encode_dict(value: dict[Any, Any]) -> bytes:
     # Entries sorted by the bytes of their keys: independent of insertion order, and
     # total because distinct keys never share bytes.
+    if len(value) >= _FLAT_MINIMUM:
+        flat = _packed_flat_entries(value)
+        if flat is not None:
+            return flat
     entries = sorted((encode(key), encode(item)) for key, item in value.items())
+    return _map_header(len(entries)) + b"".join([key + item for key, item in entries])
+
+
+def _packed_flat_entries(value: dict[Any, Any]) -> bytes | None:
+    """``_encode_dict`` for str keys and flat values, with each item packed in C."""
+    if set(map(type, value)) != {str} or _packed_flat(list(value.values())) is None:
+        return None
+    try:
+        keys = list(map(_pack, value))
+    except UnicodeEncodeError:
+        return None
+    if max(map(len, keys)) >= LARGE_BUFFER:
+        return None
+    entries = sorted(zip(keys, map(_pack, value.values()), strict=True))
     return _map_header(len(entries)) + b"".join([key + item for key, item in entries])
 
 

@@ -34,12 +34,28 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+IDLE_INTERVAL = 60.0
 FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
 
-_held_keys: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
-    "persistmemo_held_keys", default=frozenset()
-)
+
+class Lease:
+    """Our claim on one key while we compute it."""
+
+    __slots__ = ("key", "released", "token")
+
+    def __init__(self, key: str, token: str) -> None:
+        self.key = key
+        self.token = token
+        self.released = False  # set by a store write that released it with the value
+
+
+_held: contextvars.ContextVar[dict[str, Lease]] = contextvars.ContextVar("persistmemo_leases")
+
+
+def lease_for(key: str) -> Lease | None:
+    """The lease this thread or task holds on ``key`` while computing it, if any."""
+    return _held.get({}).get(key)
 
 
 def _poll_delays() -> Iterator[float]:
@@ -53,7 +69,7 @@ def compute_once(
     store: Store, key: str, read: Callable[[], object], compute: Callable[[], T]
 ) -> tuple[object, bool]:
     """``(value, computed)``: the stored value once someone computed it, or ours."""
-    if key in _held_keys.get():
+    if key in _held.get({}):
         return compute(), True
     token = _new_token()
     delays = _poll_delays()
@@ -75,7 +91,7 @@ async def compute_once_async(
     """``compute_once`` for coroutines: waiting yields to the event loop."""
     import asyncio  # only coroutines wait this way; plain imports stay light
 
-    if key in _held_keys.get():
+    if key in _held.get({}):
         return await compute(), True
     token = _new_token()
     delays = _poll_delays()
@@ -97,14 +113,16 @@ def _new_token() -> str:
 
 @contextmanager
 def _holding(store: Store, key: str, token: str) -> Iterator[None]:
-    held = _held_keys.set(_held_keys.get() | {key})
+    lease = Lease(key, token)
+    held = _held.set({**_held.get({}), key: lease})
     handle = _keeper.hold(store, key, token)
     try:
         yield
     finally:
         _keeper.drop(handle)
-        _held_keys.reset(held)
-        store.release_lease(key, token)
+        _held.reset(held)
+        if not lease.released:  # the result's write releases it; errors and misses do not
+            store.release_lease(key, token)
 
 
 class _LeaseKeeper:
@@ -116,6 +134,7 @@ class _LeaseKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._interval = IDLE_INTERVAL
 
     def hold(self, store: Store, key: str, token: str) -> int:
         with self._lock:
@@ -126,7 +145,11 @@ class _LeaseKeeper:
                     target=self._renew_forever, name="persistmemo-leases", daemon=True
                 )
                 self._thread.start()
-            self._wake.set()
+            # Waking the thread costs a switch on every miss: only when it would otherwise
+            # sleep past this lease's first renewal.
+            if store.lease / 3 < self._interval:
+                self._interval = store.lease / 3
+                self._wake.set()
             return self._next_handle
 
     def drop(self, handle: int) -> None:
@@ -137,7 +160,8 @@ class _LeaseKeeper:
         while True:
             with self._lock:
                 held = list(self._leases.values())
-            interval = min((store.lease for store, _, _ in held), default=60.0) / 3
+            interval = min((store.lease / 3 for store, _, _ in held), default=IDLE_INTERVAL)
+            self._interval = interval
             self._wake.clear()
             if self._wake.wait(interval):
                 continue  # a new lease: recompute the interval, renew nothing yet

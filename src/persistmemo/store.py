@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from persistmemo.decorator import MemoDecorator
     from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
+    from persistmemo.locking import Lease
 
 ENV_DIRECTORY = "PERSISTMEMO_DIR"
 DEFAULT_TIMEOUT = 5.0
@@ -151,6 +152,7 @@ class Store:
 
     def _reset_state(self) -> None:
         self._cache: Any = None  # the diskcache Cache, once open
+        self._engine: Any = None  # persistmemo.engine, imported by the opening
         self._reader: EntryReader | None = None
         self._secret = b""
         self._sealer = Sealer(b"")
@@ -224,9 +226,17 @@ class Store:
             return MISSING
 
     def write(
-        self, key: str, encoded: bytes, *, ttl: float | None, tag: str, seconds: float = 0.0
+        self,
+        key: str,
+        encoded: bytes,
+        *,
+        ttl: float | None,
+        tag: str,
+        seconds: float = 0.0,
+        lease: Lease | None = None,
     ) -> bool:
-        """Seal and store ``encoded`` (computed in ``seconds``) under ``key``.
+        """Seal and store ``encoded`` (computed in ``seconds``) under ``key``, releasing
+        ``lease`` (our claim on the key) in the same transaction: one commit, not two.
 
         False (and a warning) when the store cannot keep it.
         """
@@ -235,7 +245,13 @@ class Store:
             return False
         sealed = self._sealer.seal(key, encoded, seconds)
         try:
-            return bool(cache.set(key, sealed, expire=ttl, tag=tag))
+            if lease is None:
+                return bool(cache.set(key, sealed, expire=ttl, tag=tag))
+            with cache.transact():
+                stored = bool(cache.set(key, sealed, expire=ttl, tag=tag))
+                self._engine.delete_if_value(cache, LEASE_PREFIX + key, lease.token)
+            lease.released = True
+            return stored
         except _IO_ERRORS as error:
             self._io_fault("write failed", error)
             return False
@@ -407,9 +423,7 @@ class Store:
         if cache is None:
             return
         try:
-            with cache.transact():
-                if cache.get(LEASE_PREFIX + key) == token:
-                    cache.delete(LEASE_PREFIX + key)
+            self._engine.delete_if_value(cache, LEASE_PREFIX + key, token)
         except _IO_ERRORS as error:
             self._io_fault("lease failed", error)
 
@@ -509,6 +523,7 @@ class Store:
         from persistmemo import engine
 
         _IO_ERRORS, _Timeout = (sqlite3.Error, OSError, engine.Timeout), engine.Timeout
+        self._engine = engine
 
         def open_cache() -> Any:
             return engine.open_cache(

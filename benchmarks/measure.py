@@ -1,0 +1,50 @@
+"""Timing helpers: medians of repeated runs, every system measured in the same process."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+
+
+def per_call(call: Callable[[], object], *, calls: int, repeats: int) -> float:
+    """Median over ``repeats`` runs of the mean seconds per call of ``calls`` calls."""
+    call()  # warm: first-use costs (opening, imports) are not a hit's
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            samples.append((time.perf_counter() - start) / calls)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return statistics.median(samples)
+
+
+def each_once(calls: list[Callable[[], object]], *, repeats: int) -> float:
+    """Median over ``repeats`` rounds of the mean seconds of calls that each run once
+    (misses: every call must be new, so a round consumes its own list)."""
+    per_round = max(1, len(calls) // repeats)
+    samples = []
+    for start_index in range(0, per_round * repeats, per_round):
+        batch = calls[start_index : start_index + per_round]
+        start = time.perf_counter()
+        for call in batch:
+            call()
+        samples.append((time.perf_counter() - start) / len(batch))
+    return statistics.median(samples)
+
+
+def once(call: Callable[[], object], *, repeats: int) -> float:
+    """Median seconds of one call, repeated (for slow operations)."""
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
