@@ -8,9 +8,18 @@ import time
 from collections.abc import Callable
 
 
+TARGET_REPEAT_SECONDS = 0.15
+
+
 def per_call(call: Callable[[], object], *, calls: int, repeats: int) -> float:
-    """Median over ``repeats`` runs of the mean seconds per call of ``calls`` calls."""
+    """Median over ``repeats`` runs of the mean seconds per call of up to ``calls`` calls
+    (fewer for slow systems: about ``TARGET_REPEAT_SECONDS`` a run is enough for a median)."""
     call()  # warm: first-use costs (opening, imports) are not a hit's
+    start = time.perf_counter()
+    for _ in range(10):
+        call()
+    estimate = (time.perf_counter() - start) / 10
+    calls = max(10, min(calls, int(TARGET_REPEAT_SECONDS / max(estimate, 1e-9))))
     samples = []
     gc_was_enabled = gc.isenabled()
     gc.disable()

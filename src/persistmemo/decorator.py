@@ -249,7 +249,7 @@ class _MemoizedFunction(Generic[P, R]):
                 if self.disabled:
                     return func(*args, **kwargs)
                 key = keys.key(self.canonical_arguments(args, kwargs))
-                found = store.read_with_expiry(key)
+                found = store.read_with_expiry(key, False)
                 if found is not MISSING:
                     try:
                         value = decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
@@ -507,9 +507,7 @@ class _MemoizedFunction(Generic[P, R]):
 
     def info(self, *args: Any, **kwargs: Any) -> EntryInfo | None:
         """Metadata of this call's entry (when computed, how long it took...), or None."""
-        from persistmemo.inspection import entry_info
-
-        return entry_info(self.store.directory, self.key(*args, **kwargs))
+        return self.store.entry_info(self.key(*args, **kwargs))
 
     def flush_hits(self) -> None:
         """Add this process's new hits to the store's count (called at exit)."""

@@ -3,13 +3,13 @@
 SQLite pages carry no checksums, and diskcache hands back a truncated or edited value file as
 it is. So each stored value is framed as
 
-    0x01 (frame version) · tag (16 bytes) · compute seconds (float64) · encoded value
+    0x01 (frame version) · tag (16 bytes) · compute seconds · stored at · encoded value
 
 where the encoded value is the codec's (format byte · payload) and ``tag`` is a 16-byte MAC
 made with the secret (keyed BLAKE2b, or keyed BLAKE3 for bodies of 64 KiB and more) over the
-length-prefixed entry key, the compute seconds and the encoded value. The compute seconds
-are the entry's metadata: how long the function took, from which the tools tell the time a
-cache saves.
+length-prefixed entry key, the metadata and the encoded value. The metadata (two float64)
+is how long the function took, from which the tools tell the time a cache saves, and when
+the entry was stored (epoch seconds; the disk store also has diskcache's own record).
 
 Before anything is decoded the tag is checked: a flipped bit, a truncation, random bytes,
 another valid document, or another entry's bytes copied over this one (a swap of two keys)
@@ -32,6 +32,7 @@ import os
 import stat
 import struct
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from persistmemo.codec import CorruptEntry
@@ -41,8 +42,8 @@ if TYPE_CHECKING:
 
 FRAME_VERSION = b"\x01"
 TAG_SIZE = 16
-_SECONDS = struct.Struct(">d")
-HEADER_SIZE = 1 + TAG_SIZE + _SECONDS.size
+_METADATA = struct.Struct(">dd")
+HEADER_SIZE = 1 + TAG_SIZE + _METADATA.size
 ENV_SECRET = "PERSISTMEMO_SECRET"
 SECRET_FILE_NAME = "secret.key"
 
@@ -64,9 +65,11 @@ class Sealer:
         self._blake2b = hashlib.blake2b(key=secret[:64], digest_size=TAG_SIZE)
         self._blake3_key = hashlib.blake2b(secret, digest_size=32, person=b"pm-seal-b3").digest()
 
-    def seal(self, key: str, encoded: bytes, seconds: float = 0.0) -> bytes:
+    def seal(
+        self, key: str, encoded: bytes, seconds: float = 0.0, stored_at: float | None = None
+    ) -> bytes:
         """Frame ``encoded`` (a codec output that took ``seconds`` to compute) for ``key``."""
-        body = _SECONDS.pack(seconds) + encoded
+        body = _METADATA.pack(seconds, time.time() if stored_at is None else stored_at) + encoded
         return FRAME_VERSION + self._tag(key, body) + body
 
     def unseal(self, key: str, stored: bytes) -> bytes | memoryview:
@@ -113,12 +116,18 @@ def unseal(secret: bytes, key: str, stored: bytes) -> bytes | memoryview:
     return Sealer(secret).unseal(key, stored)
 
 
-def compute_seconds(stored: bytes) -> float | None:
-    """The compute seconds recorded in a sealed entry's header (not verified), or None."""
+def entry_metadata(stored: bytes) -> tuple[float, float] | None:
+    """``(compute seconds, stored at)`` from a sealed entry's header (not verified), or None."""
     if stored[:1] != FRAME_VERSION or len(stored) < HEADER_SIZE:
         return None
-    seconds: float = _SECONDS.unpack_from(stored, 1 + TAG_SIZE)[0]
-    return seconds
+    seconds, stored_at = _METADATA.unpack_from(stored, 1 + TAG_SIZE)
+    return float(seconds), float(stored_at)
+
+
+def compute_seconds(stored: bytes) -> float | None:
+    """The compute seconds recorded in a sealed entry's header (not verified), or None."""
+    metadata = entry_metadata(stored)
+    return None if metadata is None else metadata[0]
 
 
 class SecretUnavailable(OSError):

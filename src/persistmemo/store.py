@@ -205,8 +205,11 @@ class Store:
         found = self.read_with_expiry(key)
         return found if found is MISSING else found[0]  # type: ignore[index]
 
-    def read_with_expiry(self, key: str) -> tuple[bytes | memoryview, float | None] | Missing:
-        """``(encoded value, expiry time or None)`` under ``key``, or MISSING."""
+    def read_with_expiry(
+        self, key: str, with_expiry: bool = True
+    ) -> tuple[bytes | memoryview, float | None] | Missing:
+        """``(encoded value, expiry time or None)`` under ``key``, or MISSING. The expiry
+        costs nothing extra here (``with_expiry`` matters to remote stores)."""
         reader = self._reader
         if reader is None and (reader := self._ready_reader()) is None:
             return MISSING
@@ -332,6 +335,12 @@ class Store:
         from persistmemo import inspection
 
         return inspection.iter_entries(self.directory, function)
+
+    def entry_info(self, key: str) -> EntryInfo | None:
+        """Metadata of the entry under ``key``, or None."""
+        from persistmemo import inspection
+
+        return inspection.entry_info(self.directory, key)
 
     def functions(self) -> dict[str, FunctionSummary]:
         """Per-function summaries: entries, bytes, versions, oldest/newest, compute stored."""
