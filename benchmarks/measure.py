@@ -7,7 +7,6 @@ import statistics
 import time
 from collections.abc import Callable
 
-
 TARGET_REPEAT_SECONDS = 0.15
 
 

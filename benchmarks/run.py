@@ -50,7 +50,7 @@ class Settings:
         self.cold_runs = 5 if quick else 15
         self.disk_entries = 2_000 if quick else 10_000
         self.concurrent_seconds = 1.0 if quick else 3.0
-        self.key_sizes = (100 * 1024 * 1024, 5 * 1024 * 1024, 1_000_000)
+        self.key_sizes = (100 * 1024 * 1024, 10 * 1024 * 1024, 1_000_000)
         if mode == "smoke":
             self.calls, self.repeats, self.misses, self.cold_runs = 20, 1, 20, 1
             self.store_sizes, self.big, self.disk_entries = [100], 100_000, 50

@@ -61,3 +61,22 @@ def run_python(
     )
     assert result.returncode == 0, f"subprocess failed:\n{result.stderr}"
     return result
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real redis-server for the session (skips with a message when not installed)."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: object) -> str:
+    """The session server, emptied for this test."""
+    server = redis_server
+    server.flush()  # type: ignore[attr-defined]
+    return str(server.url)  # type: ignore[attr-defined]

@@ -22,10 +22,25 @@ __all__ = [
     "MemoDecorator",
     "Memoized",
     "PersistmemoWarning",
+    "RedisStore",
     "Store",
+    "TieredStore",
     "UnstorableValue",
     "default_directory",
     "default_store",
     "memo",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # The stores of the extras load on first mention: the core import never needs redis-py.
+    if name == "RedisStore":
+        from persistmemo.backends.redis import RedisStore
+
+        return RedisStore
+    if name == "TieredStore":
+        from persistmemo.backends.tiered import TieredStore
+
+        return TieredStore
+    raise AttributeError(f"module 'persistmemo' has no attribute {name!r}")

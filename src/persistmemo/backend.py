@@ -19,7 +19,9 @@ class StoreBackend(Protocol):
 
     strict: bool
     lease: float
-    pickle_allowed: bool
+
+    @property
+    def pickle_allowed(self) -> bool: ...
 
     def read(self, key: str) -> bytes | memoryview | Missing: ...
 

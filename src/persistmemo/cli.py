@@ -109,14 +109,25 @@ class Progress:
 # --- commands --------------------------------------------------------------------------------
 
 
-def _open_store(args: argparse.Namespace) -> Store:
+def _open_store(args: argparse.Namespace) -> Any:
+    if args.store and "://" in args.store:
+        from persistmemo.backends.redis import RedisStore
+
+        remote = RedisStore(args.store)
+        if not remote.open():
+            raise ConnectionError(f"cannot reach the Redis store at {args.store}")
+        return remote
     store = Store(args.store) if args.store else Store()
     if not (store.directory / "cache.db").exists():
         raise FileNotFoundError(f"no persistmemo store at {store.directory}")
     return store
 
 
-def _summaries(store: Store) -> list[tuple[FunctionSummary, int]]:
+def _where(store: Any) -> str:
+    return str(getattr(store, "directory", None) or store.url)
+
+
+def _summaries(store: Any) -> list[tuple[FunctionSummary, int]]:
     hits = store.recorded_hits()
     found = sorted(store.functions().values(), key=lambda s: s.compute_seconds, reverse=True)
     return [(summary, hits.get(summary.function, 0)) for summary in found]
@@ -129,7 +140,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         print(json.dumps([_summary_json(summary, hits) for summary, hits in summaries], indent=2))
         return 0
     if not summaries:
-        print(f"{store.directory}: empty")
+        print(f"{_where(store)}: empty")
         return 0
     headers = ["FUNCTION", "ENTRIES", "SIZE", "VERSIONS", "COMPUTE", "HITS", "SAVED"]
     rows = [
@@ -222,13 +233,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     entries = sum(summary.entries for summary, _ in summaries)
     expired = sum(summary.expired for summary, _ in summaries)
     value_bytes = sum(summary.size for summary, _ in summaries)
-    disk_bytes = directory_size(store.directory)
+    disk_bytes = directory_size(store.directory) if isinstance(store, Store) else None
     compute = sum(summary.compute_seconds for summary, _ in summaries)
     hits = sum(count for _, count in summaries)
     saved = sum(_saved(summary, count) for summary, count in summaries)
     if args.json:
         figures = {
-            "store": str(store.directory),
+            "store": _where(store),
             "functions": len(summaries),
             "entries": entries,
             "expired": expired,
@@ -240,11 +251,12 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         }
         print(json.dumps(figures, indent=2))
         return 0
-    print(f"store          {store.directory}")
+    print(f"store          {_where(store)}")
     print(f"functions      {len(summaries)}")
     print(f"entries        {entries} ({expired} expired)")
     print(f"values         {human_size(value_bytes)}")
-    print(f"on disk        {human_size(disk_bytes)}")
+    if disk_bytes is not None:
+        print(f"on disk        {human_size(disk_bytes)}")
     print(f"compute stored {human_seconds(compute)}")
     print(f"hits recorded  {hits} (saved about {human_seconds(saved)})")
     return 0
@@ -260,16 +272,16 @@ def _cmd_clear(args: argparse.Namespace) -> int:
             note = "" if function in known else " (no such function in this store)"
             print(f"{function}: removed {removed} entries{note}")
         return 0
-    count = len(list(store.iter_keys()))
+    count = len(store)
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("clearing a whole store asks for confirmation: pass --yes")
-        answer = input(f"Remove all {count} entries from {store.directory}? [y/N] ")
+        answer = input(f"Remove all {count} entries from {_where(store)}? [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing removed")
             return 0
     removed = store.clear()
-    print(f"removed {removed} entries from {store.directory}")
+    print(f"removed {removed} entries from {_where(store)}")
     return 0
 
 
@@ -285,7 +297,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keep_versions(store: Store, specs: list[str]) -> dict[str, list[str]]:
+def _keep_versions(store: Any, specs: list[str]) -> dict[str, list[str]]:
     keep: dict[str, list[str]] = {}
     for spec in specs:
         if spec == "current":
@@ -348,7 +360,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="DIR", help="store directory (default: default store)")
+    common.add_argument(
+        "--store",
+        metavar="DIR|URL",
+        help="store directory or redis:// URL (default: the default store)",
+    )
     parser = argparse.ArgumentParser(
         prog="persistmemo", description="Inspect and manage persistmemo stores."
     )

@@ -29,13 +29,14 @@ from typing import (
     overload,
 )
 
+from persistmemo.backend import StoreBackend
 from persistmemo.binding import CallBinder
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.naming import qualified_name
-from persistmemo.store import MISSING, Missing, Store, default_store, store_at
+from persistmemo.store import MISSING, Missing, default_store, store_at
 
 if TYPE_CHECKING:
     from persistmemo.inspection import EntryInfo
@@ -45,7 +46,7 @@ R = TypeVar("R")
 
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
-StoreOption = Store | str | os.PathLike[str] | None
+StoreOption = StoreBackend | str | os.PathLike[str] | None
 
 
 class CacheInfo(NamedTuple):
@@ -59,7 +60,7 @@ class Memoized(Protocol[P, R]):
     """A memoized function: called like the original, plus its cache controls."""
 
     __wrapped__: Callable[P, R]
-    store: Store
+    store: StoreBackend
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
@@ -139,7 +140,8 @@ def memo(
 ) -> Any:
     """Memoize a function persistently: ``@memo`` or ``@memo(ttl=3600, ignore=["verbose"])``.
 
-    - ``store``: a ``Store``, a directory path, or None for the default store
+    - ``store``: a ``Store`` (or ``RedisStore``, ``TieredStore``), a directory path, or None
+      for the default store
       (``$PERSISTMEMO_DIR``, else the user cache directory).
     - ``ttl``: seconds (or a ``timedelta``) a result stays fresh; None keeps it until evicted.
     - ``version``: pin the version by hand. When None it is derived from the function's code,
@@ -189,7 +191,7 @@ def memo(
 
 
 class _MemoOptions(NamedTuple):
-    store: Store
+    store: StoreBackend
     ttl: float | None
     version: str | None
     ignore: tuple[str, ...]
@@ -538,15 +540,16 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
 
 
-def _resolve_store(store: object) -> Store:
+def _resolve_store(store: object) -> StoreBackend:
     if store is None:
         return default_store()
-    if isinstance(store, Store):
+    if isinstance(store, StoreBackend):
         return store
     if isinstance(store, (str, os.PathLike)):
         return store_at(store)
     raise TypeError(
-        f"memo(store=...) takes a Store, a directory path or None; got {type(store).__name__}"
+        "memo(store=...) takes a Store, RedisStore or TieredStore, a directory path or None; "
+        f"got {type(store).__name__}"
     )
 
 

@@ -124,7 +124,7 @@ def _header(directory: Path, mode: int, filename: str | None, value: object) -> 
     return value[:HEADER_SIZE] if isinstance(value, bytes) else b""
 
 
-def _split_key(key: str, tag: object) -> tuple[str, str]:
+def split_key(key: str, tag: object) -> tuple[str, str]:
     """(function identity, version) of an entry key."""
     function = tag if isinstance(tag, str) else key.split(":")[1]
     rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
@@ -151,7 +151,7 @@ def entry_info(directory: Path, key: str) -> EntryInfo | None:
 
 def _entry_from_row(directory: Path, row: tuple[Any, ...]) -> EntryInfo:
     key, tag, stored_at, expires_at, size, mode, filename, value = row
-    identity, version = _split_key(key, tag)
+    identity, version = split_key(key, tag)
     return EntryInfo(
         key=key,
         function=identity,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, TypeVar
 from persistmemo.store import MISSING
 
 if TYPE_CHECKING:
-    from persistmemo.store import Store
+    from persistmemo.backend import StoreBackend as Store
 
 T = TypeVar("T")
 

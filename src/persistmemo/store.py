@@ -47,11 +47,13 @@ from persistmemo.schema import DBNAME
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from persistmemo.backend import StoreBackend
     from persistmemo.decorator import MemoDecorator
     from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
     from persistmemo.locking import Lease
 
 ENV_DIRECTORY = "PERSISTMEMO_DIR"
+ENV_URL = "PERSISTMEMO_URL"
 DEFAULT_TIMEOUT = 5.0
 """Seconds an operation (or the opening) waits for a locked database before giving up."""
 
@@ -655,7 +657,7 @@ def _reinitialize_after_fork() -> None:
         store._after_fork_in_child()
 
 
-_default_store: Store | None = None
+_default_store: StoreBackend | None = None
 _stores_by_directory: dict[str, Store] = {}
 _registry_lock = threading.Lock()
 
@@ -673,12 +675,28 @@ def _path(directory: str | os.PathLike[str]) -> Path:
     return Path(directory)
 
 
-def default_store() -> Store:
-    """The process-wide default store (its directory is resolved when first used)."""
+def default_store() -> StoreBackend:
+    """The process-wide default store.
+
+    ``$PERSISTMEMO_URL`` (``redis://...``) makes it a RedisStore, and with
+    ``$PERSISTMEMO_DIR`` also set, a TieredStore with that directory in front. Without
+    ``$PERSISTMEMO_URL`` it is the disk store in ``$PERSISTMEMO_DIR``, else in the platform
+    cache directory (resolved when first used).
+    """
     global _default_store
     with _registry_lock:
         if _default_store is None:
-            _default_store = Store()
+            url = os.environ.get(ENV_URL)
+            if url:
+                from persistmemo.backends.redis import RedisStore
+                from persistmemo.backends.tiered import TieredStore
+
+                remote = RedisStore(url)
+                local = os.environ.get(ENV_DIRECTORY)
+                chosen: StoreBackend = TieredStore(Store(local), remote) if local else remote
+            else:
+                chosen = Store()
+            _default_store = chosen
         return _default_store
 
 

@@ -1,0 +1,494 @@
+"""RedisStore: one memo shared by several machines, through a Redis server (redis-py).
+
+The same keys and the same sealed values as the disk store: a key computed on one machine is
+the key on another, and every value is checked against its key before it is decoded. For
+machines to read each other's entries they must share the sealing secret: set
+``$PERSISTMEMO_SECRET`` (the same passphrase) on each, or pass ``secret=``.
+
+Layout, under a namespace prefix (``persistmemo:`` by default):
+
+- ``<ns>:pm1:<function>:<version>:<digest>``: a sealed value, with Redis expiry for a TTL;
+- ``<ns>:pm-lease:<key>``: a claim while one caller computes (``SET NX PX`` with a random
+  token; renewed and released by compare-and-set scripts, so a caller whose claim expired
+  cannot release or extend another's);
+- ``<ns>:pm-hits:<function>``: hit counts added by each process at exit.
+
+``cache_clear()`` of one function walks ``SCAN MATCH <ns>:pm1:<function>:*`` and unlinks in
+batches: no ``KEYS``, no blocking of the server, and nothing to maintain on the write path;
+its cost grows with the size of the whole database, not of the function.
+
+Faults: timeouts are short and configurable (0.5 s by default, against redis-py's 5 s and
+retries), no command is retried, and after a failure the store stays away for ``backoff``
+seconds (a circuit breaker): a dead or hung server costs a caller one timeout, then nothing,
+until the server is tried again. Values larger than ``max_value_bytes`` are not sent.
+
+Limits of the lease: it is as reliable as the single Redis server holding it (no Redlock);
+a holder paused longer than its lease is taken over, which can mean two computations.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from persistmemo.codec import CorruptEntry
+from persistmemo.faults import FaultReporter
+from persistmemo.integrity import (
+    ENV_SECRET,
+    Sealer,
+    SecretUnavailable,
+    entry_metadata,
+    secret_from_text,
+    user_secret,
+)
+from persistmemo.keys import KEY_FORMAT
+from persistmemo.store import LEASE_PREFIX, MISSING, STATS_PREFIX, Missing
+
+if TYPE_CHECKING:
+    from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
+    from persistmemo.locking import Lease
+
+T = TypeVar("T")
+
+DEFAULT_URL = "redis://localhost:6379/0"
+DEFAULT_TIMEOUT = 0.5
+DEFAULT_BACKOFF = 5.0
+DEFAULT_MAX_VALUE = 64 * 1024 * 1024
+_SCAN_BATCH = 1000
+
+# Compare-and-set scripts: the comparison and the change are one atomic step on the server.
+_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"  # noqa: E501
+_RELEASE = (
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+)
+_WRITE_AND_RELEASE = """
+if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return 1
+"""  # noqa: E501
+
+
+def _redis() -> Any:
+    try:
+        import redis
+    except ImportError:
+        raise ImportError("RedisStore needs redis-py: pip install 'persistmemo[redis]'") from None
+    return redis
+
+
+class RedisStore:
+    """A persistent store of memoized results in a Redis server, shared across machines.
+
+    - ``url``: ``redis://host:port/db`` (``rediss://`` for TLS, ``unix://`` sockets).
+    - ``namespace``: prefix of every key, so several teams or projects share one server.
+    - ``timeout``, ``connect_timeout``: seconds a command or a connection may take.
+    - ``backoff``: seconds the store stays away from the server after a failure.
+    - ``max_value_bytes``: larger results are not sent (a warning; a TieredStore keeps them
+      locally).
+    - ``strict``, ``lease``, ``secret``: as for ``Store``.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        namespace: str = "persistmemo",
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float | None = None,
+        backoff: float = DEFAULT_BACKOFF,
+        max_value_bytes: int = DEFAULT_MAX_VALUE,
+        strict: bool = False,
+        lease: float = 10.0,
+        secret: bytes | str | None = None,
+    ) -> None:
+        redis = _redis()
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.url = url
+        self.namespace = namespace
+        self.strict = strict
+        self.lease = float(lease)
+        self.backoff = float(backoff)
+        self.max_value_bytes = max_value_bytes
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._client = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=connect_timeout if connect_timeout is not None else timeout,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._renew = self._client.register_script(_RENEW)
+        self._release = self._client.register_script(_RELEASE)
+        self._write_and_release = self._client.register_script(_WRITE_AND_RELEASE)
+        self._prefix = f"{namespace}:"
+        self._given_secret = secret_from_text(secret) if isinstance(secret, str) else secret
+        self._sealer: Sealer | None = None
+        self._secret = b""
+        self.pickle_allowed = False
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self._faults = FaultReporter(_redacted(url))
+
+    def __repr__(self) -> str:
+        return f"RedisStore({_redacted(self.url)!r}, namespace={self.namespace!r})"
+
+    # --- the circuit breaker -------------------------------------------------------------
+
+    def _call(self, kind: str, operation: Callable[[], T], default: T) -> T:
+        if self._down_until and time.monotonic() < self._down_until:
+            return default
+        try:
+            result = operation()
+        except self._errors as error:
+            self._down_until = time.monotonic() + self.backoff
+            self._faults.report(
+                "server unavailable",
+                f"{kind}: {type(error).__name__}: {error}; calls run without the store, which "
+                f"is tried again in {self.backoff:g} s",
+            )
+            return default
+        self._down_until = 0.0
+        return result
+
+    def _sealer_ready(self) -> Sealer:
+        if self._sealer is None:
+            with self._lock:
+                if self._sealer is None:
+                    self._secret = self._resolve_secret()
+                    self._sealer = Sealer(self._secret)
+        return self._sealer
+
+    def _resolve_secret(self) -> bytes:
+        if self._given_secret is not None:
+            self.pickle_allowed = not self.strict
+            return self._given_secret
+        if not os.environ.get(ENV_SECRET):
+            self._faults.report(
+                "no shared secret",
+                f"entries are sealed with this user's local key, so other machines cannot "
+                f"use them: set ${ENV_SECRET} (the same passphrase everywhere) to share",
+            )
+        try:
+            secret = user_secret()
+        except SecretUnavailable as error:
+            self._faults.report("secret key unavailable", str(error))
+            return os.urandom(32)
+        self.pickle_allowed = not self.strict
+        return secret
+
+    def open(self) -> bool:
+        """Check the server answers (and settle the secret); True when usable."""
+        self._sealer_ready()
+        return bool(self._call("ping", self._client.ping, False))
+
+    @property
+    def secret(self) -> bytes:
+        """The key that seals this store's entries."""
+        self._sealer_ready()
+        return self._secret
+
+    # --- entries -------------------------------------------------------------------------
+
+    def read(self, key: str) -> bytes | memoryview | Missing:
+        """The verified encoded value under ``key``, or MISSING."""
+        found = self.read_with_expiry(key, False)
+        return found if found is MISSING else found[0]  # type: ignore[index]
+
+    def read_with_expiry(
+        self, key: str, with_expiry: bool = True
+    ) -> tuple[bytes | memoryview, float | None] | Missing:
+        """``(encoded value, expiry or None)``; the expiry costs a second command in the same
+        round trip, so the plain hit path asks without it."""
+        sealer = self._sealer or self._sealer_ready()
+        name = self._prefix + key
+        if with_expiry:
+
+            def fetch() -> tuple[Any, Any]:
+                pipeline = self._client.pipeline(transaction=False)
+                pipeline.get(name)
+                pipeline.pttl(name)
+                stored, remaining = pipeline.execute()
+                return stored, remaining
+
+            stored, remaining = self._call("read", fetch, (None, -2))
+            expires_at = time.time() + remaining / 1000 if remaining and remaining > 0 else None
+        else:
+            stored = self._call("read", lambda: self._client.get(name), None)
+            expires_at = None
+        if stored is None:
+            return MISSING
+        try:
+            return sealer.unseal(key, stored), expires_at
+        except CorruptEntry as error:
+            self.report_fault("corrupt entry", error)
+            return MISSING
+
+    def write(
+        self,
+        key: str,
+        encoded: bytes,
+        *,
+        ttl: float | None,
+        tag: str,
+        seconds: float = 0.0,
+        lease: Lease | None = None,
+    ) -> bool:
+        """Seal and send ``encoded``; with ``lease``, release it in the same server step."""
+        sealed = self._sealer_ready().seal(key, encoded, seconds)
+        if len(sealed) > self.max_value_bytes:
+            self._faults.report(
+                "value too large",
+                f"a {len(sealed):,}-byte result of {tag} exceeds max_value_bytes="
+                f"{self.max_value_bytes:,} and is not sent to Redis",
+            )
+            return False
+        milliseconds = None if ttl is None else max(1, int(ttl * 1000))
+        name = self._prefix + key
+        if lease is None:
+            return bool(
+                self._call("write", lambda: self._client.set(name, sealed, px=milliseconds), False)
+            )
+
+        def write_and_release() -> bool:
+            arguments = [sealed, "" if milliseconds is None else milliseconds, lease.token]
+            self._write_and_release(keys=[name, self._lease_name(key)], args=arguments)
+            return True
+
+        stored = bool(self._call("write", write_and_release, False))
+        lease.released = stored
+        return stored
+
+    def delete(self, key: str) -> bool:
+        """Remove one entry; True when it was there."""
+        return bool(self._call("delete", lambda: self._client.delete(self._prefix + key), 0))
+
+    def delete_tagged(self, tag: str) -> int:
+        """Remove every entry of the function ``tag`` (SCAN, then UNLINK in batches)."""
+        return self._unlink_matching(f"{self._prefix}{KEY_FORMAT}:{_glob_escape(tag)}:*")
+
+    def clear(self) -> int:
+        """Remove every entry, lease and hit count of this namespace."""
+        return self._unlink_matching(f"{_glob_escape(self._prefix)}*")
+
+    def _unlink_matching(self, pattern: str) -> int:
+        def unlink() -> int:
+            removed = 0
+            batch: list[bytes] = []
+            for name in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                batch.append(name)
+                if len(batch) >= _SCAN_BATCH:
+                    removed += self._client.unlink(*batch)
+                    batch = []
+            if batch:
+                removed += self._client.unlink(*batch)
+            return removed
+
+        return int(self._call("delete", unlink, 0))
+
+    def __len__(self) -> int:
+        """Number of entries in this namespace (a SCAN: proportional to the database)."""
+        return sum(1 for _ in self._scan_keys())
+
+    def _scan_keys(self, function: str | None = None) -> Iterator[str]:
+        suffix = f"{_glob_escape(function)}:*" if function else "*"
+        pattern = f"{_glob_escape(self._prefix)}{KEY_FORMAT}:{suffix}"
+        names: list[bytes] = self._call(
+            "scan", lambda: list(self._client.scan_iter(match=pattern, count=_SCAN_BATCH)), []
+        )
+        for name in names:
+            yield name.decode()[len(self._prefix) :]
+
+    # --- leases --------------------------------------------------------------------------
+
+    def _lease_name(self, key: str) -> str:
+        return f"{self._prefix}{LEASE_PREFIX}{key}"
+
+    def try_lease(self, key: str, token: str) -> bool:
+        """Claim ``key`` (``SET NX PX``); True when claimed or when the server is away."""
+        milliseconds = int(self.lease * 1000)
+        return bool(
+            self._call(
+                "lease",
+                lambda: self._client.set(self._lease_name(key), token, nx=True, px=milliseconds),
+                True,
+            )
+        )
+
+    def renew_lease(self, key: str, token: str) -> bool:
+        """Extend our claim, only if it is still ours."""
+        milliseconds = int(self.lease * 1000)
+        return bool(
+            self._call(
+                "lease",
+                lambda: self._renew(keys=[self._lease_name(key)], args=[token, milliseconds]),
+                0,
+            )
+        )
+
+    def release_lease(self, key: str, token: str) -> None:
+        """Drop our claim, only if it is still ours."""
+        self._call("lease", lambda: self._release(keys=[self._lease_name(key)], args=[token]), 0)
+
+    # --- hit counts ----------------------------------------------------------------------
+
+    def record_hits(self, function: str, hits: int) -> None:
+        """Add ``hits`` to the count kept for ``function``."""
+        name = f"{self._prefix}{STATS_PREFIX}{function}"
+        self._call("write", lambda: self._client.incrby(name, hits), 0)
+
+    def recorded_hits(self) -> dict[str, int]:
+        """Hit counts per function."""
+        start = len(self._prefix) + len(STATS_PREFIX)
+        pattern = f"{_glob_escape(self._prefix)}{STATS_PREFIX}*"
+
+        def fetch() -> dict[str, int]:
+            names = list(self._client.scan_iter(match=pattern, count=_SCAN_BATCH))
+            values = self._client.mget(names) if names else []
+            return {
+                name.decode()[start:]: int(value)
+                for name, value in zip(names, values, strict=True)
+                if value is not None
+            }
+
+        return self._call("read", fetch, {})
+
+    def forget_hits(self, function: str) -> None:
+        """Drop the hit count of ``function``."""
+        name = f"{self._prefix}{STATS_PREFIX}{function}"
+        self._call("delete", lambda: self._client.delete(name), 0)
+
+    # --- looking inside ------------------------------------------------------------------
+
+    def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
+        """Metadata of every entry (of one function), from headers and TTLs, not values."""
+        from persistmemo.inspection import EntryInfo, split_key
+        from persistmemo.integrity import HEADER_SIZE
+
+        keys = list(self._scan_keys(function))
+        for start in range(0, len(keys), _SCAN_BATCH):
+            batch = keys[start : start + _SCAN_BATCH]
+
+            def fetch(batch: list[str] = batch) -> list[Any]:
+                pipeline = self._client.pipeline(transaction=False)
+                for key in batch:
+                    name = self._prefix + key
+                    pipeline.getrange(name, 0, HEADER_SIZE - 1)
+                    pipeline.strlen(name)
+                    pipeline.pttl(name)
+                return list(pipeline.execute())
+
+            answers: list[Any] = self._call("scan", fetch, [])
+            now = time.time()
+            for index, key in enumerate(batch if answers else []):
+                header, size, remaining = answers[3 * index : 3 * index + 3]
+                if not size:
+                    continue  # expired or removed since the scan
+                identity, version = split_key(key, None)
+                metadata = entry_metadata(header) or (None, 0.0)
+                yield EntryInfo(
+                    key=key,
+                    function=identity,
+                    version=version,
+                    stored_at=metadata[1],
+                    expires_at=now + remaining / 1000 if remaining and remaining > 0 else None,
+                    size=int(size),
+                    compute_seconds=metadata[0],
+                )
+
+    def entry_info(self, key: str) -> EntryInfo | None:
+        """Metadata of the entry under ``key``, or None."""
+        identity = key.split(":")[1]
+        return next((entry for entry in self.entries(identity) if entry.key == key), None)
+
+    def functions(self) -> dict[str, FunctionSummary]:
+        """Per-function summaries, as for the disk store."""
+        from persistmemo.inspection import summarize
+
+        return summarize(self.entries())
+
+    def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
+        """Verify every entry's seal; ``fix`` removes those that fail."""
+        from persistmemo.inspection import CheckReport
+
+        report = CheckReport()
+        sealer = self._sealer_ready()
+        keys = list(self._scan_keys())
+        for done, key in enumerate(keys, 1):
+            stored: Any = self._call("read", partial(self._client.get, self._prefix + key), None)
+            if stored is not None:
+                report.entries += 1
+                try:
+                    sealer.unseal(key, stored)
+                except CorruptEntry as error:
+                    report.problems.append(f"{key}: {error}")
+                    if fix:
+                        report.removed += self.delete(key)
+            if progress is not None:
+                progress(done, len(keys))
+        return report
+
+    def prune(
+        self,
+        *,
+        expired: bool = True,
+        older_than: float | None = None,
+        keep_versions: Mapping[str, Iterable[str]] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """As ``Store.prune``; Redis removes expired entries by itself."""
+        keep = {name: set(versions) for name, versions in (keep_versions or {}).items()}
+        cutoff = None if older_than is None else time.time() - older_than
+        doomed = [
+            entry.key
+            for entry in self.entries()
+            if (cutoff is not None and entry.stored_at < cutoff)
+            or (entry.function in keep and entry.version not in keep[entry.function])
+        ]
+        removed = 0
+        for done, key in enumerate(doomed, 1):
+            removed += self.delete(key)
+            if progress is not None:
+                progress(done, len(doomed))
+        return removed
+
+    # --- the rest ------------------------------------------------------------------------
+
+    def report_fault(self, kind: str, error: BaseException) -> None:
+        """Warn once per kind of fault."""
+        self._faults.report(kind, f"{type(error).__name__}: {error}")
+
+    def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
+        from persistmemo.decorator import memo
+
+        decorate: Any = memo(store=self, **options)
+        return decorate if func is None else decorate(func)
+
+    def close(self) -> None:
+        """Close the connections (they reopen when used again)."""
+        self._client.close()
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` with Redis glob characters escaped, for SCAN MATCH."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _redacted(url: str) -> str:
+    """The URL without a password, for messages."""
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"

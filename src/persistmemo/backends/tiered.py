@@ -1,0 +1,169 @@
+"""TieredStore: the local disk store in front of a shared remote store (Redis).
+
+- A hit in the local tier never touches the network: it costs what a disk-store hit costs.
+- A local miss reads the remote; a remote hit fills the local tier, with the remote entry's
+  remaining TTL, so a TTL ends at the same moment in both tiers.
+- A write goes to both (a result too large for the remote stays local, with a warning).
+- ``invalidate`` and ``cache_clear`` remove from both tiers here. Another machine's local
+  tier keeps its copy until its TTL ends or it is cleared there: set a TTL on results that
+  other machines may invalidate.
+- One computation per key across machines: leases are taken in the remote; when it is
+  unreachable, in the local store.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from persistmemo.store import MISSING, Missing, Store, store_at
+
+if TYPE_CHECKING:
+    from persistmemo.backend import StoreBackend
+    from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
+    from persistmemo.locking import Lease
+
+
+class TieredStore:
+    """``local`` (a Store or a directory) in front of ``remote`` (a RedisStore)."""
+
+    def __init__(self, local: Store | str | os.PathLike[str], remote: StoreBackend) -> None:
+        self.local = local if isinstance(local, Store) else store_at(local)
+        self.remote = remote
+        self.strict = self.local.strict or remote.strict
+        self.lease = remote.lease
+
+    def __repr__(self) -> str:
+        return f"TieredStore(local={self.local!r}, remote={self.remote!r})"
+
+    @property
+    def pickle_allowed(self) -> bool:
+        """Pickle-fallback values only where both tiers may hold them."""
+        return self.local.pickle_allowed and self.remote.pickle_allowed
+
+    def open(self) -> bool:
+        """Open both tiers; True when the local one is usable."""
+        remote = self.remote.open()
+        return self.local.open() or remote
+
+    # --- entries -------------------------------------------------------------------------
+
+    def read(self, key: str) -> bytes | memoryview | Missing:
+        """The verified encoded value, from the local tier or else the remote one."""
+        found = self.read_with_expiry(key)
+        return found if found is MISSING else found[0]  # type: ignore[index]
+
+    def read_with_expiry(
+        self, key: str, with_expiry: bool = True
+    ) -> tuple[bytes | memoryview, float | None] | Missing:
+        """Local first; a remote hit fills the local tier with the remote's expiry."""
+        found = self.local.read_with_expiry(key)
+        if found is not MISSING:
+            return found
+        found = self.remote.read_with_expiry(key, True)
+        if found is not MISSING:
+            encoded, expires_at = found  # type: ignore[misc]
+            remaining = None if expires_at is None else expires_at - time.time()
+            if remaining is None or remaining > 0:
+                self.local.write(key, bytes(encoded), ttl=remaining, tag=key.split(":")[1])
+        return found
+
+    def write(
+        self,
+        key: str,
+        encoded: bytes,
+        *,
+        ttl: float | None,
+        tag: str,
+        seconds: float = 0.0,
+        lease: Lease | None = None,
+    ) -> bool:
+        """Write both tiers; the lease (held in the remote) is released with the remote write."""
+        local = self.local.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds)
+        remote = self.remote.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds, lease=lease)
+        return local or remote
+
+    def delete(self, key: str) -> bool:
+        """Remove one entry from both tiers."""
+        local = self.local.delete(key)
+        return self.remote.delete(key) or local
+
+    def delete_tagged(self, tag: str) -> int:
+        """Remove a function's entries from both tiers; returns the larger count."""
+        return max(self.local.delete_tagged(tag), self.remote.delete_tagged(tag))
+
+    def clear(self) -> int:
+        """Remove everything from both tiers; returns the larger count."""
+        return max(self.local.clear(), self.remote.clear())
+
+    # --- leases: the remote's, so that machines wait for each other ------------------------
+
+    def try_lease(self, key: str, token: str) -> bool:
+        return self.remote.try_lease(key, token)
+
+    def renew_lease(self, key: str, token: str) -> bool:
+        return self.remote.renew_lease(key, token)
+
+    def release_lease(self, key: str, token: str) -> None:
+        self.remote.release_lease(key, token)
+
+    # --- the rest: the remote is the shared truth -----------------------------------------
+
+    def report_fault(self, kind: str, error: BaseException) -> None:
+        self.local.report_fault(kind, error)
+
+    def record_hits(self, function: str, hits: int) -> None:
+        self.remote.record_hits(function, hits)
+
+    def recorded_hits(self) -> dict[str, int]:
+        return self.remote.recorded_hits()
+
+    def forget_hits(self, function: str) -> None:
+        self.local.forget_hits(function)
+        self.remote.forget_hits(function)
+
+    def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
+        return self.remote.entries(function)
+
+    def entry_info(self, key: str) -> EntryInfo | None:
+        return self.local.entry_info(key) or self.remote.entry_info(key)
+
+    def functions(self) -> dict[str, FunctionSummary]:
+        return self.remote.functions()
+
+    def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
+        report = self.remote.check(fix=fix, progress=progress)
+        local = self.local.check(fix=fix, progress=progress)
+        report.entries += local.entries
+        report.problems += [f"local: {problem}" for problem in local.problems]
+        report.removed += local.removed
+        return report
+
+    def prune(
+        self,
+        *,
+        expired: bool = True,
+        older_than: float | None = None,
+        keep_versions: Mapping[str, Iterable[str]] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        options: dict[str, Any] = {
+            "expired": expired,
+            "older_than": older_than,
+            "keep_versions": keep_versions,
+            "progress": progress,
+        }
+        return max(self.local.prune(**options), self.remote.prune(**options))
+
+    def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``memo`` with this store."""
+        from persistmemo.decorator import memo
+
+        decorate: Any = memo(store=self, **options)
+        return decorate if func is None else decorate(func)
+
+    def close(self) -> None:
+        self.local.close()
+        self.remote.close()

@@ -1,0 +1,289 @@
+"""RedisStore and TieredStore against a real redis-server on loopback: same keys and values as
+the disk store, shared between processes, and fail-open when the server dies or hangs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO, run_python
+from persistmemo import PersistmemoWarning, RedisStore, Store, TieredStore, memo
+from redis_server import RedisServer
+
+SECRET = "team passphrase"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of this test's own, for the tests that kill, pause or restart it."""
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    yield own
+    own.kill()
+
+
+def counting(store: Any, **options: Any) -> tuple[Any, list[int]]:
+    calls: list[int] = []
+
+    @memo(store=store, name="tests.redis.square", version="1", **options)
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    return square, calls
+
+
+def test_hits_and_misses_through_redis(redis_url: str) -> None:
+    square, calls = counting(RedisStore(redis_url, secret=SECRET))
+    assert [square(3), square(3), square(4)] == [9, 9, 16]
+    assert calls == [3, 4]
+    assert square.cache_info().hits == 1
+
+
+def test_keys_are_the_same_as_on_disk(redis_url: str, store: Store) -> None:
+    on_redis, _ = counting(RedisStore(redis_url, secret=SECRET))
+    on_disk, _ = counting(store)
+    assert on_redis.key(7) == on_disk.key(7)
+
+
+def test_machines_share_results_through_the_server(redis_url: str, tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        from persistmemo import RedisStore, memo
+        calls = []
+        @memo(store=RedisStore({redis_url!r}), name="tests.redis.shared", version="1")
+        def load(day):
+            calls.append(day)
+            return {{"day": day, "rows": [1.5, 2.5]}}
+        print(load("2026-11-25"), len(calls))
+        """
+    )
+    env = {"PERSISTMEMO_SECRET": SECRET, "XDG_CONFIG_HOME": str(tmp_path / "a")}
+    first = run_python(code, env=env).stdout.split()
+    env_other_machine = {"PERSISTMEMO_SECRET": SECRET, "XDG_CONFIG_HOME": str(tmp_path / "b")}
+    second = run_python(code, env=env_other_machine).stdout.split()
+    assert first[-1] == "1"
+    assert second[-1] == "0"  # the other "machine" computed nothing
+    assert first[:-1] == second[:-1]
+
+
+def test_a_different_secret_is_a_miss_never_a_wrong_value(redis_url: str) -> None:
+    square, _calls = counting(RedisStore(redis_url, secret="ours"))
+    assert square(5) == 25
+    intruder, intruder_calls = counting(RedisStore(redis_url, secret="theirs"))
+    with pytest.warns(PersistmemoWarning, match="corrupt entry"):
+        assert intruder(5) == 25
+    assert intruder_calls == [5]
+
+
+def test_ttl_uses_redis_expiry(redis_url: str) -> None:
+    square, calls = counting(RedisStore(redis_url, secret=SECRET), ttl=0.3)
+    square(2)
+    square(2)
+    time.sleep(0.4)
+    square(2)
+    assert calls == [2, 2]
+
+
+def test_cache_clear_and_invalidate_are_scoped(redis_url: str) -> None:
+    store = RedisStore(redis_url, secret=SECRET)
+    square, _calls = counting(store)
+
+    @memo(store=store, name="tests.redis.other", version="1")
+    def other(x: int) -> int:
+        return -x
+
+    for x in range(30):
+        square(x)
+        other(x)
+    assert square.invalidate(3) is True
+    assert square.invalidate(3) is False
+    assert square.cache_clear() == 29
+    assert len(store) == 30
+    other(1)
+    assert other.cache_info().hits == 1
+
+
+def test_one_computation_across_processes(redis_url: str, tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import os, time
+        from persistmemo import RedisStore, memo
+        @memo(store=RedisStore({redis_url!r}, lease=2), name="tests.redis.slow", version="1")
+        def slow(x):
+            with open({str(tmp_path / "calls.log")!r}, "a") as log:
+                log.write("call\\n")
+            time.sleep(1)
+            return x + 1
+        print(slow(1))
+        """
+    )
+    env = {**os.environ, "PERSISTMEMO_SECRET": SECRET, "PYTHONPATH": str(REPO / "src")}
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    assert [process.communicate(timeout=60)[0].strip() for process in processes] == ["2"] * 4
+    assert (tmp_path / "calls.log").read_text().count("call") == 1
+
+
+def test_an_unreachable_server_costs_one_timeout_then_nothing(tmp_path: Path) -> None:
+    from redis_server import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", secret=SECRET, timeout=0.3)
+    square, calls = counting(store)
+    start = time.monotonic()
+    with pytest.warns(PersistmemoWarning, match="server unavailable") as caught:
+        results = [square(x) for x in range(50)]
+    elapsed = time.monotonic() - start
+    assert results == [x * x for x in range(50)]
+    assert calls == list(range(50))
+    assert len(caught) == 1
+    assert elapsed < 3  # not 50 timeouts
+
+
+def test_a_killed_and_restarted_server_is_survived(server: RedisServer) -> None:
+    store = RedisStore(server.url, secret=SECRET, timeout=0.3, backoff=0.3)
+    square, calls = counting(store)
+    assert square(2) == 4
+    server.kill()
+    with pytest.warns(PersistmemoWarning, match="server unavailable"):
+        assert square(2) == 4  # computed again: the server is gone
+        assert square(3) == 9
+    server.start()  # back, and empty
+    time.sleep(0.35)  # past the backoff
+    assert square(2) == 4
+    assert square(2) == 4
+    assert calls == [2, 2, 3, 2]
+    assert square.cache_info().hits == 1
+
+
+def test_a_hung_server_costs_at_most_the_timeout(server: RedisServer) -> None:
+    store = RedisStore(server.url, secret=SECRET, timeout=0.3, backoff=60)
+    square, _calls = counting(store)
+    square(1)
+    server.pause()
+    try:
+        start = time.monotonic()
+        with pytest.warns(PersistmemoWarning, match="server unavailable"):
+            assert [square(x) for x in range(20)] == [x * x for x in range(20)]
+        elapsed = time.monotonic() - start
+    finally:
+        server.resume()
+    print(f"hung server: 20 calls in {elapsed:.2f} s with timeout=0.3")
+    assert elapsed < 2  # one timeout, then the breaker keeps callers away
+
+
+def test_values_over_the_limit_are_not_sent(redis_url: str) -> None:
+    store = RedisStore(redis_url, secret=SECRET, max_value_bytes=10_000)
+
+    @memo(store=store, name="tests.redis.blob", version="1")
+    def blob(n: int) -> bytes:
+        return b"x" * n
+
+    with pytest.warns(PersistmemoWarning, match="value too large"):
+        assert blob(50_000) == b"x" * 50_000
+    assert len(store) == 0
+
+
+def test_tiered_local_hits_never_touch_the_network(server: RedisServer, tmp_path: Path) -> None:
+    tiered = TieredStore(tmp_path / "local", RedisStore(server.url, secret=SECRET, timeout=0.3))
+    square, calls = counting(tiered)
+    square(6)
+    server.pause()  # any network use would now cost a timeout and a warning
+    try:
+        start = time.monotonic()
+        assert [square(6) for _ in range(100)] == [36] * 100
+        elapsed = time.monotonic() - start
+    finally:
+        server.resume()
+    assert calls == [6]
+    assert elapsed < 0.25  # 100 local hits, no 0.3 s timeout among them
+
+
+def test_tiered_miss_reads_remote_and_fills_local(redis_url: str, tmp_path: Path) -> None:
+    remote = RedisStore(redis_url, secret=SECRET)
+    writer, _ = counting(TieredStore(tmp_path / "machine-a", remote))
+    writer(8)
+    reader_local = Store(tmp_path / "machine-b")
+    reader, calls = counting(TieredStore(reader_local, remote))
+    assert reader(8) == 64
+    assert calls == []
+    local_only, local_calls = counting(reader_local)
+    assert local_only(8) == 64  # filled from the remote
+    assert local_calls == []
+
+
+def test_tiered_keeps_too_large_values_locally(redis_url: str, tmp_path: Path) -> None:
+    remote = RedisStore(redis_url, secret=SECRET, max_value_bytes=10_000)
+    tiered = TieredStore(tmp_path / "local", remote)
+
+    @memo(store=tiered, name="tests.redis.big", version="1")
+    def big(n: int) -> bytes:
+        return b"y" * n
+
+    with pytest.warns(PersistmemoWarning, match="value too large"):
+        big(50_000)
+    assert len(remote) == 0
+    assert big(50_000) == b"y" * 50_000
+    assert big.cache_info().hits == 1
+
+
+def test_tiered_invalidate_and_ttl_reach_both_tiers(redis_url: str, tmp_path: Path) -> None:
+    remote = RedisStore(redis_url, secret=SECRET)
+    tiered = TieredStore(tmp_path / "local", remote)
+    square, calls = counting(tiered, ttl=0.5)
+    square(2)
+    assert square.invalidate(2)
+    square(2)
+    assert calls == [2, 2]
+    time.sleep(0.6)
+    square(2)
+    assert calls == [2, 2, 2]
+
+
+def test_persistmemo_url_selects_a_redis_default_store(redis_url: str, tmp_path: Path) -> None:
+    code = (
+        "from persistmemo import memo\n"
+        "@memo(name='tests.redis.default', version='1')\n"
+        "def f(x): return x\n"
+        "f(1); print(type(f.store).__name__)"
+    )
+    env = {"PERSISTMEMO_URL": redis_url, "PERSISTMEMO_SECRET": SECRET, "PERSISTMEMO_DIR": ""}
+    assert run_python(code, env=env).stdout.strip() == "RedisStore"
+    env["PERSISTMEMO_DIR"] = str(tmp_path / "local")
+    assert run_python(code, env=env).stdout.strip() == "TieredStore"
+
+
+def test_the_command_line_reads_and_clears_a_redis_store(redis_url: str) -> None:
+    store = RedisStore(redis_url, secret=SECRET)
+    square, _ = counting(store)
+    for x in range(5):
+        square(x)
+    env = {**os.environ, "PERSISTMEMO_SECRET": SECRET}
+    script = [sys.executable, "-m", "persistmemo"]
+    listed = subprocess.run(
+        [*script, "ls", "--store", redis_url], env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "tests.redis.square" in listed.stdout
+    checked = subprocess.run(
+        [*script, "check", "--store", redis_url], env=env, capture_output=True, text=True
+    )
+    assert "checked 5 entries: ok" in checked.stdout
+    cleared = subprocess.run(
+        [*script, "clear", "tests.redis.square", "--store", redis_url],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "removed 5 entries" in cleared.stdout
+    assert len(store) == 0
