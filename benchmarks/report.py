@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-BASELINES = ("dict memo", "raw diskcache get", "raw diskcache set")
+BASELINES = (
+    "dict memo",
+    "raw diskcache get",
+    "raw diskcache set",
+    "raw redis-py GET",
+    "raw redis-py SET",
+    "persistmemo Store (disk)",
+)
 
 
 def _duration(seconds: float) -> str:

@@ -403,6 +403,109 @@ def large_keys(tmp: Path, settings: Settings) -> list[Row]:
     return rows
 
 
+# --- Redis and the tiered store -------------------------------------------------------------
+
+
+def redis_stores(tmp: Path, settings: Settings) -> list[Row]:
+    """RedisStore hits and misses against raw redis-py GET/SET of the same bytes on the same
+    server, and the tiered store's local hit against the disk store's."""
+    import shutil
+    import socket
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("(redis-server not installed: Redis scenarios skipped)", file=sys.stderr)
+        return []
+    import redis
+
+    from persistmemo import RedisStore, TieredStore
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # The raw baseline gets the client settings RedisStore uses (no retries, short
+        # timeouts): redis-py's default retry wrapper alone costs more than our whole hit.
+        client = redis.Redis.from_url(url, socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
+        default_client = redis.Redis.from_url(url)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        remote = RedisStore(url, secret="bench")
+        wrapped = memo(store=remote, name="bench.redis", version="1")(double)
+        wrapped(1)
+        key = wrapped.key(1)
+        stored = client.get(f"persistmemo:{key}")
+        client.set("raw", stored)
+        hit = measure.per_call(
+            lambda: wrapped(1), calls=settings.calls // 4, repeats=settings.repeats
+        )
+        raw_get = measure.per_call(
+            lambda: client.get("raw"), calls=settings.calls // 4, repeats=settings.repeats
+        )
+        default_get = measure.per_call(
+            lambda: default_client.get("raw"), calls=settings.calls // 4, repeats=settings.repeats
+        )
+        rows = [
+            row("redis: hit, small int", "persistmemo RedisStore", hit),
+            row("redis: hit, small int", "raw redis-py GET", raw_get, note="same client settings"),
+            row("redis: hit, small int", "redis-py GET, default client", default_get),
+        ]
+        unlocked = memo(store=remote, name="bench.redis.miss", version="1", lock=False)(double)
+        locked = memo(store=remote, name="bench.redis.lock", version="1")(double)
+        for name, function in (
+            ("persistmemo RedisStore lock=False", unlocked),
+            ("persistmemo RedisStore", locked),
+        ):
+            calls = [lambda f=function, i=i: f(10**9 + i) for i in range(settings.misses)]
+            rows.append(
+                row("redis: miss + store", name, measure.each_once(calls, repeats=settings.repeats))
+            )
+        sets = [lambda i=i: client.set(f"raw-{i}", stored) for i in range(settings.misses)]
+        rows.append(
+            row(
+                "redis: miss + store",
+                "raw redis-py SET",
+                measure.each_once(sets, repeats=settings.repeats),
+            )
+        )
+        tiered = memo(
+            store=TieredStore(tmp / "tiered-local", remote), name="bench.tiered", version="1"
+        )(double)
+        disk = memo(store=Store(tmp / "tiered-disk"), name="bench.tiered", version="1")(double)
+        tiered(1)
+        disk(1)
+        rows.append(
+            row(
+                "tiered: local hit, small int",
+                "persistmemo TieredStore",
+                measure.per_call(lambda: tiered(1), calls=settings.calls, repeats=settings.repeats),
+            )
+        )
+        rows.append(
+            row(
+                "tiered: local hit, small int",
+                "persistmemo Store (disk)",
+                measure.per_call(lambda: disk(1), calls=settings.calls, repeats=settings.repeats),
+            )
+        )
+        return rows
+    finally:
+        server.kill()
+        server.wait()
+
+
 # --- costs of features ---------------------------------------------------------------------
 
 
@@ -444,6 +547,7 @@ SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
     "concurrent": concurrent,
     "disk usage": disk_usage,
     "large keys": large_keys,
+    "redis": redis_stores,
     "feature costs": feature_costs,
 }
 

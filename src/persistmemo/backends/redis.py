@@ -132,6 +132,7 @@ class RedisStore:
         self._secret = b""
         self.pickle_allowed = False
         self._down_until = 0.0
+        self._pinged = False
         self._lock = threading.Lock()
         self._faults = FaultReporter(_redacted(url))
 
@@ -183,9 +184,15 @@ class RedisStore:
         return secret
 
     def open(self) -> bool:
-        """Check the server answers (and settle the secret); True when usable."""
+        """Settle the secret and, the first time, check the server answers; True when usable.
+
+        Called before every write (it settles ``pickle_allowed``), so only the first call
+        costs a round trip."""
         self._sealer_ready()
-        return bool(self._call("ping", self._client.ping, False))
+        if not self._pinged:
+            self._pinged = bool(self._call("ping", self._client.ping, False))
+            return self._pinged
+        return not (self._down_until and time.monotonic() < self._down_until)
 
     @property
     def secret(self) -> bytes:
