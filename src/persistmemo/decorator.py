@@ -571,6 +571,8 @@ def _check_version(version: object) -> str | None:
     if version is None:
         return None
     if isinstance(version, (str, int)) and not isinstance(version, bool):
+        if ":" in str(version) or not str(version):
+            raise ValueError(f"memo(version=...) must be non-empty, without ':'; got {version!r}")
         return str(version)
     raise TypeError(f"memo(version=...) takes a str or an int; got {type(version).__name__}")
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
-from persistmemo.keys import KEY_FORMAT
+from persistmemo.keys import KEY_FORMAT, identity_of
 from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def _header(directory: Path, mode: int, filename: str | None, value: object) -> 
 
 def split_key(key: str, tag: object) -> tuple[str, str]:
     """(function identity, version) of an entry key."""
-    function = tag if isinstance(tag, str) else key.split(":")[1]
+    function = tag if isinstance(tag, str) else identity_of(key)
     rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
     return function, rest.rsplit(":", 1)[0]
 

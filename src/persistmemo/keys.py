@@ -146,6 +146,11 @@ class KeyBuilder:
         return self.prefix + hasher.hexdigest()
 
 
+def identity_of(key: str) -> str:
+    """The function identity inside a key (versions never contain ':', identities may)."""
+    return key[len(KEY_FORMAT) + 1 :].rsplit(":", 2)[0]
+
+
 # --- msgpack framing -------------------------------------------------------------------
 
 

@@ -45,7 +45,7 @@ from persistmemo.integrity import (
     secret_from_text,
     user_secret,
 )
-from persistmemo.keys import KEY_FORMAT
+from persistmemo.keys import KEY_FORMAT, identity_of
 from persistmemo.store import LEASE_PREFIX, MISSING, STATS_PREFIX, Missing
 
 if TYPE_CHECKING:
@@ -410,7 +410,7 @@ class RedisStore:
 
     def entry_info(self, key: str) -> EntryInfo | None:
         """Metadata of the entry under ``key``, or None."""
-        identity = key.split(":")[1]
+        identity = identity_of(key)
         return next((entry for entry in self.entries(identity) if entry.key == key), None)
 
     def functions(self) -> dict[str, FunctionSummary]:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from persistmemo.keys import identity_of
 from persistmemo.store import MISSING, Missing, Store, store_at
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class TieredStore:
             encoded, expires_at = found  # type: ignore[misc]
             remaining = None if expires_at is None else expires_at - time.time()
             if remaining is None or remaining > 0:
-                self.local.write(key, bytes(encoded), ttl=remaining, tag=key.split(":")[1])
+                self.local.write(key, bytes(encoded), ttl=remaining, tag=identity_of(key))
         return found
 
     def write(
