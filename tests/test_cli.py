@@ -217,3 +217,35 @@ def test_python_api_entries_info_version_and_functions(store: Store) -> None:
     summary = store.functions()[square.entries()[0].function]
     assert summary.entries == 2
     assert summary.versions == {"v7"}
+
+
+class _Terminal:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+        self.written: list[str] = []
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        self.written.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_shows_on_a_terminal_and_stays_quiet_when_piped(
+    tty: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from persistmemo.cli import Progress
+
+    terminal = _Terminal(tty)
+    monkeypatch.setattr(sys, "stderr", terminal)
+    progress = Progress("checking")
+    for done in range(1, 4):
+        progress(done, 3)
+    shown = "".join(terminal.written)
+    assert ("checking 3/3" in shown) is tty
+    assert (shown == "") is not tty

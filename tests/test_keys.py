@@ -312,3 +312,10 @@ def test_flat_sequences_with_nan_or_big_ints_take_the_canonical_path() -> None:
     assert encode(with_nan) == encode([1.0] * 10 + [math.nan])
     big = [1] * 10 + [2**70]
     assert encode(big) != encode([1] * 10 + [2**70 + 1])
+
+
+@given(st.text(min_size=1, max_size=30), st.text(min_size=1, max_size=30), values)
+def test_different_functions_never_share_a_key(first: str, second: str, value: Any) -> None:
+    arguments = encode_arguments([value])
+    same = KeyBuilder(first, "v").key(arguments) == KeyBuilder(second, "v").key(arguments)
+    assert same == (first == second)
