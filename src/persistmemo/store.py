@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.entry_reader import EntryReader
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from persistmemo.decorator import MemoDecorator
     from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
     from persistmemo.locking import Lease
+
+T = TypeVar("T")
 
 ENV_DIRECTORY = "PERSISTMEMO_DIR"
 ENV_URL = "PERSISTMEMO_URL"
@@ -230,6 +232,18 @@ class Store:
             self.report_fault("corrupt entry", error)
             return MISSING
 
+    def _with_cache(self, kind: str, operation: Callable[[Any], T], default: T) -> T:
+        """``operation(cache)``, or ``default`` when the store is unusable or faults (the
+        fault reported once, as ``kind`` unless its cause names it better)."""
+        cache = self._writable_cache()
+        if cache is None:
+            return default
+        try:
+            return operation(cache)
+        except _IO_ERRORS as error:
+            self._io_fault(kind, error)
+            return default
+
     def write(
         self,
         key: str,
@@ -245,11 +259,11 @@ class Store:
 
         False (and a warning) when the store cannot keep it.
         """
-        cache = self._writable_cache()
-        if cache is None:
-            return False
+        if self._reader is None:
+            self._await_open()  # the sealer is the opened store's
         sealed = self._sealer.seal(key, encoded, seconds)
-        try:
+
+        def store(cache: Any) -> bool:
             if lease is None:
                 return bool(cache.set(key, sealed, expire=ttl, tag=tag))
             with cache.transact():
@@ -257,20 +271,12 @@ class Store:
                 self._engine.delete_if_value(cache, LEASE_PREFIX + key, lease.token)
             lease.released = True
             return stored
-        except _IO_ERRORS as error:
-            self._io_fault("write failed", error)
-            return False
+
+        return self._with_cache("write failed", store, False)
 
     def delete(self, key: str) -> bool:
         """Remove one entry; True when it was there."""
-        cache = self._writable_cache()
-        if cache is None:
-            return False
-        try:
-            return bool(cache.delete(key))
-        except _IO_ERRORS as error:
-            self._io_fault("delete failed", error)
-            return False
+        return self._with_cache("delete failed", lambda cache: bool(cache.delete(key)), False)
 
     def delete_tagged(self, tag: str) -> int:
         """Remove every entry tagged ``tag`` (one function's); returns how many."""
@@ -286,36 +292,15 @@ class Store:
 
     def clear(self) -> int:
         """Remove every entry of every function; returns how many."""
-        cache = self._writable_cache()
-        if cache is None:
-            return 0
-        try:
-            return int(cache.clear())
-        except _IO_ERRORS as error:
-            self._io_fault("clear failed", error)
-            return 0
+        return self._with_cache("clear failed", lambda cache: int(cache.clear()), 0)
 
     def remove_expired(self) -> int:
         """Remove every expired entry now (they are misses already); returns how many."""
-        cache = self._writable_cache()
-        if cache is None:
-            return 0
-        try:
-            return int(cache.expire())
-        except _IO_ERRORS as error:
-            self._io_fault("delete failed", error)
-            return 0
+        return self._with_cache("delete failed", lambda cache: int(cache.expire()), 0)
 
     def __len__(self) -> int:
         """Number of entries (expired ones not yet removed and live leases included)."""
-        cache = self._writable_cache()
-        if cache is None:
-            return 0
-        try:
-            return len(cache)
-        except _IO_ERRORS as error:
-            self._io_fault("read failed", error)
-            return 0
+        return self._with_cache("read failed", len, 0)
 
     def open(self) -> bool:
         """Open the store now (it otherwise opens on first use); True when it is usable."""
@@ -379,13 +364,8 @@ class Store:
 
     def record_hits(self, function: str, hits: int) -> None:
         """Add ``hits`` to the hit count the store keeps for ``function`` (one write)."""
-        cache = self._writable_cache()
-        if cache is None or hits <= 0:
-            return
-        try:
-            cache.incr(STATS_PREFIX + function, hits)
-        except _IO_ERRORS as error:
-            self._io_fault("write failed", error)
+        if hits > 0:
+            self._with_cache("write failed", lambda c: c.incr(STATS_PREFIX + function, hits), 0)
 
     def recorded_hits(self) -> dict[str, int]:
         """Hit counts per function, as flushed by processes at their exit."""
@@ -395,25 +375,17 @@ class Store:
 
     def forget_hits(self, function: str) -> None:
         """Drop the recorded hit count of ``function`` (its entries were cleared)."""
-        cache = self._writable_cache()
-        if cache is not None:
-            try:
-                cache.delete(STATS_PREFIX + function)
-            except _IO_ERRORS as error:
-                self._io_fault("delete failed", error)
+        self._with_cache("delete failed", lambda cache: cache.delete(STATS_PREFIX + function), 0)
 
     # --- leases (one computation per key; see locking.py) --------------------------------
 
     def try_lease(self, key: str, token: str) -> bool:
         """Claim ``key`` for ``lease`` seconds; True when claimed (or the store is unusable)."""
-        cache = self._writable_cache()
-        if cache is None:
-            return True
-        try:
-            return bool(cache.add(LEASE_PREFIX + key, token, expire=self.lease))
-        except _IO_ERRORS as error:
-            self._io_fault("lease failed", error)
-            return True
+        return self._with_cache(
+            "lease failed",
+            lambda cache: bool(cache.add(LEASE_PREFIX + key, token, expire=self.lease)),
+            True,
+        )
 
     def renew_lease(self, key: str, token: str) -> bool:
         """Extend our claim on ``key``; False when it is no longer ours."""
@@ -430,13 +402,11 @@ class Store:
 
     def release_lease(self, key: str, token: str) -> None:
         """Drop our claim on ``key``, unless it expired and someone else holds it now."""
-        cache = self._writable_cache()
-        if cache is None:
-            return
-        try:
-            self._engine.delete_if_value(cache, LEASE_PREFIX + key, token)
-        except _IO_ERRORS as error:
-            self._io_fault("lease failed", error)
+        self._with_cache(
+            "lease failed",
+            lambda cache: self._engine.delete_if_value(cache, LEASE_PREFIX + key, token),
+            None,
+        )
 
     # --- faults --------------------------------------------------------------------------
 
