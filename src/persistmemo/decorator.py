@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import (
     TYPE_CHECKING,
     Any,
+    Concatenate,
     Generic,
     NamedTuple,
     ParamSpec,
@@ -42,7 +43,10 @@ if TYPE_CHECKING:
     from persistmemo.inspection import EntryInfo
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
+S = TypeVar("S")
+T = TypeVar("T")
 
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
@@ -87,6 +91,18 @@ class Memoized(Protocol[P, R]):
     def version(self) -> str:
         """The version in this function's keys (pinned, or derived from its code)."""
         ...
+
+    # A memoized method binds like a function. Bound, it is typed as what it is at run time:
+    # a callable without self; its controls stay on the class (``Model.predict.key(model, 1)``).
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Memoized[P, R]: ...
+
+    @overload
+    def __get__(
+        self: Memoized[Concatenate[S, Q], T], instance: S, owner: type[Any] | None = None
+    ) -> Callable[Q, T]: ...
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any: ...
 
     def entries(self) -> list[EntryInfo]:
         """Metadata of this function's stored entries (every version), newest first."""
