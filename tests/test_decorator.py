@@ -374,3 +374,24 @@ def test_pickle_fallback_results_are_stored_and_returned(store: Store) -> None:
 def test_bad_options_raise_clear_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises((TypeError, ValueError), match=message):
         memo(**options)
+
+
+def test_a_hit_writes_nothing_to_the_store(store: Store) -> None:
+    @memo(store=store)
+    def square(x: int) -> int:
+        return x * x
+
+    square(3)
+    files = {path: path.stat() for path in store.directory.iterdir() if path.is_file()}
+    import sqlite3
+
+    with sqlite3.connect(store.directory / "cache.db") as connection:
+        before = connection.execute("SELECT access_time, access_count FROM Cache").fetchall()
+    for _ in range(200):
+        assert square(3) == 9
+    with sqlite3.connect(store.directory / "cache.db") as connection:
+        after = connection.execute("SELECT access_time, access_count FROM Cache").fetchall()
+    assert after == before
+    for path, stat in files.items():
+        now = path.stat()
+        assert (now.st_size, now.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns), path.name
