@@ -37,7 +37,8 @@ from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, enc
 from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.naming import qualified_name
-from persistmemo.store import MISSING, Missing, default_store, store_at
+from persistmemo.options import MemoOptions
+from persistmemo.store import MISSING, Missing
 
 if TYPE_CHECKING:
     from persistmemo.inspection import EntryInfo
@@ -179,13 +180,13 @@ def memo(
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
     ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError.
     """
-    options = _MemoOptions(
-        store=_resolve_store(store),
-        ttl=_ttl_seconds(ttl),
-        version=_check_version(version),
-        ignore=_check_ignore(ignore),
-        key=_check_key(key, ignore),
-        name=_check_name(name),
+    options = MemoOptions.checked(
+        store=store,
+        ttl=ttl,
+        version=version,
+        ignore=ignore,
+        key=key,
+        name=name,
         include_globals=include_globals,
         lock=lock,
         memory=memory,
@@ -206,22 +207,10 @@ def memo(
     return decorate if func is None else decorate(func)
 
 
-class _MemoOptions(NamedTuple):
-    store: StoreBackend
-    ttl: float | None
-    version: str | None
-    ignore: tuple[str, ...]
-    key: Callable[..., object] | None
-    name: str | None
-    include_globals: bool
-    lock: bool
-    memory: int | None
-
-
 class _MemoizedFunction(Generic[P, R]):
     """The state behind one memoized function; ``wrapper`` is what users call."""
 
-    def __init__(self, func: Callable[P, R], options: _MemoOptions) -> None:
+    def __init__(self, func: Callable[P, R], options: MemoOptions) -> None:
         self.func = func
         self.options = options
         self.store = options.store
@@ -547,75 +536,7 @@ def _flush_hits_at_exit() -> None:
             memoized.flush_hits()
 
 
-# --- option checks ---------------------------------------------------------------------------
-
-
 def _is_async(func: Callable[..., Any]) -> bool:
     import inspect  # at decoration, not at `import persistmemo`
 
     return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
-
-
-def _resolve_store(store: object) -> StoreBackend:
-    if store is None:
-        return default_store()
-    if isinstance(store, StoreBackend):
-        return store
-    if isinstance(store, (str, os.PathLike)):
-        return store_at(store)
-    raise TypeError(
-        "memo(store=...) takes a Store, RedisStore or TieredStore, a directory path or None; "
-        f"got {type(store).__name__}"
-    )
-
-
-def _ttl_seconds(ttl: object) -> float | None:
-    if ttl is None:
-        return None
-    if isinstance(ttl, dt.timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"memo(ttl=...) takes seconds or a timedelta; got {type(ttl).__name__}")
-    if not seconds > 0:
-        raise ValueError(f"memo(ttl=...) must be positive; got {ttl!r}")
-    return seconds
-
-
-def _check_version(version: object) -> str | None:
-    if version is None:
-        return None
-    if isinstance(version, (str, int)) and not isinstance(version, bool):
-        if ":" in str(version) or not str(version):
-            raise ValueError(f"memo(version=...) must be non-empty, without ':'; got {version!r}")
-        return str(version)
-    raise TypeError(f"memo(version=...) takes a str or an int; got {type(version).__name__}")
-
-
-def _check_ignore(ignore: object) -> tuple[str, ...]:
-    if isinstance(ignore, str):
-        raise TypeError(f"memo(ignore=...) takes a list of names; write ignore=[{ignore!r}]")
-    names = tuple(cast(Iterable[Any], ignore))
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"memo(ignore=...) takes parameter names (str); got {name!r}")
-    return names
-
-
-def _check_key(key: object, ignore: object) -> Callable[..., object] | None:
-    if key is None:
-        return None
-    if not callable(key):
-        raise TypeError(f"memo(key=...) takes a callable; got {type(key).__name__}")
-    if ignore:
-        raise TypeError("memo() takes key= or ignore=, not both: key= decides what is keyed")
-    return cast(Callable[..., object], key)
-
-
-def _check_name(name: object) -> str | None:
-    if name is None:
-        return None
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"memo(name=...) takes a non-empty str; got {name!r}")
-    return name

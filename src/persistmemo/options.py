@@ -1,0 +1,117 @@
+"""The options of ``memo(...)``, checked once at decoration: a clear error for each mistake."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, cast
+
+from persistmemo.backend import StoreBackend
+from persistmemo.store import default_store, store_at
+
+
+class MemoOptions(NamedTuple):
+    """What one ``memo(...)`` call asked for, validated."""
+
+    store: StoreBackend
+    ttl: float | None
+    version: str | None
+    ignore: tuple[str, ...]
+    key: Callable[..., object] | None
+    name: str | None
+    include_globals: bool
+    lock: bool
+    memory: int | None
+
+    @classmethod
+    def checked(
+        cls,
+        *,
+        store: object,
+        ttl: object,
+        version: object,
+        ignore: object,
+        key: object,
+        name: object,
+        include_globals: bool,
+        lock: bool,
+        memory: int | None,
+    ) -> MemoOptions:
+        """The options, or a TypeError/ValueError naming the option and the remedy."""
+        return cls(
+            store=_resolve_store(store),
+            ttl=_ttl_seconds(ttl),
+            version=_check_version(version),
+            ignore=_check_ignore(ignore),
+            key=_check_key(key, ignore),
+            name=_check_name(name),
+            include_globals=include_globals,
+            lock=lock,
+            memory=memory,
+        )
+
+
+def _resolve_store(store: object) -> StoreBackend:
+    if store is None:
+        return default_store()
+    if isinstance(store, StoreBackend):
+        return store
+    if isinstance(store, (str, os.PathLike)):
+        return store_at(store)
+    raise TypeError(
+        "memo(store=...) takes a Store, RedisStore or TieredStore, a directory path or None; "
+        f"got {type(store).__name__}"
+    )
+
+
+def _ttl_seconds(ttl: object) -> float | None:
+    if ttl is None:
+        return None
+    if isinstance(ttl, dt.timedelta):
+        seconds = ttl.total_seconds()
+    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
+        seconds = float(ttl)
+    else:
+        raise TypeError(f"memo(ttl=...) takes seconds or a timedelta; got {type(ttl).__name__}")
+    if not seconds > 0:
+        raise ValueError(f"memo(ttl=...) must be positive; got {ttl!r}")
+    return seconds
+
+
+def _check_version(version: object) -> str | None:
+    if version is None:
+        return None
+    if isinstance(version, (str, int)) and not isinstance(version, bool):
+        if ":" in str(version) or not str(version):
+            raise ValueError(f"memo(version=...) must be non-empty, without ':'; got {version!r}")
+        return str(version)
+    raise TypeError(f"memo(version=...) takes a str or an int; got {type(version).__name__}")
+
+
+def _check_ignore(ignore: object) -> tuple[str, ...]:
+    if isinstance(ignore, str):
+        raise TypeError(f"memo(ignore=...) takes a list of names; write ignore=[{ignore!r}]")
+    names = tuple(cast(Iterable[Any], ignore))
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"memo(ignore=...) takes parameter names (str); got {name!r}")
+    return names
+
+
+def _check_key(key: object, ignore: object) -> Callable[..., object] | None:
+    if key is None:
+        return None
+    if not callable(key):
+        raise TypeError(f"memo(key=...) takes a callable; got {type(key).__name__}")
+    if ignore:
+        raise TypeError("memo() takes key= or ignore=, not both: key= decides what is keyed")
+    return cast(Callable[..., object], key)
+
+
+def _check_name(name: object) -> str | None:
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"memo(name=...) takes a non-empty str; got {name!r}")
+    return name
