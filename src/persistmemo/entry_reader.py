@@ -65,6 +65,11 @@ class EntryReader:
                 return None  # removed since the row was read: diskcache's get says the same
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")
 
+    def probe(self) -> None:
+        """Read the table once: raises sqlite3.Error when the database cannot be read."""
+        cursor = self._connect()
+        cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()
+
     def _connect(self) -> sqlite3.Cursor:
         if self._immutable:
             uri = f"{self._database.as_uri()}?immutable=1"

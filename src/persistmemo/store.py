@@ -163,6 +163,7 @@ class Store:
         self._pickle_trusted = False
         self.pickle_allowed = False
         self._opening: threading.Thread | None = None
+        self._read_only = False
         self._open_lock = threading.Lock()
         self._reopen_at = 0.0
         self._bypass_until = 0.0
@@ -260,7 +261,7 @@ class Store:
         False (and a warning) when the store cannot keep it.
         """
         if self._reader is None:
-            self._await_open()  # the sealer is the opened store's
+            self._await(self._reader_ready, self._open)  # the sealer is the opened store's
         sealed = self._sealer.seal(key, encoded, seconds)
 
         def store(cache: Any) -> bool:
@@ -305,14 +306,14 @@ class Store:
     def open(self) -> bool:
         """Open the store now (it otherwise opens on first use); True when it is usable."""
         if self._reader is None:
-            self._await_open()
+            self._await(self._reader_ready, self._open)
         return self._reader is not None and not self._broken
 
     @property
     def secret(self) -> bytes:
         """The key that seals this store's entries (resolved when the store opens)."""
         if self._reader is None:
-            self._await_open()
+            self._await(self._reader_ready, self._open)
         return self._secret
 
     # --- looking inside (see inspection.py) ----------------------------------------------
@@ -434,32 +435,43 @@ class Store:
     # --- lifetime ------------------------------------------------------------------------
 
     def _ready_reader(self) -> EntryReader | None:
-        self._await_open()
+        self._await(self._reader_ready, self._open)
         return None if self._broken else self._reader
+
+    def _reader_ready(self) -> bool:
+        return self._reader is not None
+
+    def _writer_ready(self) -> bool:
+        return self._cache is not None or self._read_only
 
     def _writable_cache(self) -> Any:
         if self._reader is None:
-            self._await_open()
+            self._await(self._reader_ready, self._open)
         if self._broken or (self._bypass_until and time.monotonic() < self._bypass_until):
             return None
+        if self._cache is None and self._reader is not None and not self._read_only:
+            self._await(self._writer_ready, self._open_writer)
         return self._cache
 
-    def _await_open(self) -> None:
+    def _await(self, ready: Callable[[], bool], opener: Callable[[], None]) -> None:
+        """Run ``opener`` in a thread unless ``ready()``, waiting at most ``timeout``.
+
+        diskcache retries a locked database for 60 s while opening: a caller waits no longer
+        than an operation would, and the opening finishes in the background.
+        """
         with self._open_lock:
-            if self._reader is not None or self._broken:
+            if ready() or self._broken:
                 return
             if self._bypass_until and time.monotonic() < self._bypass_until:
-                return  # the last wait for the opening timed out: do not wait on every call
+                return  # the last wait for an opening timed out: do not wait on every call
             opening = self._opening
             if opening is None:
                 if time.monotonic() < self._reopen_at:
                     return
                 opening = self._opening = threading.Thread(
-                    target=self._open, name="persistmemo-open", daemon=True
+                    target=self._run_opening, args=(opener,), name="persistmemo-open", daemon=True
                 )
                 opening.start()
-        # diskcache retries a locked database for 60 s while opening: wait no longer than
-        # an operation would, and let the opening finish in the background.
         opening.join(self.timeout)
         if opening.is_alive():
             self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
@@ -469,26 +481,9 @@ class Store:
                 "until it opens",
             )
 
-    def _open(self) -> None:
+    def _run_opening(self, opener: Callable[[], None]) -> None:
         try:
-            directory = self.directory
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._secret, self._pickle_trusted = self._load_secret(directory)
-            self._sealer = Sealer(self._secret)
-            # Whether pickle-fallback values may be written and read here: a plain
-            # attribute, as the hit path reads it on every call.
-            self.pickle_allowed = self._pickle_trusted and not self.strict
-            try:
-                self._cache = self._open_cache(directory)
-                self._reader = EntryReader(directory, timeout=self.timeout)
-            except sqlite3.OperationalError as error:
-                if not _is_read_only(directory, error):
-                    raise
-                self._reader = EntryReader(directory, timeout=self.timeout, immutable=True)
-                self._faults.report(
-                    "read-only store",
-                    f"{error}; existing entries are served, new results are not saved",
-                )
+            opener()
         except (sqlite3.Error, OSError) as error:  # SecretUnavailable is an OSError
             self._reopen_at = time.monotonic() + REOPEN_AFTER
             self._faults.report(
@@ -498,6 +493,48 @@ class Store:
             )
         finally:
             self._opening = None
+
+    def _open(self) -> None:
+        """Make the store readable: directory, secret, and a reader.
+
+        An existing database that answers a query is read at once, and diskcache (an import
+        and a schema check: ~10 ms) opens only for the first write, so a process that only
+        hits starts faster. Anything else (no database yet, garbage, a read-only mount, a
+        lock) goes through diskcache's opening, which handles each case.
+        """
+        directory = self.directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._secret, self._pickle_trusted = self._load_secret(directory)
+        self._sealer = Sealer(self._secret)
+        # Whether pickle-fallback values may be written and read here: a plain
+        # attribute, as the hit path reads it on every call.
+        self.pickle_allowed = self._pickle_trusted and not self.strict
+        if (directory / DBNAME).exists():
+            reader = EntryReader(directory, timeout=self.timeout)
+            try:
+                reader.probe()
+            except sqlite3.Error:
+                reader.close()
+            else:
+                self._reader = reader
+                return
+        self._open_writer()
+        if self._reader is None and (self._cache is not None or self._read_only):
+            self._reader = EntryReader(directory, timeout=self.timeout, immutable=self._read_only)
+
+    def _open_writer(self) -> None:
+        """Open diskcache's Cache (creating the database); a read-only store stays read-only."""
+        directory = self.directory
+        try:
+            self._cache = self._open_cache(directory)
+        except sqlite3.OperationalError as error:
+            if not _is_read_only(directory, error):
+                raise
+            self._read_only = True
+            self._faults.report(
+                "read-only store",
+                f"{error}; existing entries are served, new results are not saved",
+            )
 
     def _open_cache(self, directory: Path) -> Any:
         global _IO_ERRORS, _Timeout
