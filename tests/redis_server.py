@@ -29,10 +29,12 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process on 127.0.0.1 (no persistence: a restart starts empty)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *options: str) -> None:
+        """``options`` are more redis-server arguments, e.g. ``"--maxmemory", "2mb"``."""
         if BINARY is None:
             pytest.skip(MISSING)
         self.directory = directory
+        self.options = options
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -57,6 +59,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
+                *self.options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -101,7 +101,7 @@ def test_show_lists_one_functions_entries_newest_first(app: tuple[Path, dict[str
     assert stored == sorted(stored, reverse=True)
     missing = cli("show", "app.nothing", env=env)
     assert missing.returncode == 1
-    assert "app.load" in missing.stdout
+    assert "app.load" in missing.stderr
 
 
 def test_stats_reports_the_whole_store(app: tuple[Path, dict[str, str]]) -> None:
@@ -149,7 +149,7 @@ def test_prune_keeps_only_current_versions(app: tuple[Path, dict[str, str]]) -> 
     run_python("from app import load; load(0); load(9)", cwd=tmp_path, env=env)
     listed = json.loads(cli("ls", "--json", env=env).stdout)
     assert len(next(i for i in listed if i["function"] == "app.load")["versions"]) == 2
-    pruned = cli("prune", "--keep-versions", "current", env=env)
+    pruned = cli("prune", "--keep-versions", "current", "--module", "app", env=env)
     assert pruned.returncode == 0, pruned.stderr
     assert "removed 4 entries" in pruned.stdout
     load = next(
@@ -249,3 +249,162 @@ def test_progress_shows_on_a_terminal_and_stays_quiet_when_piped(
     shown = "".join(terminal.written)
     assert ("checking 3/3" in shown) is tty
     assert (shown == "") is not tty
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(app: tuple[Path, dict[str, str]]) -> None:
+    _, env = app
+    for args in (["ls", "--json"], ["show", "app.load"], ["stats"]):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "persistmemo", *args],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()  # as `| head -1` does once it has its line: no reader left
+        stderr = process.stderr.read()
+        process.stderr.close()
+        assert process.wait(timeout=60) == 141, stderr  # as a tool killed by SIGPIPE
+        assert stderr == b"", args
+
+
+def test_a_pipe_to_head_gets_its_line_and_no_error(app: tuple[Path, dict[str, str]]) -> None:
+    _, env = app
+    shell = subprocess.run(
+        ["sh", "-c", f"{sys.executable} -m persistmemo show app.load --json | head -1"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.stdout == "[\n"
+    assert shell.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com", "redis://host:notaport/0", "redis://host:6379/zero"]
+)
+def test_a_malformed_store_url_is_a_usage_error_on_one_line(url: str) -> None:
+    result = cli("ls", "--store", url, env={})
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "redis://host:6379/0" in result.stderr  # says what to write instead
+
+
+def test_show_json_of_an_unknown_function_keeps_stdout_for_json(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = app
+    missing = cli("show", "app.nothing", "--json", env=env)
+    assert missing.returncode == 1
+    assert missing.stdout == ""
+    assert "no entries for 'app.nothing'" in missing.stderr
+
+
+def test_an_infinite_ttl_shows_as_never_expiring(tmp_path: Path) -> None:
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+    run_python(
+        "from persistmemo import memo\n"
+        "@memo(ttl=float('inf'), name='app.forever', version='1')\n"
+        "def forever(x): return x\n"
+        "forever(1)\n",
+        env=env,
+    )
+    shown = cli("show", "app.forever", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "inf" not in shown.stdout
+    assert shown.stdout.splitlines()[-1].split()[-1] == "never"
+    as_json = cli("show", "app.forever", "--json", env=env)
+    assert "Infinity" not in as_json.stdout  # not JSON
+    assert json.loads(as_json.stdout)[0]["expires_at"] is None
+
+
+def test_clear_of_a_function_with_no_entries_says_so_and_exits_1(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = app
+    nothing = cli("clear", "nosuch.func", env=env)
+    assert nothing.returncode == 1
+    assert "no entries matched 'nosuch.func'" in nothing.stderr
+    assert "app.load" in nothing.stderr  # the functions there are
+    partly = cli("clear", "app.fresh", "nosuch.func", env=env)
+    assert partly.returncode == 1
+    assert "app.fresh: removed 3 entries" in partly.stdout
+    assert "nosuch.func" in partly.stderr
+
+
+def test_check_uses_the_secret_given_by_secret_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "their-secret.key"
+    key_file.write_bytes(os.urandom(32))
+    store_dir = tmp_path / "store"
+    run_python(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from persistmemo import Store, memo\n"
+        "store = Store(sys.argv[1], secret=Path(sys.argv[2]).read_bytes())\n"
+        "@memo(store=store, name='app.sealed', version='1')\n"
+        "def sealed(x): return x\n"
+        "for x in range(4): sealed(x)\n",
+        args=(str(store_dir), str(key_file)),
+    )
+    env = {"PERSISTMEMO_DIR": str(store_dir)}
+    assert cli("check", env=env).returncode == 1  # this user's own key: every tag fails
+    after = cli("check", "--secret-file", str(key_file), env=env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    assert "checked 4 entries: ok" in after.stdout
+    before = cli("--secret-file", str(key_file), "check", env=env)  # a global option
+    assert "checked 4 entries: ok" in before.stdout
+
+
+def test_an_unreadable_or_short_secret_file_is_a_usage_error(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    tmp_path, env = app
+    missing = cli("check", "--secret-file", str(tmp_path / "nowhere"), env=env)
+    assert missing.returncode == 2
+    assert "--secret-file" in missing.stderr
+    (tmp_path / "short").write_bytes(b"passphrase\n")
+    short = cli("check", "--secret-file", str(tmp_path / "short"), env=env)
+    assert short.returncode == 2
+    assert "PERSISTMEMO_SECRET" in short.stderr
+
+
+PLANTED = """
+from pathlib import Path
+Path(__file__).with_name("planted-ran").write_text("top-level code of a planted module ran")
+"""
+
+
+def test_prune_current_imports_only_the_modules_named_on_the_command_line(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    tmp_path, env = app
+    # Whoever can write the store names a function after a module next to the user.
+    (tmp_path / "planted.py").write_text(PLANTED)
+    run_python(
+        "from persistmemo import memo\n"
+        "@memo(name='planted.evil', version='1')\n"
+        "def evil(x): return x\n"
+        "evil(1)\n",
+        env=env,
+    )
+    command = [sys.executable, "-m", "persistmemo", "prune", "--keep-versions", "current"]
+    unnamed = subprocess.run(
+        command, cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert unnamed.returncode == 2
+    assert "--module" in unnamed.stderr
+    named = subprocess.run(
+        [*command, "--module", "app"],
+        cwd=tmp_path,  # `python -m` puts this directory, and planted.py, on sys.path
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert named.returncode == 0, named.stderr
+    assert not (tmp_path / "planted-ran").exists()
+    assert "outside the --module modules" in named.stderr
+    listed = {item["function"] for item in json.loads(cli("ls", "--json", env=env).stdout)}
+    assert "planted.evil" in listed  # its versions are kept, not guessed

@@ -287,3 +287,106 @@ def test_the_command_line_reads_and_clears_a_redis_store(redis_url: str) -> None
     )
     assert "removed 5 entries" in cleared.stdout
     assert len(store) == 0
+
+
+def _fill(store: RedisStore, name: str, count: int = 3) -> Any:
+    @memo(store=store, name=name, version="1")
+    def function(x: int) -> int:
+        return x
+
+    for x in range(count):
+        function(x)
+    return function
+
+
+def test_cache_clear_escapes_glob_characters_in_namespace_and_identity(redis_url: str) -> None:
+    stores = {
+        namespace: RedisStore(redis_url, namespace=namespace, secret=SECRET)
+        for namespace in ("team", "te*", "proj[1]", "proj1", "a?c", "abc")
+    }
+    functions = {namespace: _fill(store, "app.l[o]ad*") for namespace, store in stores.items()}
+    _fill(stores["team"], "app.load")
+    assert functions["te*"].cache_clear() == 3
+    assert functions["proj[1]"].cache_clear() == 3
+    assert functions["a?c"].cache_clear() == 3
+    for namespace in ("team", "proj1", "abc"):
+        assert len(list(stores[namespace].entries("app.l[o]ad*"))) == 3, namespace
+    assert len(list(stores["team"].entries("app.load"))) == 3
+
+
+def test_cache_clear_of_a_function_spares_identities_that_extend_it(redis_url: str) -> None:
+    store = RedisStore(redis_url, secret=SECRET)
+    load = _fill(store, "app.load")
+    _fill(store, "app.load:v2", 4)
+    assert {entry.function for entry in store.entries("app.load")} == {"app.load"}
+    assert len(list(store.entries("app.load"))) == 3
+    assert len(load.entries()) == 3
+    assert load.cache_clear() == 3
+    assert len(list(store.entries("app.load:v2"))) == 4
+    assert len(store) == 4
+
+
+def test_hit_counts_stay_with_their_namespace_and_function(redis_url: str) -> None:
+    wild = RedisStore(redis_url, namespace="te*", secret=SECRET)
+    team = RedisStore(redis_url, namespace="team", secret=SECRET)
+    wild.record_hits("app.load", 2)
+    team.record_hits("app.load", 5)
+    team.record_hits("app.load:v2", 7)
+    assert wild.recorded_hits() == {"app.load": 2}
+    team.forget_hits("app.load")
+    assert team.recorded_hits() == {"app.load:v2": 7}
+    assert wild.recorded_hits() == {"app.load": 2}
+
+
+def _cli(*args: str, secret: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "persistmemo", *args],
+        env={**os.environ, "PERSISTMEMO_SECRET": secret},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_fix_with_another_secret_removes_nothing(redis_url: str) -> None:
+    store = RedisStore(redis_url, secret=SECRET)
+    _fill(store, "app.load", 5)
+    checked = _cli("check", "--fix", "--store", redis_url, secret="not the team's passphrase")
+    assert checked.returncode == 1
+    assert (
+        "5 of 5 entries are sealed with a different secret "
+        "(set $PERSISTMEMO_SECRET or --secret-file)" in checked.stdout
+    )
+    assert "removed 0" in checked.stdout
+    assert len(store) == 5
+    assert "checked 5 entries: ok" in _cli("check", "--store", redis_url, secret=SECRET).stdout
+
+
+def test_check_fix_still_removes_a_few_damaged_entries(redis_url: str) -> None:
+    import redis
+
+    store = RedisStore(redis_url, secret=SECRET)
+    load = _fill(store, "app.load", 6)
+    client = redis.Redis.from_url(redis_url)
+    for x in (0, 1):  # tampered: the frame is intact, the tag no longer matches
+        name = "persistmemo:" + load.key(x)
+        stored = client.get(name)
+        client.set(name, stored[:-1] + bytes([stored[-1] ^ 1]))
+    report = store.check()
+    assert len(report.problems) == 2
+    fixed = store.check(fix=True)
+    assert fixed.removed == 2
+    assert len(store) == 4
+    assert store.check().ok
+
+
+def test_check_with_another_secret_is_reported_by_the_python_api_too(redis_url: str) -> None:
+    _fill(RedisStore(redis_url, secret=SECRET), "app.load", 3)
+    other = RedisStore(redis_url, secret="another")
+    report = other.check(fix=True)
+    assert report.removed == 0
+    assert report.problems == [
+        "3 of 3 entries are sealed with a different secret "
+        "(set $PERSISTMEMO_SECRET or --secret-file); nothing was removed"
+    ]
+    assert len(other) == 3

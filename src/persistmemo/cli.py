@@ -4,36 +4,50 @@
     persistmemo show FUNCTION          one function's entries, newest first
     persistmemo stats                  the whole store
     persistmemo clear [FUNCTION ...]   remove entries (a whole store asks first, or --yes)
-    persistmemo prune [--expired] [--older-than 30d] [--keep-versions current|F=V1,V2]
+    persistmemo prune [--expired] [--older-than 30d] [--keep-versions F=V1,V2]
+                      [--keep-versions current --module PKG.MOD ...]
     persistmemo check [--fix]          SQLite integrity and every entry's seal
     persistmemo path                   where the default store lives, and why
     persistmemo demo                   the README's main job
 
-``--store DIR`` picks a store (default: the default store). Exit codes: 0 ok, 1 problems found
-(or no store there), 2 usage errors. Long operations show progress on a terminal only.
+``--store DIR|URL`` picks a store (default: the default store); ``--secret-file PATH`` gives
+the key its entries were sealed with (default: ``$PERSISTMEMO_SECRET``, else the user's
+``secret.key``). Exit codes: 0 ok, 1 problems found (or no store there), 2 usage errors, 141
+when the reader of the output went away (``persistmemo ls | head -1``), as for any Unix tool
+killed by SIGPIPE. Errors go to stderr: with ``--json``, stdout holds JSON or nothing. Long
+operations show progress on a terminal only.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
+import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from persistmemo.inspection import EntryInfo, FunctionSummary, directory_size
-from persistmemo.naming import lookup
 from persistmemo.store import Store, default_directory
 
 WIDTH = 80
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
+_SHORTEST_SECRET = 16  # as for the user's secret.key
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class UsageError(Exception):
     """A command line that cannot be carried out as written (exit code 2)."""
+
+
+class CommandError(Exception):
+    """A command that ran and found nothing to act on, or a problem (exit code 1)."""
 
 
 # --- formatting ----------------------------------------------------------------------------
@@ -50,7 +64,7 @@ def human_size(size: float) -> str:
 
 def human_seconds(seconds: float | None) -> str:
     """``850 ms``, ``12.3 s``, ``4.2 min``, ``3.1 h``, ``2.0 d``."""
-    if seconds is None:
+    if seconds is None or not math.isfinite(seconds):
         return "-"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
@@ -110,21 +124,48 @@ class Progress:
 
 
 def _open_store(args: argparse.Namespace) -> Any:
+    secret = _secret(args)
     if args.store and "://" in args.store:
-        from persistmemo.backends.redis import RedisStore
+        try:
+            from persistmemo.backends.redis import RedisStore
 
-        remote = RedisStore(args.store)
+            remote = RedisStore(args.store, secret=secret)
+        except ImportError as error:
+            raise CommandError(str(error)) from None
+        except ValueError as error:  # a URL redis-py cannot read: the user's to correct
+            raise UsageError(f"--store: {error}") from None
         if not remote.open():
-            raise ConnectionError(f"cannot reach the Redis store at {args.store}")
+            raise ConnectionError(f"cannot reach the Redis store at {remote.display_url}")
         return remote
-    store = Store(args.store) if args.store else Store()
+    store = Store(args.store, secret=secret) if args.store else Store(secret=secret)
     if not (store.directory / "cache.db").exists():
         raise FileNotFoundError(f"no persistmemo store at {store.directory}")
     return store
 
 
+def _secret(args: argparse.Namespace) -> bytes | None:
+    """The key of ``--secret-file``, or None: the stores then read ``$PERSISTMEMO_SECRET``
+    or the user's ``secret.key``, as the library does."""
+    if not args.secret_file:
+        return None
+    path = Path(args.secret_file).expanduser()
+    try:
+        secret = path.read_bytes()
+    except OSError as error:
+        raise UsageError(
+            f"--secret-file: cannot read {str(path)!r}: {error.strerror or error}"
+        ) from None
+    if len(secret) < _SHORTEST_SECRET:
+        raise UsageError(
+            f"--secret-file: {str(path)!r} holds {len(secret)} bytes, fewer than "
+            f"{_SHORTEST_SECRET}: give a key file such as secret.key (its bytes are the key), "
+            f"or set $PERSISTMEMO_SECRET to a passphrase"
+        )
+    return secret
+
+
 def _where(store: Any) -> str:
-    return str(getattr(store, "directory", None) or store.url)
+    return str(getattr(store, "directory", None) or store.display_url)
 
 
 def _summaries(store: Any) -> list[tuple[FunctionSummary, int]]:
@@ -185,8 +226,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     entries = sorted(store.entries(args.function), key=lambda e: e.stored_at, reverse=True)
     if not entries:
         known = ", ".join(sorted(store.functions())) or "none"
-        print(f"no entries for {args.function!r} (functions in this store: {known})")
-        return 1
+        raise CommandError(f"no entries for {args.function!r} (functions in this store: {known})")
     if args.json:
         print(json.dumps([_entry_json(entry) for entry in entries], indent=2))
         return 0
@@ -209,7 +249,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _expiry(entry: EntryInfo, now: float) -> str:
-    if entry.expires_at is None:
+    # An infinite ttl reaches the disk store as an infinite expiry time.
+    if entry.expires_at is None or not math.isfinite(entry.expires_at):
         return "never"
     if entry.expires_at <= now:
         return "expired"
@@ -221,10 +262,16 @@ def _entry_json(entry: EntryInfo) -> dict[str, Any]:
         "key": entry.key,
         "version": entry.version,
         "bytes": entry.size,
-        "stored_at": entry.stored_at,
-        "expires_at": entry.expires_at,
-        "compute_seconds": entry.compute_seconds,
+        "stored_at": _finite(entry.stored_at),
+        "expires_at": _finite(entry.expires_at),
+        "compute_seconds": _finite(entry.compute_seconds),
     }
+
+
+def _finite(number: float | None) -> float | None:
+    """``number``, or None for inf and NaN, which JSON cannot hold (an infinite expiry is
+    no expiry; the header figures are not verified and may be anything)."""
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
@@ -265,12 +312,21 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_clear(args: argparse.Namespace) -> int:
     store = _open_store(args)
     if args.functions:
-        known = store.functions()
+        unmatched = []
         for function in args.functions:
             removed = store.delete_tagged(function)
             store.forget_hits(function)
-            note = "" if function in known else " (no such function in this store)"
-            print(f"{function}: removed {removed} entries{note}")
+            if removed:
+                print(f"{function}: removed {removed} entries")
+            else:
+                unmatched.append(function)
+        if unmatched:
+            known = ", ".join(sorted(store.functions())) or "none"
+            names = ", ".join(repr(function) for function in unmatched)
+            raise CommandError(
+                f"no entries matched {names}: nothing removed for it "
+                f"(functions in this store: {known})"
+            )
         return 0
     count = len(store)
     if not args.yes:
@@ -288,7 +344,7 @@ def _cmd_clear(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     store = _open_store(args)
     older_than = parse_duration(args.older_than) if args.older_than else None
-    keep = _keep_versions(store, args.keep_versions) if args.keep_versions else None
+    keep = _keep_versions(store, args.keep_versions, args.module) if args.keep_versions else None
     expired = args.expired or (older_than is None and keep is None)
     removed = store.prune(
         expired=expired, older_than=older_than, keep_versions=keep, progress=Progress("pruning")
@@ -297,35 +353,82 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keep_versions(store: Any, specs: list[str]) -> dict[str, list[str]]:
+def _keep_versions(store: Any, specs: list[str], modules: list[str] | None) -> dict[str, list[str]]:
     keep: dict[str, list[str]] = {}
     for spec in specs:
         if spec == "current":
-            for function in store.functions():
-                version = current_version(function)
-                if version is None:
-                    print(f"{function}: cannot import it, its versions are kept", file=sys.stderr)
-                else:
-                    keep[function] = [version]
+            keep.update(_current_versions(store, modules or []))
         elif "=" in spec:
             function, versions = spec.split("=", 1)
             keep[function] = [v for v in versions.split(",") if v]
         else:
-            raise UsageError(f"--keep-versions takes 'current' or FUNCTION=V1,V2; got {spec!r}")
+            raise UsageError(
+                f"--keep-versions takes 'current' (with --module) or FUNCTION=V1,V2; got {spec!r}"
+            )
     return keep
 
 
-def current_version(function: str) -> str | None:
-    """The version the importable memoized function ``function`` has now, or None."""
-    parts = function.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        try:
-            found = lookup(".".join(parts[:split]), ".".join(parts[split:]))
-        except LookupError:
+def _current_versions(store: Any, modules: list[str]) -> dict[str, list[str]]:
+    """The current version of every stored function that lives in one of ``modules``.
+
+    Function names come from the store, which whoever can write it (a shared Redis server, a
+    planted ``tool.py`` next to the user) controls: they only select among the modules the
+    user named, and never decide what is imported."""
+    if not modules:
+        raise UsageError(
+            "--keep-versions current needs --module MODULE (repeatable), the modules whose "
+            "functions' current versions to keep: they are imported, nothing read from the "
+            "store is"
+        )
+    keep: dict[str, list[str]] = {}
+    outside = 0
+    for function in store.functions():
+        module = _owning_module(function, modules)
+        if module is None:
+            outside += 1
             continue
-        version = getattr(found, "version", None)
-        return str(version()) if callable(version) else None
-    return None
+        try:
+            version = current_version(function, module)
+        except Exception as error:  # the user's module failed to import: keep, and say why
+            print(
+                f"{function}: importing {module} failed ({type(error).__name__}: {error}), "
+                f"its versions are kept",
+                file=sys.stderr,
+            )
+            continue
+        if version is None:
+            print(
+                f"{function}: not a memoized function of {module}, its versions are kept",
+                file=sys.stderr,
+            )
+        else:
+            keep[function] = [version]
+    if outside:
+        print(
+            f"{outside} functions are outside the --module modules: their versions are kept",
+            file=sys.stderr,
+        )
+    return keep
+
+
+def _owning_module(function: str, modules: Sequence[str]) -> str | None:
+    """The longest of ``modules`` that ``function`` (``module.qualname``) lives in."""
+    owners = [module for module in modules if function.startswith(module + ".")]
+    return max(owners, key=len) if owners else None
+
+
+def current_version(function: str, module: str) -> str | None:
+    """The version the memoized ``function`` of ``module`` has now, or None.
+
+    Imports ``module`` (the caller vouches for it: its top-level code runs), and nothing
+    else: the rest of ``function`` is looked up as attributes."""
+    target: object = importlib.import_module(module)
+    for part in function[len(module) + 1 :].split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            return None
+    version = getattr(target, "version", None)
+    return str(version()) if callable(version) else None
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -340,6 +443,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_path(args: argparse.Namespace) -> int:
+    if args.store and "://" in args.store:
+        raise UsageError("path shows a store directory: --store takes a directory here")
     if args.store:
         print(f"{Store(args.store).directory}\t(--store)")
         return 0
@@ -359,15 +464,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--store",
-        metavar="DIR|URL",
-        help="store directory or redis:// URL (default: the default store)",
-    )
     parser = argparse.ArgumentParser(
         prog="persistmemo", description="Inspect and manage persistmemo stores."
     )
+    # The global options are accepted before and after the command; after it, SUPPRESS keeps
+    # an option given before it from being reset to the default.
+    common = argparse.ArgumentParser(add_help=False)
+    for options, default in ((parser, None), (common, argparse.SUPPRESS)):
+        options.add_argument(
+            "--store",
+            metavar="DIR|URL",
+            default=default,
+            help="store directory or redis:// URL (default: the default store)",
+        )
+        options.add_argument(
+            "--secret-file",
+            metavar="PATH",
+            default=default,
+            help="file whose bytes are the key the entries were sealed with, such as another "
+            "user's secret.key (default: $PERSISTMEMO_SECRET, else your secret.key)",
+        )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> Any:
@@ -382,7 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="JSON for scripts")
     stats = command("stats", _cmd_stats, "store-wide figures")
     stats.add_argument("--json", action="store_true", help="JSON for scripts")
-    clear = command("clear", _cmd_clear, "remove entries of functions, or of the whole store")
+    clear = command(
+        "clear",
+        _cmd_clear,
+        "remove entries of functions, or of the whole store (exit 1 when a named function has "
+        "no entries)",
+    )
     clear.add_argument("functions", nargs="*", metavar="FUNCTION")
     clear.add_argument("--yes", action="store_true", help="clear a whole store without asking")
     prune = command("prune", _cmd_prune, "remove expired, old or outdated entries")
@@ -392,10 +513,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-versions",
         action="append",
         metavar="SPEC",
-        help="'current' (import each function) or FUNCTION=V1,V2: other versions go",
+        help="FUNCTION=V1,V2: that function's other versions go; or 'current': each "
+        "function of the --module modules keeps only the version it has now",
     )
-    check = command("check", _cmd_check, "check SQLite integrity and every entry's seal")
-    check.add_argument("--fix", action="store_true", help="remove entries that fail")
+    prune.add_argument(
+        "--module",
+        action="append",
+        metavar="PKG.MOD",
+        help="with --keep-versions current: a module to import to learn its functions' "
+        "current versions (repeatable). Its top-level code runs, as on import; function "
+        "names read from the store never decide what is imported, and functions outside "
+        "these modules keep every version",
+    )
+    check = command(
+        "check",
+        _cmd_check,
+        "check SQLite integrity and every entry's seal (with the key of --secret-file or "
+        "$PERSISTMEMO_SECRET)",
+    )
+    check.add_argument(
+        "--fix",
+        action="store_true",
+        help="remove entries that fail (nothing is removed when most fail because they were "
+        "sealed with a different secret)",
+    )
     command("path", _cmd_path, "where the default store lives, and why")
     demo = command("demo", _cmd_demo, "compute once, then answer from disk in a fresh process")
     demo.add_argument("--samples", type=int, default=8_000_000, help="size of the computation")
@@ -405,11 +546,47 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
+    _one_line_warnings()
     try:
-        return int(args.handler(args))
+        code = int(args.handler(args))
+        # Flushed here, not at exit, so that a reader gone away is handled below.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _reader_gone()
     except UsageError as error:
         print(f"persistmemo {args.command}: {error}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, OSError) as error:
+    except (CommandError, OSError) as error:
         print(f"persistmemo {args.command}: {error}", file=sys.stderr)
         return 1
+
+
+def _one_line_warnings() -> None:
+    """A store fault reaches a command line user as one line on stderr: not twice (the
+    warning and the logger's last-resort handler), nor with a line of our source."""
+    import logging
+    import warnings
+
+    from persistmemo.faults import LOGGER_NAME
+
+    logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
+
+    def show(message: Warning | str, *_: object, **__: object) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+def _reader_gone() -> int:
+    """The reader of stdout closed it (``| head``): stop quietly, as Unix tools do.
+
+    stdout still holds unwritten bytes that the interpreter would try to flush at exit, and
+    fail again, noisily: point it at /dev/null first."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_BROKEN_PIPE

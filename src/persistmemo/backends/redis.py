@@ -39,6 +39,8 @@ from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
+    FRAME_VERSION_BYTE,
+    HEADER_SIZE,
     Sealer,
     SecretUnavailable,
     entry_metadata,
@@ -116,13 +118,20 @@ class RedisStore:
         self.backoff = float(backoff)
         self.max_value_bytes = max_value_bytes
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=connect_timeout if connect_timeout is not None else timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        try:
+            _check_database(url)
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=connect_timeout if connect_timeout is not None else timeout,
+                retry=Retry(NoBackoff(), 0),
+                health_check_interval=0,
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"RedisStore(url={_redacted(url)!r}) is not a Redis URL ({error}): write "
+                f"redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/redis.sock"
+            ) from None
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
         self._write_and_release = self._client.register_script(_WRITE_AND_RELEASE)
@@ -137,7 +146,12 @@ class RedisStore:
         self._faults = FaultReporter(_redacted(url))
 
     def __repr__(self) -> str:
-        return f"RedisStore({_redacted(self.url)!r}, namespace={self.namespace!r})"
+        return f"RedisStore({self.display_url!r}, namespace={self.namespace!r})"
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for messages and listings."""
+        return _redacted(self.url)
 
     # --- the circuit breaker -------------------------------------------------------------
 
@@ -277,17 +291,33 @@ class RedisStore:
 
     def delete_tagged(self, tag: str) -> int:
         """Remove every entry of the function ``tag`` (SCAN, then UNLINK in batches)."""
-        return self._unlink_matching(f"{self._prefix}{KEY_FORMAT}:{_glob_escape(tag)}:*")
+        return self._unlink_matching(self._function_pattern(tag), self._of_function(tag))
 
     def clear(self) -> int:
         """Remove every entry, lease and hit count of this namespace."""
         return self._unlink_matching(f"{_glob_escape(self._prefix)}*")
 
-    def _unlink_matching(self, pattern: str) -> int:
+    def _function_pattern(self, function: str | None) -> str:
+        suffix = f"{_glob_escape(function)}:*" if function else "*"
+        return f"{_glob_escape(self._prefix)}{KEY_FORMAT}:{suffix}"
+
+    def _of_function(self, function: str) -> Callable[[bytes], bool]:
+        """Whether a scanned name is an entry of exactly ``function``: identities may contain
+        ':', so ``app.load:*`` also matches ``app.load:v2``'s entries."""
+        start = len(self._prefix)
+
+        def exact(name: bytes) -> bool:
+            return identity_of(name.decode("utf-8", "surrogateescape")[start:]) == function
+
+        return exact
+
+    def _unlink_matching(self, pattern: str, keep: Callable[[bytes], bool] | None = None) -> int:
         def unlink() -> int:
             removed = 0
             batch: list[bytes] = []
             for name in self._client.scan_iter(match=pattern, count=_SCAN_BATCH):
+                if keep is not None and not keep(name):
+                    continue
                 batch.append(name)
                 if len(batch) >= _SCAN_BATCH:
                     removed += self._client.unlink(*batch)
@@ -303,13 +333,14 @@ class RedisStore:
         return sum(1 for _ in self._scan_keys())
 
     def _scan_keys(self, function: str | None = None) -> Iterator[str]:
-        suffix = f"{_glob_escape(function)}:*" if function else "*"
-        pattern = f"{_glob_escape(self._prefix)}{KEY_FORMAT}:{suffix}"
+        pattern = self._function_pattern(function)
+        exact = self._of_function(function) if function else None
         names: list[bytes] = self._call(
             "scan", lambda: list(self._client.scan_iter(match=pattern, count=_SCAN_BATCH)), []
         )
         for name in names:
-            yield name.decode()[len(self._prefix) :]
+            if exact is None or exact(name):
+                yield name.decode("utf-8", "surrogateescape")[len(self._prefix) :]
 
     # --- leases --------------------------------------------------------------------------
 
@@ -375,7 +406,6 @@ class RedisStore:
     def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
         """Metadata of every entry (of one function), from headers and TTLs, not values."""
         from persistmemo.inspection import EntryInfo, split_key
-        from persistmemo.integrity import HEADER_SIZE
 
         keys = list(self._scan_keys(function))
         for start in range(0, len(keys), _SCAN_BATCH):
@@ -420,12 +450,17 @@ class RedisStore:
         return summarize(self.entries())
 
     def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
-        """Verify every entry's seal; ``fix`` removes those that fail."""
+        """Verify every entry's seal; ``fix`` removes those that fail.
+
+        When most entries fail their tag while their bytes are well formed, they were sealed
+        with another secret, not damaged: the report says so and ``fix`` removes nothing."""
         from persistmemo.inspection import CheckReport
 
         report = CheckReport()
         sealer = self._sealer_ready()
         keys = list(self._scan_keys())
+        bad: list[str] = []
+        sealed_elsewhere = 0
         for done, key in enumerate(keys, 1):
             stored: Any = self._call("read", partial(self._client.get, self._prefix + key), None)
             if stored is not None:
@@ -433,11 +468,17 @@ class RedisStore:
                 try:
                     sealer.unseal(key, stored)
                 except CorruptEntry as error:
+                    bad.append(key)
                     report.problems.append(f"{key}: {error}")
-                    if fix:
-                        report.removed += self.delete(key)
+                    sealed_elsewhere += _well_formed(stored)
             if progress is not None:
                 progress(done, len(keys))
+        if looks_sealed_with_another_secret(report.entries, sealed_elsewhere):
+            report.problems = [
+                f"{sealed_elsewhere} of {report.entries} {WRONG_SECRET}; nothing was removed"
+            ]
+        elif fix:
+            report.removed = sum(self.delete(key) for key in bad)
         return report
 
     def prune(
@@ -488,9 +529,48 @@ class RedisStore:
         self.close()
 
 
+WRONG_SECRET = (
+    "entries are sealed with a different secret (set $PERSISTMEMO_SECRET or --secret-file)"
+)
+
+
+def looks_sealed_with_another_secret(checked: int, well_formed_failures: int) -> bool:
+    """Whether tag failures say "another secret" rather than "damage": at least 3, and more
+    than half of the checked entries, fail their tag while their frames are well formed.
+    Damage hits a few entries; a wrong secret fails them all the same way."""
+    return well_formed_failures >= 3 and 2 * well_formed_failures > checked
+
+
+def _well_formed(stored: bytes) -> bool:
+    """A frame whose header is plausible (version byte, finite compute time, a store time
+    in the past): the bytes are intact even though the tag does not match our secret."""
+    if len(stored) <= HEADER_SIZE or stored[0] != FRAME_VERSION_BYTE:
+        return False
+    metadata = entry_metadata(stored)
+    if metadata is None:
+        return False
+    seconds, stored_at = metadata
+    return 0 <= seconds < 1e9 and 0 < stored_at <= time.time() + 86400
+
+
 def _glob_escape(text: str) -> str:
     """``text`` with Redis glob characters escaped, for SCAN MATCH."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _check_database(url: str) -> None:
+    """Raise ValueError for a database number redis-py would silently read as 0."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme in ("redis", "rediss"):
+        database = parts.path.strip("/")
+    elif parts.scheme == "unix":
+        database = parse_qs(parts.query).get("db", [""])[0]
+    else:
+        return
+    if database and not database.isdigit():
+        raise ValueError(f"database {database!r} is not a number")
 
 
 def _redacted(url: str) -> str:
