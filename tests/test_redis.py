@@ -390,3 +390,36 @@ def test_check_with_another_secret_is_reported_by_the_python_api_too(redis_url: 
         "(set $PERSISTMEMO_SECRET or --secret-file); nothing was removed"
     ]
     assert len(other) == 3
+
+
+def _fill_server_memory(url: str) -> None:
+    """Junk until the server refuses writes (maxmemory under noeviction)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    with pytest.raises(redis.ResponseError, match="maxmemory"):  # noqa: PT012
+        for index in range(100_000):
+            client.set(f"junk:{index}", b"j" * 4096)
+    # Right at the limit, freed buffers can let a small write through: move the limit well
+    # below what is used, so that every write is refused.
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", used - 256 * 1024)
+
+
+def test_a_full_server_refuses_writes_but_still_serves_reads(tmp_path: Path) -> None:
+    full = RedisServer(tmp_path / "redis", "--maxmemory", "2mb", "--maxmemory-policy", "noeviction")
+    full.start()
+    try:
+        square, calls = counting(RedisStore(full.url, secret=SECRET))
+        assert [square(x) for x in range(3)] == [0, 1, 4]
+        _fill_server_memory(full.url)
+        with pytest.warns(PersistmemoWarning, match="store full") as caught:
+            assert square(10) == 100  # computed; its result is refused
+            assert square(11) == 121
+            assert [square(x) for x in range(3)] == [0, 1, 4]  # still hits
+        assert calls == [0, 1, 2, 10, 11]
+        assert square.cache_info().hits == 3
+        assert len(caught) == 1
+        assert "server unavailable" not in str(caught[0].message)
+    finally:
+        full.kill()

@@ -118,6 +118,7 @@ class RedisStore:
         self.backoff = float(backoff)
         self.max_value_bytes = max_value_bytes
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        self._response_error: type[BaseException] = redis.ResponseError
         try:
             _check_database(url)
             self._client = redis.Redis.from_url(
@@ -161,6 +162,15 @@ class RedisStore:
         try:
             result = operation()
         except self._errors as error:
+            if self._refused_for_memory(error):
+                # The server answered: it is full, not down. Reads of what it holds go on.
+                self._faults.report(
+                    "store full",
+                    f"{kind}: the server refused a write: {error} (maxmemory reached under "
+                    f"maxmemory-policy noeviction); results are not stored until it has room. "
+                    f"Raise maxmemory, or use an evicting policy such as allkeys-lru",
+                )
+                return default
             self._down_until = time.monotonic() + self.backoff
             self._faults.report(
                 "server unavailable",
@@ -170,6 +180,12 @@ class RedisStore:
             return default
         self._down_until = 0.0
         return result
+
+    def _refused_for_memory(self, error: BaseException) -> bool:
+        # redis-py names it OutOfMemoryError; a script's refused write carries the same text.
+        return isinstance(error, self._response_error) and (
+            type(error).__name__ == "OutOfMemoryError" or "used memory > 'maxmemory'" in str(error)
+        )
 
     def _sealer_ready(self) -> Sealer:
         if self._sealer is None:
