@@ -7,11 +7,12 @@ import datetime as dt
 import inspect
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from persistmemo import CacheInfo, Store, UnstorableValue, memo
+from persistmemo import CacheInfo, PersistmemoWarning, Store, UnstorableValue, memo
 
 
 def test_second_call_is_a_hit_that_does_not_run_the_function(store: Store) -> None:
@@ -91,7 +92,7 @@ def test_invalidate_removes_one_call_and_reports_whether_it_was_there(store: Sto
 def test_refresh_recomputes_and_overwrites(store: Store) -> None:
     source = {"value": 1}
 
-    @memo(store=store)
+    @memo(store=store, ignore=["source"])  # changing data read, not an input
     def read(name: str) -> int:
         return source[name]
 
@@ -292,13 +293,49 @@ def test_name_overrides_the_identity(store: Store) -> None:
     def first(x: int) -> str:
         return "first"
 
+    assert first(1) == "first"
+    assert first.key(1).startswith("pm1:shared.identity:1:")
+
+
+def test_two_functions_under_one_name_and_pinned_version_are_refused(store: Store) -> None:
     @memo(store=store, name="shared.identity", version=1)
+    def first(x: int) -> str:
+        return "first"
+
+    with pytest.raises(ValueError, match="would return each other's results"):
+
+        @memo(store=store, name="shared.identity", version=1)
+        def second(x: int) -> str:
+            return "second"
+
+
+def test_the_same_name_and_version_on_other_stores_is_no_collision(tmp_path: Path) -> None:
+    @memo(store=tmp_path / "a", name="shared.identity", version=1)
+    def first(x: int) -> str:
+        return "first"
+
+    @memo(store=tmp_path / "b", name="shared.identity", version=1)
     def second(x: int) -> str:
         return "second"
 
-    assert first(1) == "first"
-    assert second(1) == "first"
-    assert first.key(1).startswith("pm1:shared.identity:1:")
+    assert (first(1), second(1)) == ("first", "second")
+
+
+def test_redefining_a_function_with_a_pinned_version_warns_that_it_is_stale(
+    store: Store,
+) -> None:
+    def define(factor: int) -> Any:
+        namespace: dict[str, Any] = {"memo": memo, "store": store}
+        exec(
+            f"@memo(store=store, version='1')\ndef cell(x):\n    return x * {factor}\n",
+            namespace,
+        )
+        return namespace["cell"]
+
+    define(2)
+    with pytest.warns(PersistmemoWarning, match="pinned version"):
+        define(3)
+    define(3)  # the same code again: a re-run cell, nothing to say
 
 
 def test_default_identity_is_module_and_qualname(store: Store) -> None:
@@ -395,3 +432,66 @@ def test_a_hit_writes_nothing_to_the_store(store: Store) -> None:
     for path, stat in files.items():
         now = path.stat()
         assert (now.st_size, now.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns), path.name
+
+
+def test_classmethod_controls_take_the_call_arguments_without_the_class(store: Store) -> None:
+    calls = []
+
+    class Model:
+        @memo(store=store)
+        @classmethod
+        def build(cls, x: int) -> str:
+            calls.append(x)
+            return f"{cls.__name__}{x}"
+
+    class Child(Model):
+        pass
+
+    assert Model.build(1) == "Model1"
+    assert Model().build(1) == "Model1"
+    assert Model.build.key(1) == Model.build.key(x=1)
+    assert Model.build.info(1) is not None
+    assert Child.build.key(1) != Model.build.key(1)  # the class is part of the call
+    assert Model.build.invalidate(1)
+    assert Model.build(1) == "Model1"
+    assert calls == [1, 1]
+    assert Model.build.refresh(2) == "Model2"
+    assert Model.build.cache_info().misses == 2
+
+
+def test_a_partial_is_memoized_with_its_bound_arguments_in_the_key(store: Store) -> None:
+    import functools
+
+    calls = []
+
+    def power(base: int, exponent: int) -> int:
+        calls.append((base, exponent))
+        return base**exponent
+
+    square = memo(store=store)(functools.partial(power, exponent=2))
+    cube = memo(store=store)(functools.partial(power, exponent=3))
+    assert (square(3), cube(3), square(3), cube(3)) == (9, 27, 9, 27)
+    assert calls == [(3, 2), (3, 3)]
+    assert square.key(3) != cube.key(3)
+    assert (
+        square.__qualname__
+        == "test_a_partial_is_memoized_with_its_bound_arguments_in_the_key.<locals>.power"
+    )
+
+
+def test_an_unnameable_callable_gets_an_error_with_the_remedy(store: Store) -> None:
+    class Scorer:
+        def __call__(self, x: int) -> int:
+            return x
+
+    with pytest.raises(TypeError, match=r"pass name=.*and version="):
+        memo(store=store)(Scorer())
+    scorer = memo(store=store, name="tests.scorer", version="1")(Scorer())
+    assert scorer(3) == 3
+
+
+@pytest.mark.parametrize("option", ["version", "name"])
+@pytest.mark.parametrize("text", ["1\n2", "a\tb", "x\x00"])
+def test_control_characters_in_names_and_versions_are_refused(option: str, text: str) -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        memo(**{option: text})

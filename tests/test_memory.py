@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +39,8 @@ def test_a_fresh_process_would_still_find_the_store_entry(store: Store) -> None:
     def first(x: int) -> int:
         return x + 1
 
-    @memo(store=store, name="tests.memory.shared", version=1)
+    # Another Store object on the same directory stands in for another process.
+    @memo(store=Store(store.directory), name="tests.memory.shared", version=1)
     def second(x: int) -> int:
         raise AssertionError("must be answered from the store")
 
@@ -61,7 +65,7 @@ def test_memory_entries_keep_the_ttl(store: Store) -> None:
 def test_invalidate_refresh_and_clear_reach_the_memory_tier(store: Store) -> None:
     source = {"v": 1}
 
-    @memo(store=store, memory=10)
+    @memo(store=store, memory=10, ignore=["source"])  # changing data read, not an input
     def read(name: str) -> int:
         return source[name]
 
@@ -136,3 +140,29 @@ def test_memory_is_refused_for_async_functions(store: Store) -> None:
 def test_bad_memory_sizes_are_refused(store: Store) -> None:
     with pytest.raises(TypeError, match="positive number"):
         memo(store=store, memory=0)(lambda x: x)
+
+
+def test_the_memory_tier_keys_through_the_key_function(store: Store, tmp_path: Path) -> None:
+    data = tmp_path / "data.txt"
+    data.write_text("first")
+
+    @memo(store=store, memory=10, key=lambda path: (path, os.stat(path).st_mtime_ns))
+    def load(path: str) -> str:
+        return Path(path).read_text()
+
+    assert load(str(data)) == "first"
+    data.write_text("second, edited")
+    os.utime(data, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    assert load(str(data)) == "second, edited"
+
+
+def test_the_memory_tier_keys_captured_variables(store: Store) -> None:
+    def make(factor: int) -> Any:
+        @memo(store=store, memory=10)
+        def scale(x: int) -> int:
+            return x * factor
+
+        return scale
+
+    assert make(2)(10) == 20
+    assert make(3)(10) == 30

@@ -39,11 +39,24 @@ def slow_unlocked(x: int) -> int:
     return x * 10
 
 
+@memo(store=STORE)
+def failing(x: int) -> int:
+    log("start")
+    time.sleep(float(os.environ.get("WORK_SECONDS", "1")))
+    raise ValueError(f"no result for {x}")
+
+
 def timed_call(name: str, x: int) -> None:
-    """Print the result and the seconds the call took, for the parent test to read."""
+    """Print the result and the seconds the call took, for the parent test to read.
+
+    An exception is printed as its type name in place of the result.
+    """
     function = globals()[name]
     start = time.perf_counter()
-    value = function(x)
+    try:
+        value = function(x)
+    except Exception as error:
+        value = type(error).__name__
     print(value, f"{time.perf_counter() - start:.3f}", flush=True)
 
 

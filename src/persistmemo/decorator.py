@@ -32,7 +32,9 @@ from typing import (
 
 from persistmemo.backend import StoreBackend
 from persistmemo.binding import CallBinder
+from persistmemo.closures import MEMOIZED_MARK, CapturedInputs, UnsupportedCapture
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
+from persistmemo.faults import PersistmemoWarning
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
@@ -135,7 +137,8 @@ def memo(
     ignore: Iterable[str] = (),
     key: Callable[..., object] | None = None,
     name: str | None = None,
-    include_globals: bool = False,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
     lock: bool = True,
     memory: int | None = None,
 ) -> MemoDecorator: ...
@@ -151,7 +154,8 @@ def memo(
     ignore: Iterable[str] = (),
     key: Callable[..., object] | None = None,
     name: str | None = None,
-    include_globals: bool = False,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
     lock: bool = True,
     memory: int | None = None,
 ) -> Any:
@@ -164,9 +168,13 @@ def memo(
     - ``version``: pin the version by hand. When None it is derived from the function's code,
       so editing what the function does stops old results from being served (a reformat, a
       comment or a docstring edit does not).
-    - ``include_globals``: let the derived version cover the functions, classes and constants
-      of its module that the function refers to by name.
-    - ``ignore``: parameter names left out of the key (by position or keyword alike).
+    - ``include_globals``: the derived version covers the functions, classes and constants
+      the function refers to by name, followed into the other modules of your own code
+      (default). ``False`` versions the function's own code only.
+    - ``packages``: distribution names (or True: every third-party distribution the code
+      refers to) whose installed versions are part of the version: an upgrade is a miss.
+    - ``ignore``: parameter names left out of the key (by position or keyword alike), and
+      captured variables of a closure left out of the key.
     - ``key``: a callable taking the function's arguments and returning the value to key on.
     - ``name``: the function's identity in the store; default ``module.qualname``, with a
       script's ``__main__`` named after its file, so running and importing it agree.
@@ -178,7 +186,8 @@ def memo(
       other processes' are not until the entry expires).
 
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
-    ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError.
+    ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError. The
+    variables a closure captures are keyed like arguments (see persistmemo.closures).
     """
     options = MemoOptions.checked(
         store=store,
@@ -188,13 +197,16 @@ def memo(
         key=key,
         name=name,
         include_globals=include_globals,
+        packages=packages,
         lock=lock,
         memory=memory,
     )
 
     def decorate(target: Callable[..., Any]) -> Any:
-        if isinstance(target, (staticmethod, classmethod)):
-            return type(target)(decorate(target.__func__))
+        if isinstance(target, classmethod):
+            return _MemoizedClassMethod(decorate(target.__func__))
+        if isinstance(target, staticmethod):
+            return staticmethod(decorate(target.__func__))
         if not callable(target):
             raise TypeError(f"memo() decorates functions; got {type(target).__name__}")
         if options.memory is not None and _is_async(target):
@@ -207,6 +219,45 @@ def memo(
     return decorate if func is None else decorate(func)
 
 
+class _MemoizedClassMethod(classmethod):  # type: ignore[type-arg]
+    """``@memo`` over ``@classmethod``: ``Model.build(1)`` and ``Model.build.key(1)`` alike.
+
+    A plain classmethod hands out a bound method whose attributes are the function's, so the
+    controls would need the class passed by hand; here they are bound to the class too.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        cls = owner if owner is not None else type(instance)
+        return _BoundControls(self.__func__, cls)
+
+
+class _BoundControls:
+    """A memoized function bound to its first argument, controls included."""
+
+    __slots__ = ("__self__", "__wrapped__", "_memoized")
+
+    def __init__(self, memoized: Any, bound_to: object) -> None:
+        self._memoized = memoized
+        self.__self__ = bound_to
+        self.__wrapped__ = memoized
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._memoized(self.__self__, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._memoized, name)
+        if name in _BOUND_CONTROLS:
+            return functools.partial(attribute, self.__self__)
+        return attribute
+
+    def __repr__(self) -> str:
+        return f"<memoized bound method {self._memoized.__qualname__} of {self.__self__!r}>"
+
+
+# Controls that take the call's arguments, so a bound form passes the class or instance.
+_BOUND_CONTROLS = frozenset(("key", "invalidate", "refresh", "info"))
+
+
 class _MemoizedFunction(Generic[P, R]):
     """The state behind one memoized function; ``wrapper`` is what users call."""
 
@@ -214,27 +265,44 @@ class _MemoizedFunction(Generic[P, R]):
         self.func = func
         self.options = options
         self.store = options.store
-        self.identity = options.name or qualified_name(func)
-        self.binder = None if options.key else CallBinder(func, options.ignore)
+        # A functools.partial is memoized as its function with the bound arguments keyed.
+        self.code = cast(Callable[..., Any], func.func if _is_partial(func) else func)  # type: ignore[attr-defined]
+        self.identity = options.name or _identity_of(func)
+        free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
+        parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
+        self.binder = None if options.key else CallBinder(func, parameter_ignores)
         self.hits = 0
         self.misses = 0
         self.disabled = False
         self.keys: KeyBuilder | None = None
+        self.captured: CapturedInputs | None = None
+        # The memory tier may look calls up by their raw arguments only when nothing else
+        # goes into the key: no key= function, no captured variables, no partial.
+        self.direct_memory = self.binder is not None and not free and self.code is func
+        self.stamp = _definition_stamp(self.code)
+        _check_name_collision(self)
         self.memory = None if options.memory is None else MemoryTier(options.memory)
         self.wrapper = self._async_wrapper() if _is_async(func) else self._sync_wrapper()
-        functools.update_wrapper(self.wrapper, func)
+        if _is_partial(func):
+            self.wrapper.__qualname__ = self.wrapper.__name__ = self.code.__qualname__
+            self.wrapper.__module__ = self.code.__module__
+            self.wrapper.__wrapped__ = func  # type: ignore[attr-defined]
+        else:
+            functools.update_wrapper(self.wrapper, func)
         controls = (
             self.cache_info,
             self.cache_clear,
             self.invalidate,
             self.key,
             self.version,
+            self.version_info,
             self.entries,
             self.info,
         )
         for control in controls:
             setattr(self.wrapper, control.__name__, control)
         setattr(self.wrapper, "store", self.store)  # noqa: B010  (not a declared attribute)
+        setattr(self.wrapper, MEMOIZED_MARK, True)
         self.flushed_hits = 0
         _memoized_functions.add(self)
 
@@ -325,13 +393,14 @@ class _MemoizedFunction(Generic[P, R]):
 
     def _memory_wrapper(self, memory: MemoryTier) -> Callable[P, R]:
         entries, now = memory.entries, time.time
+        direct_allowed = self.direct_memory
 
         def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
             # The memory tier's hit path: a dict lookup by the argument tuple when it can
             # key directly (see memory.py), before any store key is built. The one-argument
             # test is direct_key's, inlined: it is most calls.
             direct: tuple[Any, ...] | None
-            if kwargs:
+            if kwargs or not direct_allowed:
                 direct = None
             elif len(args) == 1 and type(args[0]) in DIRECT_TYPES:
                 direct = args
@@ -404,7 +473,16 @@ class _MemoizedFunction(Generic[P, R]):
         if version is None:
             from persistmemo.versioning import code_version  # parses source: first call only
 
-            version = code_version(self.func, include_globals=self.options.include_globals)
+            try:  # TEMPORARY until versioning's new API lands
+                version = code_version(
+                    self.code,
+                    include_globals=self.options.include_globals,
+                    packages=self.options.packages,
+                    stamp=self.stamp,
+                )
+            except TypeError:
+                version = code_version(self.code, include_globals=self.options.include_globals)
+        self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
         self.keys = KeyBuilder(self.identity, version)
         return self.keys
 
@@ -441,34 +519,56 @@ class _MemoizedFunction(Generic[P, R]):
 
     def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         binder = self.binder
+        keyed_on: tuple[Any, ...]
         if binder is None:
             keyed_on = (cast(Callable[..., object], self.options.key)(*args, **kwargs),)
         else:
             keyed_on = binder.bind(args, kwargs)
+        captured = self.captured
+        if captured is not None:
+            # Read at every call: a nonlocal rebinding or a new factory value is a new key.
+            keyed_on = (*keyed_on, captured.values())
         try:
             return encode_arguments(keyed_on)
         except UnsupportedType as error:
             raise self._unsupported_argument(keyed_on, error) from None
 
     def _unsupported_argument(self, values: tuple[Any, ...], error: UnsupportedType) -> TypeError:
-        where = f"the value key= returned for {self.func.__qualname__}()"
+        where = f"the value key= returned for {self.func_name}()"
         remedy = f"Return supported types from key=, or define {HOOK_NAME} on the type."
-        for position, value in enumerate(values):
+        inside = ""
+        arguments = values[:-1] if self.captured is not None else values
+        for position, value in enumerate(arguments):
             try:
                 encode(value)
-            except UnsupportedType:
+            except UnsupportedType as failure:
+                error = failure
                 if self.binder is not None:
                     parameter = self.binder.parameter_of(position)
-                    where = f"argument {parameter!r} of {self.func.__qualname__}()"
+                    where = f"argument {parameter!r} of {self.func_name}()"
                     remedy = (
                         f"Pass ignore=[{parameter!r}], a key= function, or define {HOOK_NAME} "
                         "on the type."
                     )
-                inside = "" if type(value) is error.unsupported else " (inside the argument)"
+                inside = "" if type(value) is failure.unsupported else " (inside the argument)"
                 break
         else:
-            inside = ""
+            if self.captured is not None:
+                for name, value in cast(dict[str, object], values[-1]).items():
+                    try:
+                        encode(value)
+                    except UnsupportedType as failure:
+                        return UnsupportedCapture(
+                            f"cannot build a cache key for captured variable {name!r} of "
+                            f"{self.func_name}(): {failure}. Pass ignore=[{name!r}] to leave it "
+                            "out of the key, make it a parameter (and ignore it), or define "
+                            f"{HOOK_NAME} on the type."
+                        )
         return TypeError(f"cannot build a cache key for {where}: {error}{inside}. {remedy}")
+
+    @property
+    def func_name(self) -> str:
+        return str(getattr(self.code, "__qualname__", self.identity))
 
     # --- controls ------------------------------------------------------------------------
 
@@ -486,7 +586,7 @@ class _MemoizedFunction(Generic[P, R]):
     def _forget_in_memory(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.memory is not None:
             self.memory.discard(key)
-            direct = None if kwargs else direct_key(args)
+            direct = None if kwargs or not self.direct_memory else direct_key(args)
             if direct is not None:
                 self.memory.discard(direct)
 
@@ -506,6 +606,22 @@ class _MemoizedFunction(Generic[P, R]):
         """The version in this function's keys (pinned, or derived from its code)."""
         keys = self.keys or self.prepare()
         return keys.prefix.rsplit(":", 2)[1]
+
+    def version_info(self) -> dict[str, Any]:
+        """What went into the version: the code, helpers followed, constants, packages."""
+        keys = self.keys or self.prepare()
+        pinned = self.options.version
+        if pinned is not None:
+            return {"version": pinned, "pinned": True}
+        from persistmemo.versioning import explain_version
+
+        described = explain_version(
+            self.code,
+            include_globals=self.options.include_globals,
+            packages=self.options.packages,
+            stamp=self.stamp,
+        )
+        return {"version": keys.prefix.rsplit(":", 2)[1], "pinned": False, **described}
 
     def entries(self) -> list[EntryInfo]:
         """Metadata of this function's stored entries (every version), newest first."""
@@ -540,3 +656,93 @@ def _is_async(func: Callable[..., Any]) -> bool:
     import inspect  # at decoration, not at `import persistmemo`
 
     return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
+
+
+def _is_partial(func: object) -> bool:
+    partial = getattr(functools, "partial")  # noqa: B009  (a class: isinstance needs it)
+    return isinstance(func, partial)
+
+
+def _identity_of(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of what is memoized; a partial is named after its function."""
+    target = func.func if isinstance(func, functools.partial) else func
+    try:
+        return qualified_name(target)
+    except TypeError:
+        raise TypeError(
+            f"memo() cannot name {func!r} (a {type(func).__name__} without __qualname__): "
+            "memoize a function, or pass name='module.thing' and version='1' "
+            "(and bump the version when its behaviour changes)"
+        ) from None
+
+
+# Functions memoized in this process under a pinned version, by (store, identity, version):
+# two different functions there would share entries.
+_pinned: dict[tuple[int, str, str], tuple[weakref.ref[Any], str, bytes]] = {}
+
+
+def _check_name_collision(memoized: _MemoizedFunction[Any, Any]) -> None:
+    """Refuse a second function under the same name and pinned version on the same store.
+
+    A derived version separates different code by itself; a pinned one does not. The same
+    function decorated again with other code (a notebook cell re-run after an edit) gets a
+    warning: its pinned version is now stale. Another function gets an error.
+    """
+    version = memoized.options.version
+    if version is None:
+        return
+    code = _code_fingerprint(memoized.code)
+    slot = (id(memoized.store), memoized.identity, version)
+    where = _where_defined(memoized.code)
+    previous = _pinned.get(slot)
+    _pinned[slot] = (weakref.ref(memoized.store), where, code)
+    if previous is None or previous[0]() is not memoized.store or previous[2] == code:
+        return
+    if previous[1] == where:
+        import warnings
+
+        warnings.warn(
+            f"{where}() was redefined with different code but the same pinned "
+            f"version={version!r}: its stored results were computed by the old code and "
+            "will be served. Bump version= (or leave it out: the version then follows "
+            "the code).",
+            PersistmemoWarning,
+            stacklevel=4,
+        )
+        return
+    raise ValueError(
+        f"memo(): {where}() and {previous[1]}() are both stored as {memoized.identity!r} "
+        f"with version={version!r} on the same store, so they would return each other's "
+        "results. Give each its own name= (or leave name= out), or different versions."
+    )
+
+
+def _where_defined(func: Callable[..., Any]) -> str:
+    try:
+        return qualified_name(func)
+    except TypeError:
+        return repr(func)
+
+
+def _code_fingerprint(func: Callable[..., Any]) -> bytes:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return repr(type(func)).encode()
+    return _fingerprint_of_code(code)
+
+
+def _fingerprint_of_code(code: Any) -> bytes:
+    # Nested code objects by their content: their repr holds an address.
+    constants = [
+        _fingerprint_of_code(c) if hasattr(c, "co_code") else repr(c).encode()
+        for c in code.co_consts
+    ]
+    return b"\0".join([code.co_code, repr(code.co_names).encode(), *constants])
+
+
+def _definition_stamp(func: Callable[..., Any]) -> object:
+    try:  # TEMPORARY until versioning's stamp module lands
+        from persistmemo.source_stamps import definition_stamp  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return definition_stamp(func)

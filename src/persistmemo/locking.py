@@ -12,6 +12,18 @@ A caller already holding a key (a function that, through recursion, asks for its
 again) computes instead of waiting for itself; claims are tracked per thread and per asyncio
 task through a context variable.
 
+When the computation fails, its callers share the failure as they would have shared the
+result: the holder records it in the store (``<key>!failed``, kept for one lease duration)
+before releasing its claim, and each caller that was waiting raises it, so N callers of a
+failing function finish in one failure time, not N. A waiter in the holder's process raises
+the holder's exception object; one in another process raises the same exception rebuilt from
+an authenticated pickle where pickles are allowed, else ``ComputationFailed`` with its text.
+Callers that arrive after the failure compute again.
+
+A claim that cannot be released where the computation failed (a ``RecursionError`` leaves no
+stack for the store's calls) is released by the next frame up that can, and at the latest by
+the lease-renewing thread, so a retry does not wait out the lease.
+
 Limits: the lease lives in the store, so it protects callers of one store on one machine
 (and, with a shared store, wherever the store reaches). A caller whose store is unusable
 computes without a claim.
@@ -19,14 +31,17 @@ computes without a claim.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
+from persistmemo.keys import identity_of
 from persistmemo.store import MISSING
 
 if TYPE_CHECKING:
@@ -34,9 +49,20 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+FAILURE_SUFFIX = "!failed"
+"""Appended to a key for the record of its last failed computation."""
+
 IDLE_INTERVAL = 60.0
 FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
+
+
+class ComputationFailed(RuntimeError):
+    """The computation this call waited for failed in another process.
+
+    Raised where the original exception cannot be rebuilt (pickles are not allowed in this
+    store); the message carries its type and text.
+    """
 
 
 class Lease:
@@ -73,16 +99,22 @@ def compute_once(
         return compute(), True
     token = _new_token()
     delays = _poll_delays()
+    waiting_since = time.time()
     while not store.try_lease(key, token):
         time.sleep(next(delays))
         found = read()
         if found is not MISSING:
             return found, False
+        _raise_if_failed(store, key, waiting_since)
     with _holding(store, key, token):
         found = read()  # stored while we were claiming
         if found is not MISSING:
             return found, False
-        return compute(), True
+        try:
+            return compute(), True
+        except Exception as error:
+            _record_failure(store, key, error)
+            raise
 
 
 async def compute_once_async(
@@ -95,16 +127,84 @@ async def compute_once_async(
         return await compute(), True
     token = _new_token()
     delays = _poll_delays()
+    waiting_since = time.time()
     while not store.try_lease(key, token):
         await asyncio.sleep(next(delays))
         found = read()
         if found is not MISSING:
             return found, False
+        _raise_if_failed(store, key, waiting_since)
     with _holding(store, key, token):
         found = read()
         if found is not MISSING:
             return found, False
-        return await compute(), True
+        try:
+            return await compute(), True
+        except Exception as error:
+            _record_failure(store, key, error)
+            raise
+
+
+# This process's recent failures, so that waiting threads raise the holder's own exception.
+_failures: dict[tuple[int, str], tuple[float, BaseException]] = {}
+_FAILURES_KEPT = 256
+
+
+def _record_failure(store: Store, key: str, error: BaseException) -> None:
+    """Tell the callers waiting for ``key`` that its computation failed (before release)."""
+    try:
+        now = time.time()
+        if len(_failures) >= _FAILURES_KEPT:
+            _failures.clear()
+        _failures[(id(store), key)] = (now, error)
+        try:
+            pickled: bytes | None = encode_value(error, allow_pickle=store.pickle_allowed)
+        except UnstorableValue:
+            pickled = None
+        record = {
+            "at": now,
+            "pid": os.getpid(),
+            "error": f"{type(error).__module__}.{type(error).__qualname__}: {error}",
+            "pickled": pickled if store.pickle_allowed else None,
+        }
+        store.write(
+            key + FAILURE_SUFFIX,
+            encode_value(record, allow_pickle=False),
+            ttl=max(store.lease, 1.0),
+            tag=identity_of(key),
+            seconds=0.0,
+        )
+    except Exception:
+        pass
+
+
+def _raise_if_failed(store: Store, key: str, waiting_since: float) -> None:
+    """Raise the failure of the computation we waited for, if it failed since we began."""
+    local = _failures.get((id(store), key))
+    if local is not None and local[0] >= waiting_since:
+        raise local[1]
+    data = store.read(key + FAILURE_SUFFIX)
+    if data is MISSING:
+        return
+    try:
+        record: Any = decode_value(bytes(data), allow_pickle=False)  # type: ignore[arg-type]
+        failed_at = float(record["at"])
+    except (CorruptEntry, KeyError, TypeError, ValueError):
+        return
+    if failed_at < waiting_since:
+        return  # an earlier failure: the computation we wait for is a new one
+    pickled = record.get("pickled")
+    if pickled and store.pickle_allowed:
+        try:
+            rebuilt = decode_value(pickled, allow_pickle=True)
+        except CorruptEntry:
+            rebuilt = None
+        if isinstance(rebuilt, BaseException):
+            raise rebuilt
+    raise ComputationFailed(
+        f"the computation this call waited for failed in process {record.get('pid')}: "
+        f"{record.get('error')}"
+    )
 
 
 def _new_token() -> str:
@@ -119,10 +219,32 @@ def _holding(store: Store, key: str, token: str) -> Iterator[None]:
     try:
         yield
     finally:
-        _keeper.drop(handle)
+        # A RecursionError may leave no stack for the store's calls here: the claim is
+        # queued (C calls only, no frame needed) and released by this frame, a frame further
+        # up, or the keeper thread, whichever first has the stack for it.
         _held.reset(held)
-        if not lease.released:  # the result's write releases it; errors and misses do not
-            store.release_lease(key, token)
+        _unreleased.append((store, key, token, lease, handle))
+        _release_pending()
+
+
+# Claims waiting to be released: (store, key, token, lease, keeper handle).
+_unreleased: collections.deque[tuple[Any, str, str, Lease, int]] = collections.deque()
+
+
+def _release_pending() -> None:
+    while _unreleased:
+        try:
+            item = _unreleased.pop()
+        except IndexError:
+            return  # another thread took the last one
+        store, key, token, lease, handle = item
+        try:
+            _keeper.drop(handle)
+            if not lease.released:  # the result's write releases it; errors and misses do not
+                store.release_lease(key, token)
+        except RecursionError:
+            _unreleased.append(item)
+            return
 
 
 class _LeaseKeeper:
@@ -165,6 +287,7 @@ class _LeaseKeeper:
             self._wake.clear()
             if self._wake.wait(interval):
                 continue  # a new lease: recompute the interval, renew nothing yet
+            _release_pending()  # claims a too-deep failure could not release itself
             with self._lock:
                 still_held = set(self._leases.values())
             for store, key, token in held:

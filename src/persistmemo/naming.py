@@ -5,6 +5,10 @@ module name when it is imported. Keys must not depend on which of the two happen
 ``__main__`` is resolved to the name the module would have if imported: the module spec's
 name under ``python -m pkg.mod``, the script's file stem under ``python script.py``, and
 ``__main__`` only where there is no file at all (a REPL or a notebook kernel).
+
+Under the ``spawn`` and ``forkserver`` start methods, multiprocessing runs the script again in
+each worker as ``__mp_main__``: it is the same script, so it resolves the same way (workers
+share the parent's entries, and two scripts never share names by both being ``__mp_main__``).
 """
 
 from __future__ import annotations
@@ -14,10 +18,16 @@ import os
 import sys
 from functools import cache
 
+MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
+"""The names a running script's module has: its own, and multiprocessing workers' copy."""
+
 
 @cache
 def _main_module_name() -> str:
-    main = sys.modules.get("__main__")
+    return _script_name(sys.modules.get("__main__"))
+
+
+def _script_name(main: object) -> str:
     spec = getattr(main, "__spec__", None)
     spec_name = getattr(spec, "name", None)
     if spec_name:
@@ -29,10 +39,18 @@ def _main_module_name() -> str:
     return "__main__"
 
 
+def _worker_script_name() -> str:
+    # While a spawn worker re-runs the script, runpy has put it in sys.modules as
+    # __mp_main__ but __main__ is still the bootstrap: read the script's own module.
+    return _script_name(sys.modules.get("__mp_main__") or sys.modules.get("__main__"))
+
+
 def module_name(module: str | None) -> str:
     """Return the importable name of ``module``, resolving ``__main__`` as described above."""
     if module == "__main__":
         return _main_module_name()
+    if module == "__mp_main__":
+        return _worker_script_name()
     return module or "__unknown__"
 
 
@@ -58,7 +76,7 @@ def lookup(module: str, qualname: str) -> object:
     """
     if module in sys.modules:
         target: object = sys.modules[module]
-    elif module == _main_module_name() and "__main__" in sys.modules:
+    elif module in MAIN_NAMES or module == _main_module_name():
         target = sys.modules["__main__"]
     else:
         try:

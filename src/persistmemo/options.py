@@ -21,6 +21,7 @@ class MemoOptions(NamedTuple):
     key: Callable[..., object] | None
     name: str | None
     include_globals: bool
+    packages: tuple[str, ...] | bool
     lock: bool
     memory: int | None
 
@@ -35,6 +36,7 @@ class MemoOptions(NamedTuple):
         key: object,
         name: object,
         include_globals: bool,
+        packages: object = (),
         lock: bool,
         memory: int | None,
     ) -> MemoOptions:
@@ -46,8 +48,9 @@ class MemoOptions(NamedTuple):
             ignore=_check_ignore(ignore),
             key=_check_key(key, ignore),
             name=_check_name(name),
-            include_globals=include_globals,
-            lock=lock,
+            include_globals=_check_flag("include_globals", include_globals),
+            packages=_check_packages(packages),
+            lock=_check_flag("lock", lock),
             memory=memory,
         )
 
@@ -83,10 +86,46 @@ def _check_version(version: object) -> str | None:
     if version is None:
         return None
     if isinstance(version, (str, int)) and not isinstance(version, bool):
-        if ":" in str(version) or not str(version):
-            raise ValueError(f"memo(version=...) must be non-empty, without ':'; got {version!r}")
-        return str(version)
+        text = str(version)
+        if ":" in text or not text or _has_control_characters(text):
+            raise ValueError(
+                "memo(version=...) must be non-empty, without ':' and without control "
+                f"characters (newlines, tabs); got {version!r}"
+            )
+        return text
     raise TypeError(f"memo(version=...) takes a str or an int; got {type(version).__name__}")
+
+
+def _has_control_characters(text: str) -> bool:
+    # Names and versions are printed in tables and logs: a newline would break them.
+    return any(ord(character) < 32 or ord(character) == 127 for character in text)
+
+
+def _check_flag(option: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"memo({option}=...) takes True or False; got {value!r}")
+    return value
+
+
+def _check_packages(packages: object) -> tuple[str, ...] | bool:
+    if isinstance(packages, bool):
+        return packages
+    if isinstance(packages, str):
+        raise TypeError(
+            f"memo(packages=...) takes a list of distribution names or True; "
+            f"write packages=[{packages!r}]"
+        )
+    try:
+        names = tuple(cast(Iterable[Any], packages))
+    except TypeError:
+        raise TypeError(
+            "memo(packages=...) takes a list of distribution names or True; "
+            f"got {type(packages).__name__}"
+        ) from None
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise TypeError(f"memo(packages=...) takes distribution names (str); got {name!r}")
+    return names
 
 
 def _check_ignore(ignore: object) -> tuple[str, ...]:
@@ -114,4 +153,8 @@ def _check_name(name: object) -> str | None:
         return None
     if not isinstance(name, str) or not name:
         raise TypeError(f"memo(name=...) takes a non-empty str; got {name!r}")
+    if _has_control_characters(name):
+        raise ValueError(
+            f"memo(name=...) must not contain control characters (newlines, tabs); got {name!r}"
+        )
     return name

@@ -1,0 +1,274 @@
+"""A memoized function's captured variables, read at call time as inputs like its arguments.
+
+``def make(k): @memo def scale(x): return x * k`` gives one function per ``k``, all with
+the same code: the value of ``k`` is as much an input of ``scale`` as ``x``, so it is keyed
+with the arguments, read from the closure at each call (a ``nonlocal`` rebinding is seen).
+The rules (also in ``docs/keys.md``):
+
+- values the key encoding supports are keyed by content, with the same canonical encoding
+  as arguments;
+- a captured variable the function itself changes is state, not input (a counter, an
+  accumulator, a cache) and is not keyed: it is rebound through ``nonlocal``, mutated by a
+  method call such as ``append``/``add``/``update``/``pop``, by item or attribute
+  assignment or deletion, or advanced with ``next()``;
+- captured functions are followed: their own captured values are keyed the same way
+  (their code is in the version, see versioning.py); captured classes are versioned by
+  their code, and captured modules are ignored;
+- the names in ``ignore=`` that are not parameters opt captured variables out;
+- anything else raises a TypeError naming the captured variable and the remedies.
+
+Functions without a closure (most module-level functions) pay nothing on the hit path.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from persistmemo.keys import HOOK_NAME, UnsupportedType, encode
+
+# Methods whose call on a captured object changes it (list, dict, set, deque, Counter...).
+MUTATING_METHODS = frozenset(
+    (
+        "append",
+        "appendleft",
+        "extend",
+        "extendleft",
+        "insert",
+        "remove",
+        "pop",
+        "popleft",
+        "popitem",
+        "clear",
+        "update",
+        "setdefault",
+        "add",
+        "discard",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+        "sort",
+        "reverse",
+        "rotate",
+        "put",
+        "put_nowait",
+        "send",
+        "write",
+        "set",
+    )
+)
+
+MEMOIZED_MARK = "__persistmemo_memoized__"
+"""Set on memoized functions: their closures hold persistmemo's state, not the user's."""
+
+# How deep captured functions are followed (a function capturing a function capturing...).
+FOLLOW_DEPTH = 8
+
+
+class UnsupportedCapture(TypeError):
+    """A captured variable whose value cannot be keyed."""
+
+
+class CapturedInputs:
+    """Reads the keyed captured variables of one function (and of the functions it captures).
+
+    ``values()`` returns a dict ``{name: value}`` of what to key, read now; nested names
+    are dotted (``helper.k``). Built at the first call, as it may parse source.
+    """
+
+    __slots__ = ("_func", "_ignored", "_owner")
+
+    def __init__(self, func: Callable[..., Any], ignored: Iterable[str], owner: str) -> None:
+        self._func = func
+        self._ignored = frozenset(ignored)
+        self._owner = owner
+
+    @staticmethod
+    def of(func: Callable[..., Any], ignored: Iterable[str], owner: str) -> CapturedInputs | None:
+        """The reader for ``func``, or None when it captures nothing that may be keyed."""
+        if not _has_closure(func):
+            return None
+        return CapturedInputs(func, ignored, owner)
+
+    def values(self) -> dict[str, object]:
+        """The captured inputs of a call, read now."""
+        found: dict[str, object] = {}
+        _collect(self._func, "", found, self._ignored, {id(self._func)}, 0, self._owner)
+        return found
+
+
+def _has_closure(func: Any) -> bool:
+    target = getattr(func, "func", func) if _is_partial(func) else func
+    return bool(getattr(target, "__closure__", None))
+
+
+def _is_partial(func: Any) -> bool:
+    import functools
+
+    return isinstance(func, functools.partial)
+
+
+def _collect(
+    func: Any,
+    prefix: str,
+    found: dict[str, object],
+    ignored: frozenset[str],
+    seen: set[int],
+    depth: int,
+    owner: str,
+) -> None:
+    code = getattr(func, "__code__", None)
+    closure = getattr(func, "__closure__", None)
+    if code is None or not closure:
+        return
+    state = state_variables(func)
+    for name, cell in zip(code.co_freevars, closure, strict=True):
+        qualified = prefix + name
+        if name == "__class__" or name in state or qualified in ignored:
+            continue  # super()'s class cell: the method's code is its version already
+        try:
+            value = cell.cell_contents
+        except ValueError:
+            continue  # not bound yet: the function cannot read it either
+        _collect_value(value, qualified, found, ignored, seen, depth, owner)
+
+
+def _collect_value(
+    value: object,
+    name: str,
+    found: dict[str, object],
+    ignored: frozenset[str],
+    seen: set[int],
+    depth: int,
+    owner: str,
+) -> None:
+    if isinstance(value, types.ModuleType):
+        return
+    if isinstance(value, type):
+        return  # versioned by its code (versioning.py): a class is code, not data
+    if callable(value) and not hasattr(type(value), HOOK_NAME):
+        function = _plain_function(value)
+        if function is not None:
+            if id(function) in seen or depth >= FOLLOW_DEPTH:
+                return
+            seen.add(id(function))
+            _collect(function, name + ".", found, ignored, seen, depth + 1, owner)
+            if _is_partial(value):
+                found[name] = [list(value.args), dict(value.keywords)]  # type: ignore[attr-defined]
+                _check(found[name], name, owner)
+            return
+        if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
+            return  # len, math.sqrt: code of the interpreter, not of the user
+    _check(value, name, owner)
+    found[name] = value
+
+
+def _plain_function(value: object) -> types.FunctionType | None:
+    """The Python function behind a captured callable, if any.
+
+    A memoized function is followed to the function it memoizes (its wrapper's closure is
+    persistmemo's own state); any other wrapper is followed as it is, since a decorator's
+    captured values (its arguments, the wrapped function) are what it runs.
+    """
+    if _is_partial(value):
+        value = value.func  # type: ignore[attr-defined]
+    if isinstance(value, types.MethodType):
+        value = value.__func__
+    while getattr(value, MEMOIZED_MARK, False):
+        value = value.__wrapped__  # type: ignore[attr-defined]
+    return value if isinstance(value, types.FunctionType) else None
+
+
+def _check(value: object, name: str, owner: str) -> None:
+    try:
+        encode(value)
+    except UnsupportedType as error:
+        raise UnsupportedCapture(
+            f"cannot build a cache key for captured variable {name.split('.')[0]!r} of "
+            f"{owner}() (read as {name!r}): {error}. Pass ignore=[{name!r}] to leave it out of "
+            f"the key, make it a parameter (and ignore it), or define {HOOK_NAME} on the type."
+        ) from None
+
+
+# --- which captured variables are state ---------------------------------------------------
+
+_STATE_CACHE: dict[types.CodeType, frozenset[str]] = {}
+
+
+def state_variables(func: Any) -> frozenset[str]:
+    """Captured names that ``func`` rebinds, mutates or advances (see the module docstring)."""
+    code = func.__code__
+    cached = _STATE_CACHE.get(code)
+    if cached is None:
+        cached = _state_from_source(func)
+        if cached is None:
+            cached = _state_from_bytecode(code)
+        _STATE_CACHE[code] = cached
+    return cached
+
+
+def _state_from_source(func: Any) -> frozenset[str] | None:
+    import ast
+    import inspect
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return None
+    free = set(func.__code__.co_freevars)
+    state: set[str] = set()
+
+    def base_name(node: ast.AST) -> str | None:
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        return node.id if isinstance(node, ast.Name) else None
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Nonlocal):
+            state.update(node.names)
+        elif isinstance(node, ast.Call):
+            callee = node.func
+            if isinstance(callee, ast.Attribute) and callee.attr in MUTATING_METHODS:
+                name = base_name(callee.value)
+                if name:
+                    state.add(name)
+            elif isinstance(callee, ast.Name) and callee.id == "next" and node.args:
+                name = base_name(node.args[0])
+                if name:
+                    state.add(name)
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for target in targets:
+                for part in ast.walk(target):
+                    if isinstance(part, (ast.Subscript, ast.Attribute)):
+                        name = base_name(part)
+                        if name:
+                            state.add(name)
+    return frozenset(state & free)
+
+
+def _state_from_bytecode(code: types.CodeType) -> frozenset[str]:
+    # Without source (exec, a REPL): rebinding is a STORE_DEREF; a method call right after
+    # loading the variable is a mutation when the method is a mutating one.
+    import dis
+
+    free = set(code.co_freevars)
+    state: set[str] = set()
+    instructions = list(dis.get_instructions(code))
+    for index, instruction in enumerate(instructions):
+        if instruction.opname in ("STORE_DEREF", "DELETE_DEREF") and instruction.argval in free:
+            state.add(instruction.argval)
+        elif instruction.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF") and index + 1 < len(
+            instructions
+        ):
+            following = instructions[index + 1]
+            if following.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR") and (
+                following.argval in MUTATING_METHODS or following.opname != "LOAD_ATTR"
+            ):
+                state.add(instruction.argval)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            state |= _state_from_bytecode(constant) & free
+    return frozenset(state & free)
