@@ -2,23 +2,51 @@
 
 Everything the key encoding supports round-trips exactly through msgpack: a tuple comes back
 a tuple, a set a set, a datetime with its tzinfo, a big int as itself, an array with its
-dtype and shape. Any other object is pickled, and the stored bytes say so in their first
-byte; a strict store refuses that fallback instead. One exception to exactness: msgpack packs
-bytearray and memoryview as bytes, so they come back as bytes.
+dtype and shape, an ``enum.Flag`` combination as itself. Any other object (including a
+dataclass with a builtin base such as ``dict``, and values msgpack cannot hold: reference
+cycles, nesting deeper than msgpack allows) is pickled, and the stored bytes say so in their
+first byte; a strict store refuses that fallback instead. One exception to exactness: msgpack
+packs bytearray and memoryview as bytes, so they come back as bytes.
 
-Decoding never lets a malformed document escape as anything but ``CorruptEntry``.
+Trust rules for decoding (bytes are decoded only after the entry's keyed seal verified, but
+a store may be shared, so stored msgpack values are still not allowed to build arbitrary
+objects):
+
+- msgpack values rebuild a class only if it is the kind its tag says: a dataclass with
+  exactly the stored fields and a plain ``object`` layout, a NamedTuple made by
+  ``collections.namedtuple``/``typing.NamedTuple``, an ``enum.Enum`` (``enum.Flag`` by value).
+  Anything else raises ``UndecodableValue`` (the entry is a miss).
+- A class is found in a module already in ``sys.modules``. A module is imported to find it
+  only with ``allow_pickle`` (a private store with a private key: the rule that allows
+  pickles), and then only from the standard library or site-packages.
+- A script is never imported to read a value (its top-level code would run). The running
+  script's own name (``python script.py`` stores its classes as ``script.X``, like function
+  identities in naming.py; ``__mp_main__`` in multiprocessing workers is the same script)
+  resolves to the running ``__main__`` module. Pickles follow the same rules: classes of the
+  running script are pickled under the script's importable name.
+- Pickles are unpickled only with ``allow_pickle``.
+
+``encode_value`` raises only ``UnstorableValue``; ``decode_value`` raises only
+``CorruptEntry``, or its subclass ``UndecodableValue`` for well-formed bytes that cannot be
+rebuilt in this process.
 """
 
 from __future__ import annotations
 
+import collections
+import enum
+import functools
 import importlib
+import io
+import os
 import sys
 from collections.abc import Callable
+from types import FunctionType, ModuleType
 from typing import Any
 
 import msgpack
 
-from persistmemo.naming import lookup, object_path
+from persistmemo.naming import module_name
 
 FORMAT_MSGPACK = b"\x01"
 FORMAT_PICKLE = b"\x02"
@@ -42,14 +70,30 @@ EXT_DATACLASS = 14
 EXT_NAMEDTUPLE = 15
 EXT_NDARRAY = 16
 EXT_NUMPY_SCALAR = 17
+EXT_FLAG = 18
 
 _PATH_CLASS_NAMES = frozenset(
     ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
 )
+# The names a running script's module has: its own, and multiprocessing workers' copy.
+_MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
+# Every class made by collections.namedtuple (typing.NamedTuple included) shares this code
+# object for _make: it tells a real NamedTuple from any tuple subclass with a _make.
+_NAMEDTUPLE_MAKE = collections.namedtuple("_Probe", "x")._make.__func__.__code__  # type: ignore[attr-defined]
 
 
 class CorruptEntry(ValueError):
     """Stored bytes that do not decode to a value: the entry is treated as a miss."""
+
+
+class UndecodableValue(CorruptEntry):
+    """Well-formed stored bytes that cannot be rebuilt in this process: also a miss.
+
+    The value names a class that is gone or not loaded here, a class that is not the kind
+    its tag says (refused), fields that changed, or it is a pickle where pickles are
+    refused. It is a ``CorruptEntry``, so code that catches that keeps working; catch it
+    first to tell "written by other code" from "damaged bytes".
+    """
 
 
 class UnstorableValue(TypeError):
@@ -63,43 +107,58 @@ class _NeedsPickle(Exception):
 def encode_value(value: object, *, allow_pickle: bool = True) -> bytes:
     """Return the stored form of ``value``.
 
-    Raises UnstorableValue when the value needs the pickle fallback and ``allow_pickle`` is
-    false, or when it cannot be pickled either.
+    Raises UnstorableValue (and nothing else) when the value needs the pickle fallback and
+    ``allow_pickle`` is false, or when it cannot be pickled either.
     """
     try:
         return FORMAT_MSGPACK + _packb(value)
     except _NeedsPickle as needs:
-        if not allow_pickle:
-            raise UnstorableValue(
-                f"the result contains a {needs.args[0]}, which has no msgpack encoding, and "
-                "the pickle fallback is refused here"
-            ) from None
-    import pickle  # only the fallback needs it
-
-    try:
-        return FORMAT_PICKLE + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        reason = f"contains a {needs.args[0]}, which has no msgpack encoding"
+    except RecursionError:
+        reason = "is nested too deeply for msgpack"
+    except ValueError as error:
+        # msgpack's own depth limit: a reference cycle, or nesting deeper than 511 levels.
+        reason = f"has a reference cycle or is nested too deeply for msgpack ({error})"
     except Exception as error:
-        raise UnstorableValue(f"the result cannot be pickled: {error}") from error
+        # A property of a dataclass field that raises, a container changed while packed...
+        reason = f"cannot be packed as msgpack ({error!r})"
+    if not allow_pickle:
+        raise UnstorableValue(
+            f"the result {reason}, and the pickle fallback is refused here"
+        ) from None
+    pickler, _ = _pickle_classes()
+    buffer = io.BytesIO()
+    buffer.write(FORMAT_PICKLE)
+    try:
+        pickler(buffer, protocol=-1).dump(value)
+    except Exception as error:
+        raise UnstorableValue(f"the result {reason}, and cannot be pickled: {error!r}") from None
+    return buffer.getvalue()
 
 
 def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> object:
     """Return the value stored as ``data``; raises CorruptEntry when it is not well-formed.
 
-    Pickle-fallback bytes are only unpickled with ``allow_pickle``: callers pass it only
-    for bytes whose origin was authenticated (see integrity.py).
+    Raises its subclass UndecodableValue when the bytes are well-formed but cannot be
+    rebuilt here (see the module's trust rules). Pickle-fallback bytes are only unpickled
+    with ``allow_pickle``: callers pass it only for bytes whose origin was authenticated
+    (see integrity.py), and only then may a value import the module of one of its classes.
     """
     head = data[0] if data else -1
     try:
         if head == _MSGPACK:
-            return _unpackb(data[1:])
+            return (_unpack_importing if allow_pickle else _unpack_loaded)(data[1:])
         if head == _PICKLE:
             if not allow_pickle:
-                raise CorruptEntry("a pickle-fallback value where pickles are not allowed")
-            import pickle
-
-            return pickle.loads(data[1:])
+                raise UndecodableValue(
+                    "refused: the value is a pickle, and this store does not allow pickles "
+                    "(it is shared, or strict, or its secret key is not private)"
+                )
+            return _unpickle(data[1:])
     except CorruptEntry:
         raise
+    except RecursionError:
+        raise CorruptEntry("stored value is nested too deeply to decode") from None
     except Exception as error:
         raise CorruptEntry(f"stored value does not decode: {error!r}") from error
     raise CorruptEntry(f"stored value has an unknown format byte {head!r}")
@@ -108,6 +167,238 @@ def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> obje
 def is_pickled(data: bytes | memoryview) -> bool:
     """Whether encoded bytes hold a pickle-fallback value."""
     return len(data) > 0 and data[0] == _PICKLE
+
+
+# --- finding classes by name ---------------------------------------------------------------
+
+
+def _running_script(name: str) -> ModuleType | None:
+    """The running script's module when ``name`` is its importable name (see naming.py)."""
+    for alias in ("__mp_main__", "__main__"):
+        # __mp_main__ first: while a spawn worker re-runs the script, __main__ is still the
+        # multiprocessing bootstrap.
+        script = sys.modules.get(alias)
+        if script is not None and (name in _MAIN_NAMES or name == module_name(alias)):
+            return script
+    return None
+
+
+def _find_module(name: str, *, allow_import: bool) -> ModuleType:
+    """The module ``name`` for a stored value; raises UndecodableValue saying why not."""
+    found = sys.modules.get(name)
+    if found is not None:
+        return found
+    script = _running_script(name)
+    if script is not None:
+        return script
+    if not all(part.isidentifier() for part in name.split(".")):
+        raise UndecodableValue(f"{name!r} is not a module name")
+    if not allow_import:
+        raise UndecodableValue(
+            f"module {name} is not loaded here, and values read from a store that refuses "
+            "pickles never import modules"
+        )
+    if not _installed(name):
+        raise UndecodableValue(
+            f"module {name} is not loaded here and is not installed (standard library or "
+            "site-packages): persistmemo never imports a script to read a value"
+        )
+    try:
+        return importlib.import_module(name)
+    except Exception as error:
+        raise UndecodableValue(f"importing module {name} failed: {error!r}") from None
+
+
+def _installed(name: str) -> bool:
+    """Whether module ``name`` would be imported from the standard library or site-packages
+    (and not from a script's directory or the working directory)."""
+    top = name.partition(".")[0]
+    if top in sys.builtin_module_names:
+        return True
+    import importlib.util
+
+    try:
+        # A top-level name: finding its spec imports nothing.
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if spec.origin in ("built-in", "frozen"):
+        return True
+    locations: list[str | None] = list(spec.submodule_search_locations or ()) or [spec.origin]
+    roots = _installed_roots()
+    return all(
+        location is not None and os.path.realpath(location).startswith(roots)
+        for location in locations
+    )
+
+
+@functools.cache
+def _installed_roots() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    roots = {
+        paths[kind] for kind in ("stdlib", "platstdlib", "purelib", "platlib") if kind in paths
+    }
+    roots.update(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        roots.add(site.getusersitepackages())
+    return tuple(os.path.join(os.path.realpath(root), "") for root in roots)
+
+
+def _resolve_global(module: str, qualname: str, *, allow_import: bool, by_getattr: bool) -> Any:
+    """The object ``module.qualname``; raises UndecodableValue when it is not here."""
+    try:
+        target: Any = _find_module(module, allow_import=allow_import)
+    except UndecodableValue as error:
+        raise UndecodableValue(
+            f"class {module}.{qualname} is not importable here: {error}"
+        ) from None
+    for part in qualname.split("."):
+        try:
+            # For msgpack values, the namespace itself and not getattr: a module's
+            # __getattr__ (PEP 562) or a metaclass would run code for a name the bytes chose.
+            target = getattr(target, part) if by_getattr else vars(target)[part]
+        except (AttributeError, KeyError, TypeError):
+            raise UndecodableValue(
+                f"class {module}.{qualname} is not importable here: {module} has no {qualname}"
+            ) from None
+    return target
+
+
+def _class_path(cls: type) -> list[str]:
+    """[module, qualname] of a class that can be found again by that name when decoding."""
+    module = module_name(cls.__module__)
+    qualname = cls.__qualname__
+    try:
+        found = _resolve_global(module, qualname, allow_import=False, by_getattr=False)
+    except UndecodableValue:
+        found = None
+    if found is not cls:
+        raise _NeedsPickle(f"value of the class {qualname}, which cannot be found by its name")
+    return [module, qualname]
+
+
+def _stored_class(path: Any, kind: str, is_kind: Callable[[type], bool], allow_import: bool) -> Any:
+    """The class a stored value names, checked to be ``kind``; raises UndecodableValue."""
+    if not (type(path) is list and len(path) == 2 and all(type(part) is str for part in path)):
+        raise CorruptEntry(f"malformed class name {path!r}")
+    module, qualname = path
+    cls = _resolve_global(module, qualname, allow_import=allow_import, by_getattr=False)
+    if not (isinstance(cls, type) and is_kind(cls)):
+        raise UndecodableValue(
+            f"refused: {module}.{qualname} is not {kind}, and a stored {kind} may build "
+            "nothing else"
+        )
+    return cls
+
+
+def _is_enum(cls: type) -> bool:
+    return issubclass(cls, enum.Enum)
+
+
+def _is_flag(cls: type) -> bool:
+    return issubclass(cls, enum.Flag)
+
+
+def _is_namedtuple(cls: type) -> bool:
+    if not issubclass(cls, tuple):
+        return False
+    make = getattr(getattr(cls, "_make", None), "__func__", None)
+    return (
+        getattr(make, "__code__", None) is _NAMEDTUPLE_MAKE
+        and type(getattr(cls, "_fields", None)) is tuple
+    )
+
+
+def _is_plain_dataclass(cls: type) -> bool:
+    """A dataclass that object.__new__ can build: no builtin base (dict, list, Exception...),
+    whose __new__ is then not object's, and no __new__ of its own."""
+    dataclasses = sys.modules.get("dataclasses")
+    return (
+        dataclasses is not None and dataclasses.is_dataclass(cls) and cls.__new__ is object.__new__  # type: ignore[comparison-overlap]
+    )
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(field.name for field in sys.modules["dataclasses"].fields(cls))
+
+
+# --- pickles -------------------------------------------------------------------------------
+
+
+def _script_global(module: str, qualname: str) -> object:
+    """A class or function of a script, pickled under the script's importable name."""
+    # Only reached from a pickle, which is only loaded where pickles are allowed.
+    return _resolve_global(module, qualname, allow_import=True, by_getattr=True)
+
+
+@functools.cache
+def _pickle_classes() -> tuple[Any, Any]:
+    import pickle  # only the fallback needs it
+
+    class ScriptAwarePickler(pickle.Pickler):
+        """Pickles the classes and functions of the running script under its importable
+        name (naming.py), not as ``__main__``: another process, or the script imported as a
+        module, then finds the same class."""
+
+        def reducer_override(self, obj: Any) -> Any:
+            if not isinstance(obj, (type, FunctionType)):
+                return NotImplemented
+            module = getattr(obj, "__module__", None)
+            if module not in _MAIN_NAMES:
+                return NotImplemented
+            name = module_name(module)
+            qualname = getattr(obj, "__qualname__", "")
+            try:
+                found = _resolve_global(name, qualname, allow_import=False, by_getattr=True)
+            except UndecodableValue:
+                return NotImplemented  # a local class: pickle reports it
+            if found is not obj:
+                return NotImplemented
+            return _script_global, (name, qualname)
+
+    class SafeUnpickler(pickle.Unpickler):
+        """Finds classes under the rules of the module docstring: never imports a script."""
+
+        def find_class(self, module: str, name: str) -> Any:
+            if module not in sys.modules:
+                found = _find_module_or_raise(module, name)
+                if found is not sys.modules.get(module):
+                    return _resolve_global(module, name, allow_import=True, by_getattr=True)
+            try:
+                return super().find_class(module, name)
+            except AttributeError as error:
+                raise UndecodableValue(
+                    f"class {module}.{name} is not importable here: {error}"
+                ) from None
+
+    return ScriptAwarePickler, SafeUnpickler
+
+
+def _find_module_or_raise(module: str, name: str) -> ModuleType:
+    try:
+        return _find_module(module, allow_import=True)
+    except UndecodableValue as error:
+        raise UndecodableValue(f"class {module}.{name} is not importable here: {error}") from None
+
+
+def _unpickle(payload: bytes | memoryview) -> object:
+    import pickle
+
+    _, unpickler = _pickle_classes()
+    try:
+        return unpickler(io.BytesIO(payload)).load()
+    except (CorruptEntry, pickle.UnpicklingError, EOFError):
+        raise
+    except RecursionError:
+        raise CorruptEntry("stored value is nested too deeply to decode") from None
+    except Exception as error:
+        # The bytes are sealed, so a well-formed pickle: its classes changed or are gone.
+        raise UndecodableValue(f"the pickled value cannot be rebuilt here: {error!r}") from None
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -171,16 +462,31 @@ def _encode_time(value: Any) -> msgpack.ExtType:
     return _ext(EXT_TIME, [*fields, _encode_tz(value.tzinfo)])
 
 
-def _class_path(cls: type) -> list[str]:
-    """[module, qualname] of a class that can be found again by that name when decoding."""
-    module, qualname = object_path(cls)
+def _encode_enum(value: Any) -> msgpack.ExtType:
+    # The round trip is checked here, so that nothing is stored that cannot come back.
+    if type(value).__members__.get(value._name_) is not value:
+        raise _NeedsPickle(f"enum {type(value).__qualname__} member that is not found by name")
+    return _ext(EXT_ENUM, [_class_path(type(value)), value._name_])
+
+
+def _encode_flag(value: Any) -> msgpack.ExtType:
+    # By value: a combination (R | W) or Flag(0) has no name to find it by.
+    cls = type(value)
+    number = value._value_
     try:
-        found = lookup(module, qualname)
-    except LookupError:
-        found = None
-    if found is not cls:
-        raise _NeedsPickle(f"value of the class {qualname}, which cannot be found by its name")
-    return [module, qualname]
+        rebuilt = cls(number) if type(number) is int else None
+    except Exception:
+        rebuilt = None
+    if type(rebuilt) is not cls or rebuilt != value:
+        raise _NeedsPickle(f"flag {cls.__qualname__} that is not rebuilt by its value")
+    return _ext(EXT_FLAG, [_class_path(cls), number])
+
+
+def _encode_namedtuple(value: Any) -> msgpack.ExtType:
+    if getattr(value, "__dict__", None):
+        # Attributes beyond the fields would be lost on the way back.
+        raise _NeedsPickle(f"NamedTuple {type(value).__qualname__} with non-field attributes")
+    return _ext(EXT_NAMEDTUPLE, [_class_path(type(value)), list(value)])
 
 
 def _encode_dataclass(value: Any) -> msgpack.ExtType:
@@ -193,18 +499,48 @@ def _encode_dataclass(value: Any) -> msgpack.ExtType:
     return _ext(EXT_DATACLASS, [_class_path(type(value)), fields])
 
 
+def _dataclass_encoder(cls: type) -> Callable[[Any], msgpack.ExtType]:
+    if not _is_plain_dataclass(cls):
+        base = next(
+            (base for base in cls.__mro__ if "__new__" in vars(base) and base is not object), cls
+        )
+        return _pickled_because(
+            f"dataclass {cls.__qualname__}, built by {base.__qualname__}.__new__ (a builtin "
+            "base such as dict, or its own __new__)"
+        )
+    names = _field_names(cls)
+    slots: set[str] = set()
+    for klass in cls.__mro__:
+        declared = vars(klass).get("__slots__", ())
+        slots.update((declared,) if isinstance(declared, str) else declared)
+    if slots - names - {"__dict__", "__weakref__"}:
+        return _pickled_because(f"dataclass {cls.__qualname__} with slots that are not fields")
+    return _encode_dataclass
+
+
 def _encode_ndarray(value: Any) -> msgpack.ExtType:
     plain = type(value) is _numpy().ndarray and value.dtype.fields is None
-    if value.dtype.hasobject or not plain:
+    if value.dtype.hasobject or not plain or not _dtype_round_trips(value.dtype):
         raise _NeedsPickle(f"numpy array of dtype {value.dtype}")
     order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
     return _ext(EXT_NDARRAY, [value.dtype.str, list(value.shape), order, value.tobytes(order)])
 
 
 def _encode_numpy_scalar(value: Any) -> msgpack.ExtType:
-    if value.dtype.hasobject or value.dtype.fields is not None:
-        raise _NeedsPickle(f"numpy scalar of dtype {value.dtype}")
-    return _ext(EXT_NUMPY_SCALAR, [value.dtype.str, value.tobytes()])
+    dtype = value.dtype
+    if dtype.hasobject or dtype.fields is not None or type(value) is not dtype.type:
+        raise _NeedsPickle(f"numpy scalar of type {type(value).__qualname__}")
+    if not _dtype_round_trips(dtype):
+        raise _NeedsPickle(f"numpy scalar of dtype {dtype}")
+    return _ext(EXT_NUMPY_SCALAR, [dtype.str, value.tobytes()])
+
+
+def _dtype_round_trips(dtype: Any) -> bool:
+    # dtype.str loses what it cannot spell (variable-width strings, subarrays, metadata).
+    try:
+        return bool(_numpy().dtype(dtype.str) == dtype)
+    except TypeError:
+        return False
 
 
 def _numpy() -> Any:
@@ -248,17 +584,22 @@ def _ext_encoder_for(cls: type) -> Callable[[Any], msgpack.ExtType]:
 
 
 def _choose_ext_encoder(cls: type) -> Callable[[Any], msgpack.ExtType]:
+    """The encoder of a class; the checks that depend only on the class are made here, once,
+    with the same predicates the decoder applies, so that what is stored comes back."""
     stdlib = _stdlib_ext_encoders()
     if cls in stdlib:
         return stdlib[cls]
-    enum = sys.modules.get("enum")
-    if enum is not None and issubclass(cls, enum.Enum):
-        return lambda value: _ext(EXT_ENUM, [_class_path(type(value)), value.name])
-    if issubclass(cls, tuple) and hasattr(cls, "_fields") and hasattr(cls, "_make"):
-        return lambda value: _ext(EXT_NAMEDTUPLE, [_class_path(type(value)), list(value)])
+    if _is_flag(cls):
+        return _encode_flag
+    if _is_enum(cls):
+        return _encode_enum
+    if _is_namedtuple(cls):
+        return _encode_namedtuple
+    if issubclass(cls, tuple) and hasattr(cls, "_fields"):
+        return _pickled_because(f"tuple subclass {cls.__qualname__} with its own _make")
     dataclasses = sys.modules.get("dataclasses")
     if dataclasses is not None and dataclasses.is_dataclass(cls):
-        return _encode_dataclass
+        return _dataclass_encoder(cls)
     pathlib = sys.modules.get("pathlib")
     if (
         pathlib is not None
@@ -279,13 +620,35 @@ def _needs_pickle(value: object) -> msgpack.ExtType:
     raise _NeedsPickle(f"value of type {type(value).__module__}.{type(value).__qualname__}")
 
 
+def _pickled_because(reason: str) -> Callable[[Any], msgpack.ExtType]:
+    def needs_pickle(value: object) -> msgpack.ExtType:
+        raise _NeedsPickle(reason)
+
+    return needs_pickle
+
+
 # --- decoding ------------------------------------------------------------------------------
 
+_Unpack = Callable[[bytes | memoryview], Any]
+_Decoder = Callable[[bytes, _Unpack, bool], object]
 
-def _unpackb(payload: bytes | memoryview) -> Any:
-    return msgpack.unpackb(
-        payload, ext_hook=_decode_ext, strict_map_key=False, unicode_errors="surrogatepass"
-    )
+
+def _make_unpacker(allow_import: bool) -> _Unpack:
+    """msgpack.unpackb with the extension hook, whose class lookups may import modules only
+    with ``allow_import``; nested payloads are unpacked by the same rules."""
+
+    def ext_hook(code: int, payload: bytes) -> object:
+        decoder = _EXT_DECODERS.get(code)
+        if decoder is None:
+            raise CorruptEntry(f"unknown extension type {code}")
+        return decoder(payload, unpack, allow_import)
+
+    def unpack(payload: bytes | memoryview) -> Any:
+        return msgpack.unpackb(
+            payload, ext_hook=ext_hook, strict_map_key=False, unicode_errors="surrogatepass"
+        )
+
+    return unpack
 
 
 def _decode_tz(state: Any) -> Any:
@@ -300,115 +663,157 @@ def _decode_tz(state: Any) -> Any:
     if state[0] == "zone":
         import zoneinfo
 
-        return zoneinfo.ZoneInfo(state[1])
+        try:
+            return zoneinfo.ZoneInfo(state[1])
+        except zoneinfo.ZoneInfoNotFoundError:
+            raise UndecodableValue(f"time zone {state[1]!r} is not available here") from None
     raise CorruptEntry(f"unknown tzinfo state {state!r}")
 
 
-def _decode_datetime(payload: bytes) -> Any:
+def _decode_datetime(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     dt = _module("datetime")
-    year, month, day, hour, minute, second, microsecond, fold, tz = _unpackb(payload)
+    year, month, day, hour, minute, second, microsecond, fold, tz = unpack(payload)
     return dt.datetime(
         year, month, day, hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold
     )
 
 
-def _decode_time(payload: bytes) -> Any:
+def _decode_time(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     dt = _module("datetime")
-    hour, minute, second, microsecond, fold, tz = _unpackb(payload)
+    hour, minute, second, microsecond, fold, tz = unpack(payload)
     return dt.time(hour, minute, second, microsecond, tzinfo=_decode_tz(tz), fold=fold)
 
 
-def _find_class(path: Any) -> Any:
-    module, qualname = path
-    try:
-        return lookup(module, qualname)
-    except LookupError as error:
-        raise CorruptEntry(str(error)) from error
-
-
-def _decode_dataclass(payload: bytes) -> object:
-    path, fields = _unpackb(payload)
-    cls = _find_class(path)
-    # Built the way pickle builds it: no __init__ or __post_init__ runs again, and frozen
-    # dataclasses are filled in through object.__setattr__.
+def _decode_dataclass(payload: bytes, unpack: _Unpack, allow_import: bool) -> object:
+    path, fields = unpack(payload)
+    cls = _stored_class(path, "a dataclass", _is_plain_dataclass, allow_import)
+    names = _field_names(cls)
+    if type(fields) is not dict or fields.keys() != names:
+        stored = sorted(map(str, fields)) if isinstance(fields, dict) else fields
+        raise UndecodableValue(
+            f"refused: the stored fields {stored} are not the fields {sorted(names)} of "
+            f"dataclass {path[0]}.{path[1]} (the class changed)"
+        )
+    # Built the way pickle and copy build it: no __init__ or __post_init__ runs again (they
+    # may compute fields, take InitVars that are not stored, or have effects), and frozen
+    # dataclasses are filled in through object.__setattr__. Safe only because the class was
+    # checked to be a dataclass whose __new__ is object's and the names to be its fields.
     instance = object.__new__(cls)
     for name, item in fields.items():
         object.__setattr__(instance, name, item)
     return instance
 
 
-def _decode_namedtuple(payload: bytes) -> object:
-    path, items = _unpackb(payload)
-    return _find_class(path)._make(items)
+def _decode_namedtuple(payload: bytes, unpack: _Unpack, allow_import: bool) -> object:
+    path, items = unpack(payload)
+    cls = _stored_class(path, "a NamedTuple", _is_namedtuple, allow_import)
+    if type(items) is not list or len(items) != len(cls._fields):
+        raise UndecodableValue(
+            f"refused: the stored items do not match the fields {list(cls._fields)} of "
+            f"NamedTuple {path[0]}.{path[1]} (the class changed)"
+        )
+    return cls._make(items)
 
 
-def _decode_enum(payload: bytes) -> object:
-    path, name = _unpackb(payload)
-    return _find_class(path)[name]
+def _decode_enum(payload: bytes, unpack: _Unpack, allow_import: bool) -> object:
+    path, name = unpack(payload)
+    cls = _stored_class(path, "an Enum", _is_enum, allow_import)
+    member = cls.__members__.get(name) if type(name) is str else None
+    if member is None:
+        raise UndecodableValue(f"enum {path[0]}.{path[1]} has no member {name!r} here")
+    return member
 
 
-def _decode_path(payload: bytes) -> Any:
-    class_name, text = _unpackb(payload)
+def _decode_flag(payload: bytes, unpack: _Unpack, allow_import: bool) -> object:
+    path, number = unpack(payload)
+    cls = _stored_class(path, "a Flag", _is_flag, allow_import)
+    if type(number) is not int:
+        raise CorruptEntry(f"malformed flag value {number!r}")
+    try:
+        return cls(number)
+    except ValueError:
+        raise UndecodableValue(f"flag {path[0]}.{path[1]} has no value {number} here") from None
+
+
+def _decode_path(payload: bytes, unpack: _Unpack, _: bool) -> Any:
+    class_name, text = unpack(payload)
     if class_name not in _PATH_CLASS_NAMES:
         raise CorruptEntry(f"unknown path class {class_name!r}")
     return getattr(_module("pathlib"), class_name)(text)
 
 
-def _decode_ndarray(payload: bytes) -> Any:
-    import numpy  # numpy stays optional: only arrays need it
+def _numpy_for_decoding() -> Any:
+    try:
+        import numpy  # numpy stays optional: only arrays need it
+    except ImportError:
+        raise UndecodableValue(
+            "the value holds a numpy array, and numpy is not installed here"
+        ) from None
+    return numpy
 
-    dtype, shape, order, data = _unpackb(payload)
-    flat = numpy.frombuffer(data, dtype=numpy.dtype(dtype))
+
+def _plain_dtype(numpy: Any, spelled: object) -> Any:
+    dtype = numpy.dtype(spelled) if type(spelled) is str else None
+    if dtype is None or dtype.hasobject or dtype.fields is not None:
+        # The encoder never writes these: a dtype holding objects would build them.
+        raise CorruptEntry(f"refused numpy dtype {spelled!r}")
+    return dtype
+
+
+def _decode_ndarray(payload: bytes, unpack: _Unpack, _: bool) -> Any:
+    numpy = _numpy_for_decoding()
+    dtype, shape, order, data = unpack(payload)
+    if order not in ("C", "F"):
+        raise CorruptEntry(f"unknown array order {order!r}")
+    flat = numpy.frombuffer(data, dtype=_plain_dtype(numpy, dtype))
     # frombuffer gives a read-only view of the stored bytes; the caller gets its own array.
     return flat.reshape(shape, order=order).copy(order="K")
 
 
-def _decode_numpy_scalar(payload: bytes) -> Any:
-    import numpy
+def _decode_numpy_scalar(payload: bytes, unpack: _Unpack, _: bool) -> Any:
+    numpy = _numpy_for_decoding()
+    dtype, data = unpack(payload)
+    return numpy.frombuffer(data, dtype=_plain_dtype(numpy, dtype))[0]
 
-    dtype, data = _unpackb(payload)
-    return numpy.frombuffer(data, dtype=numpy.dtype(dtype))[0]
 
-
-def _decode_complex(payload: bytes) -> complex:
-    real, imag = _unpackb(payload)
+def _decode_complex(payload: bytes, unpack: _Unpack, _: bool) -> complex:
+    real, imag = unpack(payload)
     return complex(real, imag)
 
 
-def _decode_timedelta(payload: bytes) -> Any:
+def _decode_timedelta(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     dt = _module("datetime")
-    days, seconds, microseconds = _unpackb(payload)
+    days, seconds, microseconds = unpack(payload)
     return dt.timedelta(days=days, seconds=seconds, microseconds=microseconds)
 
 
-_EXT_DECODERS: dict[int, Callable[[bytes], object]] = {
-    EXT_TUPLE: lambda payload: tuple(_unpackb(payload)),
-    EXT_SET: lambda payload: set(_unpackb(payload)),
-    EXT_FROZENSET: lambda payload: frozenset(_unpackb(payload)),
-    EXT_BIGINT: lambda payload: int.from_bytes(payload, "big", signed=True),
+_EXT_DECODERS: dict[int, _Decoder] = {
+    EXT_TUPLE: lambda payload, unpack, _: tuple(unpack(payload)),
+    EXT_SET: lambda payload, unpack, _: set(unpack(payload)),
+    EXT_FROZENSET: lambda payload, unpack, _: frozenset(unpack(payload)),
+    EXT_BIGINT: lambda payload, unpack, _: int.from_bytes(payload, "big", signed=True),
     EXT_DATETIME: _decode_datetime,
-    EXT_DATE: lambda payload: _module("datetime").date(*_unpackb(payload)),
+    EXT_DATE: lambda payload, unpack, _: _module("datetime").date(*unpack(payload)),
     EXT_TIME: _decode_time,
     EXT_TIMEDELTA: _decode_timedelta,
-    EXT_DECIMAL: lambda payload: _module("decimal").Decimal(_unpackb(payload)),
-    EXT_UUID: lambda payload: _module("uuid").UUID(bytes=bytes(payload)),
+    EXT_DECIMAL: lambda payload, unpack, _: _module("decimal").Decimal(unpack(payload)),
+    EXT_UUID: lambda payload, unpack, _: _module("uuid").UUID(bytes=bytes(payload)),
     EXT_COMPLEX: _decode_complex,
     EXT_PATH: _decode_path,
     EXT_ENUM: _decode_enum,
+    EXT_FLAG: _decode_flag,
     EXT_DATACLASS: _decode_dataclass,
     EXT_NAMEDTUPLE: _decode_namedtuple,
     EXT_NDARRAY: _decode_ndarray,
     EXT_NUMPY_SCALAR: _decode_numpy_scalar,
 }
 
+# Two unpackers built once, so that the hit path picks one and pays nothing per value.
+_unpack_loaded = _make_unpacker(allow_import=False)
+_unpack_importing = _make_unpacker(allow_import=True)
+
 
 def _module(name: str) -> Any:
-    """A standard-library module, imported when a stored value first needs it."""
+    """A standard-library module the codec itself names, imported when a value first needs
+    it (never a module named by the stored bytes)."""
     return sys.modules.get(name) or importlib.import_module(name)
-
-
-def _decode_ext(code: int, payload: bytes) -> object:
-    decoder = _EXT_DECODERS.get(code)
-    if decoder is None:
-        raise CorruptEntry(f"unknown extension type {code}")
-    return decoder(payload)
