@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_python
 from persistmemo import Store, memo
 
 CALL = "import sys, workers; workers.timed_call(sys.argv[1], int(sys.argv[2]))"
@@ -220,3 +220,34 @@ def test_recursion_into_another_memoized_function_does_not_deadlock(store: Store
 
     assert outer(1) == 2 + 4
     assert outer(1) == 6
+
+
+def test_a_recursion_error_in_memoized_recursion_leaves_no_lease_behind(tmp_path: Path) -> None:
+    # In a fresh interpreter: the default recursion limit, and a lease long enough that a
+    # claim left behind would make the retry wait for it.
+    code = """
+        import sqlite3, sys, time
+        from persistmemo import Store, memo
+
+        store = Store(sys.argv[1], lease=30)
+
+        @memo(store=store)
+        def fib(n):
+            return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+        try:
+            fib(3000)
+        except RecursionError:
+            pass
+        else:
+            raise SystemExit("expected a RecursionError")
+        with sqlite3.connect(store.directory / "cache.db") as db:
+            left = db.execute("SELECT count(*) FROM Cache WHERE key LIKE 'pm-lease:%'").fetchone()
+        started = time.monotonic()
+        for n in range(0, 3001, 50):
+            fib(n)  # bottom-up: every level fits in the stack
+        print(left[0], round(time.monotonic() - started, 1))
+    """
+    leases_left, retry_seconds = run_python(code, args=(str(tmp_path / "store"),)).stdout.split()
+    assert leases_left == "0"
+    assert float(retry_seconds) < 10
