@@ -29,7 +29,8 @@ SCRIPT = """
             print(first, pool.map(scaled, [1, 2]))
 """
 
-METHODS = [m for m in ("spawn", "forkserver", "fork") if m in multiprocessing.get_all_start_methods()]
+AVAILABLE = multiprocessing.get_all_start_methods()
+METHODS = [method for method in ("spawn", "forkserver", "fork") if method in AVAILABLE]
 
 
 def run_script(path: Path, method: str, store: Path, log: Path) -> str:
