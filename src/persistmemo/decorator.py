@@ -33,7 +33,13 @@ from typing import (
 from persistmemo.backend import StoreBackend
 from persistmemo.binding import CallBinder
 from persistmemo.closures import MEMOIZED_MARK, CapturedInputs, UnsupportedCapture
-from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
+from persistmemo.codec import (
+    CorruptEntry,
+    UndecodableValue,
+    UnstorableValue,
+    decode_value,
+    encode_value,
+)
 from persistmemo.faults import PersistmemoWarning
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.locking import compute_once, compute_once_async, lease_for
@@ -329,7 +335,7 @@ class _MemoizedFunction(Generic[P, R]):
                     try:
                         value = decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
                     except CorruptEntry as error:
-                        store.report_fault("corrupt entry", error)
+                        store.report_fault(_decode_fault(error), error)
                     else:
                         self.hits += 1
                         return cast(R, value)
@@ -493,7 +499,7 @@ class _MemoizedFunction(Generic[P, R]):
         try:
             return decode_value(cast(bytes, data), allow_pickle=self.store.pickle_allowed)
         except CorruptEntry as error:
-            self.store.report_fault("corrupt entry", error)
+            self.store.report_fault(_decode_fault(error), error)
             return MISSING
 
     def save(self, key: str, value: object, seconds: float) -> None:
@@ -656,6 +662,18 @@ def _is_async(func: Callable[..., Any]) -> bool:
     import inspect  # at decoration, not at `import persistmemo`
 
     return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
+
+
+def _decode_fault(error: CorruptEntry) -> str:
+    """The kind of fault of an entry whose seal verified but whose value did not decode.
+
+    The seal proves the bytes are the ones written, so this is never corruption: either
+    the value needs what this process lacks (a class gone, a pickle refused here), or the
+    codec wrote what it cannot read (a defect to report).
+    """
+    if isinstance(error, UndecodableValue):
+        return "entry not decodable here"
+    return "codec defect (an entry persistmemo wrote but cannot read; please report it)"
 
 
 def _is_partial(func: object) -> bool:
