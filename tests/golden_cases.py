@@ -58,6 +58,20 @@ EXPRESSIONS = [
     "golden_types.Color",
     "numpy.arange(6, dtype='<i8').reshape(2, 3)",
     "numpy.float64(1.5)",
+    # Added with the subclass, numpy-subclass and pandas rules (the keys above are unchanged).
+    "golden_types.Celsius(1.5)",
+    "golden_types.Tagged('a', 'tag')",
+    "golden_types.Stamp(2026, 11, 25, 6, 30)",
+    "golden_types.Labelled(2026, 11, 25, 'x')",
+    "numpy.matrix([[1, 2]], dtype='<i8')",
+    "numpy.ma.MaskedArray(numpy.arange(3, dtype='<i8'), mask=[False, True, False], fill_value=7)",
+    "numpy.zeros(2, numpy.dtype({'names': ['b', 'a'], 'formats': ['<i4', '<i4'],"
+    " 'offsets': [4, 0]}))",
+    "numpy.zeros(1, numpy.dtype([('a', 'u1'), ('b', '<i4')], align=True))",
+    "pandas.Timestamp('2026-11-25 06:30:01.000000005')",
+    "pandas.Timestamp('2026-11-25 06:30', tz=zoneinfo.ZoneInfo('Europe/Paris'))",
+    "pandas.Timedelta(1)",
+    "pandas.NaT",
 ]
 
 
@@ -69,6 +83,7 @@ def namespace() -> dict[str, object]:
     import zoneinfo
 
     import numpy
+    import pandas
 
     import golden_types
 
@@ -80,4 +95,5 @@ def namespace() -> dict[str, object]:
         "zoneinfo": zoneinfo,
         "golden_types": golden_types,
         "numpy": numpy,
+        "pandas": pandas,
     }

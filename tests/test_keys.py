@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import decimal
+import functools
 import json
 import math
 import pathlib
 import random
 import sqlite3
+import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conftest import run_python
 from golden_cases import GOLDEN_IDENTITY, GOLDEN_VERSION, namespace
-from golden_types import Color, Keyed, Pair, Point
+from golden_types import Color, Keyed, Labelled, Pair, Point, Stamp
 from persistmemo import KEY_FORMAT, Store, memo
 from persistmemo.keys import KeyBuilder, UnsupportedType, encode, encode_arguments
 
@@ -32,6 +37,7 @@ def golden_key(value: object) -> str:
     return KeyBuilder(GOLDEN_IDENTITY, GOLDEN_VERSION).key(encode_arguments([value]))
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
 @pytest.mark.parametrize("vector", GOLDEN["vectors"], ids=lambda v: v["expression"][:40])
 def test_golden_vectors_hold_fixed(vector: dict[str, Any]) -> None:
     # A failure here means the key encoding changed: every stored entry would be orphaned.
@@ -319,3 +325,185 @@ def test_different_functions_never_share_a_key(first: str, second: str, value: A
     arguments = encode_arguments([value])
     same = KeyBuilder(first, "v").key(arguments) == KeyBuilder(second, "v").key(arguments)
     assert same == (first == second)
+
+
+# --- subclasses: keyed with all their state, or refused ------------------------------------
+
+
+def test_masked_arrays_with_different_masks_have_different_keys() -> None:
+    data = np.arange(4.0)
+    masked = np.ma.MaskedArray(data, mask=[False, True, False, False])
+    assert encode(masked) != encode(np.ma.MaskedArray(data, mask=[False, False, True, False]))
+    assert encode(masked) == encode(np.ma.MaskedArray(data.copy(), mask=[0, 1, 0, 0]))
+    assert encode(masked) != encode(data)
+    assert encode(np.ma.MaskedArray(data, fill_value=1.0)) != encode(
+        np.ma.MaskedArray(data, fill_value=2.0)
+    )
+    assert encode(np.ma.MaskedArray(data, hard_mask=True)) != encode(np.ma.MaskedArray(data))
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_a_matrix_and_the_equal_ndarray_have_different_keys() -> None:
+    array = np.array([[1, 2], [3, 4]])
+    assert encode(np.matrix(array)) != encode(array)
+    assert encode(np.matrix(array)) == encode(np.matrix(array.copy()))
+    records = np.rec.array([(1, 2.0)], dtype=[("a", "<i4"), ("b", "<f8")])
+    assert encode(records) != encode(records.view(np.ndarray))
+
+
+def test_ndarray_subclasses_with_unknown_state_are_refused(tmp_path: Path) -> None:
+    mapped = np.memmap(tmp_path / "m", dtype="u1", mode="w+", shape=(4,))
+    with pytest.raises(UnsupportedType, match=r"numpy.memmap .*numpy.asarray\(value\)"):
+        encode(mapped)
+    encode(np.asarray(mapped))
+
+
+def test_numpy_scalar_subclasses_are_tagged_with_their_type() -> None:
+    class Meters(np.float64):
+        pass
+
+    assert encode(Meters(1.5)) != encode(np.float64(1.5))
+    assert encode(Meters(1.5)) == encode(Meters(1.5))
+    assert encode(Meters(1.5)) != encode(Meters(2.5))
+
+
+def test_structured_arrays_are_keyed_by_their_exact_dtype() -> None:
+    in_order = np.dtype([("a", "<i4"), ("b", "<i4")])
+    swapped = np.dtype({"names": ["b", "a"], "formats": ["<i4", "<i4"], "offsets": [4, 0]})
+    # The same bytes and offsets, but field order is part of the value (tuples, printing).
+    assert encode(np.zeros(2, swapped)) != encode(np.zeros(2, in_order))
+    aligned = np.dtype([("a", "u1"), ("b", "<i4")], align=True)
+    assert encode(np.zeros(2, aligned)) != encode(np.zeros(2, np.dtype(aligned.descr)))
+    assert encode(np.zeros(2, aligned)[0]) != encode(np.zeros(2, np.dtype(aligned.descr))[0])
+    titled = np.dtype([(("title", "a"), "<i4")])
+    assert encode(np.zeros(1, titled)) != encode(np.zeros(1, np.dtype([("a", "<i4")])))
+
+
+def test_pandas_timestamps_one_nanosecond_apart_have_different_keys() -> None:
+    first = pd.Timestamp("2026-01-01 00:00:00.000000001")
+    assert encode(first) != encode(first + pd.Timedelta(1))
+    assert encode(first) == encode(pd.Timestamp("2026-01-01 00:00:00.000000001"))
+    midnight = pd.Timestamp("2026-01-01")
+    assert encode(midnight) != encode(dt.datetime(2026, 1, 1))
+    assert encode(midnight.as_unit("s")) != encode(midnight.as_unit("ns"))
+    assert encode(midnight.tz_localize("UTC")) != encode(midnight)
+    assert encode(pd.Timedelta(1)) != encode(pd.Timedelta(2))
+    assert encode(pd.Timedelta(1)) != encode(dt.timedelta(0))
+    assert encode(pd.NaT) == encode(pd.NaT) != encode(None)
+
+
+def test_subclasses_with_c_level_state_are_refused() -> None:
+    # OrderedDict keeps its order and defaultdict its factory in C fields that a dict's
+    # key would drop: OrderedDict(a=1, b=2) != OrderedDict(b=2, a=1).
+    for value in (collections.OrderedDict(a=1), collections.defaultdict(list, a=[1])):
+        with pytest.raises(UnsupportedType, match=r"keeps state outside __dict__ and __slots__"):
+            encode(value)
+
+    class Counted(collections.OrderedDict[str, int]):
+        pass
+
+    with pytest.raises(UnsupportedType, match="subclasses dict"):
+        encode(Counted(a=1))
+
+
+def test_plain_python_subclasses_are_keyed_by_their_state_not_their_overrides() -> None:
+    class Hidden(list[int]):
+        def __iter__(self) -> Iterator[int]:
+            return iter(())
+
+    class Shown(str):
+        def __str__(self) -> str:
+            return "same"
+
+    class Year(dt.date):
+        @property
+        def year(self) -> int:
+            return 1
+
+    assert encode(Hidden([1])) != encode(Hidden([2]))
+    assert encode(Shown("a")) != encode(Shown("b"))
+    assert encode(Year(2020, 1, 1)) != encode(Year(2021, 1, 1))
+    assert encode(Stamp(2026, 1, 1)) != encode(Stamp(2026, 1, 2))
+    assert encode(collections.Counter("aab")) != encode(collections.Counter("abb"))
+
+
+def test_slots_of_a_subclass_are_part_of_its_key() -> None:
+    assert encode(Labelled(2026, 1, 1, "a")) != encode(Labelled(2026, 1, 1, "b"))
+    assert encode(Labelled(2026, 1, 1, "a")) == encode(Labelled(2026, 1, 1, "a"))
+    stamp = Stamp(2026, 1, 1)
+    stamp.note = "x"  # type: ignore[attr-defined]
+    assert encode(stamp) != encode(Stamp(2026, 1, 1))
+
+
+# --- values that contain themselves or nest too deep ---------------------------------------
+
+
+def test_cyclic_arguments_are_refused_naming_the_parameter(store: Store) -> None:
+    @memo(store=store)
+    def count(items: object) -> int:
+        return 1
+
+    looped: list[object] = [1]
+    looped.append(looped)
+    with pytest.raises(TypeError) as raised:
+        count(looped)
+    message = str(raised.value)
+    assert "argument 'items' of" in message
+    assert "list value is not supported (it contains itself)" in message
+    assert "ignore=['items']" in message
+    mapping: dict[str, object] = {}
+    mapping["self"] = mapping
+    with pytest.raises(TypeError, match=r"'items'.*dict value .*\(it contains itself\)"):
+        count({"outer": [mapping]})
+
+
+def test_deeply_nested_arguments_are_refused_naming_the_parameter(store: Store) -> None:
+    @memo(store=store)
+    def depth(tree: object) -> int:
+        return 1
+
+    nested: object = 0
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(TypeError, match=r"'tree'.*nested deeper than 100 levels.*ignore="):
+        depth(nested)
+    shallow: object = 0
+    for _ in range(100):
+        shallow = [shallow]
+    assert depth(shallow) == 1
+
+
+def test_a_hook_returning_its_own_object_is_refused() -> None:
+    class Itself:
+        def __persistmemo_key__(self) -> object:
+            return [self]
+
+    with pytest.raises(UnsupportedType, match=r"it contains itself"):
+        encode(Itself())
+
+
+def test_a_deep_caller_stack_still_raises_recursion_error() -> None:
+    # A RecursionError that comes from the caller's stack, not from the value, is not
+    # disguised as an unsupported argument.
+    def descend(levels: int) -> bytes:
+        return encode([[1], {"a": (2,)}]) if levels == 0 else descend(levels - 1)
+
+    with pytest.raises(RecursionError):
+        descend(sys.getrecursionlimit())
+
+
+# --- functions ------------------------------------------------------------------------------
+
+
+def test_functions_and_partials_are_refused_with_what_to_pass_instead(store: Store) -> None:
+    @memo(store=store)
+    def apply(transform: object, value: int) -> int:
+        return 1
+
+    for transform in (functools.partial(int, base=2), len, str.upper, lambda x: x, "".join):
+        with pytest.raises(TypeError) as raised:
+            apply(transform, 1)
+        message = str(raised.value)
+        assert "argument 'transform' of" in message
+        assert "pass the function's name or the parameters it was built from" in message
+        assert "ignore=['transform']" in message

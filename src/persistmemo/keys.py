@@ -17,8 +17,9 @@ import hashlib
 import math
 import struct
 import sys
+import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -34,6 +35,10 @@ LARGE_BUFFER = 64 * 1024
 """bytes, bytearray and str of at least this many bytes/characters are keyed by digest."""
 
 DIGEST_SIZE = 32
+
+MAX_NESTING = 100
+"""Nesting depth always keyed. A value nested deeper is keyed while Python's recursion limit
+allows, and refused with UnsupportedNesting when encoding it runs out of stack."""
 
 # Extension codes of the key encoding. Never renumber: they are in stored keys.
 EXT_BIGINT = 1
@@ -60,6 +65,9 @@ EXT_NDARRAY = 21
 EXT_NUMPY_SCALAR = 22
 EXT_HOOK = 23
 EXT_SUBCLASS = 24
+EXT_ARRAY_SUBCLASS = 25
+EXT_PANDAS_TIMESTAMP = 26
+EXT_PANDAS_TIMEDELTA = 27
 
 # One NaN for all NaNs: every NaN argument is the same key (NaN != NaN would otherwise make
 # f(nan) a permanent miss). -0.0 keeps its own bytes: it is a different value from 0.0
@@ -78,6 +86,17 @@ class UnsupportedType(TypeError):
         self.unsupported = unsupported
         self.reason = reason
         super().__init__(f"type {type_label(unsupported)} is not supported{reason}")
+
+
+class UnsupportedNesting(UnsupportedType):
+    """Raised for a value that contains itself or is nested deeper than ``MAX_NESTING``.
+
+    Its type is supported; this value of it has no finite (or no reachable) encoding.
+    """
+
+    def __init__(self, unsupported: type, reason: str) -> None:
+        super().__init__(unsupported, reason)
+        self.args = (f"a {type_label(unsupported)} value is not supported{reason}",)
 
 
 def type_label(cls: type) -> str:
@@ -101,26 +120,51 @@ def digest(buffer: bytes | bytearray | memoryview) -> bytes:
 def encode(value: object) -> bytes:
     """Return the canonical bytes of ``value``.
 
-    Raises UnsupportedType for a value (or a value inside it) that has no key encoding.
+    Raises UnsupportedType for a value (or a value inside it) that has no key encoding, and
+    UnsupportedNesting (a kind of UnsupportedType) for one that contains itself or is nested
+    deeper than ``MAX_NESTING`` levels.
 
     >>> encode(1) != encode(1.0) != encode(True) != encode("1")
     True
     >>> encode({"a": 1, "b": 2}) == encode({"b": 2, "a": 1})
     True
     """
-    encoder = _ENCODERS.get(type(value))
-    if encoder is None:
-        encoder = _encoder_for(type(value))
-    return encoder(value)
+    try:
+        encoder = _ENCODERS.get(type(value))
+        if encoder is None:
+            encoder = _encoder_for(type(value))
+        return encoder(value)
+    except RecursionError:
+        # Diagnosed here, once, rather than by counting depth on every call: the common
+        # path pays nothing (a try block costs nothing until it catches). Without a fault
+        # in the value, the caller's own stack was exhausted: its RecursionError stands.
+        fault = _nesting_fault(value)
+        if fault is None:
+            raise
+        raise fault from None
 
 
 def encode_arguments(values: Sequence[object]) -> bytes:
     """Canonical bytes of a call's bound argument values (a msgpack array of them)."""
-    if len(values) == 1:  # the commonest call, spared a list and a join
-        value = values[0]
-        encoder = _ENCODERS.get(type(value)) or _encoder_for(type(value))
-        return b"\x91" + encoder(value)
-    return _array_header(len(values)) + b"".join([encode(value) for value in values])
+    try:
+        if len(values) == 1:  # the commonest call, spared a list and a join
+            value = values[0]
+            encoder = _ENCODERS.get(type(value)) or _encoder_for(type(value))
+            return b"\x91" + encoder(value)
+        return _array_header(len(values)) + b"".join([_encode(value) for value in values])
+    except RecursionError:
+        fault = _nesting_fault(values)
+        if fault is None:
+            raise
+        raise fault from None
+
+
+def _encode(value: object) -> bytes:
+    """``encode`` without the RecursionError diagnosis, for the encoders' own recursion."""
+    encoder = _ENCODERS.get(type(value))
+    if encoder is None:
+        encoder = _encoder_for(type(value))
+    return encoder(value)
 
 
 class KeyBuilder:
@@ -176,7 +220,7 @@ def _ext(code: int, payload: bytes) -> bytes:
 
 def _concat(values: Sequence[object] | Any) -> bytes:
     """Each element's encoding, back to back: msgpack documents delimit themselves."""
-    return b"".join([encode(value) for value in values])
+    return b"".join([_encode(value) for value in values])
 
 
 # --- encoders of the built-in types ------------------------------------------------------
@@ -268,7 +312,7 @@ def _encode_dict(value: dict[Any, Any]) -> bytes:
         flat = _packed_flat_entries(value)
         if flat is not None:
             return flat
-    entries = sorted((encode(key), encode(item)) for key, item in value.items())
+    entries = sorted((_encode(key), _encode(item)) for key, item in value.items())
     return _map_header(len(entries)) + b"".join([key + item for key, item in entries])
 
 
@@ -287,11 +331,11 @@ def _packed_flat_entries(value: dict[Any, Any]) -> bytes | None:
 
 
 def _encode_set(value: set[Any]) -> bytes:
-    return _ext(EXT_SET, b"".join(sorted([encode(item) for item in value])))
+    return _ext(EXT_SET, b"".join(sorted([_encode(item) for item in value])))
 
 
 def _encode_frozenset(value: frozenset[Any]) -> bytes:
-    return _ext(EXT_FROZENSET, b"".join(sorted([encode(item) for item in value])))
+    return _ext(EXT_FROZENSET, b"".join(sorted([_encode(item) for item in value])))
 
 
 def _encode_tzinfo(tz: Any) -> bytes:
@@ -299,10 +343,10 @@ def _encode_tzinfo(tz: Any) -> bytes:
         return _pack(None)
     if type(tz) is sys.modules["datetime"].timezone:
         offset = tz.utcoffset(None)
-        return encode(["fixed", offset, tz.tzname(None)])
+        return _encode(["fixed", offset, tz.tzname(None)])
     zone_key = getattr(tz, "key", None) or getattr(tz, "zone", None)  # zoneinfo, pytz
     if isinstance(zone_key, str):
-        return encode(["zone", zone_key])
+        return _encode(["zone", zone_key])
     raise UnsupportedType(type(tz), " as a tzinfo (use datetime.timezone or zoneinfo)")
 
 
@@ -355,15 +399,45 @@ _ENCODERS: dict[type, Callable[[Any], bytes]] = {
 }
 _BUILTINS: tuple[tuple[type, Callable[[Any], bytes]], ...] = tuple(_ENCODERS.items())
 
+# How an instance of a subclass is turned into an instance of its supported base through the
+# base's own C code, never through methods the subclass may override (__iter__, __str__,
+# a `year` property...): the key is built from the state, not from what the subclass shows.
+_AS_BASE: dict[type, Callable[[Any], Any]] = {
+    int: int.__int__,
+    float: float.__float__,
+    str: str.__str__,
+    bytes: lambda value: bytes.__getnewargs__(value)[0],
+    complex: lambda value: complex(*complex.__getnewargs__(value)),  # type: ignore[attr-defined]
+    bytearray: bytearray.copy,
+    list: list.copy,
+    tuple: lambda value: tuple.__getitem__(value, slice(None)),
+    dict: lambda value: dict(dict.items(value)),
+    set: set.copy,
+    frozenset: frozenset.copy,
+}
 
-def _stdlib_encoders() -> list[tuple[type, Callable[[Any], bytes]]]:
-    """Encoders of the standard library's value types, for the modules already loaded.
+
+def _rebuilt(base: Any) -> Callable[[Any], Any]:
+    """Rebuild a datetime-family value from its pickle state, read by the base's C code."""
+    return lambda value: base(*base.__reduce_ex__(value, 4)[1])
+
+
+def _library_encoders() -> list[tuple[type, Callable[[Any], bytes]]]:
+    """Encoders of the standard library's (and pandas' and numpy's) value types, for the
+    modules already loaded.
 
     A value of a type can only exist once its module is imported, so these need not be
     imported with persistmemo (which keeps ``import persistmemo`` light). Listed subclasses
-    first: a datetime is also a date.
+    first: a pandas Timestamp is also a datetime, and a datetime is also a date.
     """
     found: list[tuple[type, Callable[[Any], bytes]]] = []
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        found += [
+            (pandas.Timestamp, _encode_pandas_timestamp),
+            (type(pandas.NaT), _encode_pandas_nat),
+            (pandas.Timedelta, _encode_pandas_timedelta),
+        ]
     datetime = sys.modules.get("datetime")
     if datetime is not None:
         found += [
@@ -372,12 +446,21 @@ def _stdlib_encoders() -> list[tuple[type, Callable[[Any], bytes]]]:
             (datetime.time, _encode_time),
             (datetime.timedelta, _encode_timedelta),
         ]
+        for base in (datetime.datetime, datetime.date, datetime.time, datetime.timedelta):
+            _AS_BASE.setdefault(base, _rebuilt(base))
     decimal = sys.modules.get("decimal")
     if decimal is not None:
         found.append((decimal.Decimal, _encode_decimal))
+        as_decimal = decimal.Decimal
+        _AS_BASE.setdefault(as_decimal, lambda value: as_decimal(as_decimal.__str__(value)))
     uuid = sys.modules.get("uuid")
     if uuid is not None:
         found.append((uuid.UUID, _encode_uuid))
+        as_uuid, uuid_int = uuid.UUID, uuid.UUID.__dict__["int"]
+        _AS_BASE.setdefault(as_uuid, lambda value: as_uuid(int=uuid_int.__get__(value)))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        found.append((numpy.ndarray, _encode_ndarray))
     return found
 
 
@@ -386,13 +469,13 @@ def _stdlib_encoders() -> list[tuple[type, Callable[[Any], bytes]]]:
 
 def _encode_with_hook(value: Any) -> bytes:
     keyed_on = getattr(value, HOOK_NAME)()
-    return _ext(EXT_HOOK, _pack(qualified_name(type(value))) + encode(keyed_on))
+    return _ext(EXT_HOOK, _pack(qualified_name(type(value))) + _encode(keyed_on))
 
 
 def _encode_enum(value: Any) -> bytes:
     # Flag combinations have no name on older Pythons: their value names them then.
     name = value.name
-    tail = _pack(name) if name is not None else encode(value.value)
+    tail = _pack(name) if name is not None else _encode(value.value)
     return _ext(EXT_ENUM, _pack(qualified_name(type(value))) + tail)
 
 
@@ -418,42 +501,243 @@ def _encode_path(value: Any) -> bytes:
     return _ext(EXT_PATH, _pack(flavour) + _pack(str(value)))
 
 
+# --- numpy ----------------------------------------------------------------------------------
+
+
 def _encode_ndarray(value: Any) -> bytes:
     if value.dtype.hasobject:
-        raise UnsupportedType(type(value), " with dtype=object (its items are Python objects)")
+        raise UnsupportedType(
+            type(value), f" with dtype={value.dtype} (its items are Python objects)"
+        )
     contiguous = value if value.flags.c_contiguous else _numpy().ascontiguousarray(value)
     # The buffer is hashed in place: a 100 MB array is never copied into the key.
-    data = memoryview(contiguous).cast("B") if contiguous.size else b""
-    header = encode(_dtype_descriptor(value.dtype)) + encode(list(value.shape))
+    data = _bytes_of(contiguous) if contiguous.size else b""
+    header = _encode(_dtype_descriptor(value.dtype)) + _encode(list(value.shape))
     return _ext(EXT_NDARRAY, header + _pack(digest(data)))
+
+
+def _bytes_of(contiguous: Any) -> memoryview:
+    try:
+        return memoryview(contiguous).cast("B")
+    except ValueError:
+        # The buffer protocol refuses structured dtypes with out-of-order or overlapping
+        # fields; the same bytes, seen as uint8, are what is hashed for them.
+        return memoryview(contiguous.reshape(-1).view(_numpy().uint8))
 
 
 def _encode_numpy_scalar(value: Any) -> bytes:
     if value.dtype.hasobject:
         raise UnsupportedType(type(value))
-    return _ext(EXT_NUMPY_SCALAR, encode(_dtype_descriptor(value.dtype)) + value.tobytes())
+    return _ext(EXT_NUMPY_SCALAR, _encode(_dtype_descriptor(value.dtype)) + value.tobytes())
 
 
 def _dtype_descriptor(dtype: Any) -> object:
-    # dtype.str alone loses a structured dtype's field names; descr keeps them.
-    return dtype.descr if dtype.fields is not None else dtype.str
+    if dtype.fields is None:
+        return dtype.str
+    # dtype.str alone loses a structured dtype's field names; descr keeps them, but only
+    # when it describes the dtype exactly: it cannot express overlapping or out-of-order
+    # fields, and it drops the aligned-struct flag.
+    try:
+        descr = dtype.descr
+    except ValueError:
+        return _exact_struct(dtype)
+    return descr if _numpy().dtype(descr) == dtype else _exact_struct(dtype)
+
+
+def _exact_struct(dtype: Any) -> object:
+    """Every field of a structured dtype with its dtype, offset and title (a msgpack map,
+    so it never equals a ``descr`` list)."""
+    formats, offsets, titles = [], [], []
+    for name in dtype.names:
+        field, offset, *title = dtype.fields[name]
+        formats.append(_field_descriptor(field))
+        offsets.append(offset)
+        titles.append(title[0] if title else None)
+    return {
+        "names": list(dtype.names),
+        "formats": formats,
+        "offsets": offsets,
+        "titles": titles,
+        "itemsize": dtype.itemsize,
+        "aligned": bool(dtype.isalignedstruct),
+    }
+
+
+def _field_descriptor(dtype: Any) -> object:
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return [_field_descriptor(base), list(shape)]
+    return _exact_struct(dtype) if dtype.fields is not None else dtype.str
+
+
+def _encode_array_subclass_by_type(value: Any) -> bytes:
+    # numpy.matrix and numpy.recarray hold nothing beyond the array: their type is their
+    # only difference from an equal ndarray (and it changes what `*` and indexing do).
+    array = value.view(_numpy().ndarray)
+    return _ext(EXT_ARRAY_SUBCLASS, _pack(qualified_name(type(value))) + _encode_ndarray(array))
+
+
+def _encode_masked_array(value: Any) -> bytes:
+    ma = _numpy().ma
+    state = [ma.getmaskarray(value), value.fill_value, bool(value.hardmask)]
+    # .data is the array under the mask, as its base class (a masked matrix stays a matrix).
+    payload = _encode(value.data) + _encode(state)
+    return _ext(EXT_ARRAY_SUBCLASS, _pack(qualified_name(type(value))) + payload)
+
+
+def _array_subclass_encoder(cls: type) -> Callable[[Any], bytes]:
+    numpy = _numpy()
+    if cls is numpy.ma.MaskedArray:
+        return _encode_masked_array
+    if cls is numpy.matrix or cls is numpy.recarray:
+        return _encode_array_subclass_by_type
+    return _refusal(
+        cls,
+        " (a numpy.ndarray subclass whose extra state a key cannot see: pass "
+        "numpy.asarray(value), or define __persistmemo_key__ on the type)",
+    )
 
 
 def _numpy() -> Any:
     return sys.modules["numpy"]
 
 
-def _subclass_encoder(base: type, base_encoder: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
-    # msgpack packs only exact scalar types: those are converted to their base first.
-    as_base: Callable[[Any], Any] = base if base in (int, float, str, bytes) else lambda v: v
+# --- pandas ---------------------------------------------------------------------------------
+
+
+def _encode_pandas_timestamp(value: Any) -> bytes:
+    # asm8 is the numpy datetime64 of the instant in the Timestamp's own unit: every
+    # nanosecond and the unit itself are in the key, which a datetime's fields would drop.
+    exact = _encode_numpy_scalar(value.asm8) + _pack(value.fold)
+    return _ext(EXT_PANDAS_TIMESTAMP, exact + _encode_tzinfo(value.tzinfo))
+
+
+def _encode_pandas_nat(value: Any) -> bytes:
+    return _ext(EXT_PANDAS_TIMESTAMP, _pack(None))
+
+
+def _encode_pandas_timedelta(value: Any) -> bytes:
+    return _ext(EXT_PANDAS_TIMEDELTA, _encode_numpy_scalar(value.asm8))
+
+
+# --- subclasses -----------------------------------------------------------------------------
+
+_POINTER = struct.calcsize("P")
+_HEAPTYPE = 1 << 9
+# Instances whose __dict__ (3.11+) or weakref list (3.12+) sit before the object header
+# do not grow __basicsize__ for them.
+_MANAGED_DICT = 1 << 4
+_MANAGED_WEAKREF = 1 << 3
+
+
+def _own_slots(cls: type) -> list[str] | None:
+    """The (mangled) names of the value slots ``cls`` itself declares; None when what its
+    ``__slots__`` names are not plain slot descriptors of the class."""
+    declared = cls.__dict__.get("__slots__", ())
+    if isinstance(declared, str):
+        declared = (declared,)
+    names = []
+    for name in declared:
+        if name in ("__dict__", "__weakref__"):
+            continue
+        if name.startswith("__") and not name.endswith("__"):
+            name = f"_{cls.__name__.lstrip('_')}{name}"
+        if not isinstance(cls.__dict__.get(name), types.MemberDescriptorType):
+            return None
+        names.append(name)
+    return names
+
+
+def _visible_state(cls: type, base: type) -> list[tuple[str, Any]] | None:
+    """The slot descriptors of ``cls`` below ``base``; None when some class between them
+    may keep state in C fields, which neither ``__dict__`` nor ``__slots__`` show.
+
+    A class statement in Python lays an instance out as its parent's layout plus one
+    pointer per slot, plus the __dict__ and weakref pointers it adds: any other growth of
+    ``__basicsize__`` (a Cython ``cdef`` or C extension type, such as pandas' _Timestamp
+    under datetime or OrderedDict under dict) is state the key would not see.
+    """
+    slots: list[tuple[str, Any]] = []
+    level = cls
+    while level is not base:
+        parent = level.__base__
+        own = _own_slots(level)
+        if parent is None or own is None or not level.__flags__ & _HEAPTYPE:
+            return None
+        expected = parent.__basicsize__ + _POINTER * len(own)
+        if level.__dictoffset__ and not parent.__dictoffset__:
+            expected += 0 if level.__flags__ & _MANAGED_DICT else _POINTER
+        if level.__weakrefoffset__ and not parent.__weakrefoffset__:
+            expected += 0 if level.__flags__ & _MANAGED_WEAKREF else _POINTER
+        if level.__basicsize__ != expected or level.__itemsize__ != parent.__itemsize__:
+            return None
+        slots += [(name, level.__dict__[name]) for name in own]
+        level = parent
+    return slots
+
+
+def _subclass_encoder(
+    cls: type, base: type, base_encoder: Callable[[Any], bytes]
+) -> Callable[[Any], bytes]:
+    slots = _visible_state(cls, base)
+    if slots is None:
+        return _refusal(
+            cls,
+            f" (it subclasses {type_label(base)} but keeps state outside __dict__ and "
+            f"__slots__, in C fields a key cannot see: pass a plain {type_label(base)}, "
+            "or define __persistmemo_key__ on the type)",
+        )
+    as_base: Callable[[Any], Any] = _AS_BASE.get(base, lambda value: value)
 
     def encode_subclass(value: Any) -> bytes:
         state = getattr(value, "__dict__", None)
-        extra = encode(state) if state else _pack(None)
+        extra = _encode(state) if state else _pack(None)
+        if slots:
+            # Only classes that declare slots carry this fourth part, so the keys of
+            # slot-less subclasses are what they always were.
+            extra += _encode(_slot_values(value, slots))
         payload = _pack(qualified_name(type(value))) + base_encoder(as_base(value)) + extra
         return _ext(EXT_SUBCLASS, payload)
 
+    _SUBCLASS_ENCODERS.add(encode_subclass)
     return encode_subclass
+
+
+def _slot_values(value: object, slots: list[tuple[str, Any]]) -> dict[str, object]:
+    values = {}
+    for name, descriptor in slots:
+        try:
+            values[name] = descriptor.__get__(value, type(value))
+        except AttributeError:  # an unset slot is left out
+            continue
+    return values
+
+
+_SUBCLASS_ENCODERS: set[Callable[[Any], bytes]] = set()
+
+_FUNCTION_REASON = (
+    " (a function's code can change while its name stays, so functions are not keyed: pass "
+    "the function's name or the parameters it was built from instead)"
+)
+
+
+def _is_function_like(cls: type) -> bool:
+    functools = sys.modules.get("functools")
+    if functools is not None and issubclass(cls, functools.partial):
+        return True
+    function_types = (
+        types.FunctionType,
+        types.BuiltinFunctionType,
+        types.MethodType,
+        types.MethodWrapperType,
+        types.WrapperDescriptorType,
+        types.MethodDescriptorType,
+        types.LambdaType,
+    )
+    return issubclass(cls, function_types)
+
+
+# --- choosing an encoder --------------------------------------------------------------------
 
 
 def _encoder_for(cls: type) -> Callable[[Any], bytes]:
@@ -464,7 +748,7 @@ def _encoder_for(cls: type) -> Callable[[Any], bytes]:
 
 
 def _choose_encoder(cls: type) -> Callable[[Any], bytes]:
-    known = [*_BUILTINS, *_stdlib_encoders()]
+    known = [*_BUILTINS, *_library_encoders()]
     for base, encoder in known:
         if cls is base:
             return encoder
@@ -483,17 +767,120 @@ def _choose_encoder(cls: type) -> Callable[[Any], bytes]:
     pathlib = sys.modules.get("pathlib")
     if pathlib is not None and issubclass(cls, pathlib.PurePath):
         return _encode_path
+    if _is_function_like(cls):
+        return _refusal(cls, _FUNCTION_REASON)
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if issubclass(cls, numpy.ndarray):
-            return _encode_ndarray
+            return _array_subclass_encoder(cls)
         if issubclass(cls, numpy.generic):
-            return _encode_numpy_scalar
+            return _numpy_scalar_encoder(cls)
     for base, encoder in known:
         if issubclass(cls, base):
-            return _subclass_encoder(base, encoder)
+            return _subclass_encoder(cls, base, encoder)
     return _raise_unsupported
+
+
+def _numpy_scalar_encoder(cls: type) -> Callable[[Any], bytes]:
+    try:
+        exact = _numpy().dtype(cls).type
+    except TypeError:
+        return _raise_unsupported
+    if exact is cls:
+        return _encode_numpy_scalar
+    # A subclass of a numpy scalar type (numpy.record is one, of numpy.void).
+    return _subclass_encoder(cls, exact, _encode_numpy_scalar)
+
+
+def _refusal(cls: type, reason: str) -> Callable[[Any], bytes]:
+    def refuse(value: object) -> bytes:
+        raise UnsupportedType(cls, reason)
+
+    return refuse
 
 
 def _raise_unsupported(value: object) -> bytes:
     raise UnsupportedType(type(value))
+
+
+# --- diagnosing RecursionError ----------------------------------------------------------------
+
+
+def _nesting_fault(value: object) -> UnsupportedNesting | None:
+    """Why encoding ``value`` recursed too deep: a value that contains itself, or one nested
+    deeper than MAX_NESTING; None when neither (the caller's own stack was the deep one).
+
+    An explicit stack of the containers on the current path, so the walk itself cannot
+    recurse: a container met again on its own path is a cycle. Heights of containers
+    already walked are remembered, so shared substructure is walked once.
+    """
+    heights: dict[int, int] = {}
+    kept: list[object] = []  # ids stay valid while the objects live (hook results are new)
+    root = _children(value)
+    if root is None:
+        return None
+    path: list[list[Any]] = [[value, iter(root), 1]]
+    on_path = {id(value)}
+    kept.append(value)
+    while path:
+        frame = path[-1]
+        for child in frame[1]:
+            children = _children(child)
+            if children is None:
+                continue
+            if id(child) in on_path:
+                return UnsupportedNesting(type(child), " (it contains itself)")
+            height = heights.get(id(child))
+            if height is None and len(path) >= MAX_NESTING:
+                return UnsupportedNesting(
+                    type(child), f" (nested deeper than {MAX_NESTING} levels)"
+                )
+            if height is not None:
+                if len(path) + height > MAX_NESTING:
+                    return UnsupportedNesting(
+                        type(child), f" (nested deeper than {MAX_NESTING} levels)"
+                    )
+                frame[2] = max(frame[2], height + 1)
+                continue
+            kept.append(child)
+            on_path.add(id(child))
+            path.append([child, iter(children), 1])
+            break
+        else:
+            path.pop()
+            on_path.discard(id(frame[0]))
+            heights[id(frame[0])] = frame[2]
+            if path:
+                path[-1][2] = max(path[-1][2], frame[2] + 1)
+    return None
+
+
+def _children(value: object) -> list[Any] | None:
+    """What encoding ``value`` recurses into; None for a value whose encoding does not."""
+    cls = type(value)
+    if cls is list or cls is tuple or cls is set or cls is frozenset:
+        return list(cast("list[Any]", value))
+    if cls is dict:
+        mapping = cast("dict[Any, Any]", value)
+        return [*mapping.keys(), *mapping.values()]
+    try:
+        encoder = _ENCODERS.get(cls) or _encoder_for(cls)
+        if encoder is _encode_with_hook:
+            return [getattr(value, HOOK_NAME)()]
+        if encoder is _encode_dataclass:
+            fields = sys.modules["dataclasses"].fields(value)
+            return [getattr(value, field.name) for field in fields]
+        if encoder is _encode_namedtuple:
+            return list(cast("tuple[Any, ...]", value))
+        if encoder in _SUBCLASS_ENCODERS:
+            found: list[Any] = []
+            for base in (list, tuple, set, frozenset):
+                if isinstance(value, base):
+                    found += _AS_BASE[base](value)
+            if isinstance(value, dict):
+                found += [*dict.keys(value), *dict.values(value)]
+            state = getattr(value, "__dict__", None)
+            return [*found, state] if state else found
+    except Exception:  # what encoding would have raised is not what is diagnosed here
+        return None
+    return None
