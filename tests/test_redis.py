@@ -423,3 +423,51 @@ def test_a_full_server_refuses_writes_but_still_serves_reads(tmp_path: Path) -> 
         assert "server unavailable" not in str(caught[0].message)
     finally:
         full.kill()
+
+
+def test_a_lease_that_vanishes_while_its_holder_computes_is_put_back(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """What eviction under maxmemory (allkeys-lru) does to a lease: the key vanishes while
+    its holder is alive. The waiters put it back instead of each computing again."""
+    import redis
+
+    code = textwrap.dedent(
+        f"""
+        import time
+        from persistmemo import RedisStore, memo
+        @memo(store=RedisStore({redis_url!r}, lease=3), name="tests.redis.evicted", version="1")
+        def slow(x):
+            with open({str(tmp_path / "calls.log")!r}, "a") as log:
+                log.write("call\\n")
+            time.sleep(4)
+            return x + 1
+        print(slow(1))
+        """
+    )
+    env = {**os.environ, "PERSISTMEMO_SECRET": SECRET, "PYTHONPATH": str(REPO / "src")}
+    run = [sys.executable, "-c", code]
+    holder = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, text=True)
+    client = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "calls.log").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    waiters = [subprocess.Popen(run, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    while len(client.client_list()) < 5:  # until each waiter is connected, so polling
+        assert time.monotonic() < deadline, "the waiters did not start"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    for _ in range(5):  # evicted, again and again, between the holder's renewals
+        leases = client.keys("persistmemo:pm-lease:*")
+        assert len(leases) == 1  # put back (or, before the fix, claimed by a waiter)
+        client.delete(*leases)
+        time.sleep(0.1)
+    outputs = [process.communicate(timeout=60)[0].strip() for process in [holder, *waiters]]
+    assert outputs == ["2"] * 4
+    assert (tmp_path / "calls.log").read_text().count("call") == 1
+
+
+def test_an_infinite_ttl_is_no_expiry_on_redis(redis_url: str) -> None:
+    square, calls = counting(RedisStore(redis_url, secret=SECRET), ttl=float("inf"))
+    assert [square(3), square(3)] == [9, 9]
+    assert calls == [3]

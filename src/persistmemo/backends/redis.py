@@ -23,11 +23,17 @@ seconds (a circuit breaker): a dead or hung server costs a caller one timeout, t
 until the server is tried again. Values larger than ``max_value_bytes`` are not sent.
 
 Limits of the lease: it is as reliable as the single Redis server holding it (no Redlock);
-a holder paused longer than its lease is taken over, which can mean two computations.
+a holder paused longer than its lease is taken over, which can mean two computations. Under
+an evicting ``maxmemory-policy`` a lease may be evicted: waiters that saw it put it back,
+and its holder does at its next renewal, but a caller arriving after the eviction and before
+either sees no claim and computes too (one more computation per such eviction). Under
+``noeviction`` a full server refuses writes: "store full" is reported once, reads go on, and
+misses compute without a claim until there is room.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -63,15 +69,48 @@ DEFAULT_MAX_VALUE = 64 * 1024 * 1024
 _SCAN_BATCH = 1000
 
 # Compare-and-set scripts: the comparison and the change are one atomic step on the server.
-_RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"  # noqa: E501
-_RELEASE = (
-    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
-)
+#
+# Leases and eviction: under an evicting maxmemory-policy (allkeys-lru, volatile-lru, ...) the
+# server may evict a lease while its holder computes, and the waiters would each take over
+# and compute again. So a lease that vanishes is told apart from one that was let go:
+# releasing leaves a short-lived RELEASED marker instead of nothing, waiters remember the
+# holder and the end of the lease they last saw, and a waiter that finds the lease gone early
+# (no marker, no value, the end not reached) puts the holder's lease back with the time it
+# had left. A holder that died is still taken over when its lease would have ended; the holder
+# itself puts back its lease when it finds it gone at a renewal.
+_RELEASED = "released"
+_RELEASED_MS = 1000
+_CLAIM = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[5] then return {0, held, redis.call('PTTL', KEYS[1])} end
+if not held and ARGV[3] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+  return {0, ARGV[3], tonumber(ARGV[4])}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1}
+"""
+_RENEW = """
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if not held then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+"""
+# DEL first: a full server (noeviction) refuses the marker's SET but not the DEL.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.pcall('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 _WRITE_AND_RELEASE = """
 if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
-if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
 return 1
 """  # noqa: E501
+_LEASES_REMEMBERED = 1024
 
 
 def _redis() -> Any:
@@ -133,6 +172,7 @@ class RedisStore:
                 f"RedisStore(url={_redacted(url)!r}) is not a Redis URL ({error}): write "
                 f"redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/redis.sock"
             ) from None
+        self._claim = self._client.register_script(_CLAIM)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
         self._write_and_release = self._client.register_script(_WRITE_AND_RELEASE)
@@ -143,6 +183,8 @@ class RedisStore:
         self.pickle_allowed = False
         self._down_until = 0.0
         self._pinged = False
+        # Leases other callers hold, as last seen: key -> (holder's token, monotonic end).
+        self._leases_seen: dict[str, tuple[bytes, float]] = {}
         self._lock = threading.Lock()
         self._faults = FaultReporter(_redacted(url))
 
@@ -285,7 +327,9 @@ class RedisStore:
                 f"{self.max_value_bytes:,} and is not sent to Redis",
             )
             return False
-        milliseconds = None if ttl is None else max(1, int(ttl * 1000))
+        # An infinite ttl is no expiry (int() of it would raise).
+        finite = ttl is not None and math.isfinite(ttl)
+        milliseconds = max(1, int(ttl * 1000)) if finite and ttl is not None else None
         name = self._prefix + key
         if lease is None:
             return bool(
@@ -293,7 +337,13 @@ class RedisStore:
             )
 
         def write_and_release() -> bool:
-            arguments = [sealed, "" if milliseconds is None else milliseconds, lease.token]
+            arguments = [
+                sealed,
+                "" if milliseconds is None else milliseconds,
+                lease.token,
+                _RELEASED,
+                _RELEASED_MS,
+            ]
             self._write_and_release(keys=[name, self._lease_name(key)], args=arguments)
             return True
 
@@ -364,15 +414,40 @@ class RedisStore:
         return f"{self._prefix}{LEASE_PREFIX}{key}"
 
     def try_lease(self, key: str, token: str) -> bool:
-        """Claim ``key`` (``SET NX PX``); True when claimed or when the server is away."""
+        """Claim ``key``; True when claimed or when the server is away. A lease found gone
+        before its end (evicted) is put back for its holder: see ``_CLAIM``."""
         milliseconds = int(self.lease * 1000)
-        return bool(
-            self._call(
-                "lease",
-                lambda: self._client.set(self._lease_name(key), token, nx=True, px=milliseconds),
-                True,
+        seen = self._leases_seen.get(key)
+        now = time.monotonic()
+        holder, left = b"", 0
+        if seen is not None and seen[1] > now:
+            holder, left = seen[0], max(1, int((seen[1] - now) * 1000))
+
+        def claim() -> Any:
+            return self._claim(
+                keys=[self._lease_name(key), self._prefix + key],
+                args=[token, milliseconds, holder, left, _RELEASED],
             )
-        )
+
+        answer = self._call("lease", claim, None)
+        if answer is None:
+            return True
+        if answer[0]:
+            self._leases_seen.pop(key, None)
+            return True
+        remaining = int(answer[2])
+        if remaining > 0:  # measured from before we asked: the end is never late
+            self._remember_lease(key, bytes(answer[1]), now + remaining / 1000)
+        return False
+
+    def _remember_lease(self, key: str, holder: bytes, end: float) -> None:
+        if len(self._leases_seen) >= _LEASES_REMEMBERED:
+            # Waiters that got their value leave entries behind: forget those that ended.
+            now = time.monotonic()
+            self._leases_seen = {k: v for k, v in self._leases_seen.items() if v[1] > now}
+            if len(self._leases_seen) >= _LEASES_REMEMBERED:
+                self._leases_seen.clear()
+        self._leases_seen[key] = (holder, end)
 
     def renew_lease(self, key: str, token: str) -> bool:
         """Extend our claim, only if it is still ours."""
@@ -387,7 +462,8 @@ class RedisStore:
 
     def release_lease(self, key: str, token: str) -> None:
         """Drop our claim, only if it is still ours."""
-        self._call("lease", lambda: self._release(keys=[self._lease_name(key)], args=[token]), 0)
+        arguments = [token, _RELEASED, _RELEASED_MS]
+        self._call("lease", lambda: self._release(keys=[self._lease_name(key)], args=arguments), 0)
 
     # --- hit counts ----------------------------------------------------------------------
 
