@@ -128,18 +128,20 @@ def f(x):
 """
 
 
-def test_include_globals_covers_helpers_and_constants_of_the_module(tmp_path: Path) -> None:
+def test_helpers_and_constants_of_the_module_are_in_the_version_by_default(
+    tmp_path: Path,
+) -> None:
     def versions(scale: int, offset: int) -> tuple[str, str]:
         source = HELPERS.format(scale=scale, offset=offset)
         return (
+            version_of(tmp_path, source, include_globals=False),
             version_of(tmp_path, source),
-            version_of(tmp_path, source, include_globals=True),
         )
 
     plain, deep = versions(2, 1)
     plain_helper, deep_helper = versions(2, 5)
     plain_constant, deep_constant = versions(3, 1)
-    assert plain == plain_helper == plain_constant  # the default looks at f alone
+    assert plain == plain_helper == plain_constant  # include_globals=False looks at f alone
     assert len({deep, deep_helper, deep_constant}) == 3
     assert versions(2, 1) == (plain, deep)
 

@@ -1,132 +1,596 @@
 """A function's version derived from its code, so that editing it stops old results being served.
 
-The version is a digest of the function's normalized syntax tree: ``ast.dump`` of its
-definition without the docstring, the decorators, line numbers, comments or formatting.
-Reformatting, commenting or re-documenting a function keeps its cache; changing what it does
-drops it, and changing it back finds the old entries again.
+The version digests what the function runs:
 
-Where the source cannot be read (a REPL, ``exec``), the code object is digested instead: its
-bytecode, names and constants. That form changes with the Python version, which can only
-cost misses, never serve a stale result.
+- every layer of the function, from the object ``memo`` received down its ``__wrapped__``
+  chain (a decorator below ``@memo`` and the user's function): the normalized syntax tree of
+  each (see source_index.py: a reformat, a comment, a docstring or a decorator edit changes
+  nothing; changing the code changes the version, changing it back finds the old entries);
+- the functions and classes captured in their closures (their captured *values* are keyed
+  at each call by the decorator, see closures.py);
+- with ``include_globals`` (the default): the functions, classes (methods included) and
+  constants they refer to by global name, followed transitively into every module of the
+  user's own code (``from .features import clean``, ``features.clean(...)``), never into the
+  standard library or installed packages;
+- with ``packages``: the versions of the named distributions (or, with ``True``, of every
+  installed distribution the code refers to), so that an upgrade is a miss.
 
-With ``include_globals=True`` the version also covers what the function refers to by global
-name in its own module: functions and classes (by their normalized source, recursively) and
-constants of simple types. Functions of other modules (libraries) are not followed.
+The source says what the process runs only if the file has not changed since the process
+imported it: a file whose stat differs from its stamp at import (source_stamps.py) is used
+only for the definitions that still compile to the running code objects. Other code, and
+code without source (a REPL, ``exec``), is versioned by its code object (bytecode, names,
+constants), a form that changes with the Python version: that can only cost misses, never
+serve a stale result.
 """
 
 from __future__ import annotations
 
-import ast
+import functools
 import hashlib
-import inspect
-import textwrap
+import os
+import sys
+import threading
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from persistmemo.keys import UnsupportedType, encode
+from persistmemo.source_index import code_fingerprint, source_index
+from persistmemo.source_stamps import (
+    DefinitionStamp,
+    FileStat,
+    definition_stamp,
+    stamped_stat,
+    unchanged_since_start,
+)
+
+__all__ = ["code_version", "definition_stamp", "explain_version"]
 
 VERSION_DIGEST_SIZE = 8
+_MAX_LAYERS = 100
+_REPR_LIMIT = 80
+_USER, _LIBRARY, _OWN = "user", "library", "persistmemo"
+_OWN_DIRECTORY = os.path.normcase(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_STORE_GLOBAL_OPCODES: frozenset[int] | None = None
+
+_lock = threading.RLock()
 
 
-def code_version(func: Callable[..., Any], *, include_globals: bool = False) -> str:
-    """Return the hex version of ``func``'s code (16 hex digits)."""
-    hasher = hashlib.blake2b(digest_size=VERSION_DIGEST_SIZE)
-    hasher.update(_normalized_code(func))
-    if include_globals:
-        seen = {id(func)}
-        for name, value in sorted(_referenced_globals(func, seen)):
-            hasher.update(encode([name, value]))
-    return hasher.hexdigest()
+def code_version(
+    func: Callable[..., Any],
+    *,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
+    stamp: object = None,
+) -> str:
+    """Return the hex version of ``func``'s code (16 hex digits).
+
+    ``func`` may be a wrapper: every layer of its ``__wrapped__`` chain is versioned.
+    ``stamp`` is what ``definition_stamp(func)`` returned at decoration.
+    """
+    return _VersionBasis(func, include_globals, packages, stamp).version()
 
 
-def _normalized_code(obj: Any) -> bytes:
-    tree = _definition_tree(obj)
-    if tree is not None:
-        return ast.dump(tree, annotate_fields=True, include_attributes=False).encode()
-    code = getattr(obj, "__code__", None)
-    if code is None:
-        raise TypeError(f"cannot derive a version for {obj!r}: no source and no code object")
-    return encode(["bytecode", *_code_fingerprint(code)])
+def explain_version(
+    func: Callable[..., Any],
+    *,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
+    stamp: object = None,
+) -> dict[str, Any]:
+    """What went into ``code_version(func, ...)``, as JSON-serializable data.
+
+    The function (module, qualname, whether its source or its bytecode was used), the wrapper
+    layers, the helpers followed with a short digest each, the captured functions and
+    classes, the constants with their repr, and the packages with their versions.
+    """
+    return _VersionBasis(func, include_globals, packages, stamp).explain()
 
 
-def _definition_tree(obj: Any) -> ast.AST | None:
-    """The definition's syntax tree without docstring and decorators; None without source."""
-    try:
-        source = textwrap.dedent(inspect.getsource(obj))
-        module = ast.parse(source)
-    except (OSError, TypeError, SyntaxError, IndentationError):
-        return None
-    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    if not module.body or not isinstance(module.body[0], definitions):
-        return None  # a lambda: its line holds more than the function
-    definition = module.body[0]
-    definition.decorator_list = []
-    _drop_docstrings(definition)
-    return definition
+class _VersionBasis:
+    """Everything one function's version is made of, gathered by following its code."""
 
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        include_globals: bool,
+        packages: Iterable[str] | bool,
+        stamp: object,
+    ) -> None:
+        self.include_globals = include_globals
+        self.packages = packages if isinstance(packages, bool) else tuple(packages)
+        self.stamped: dict[str, FileStat] = (
+            dict(stamp.files) if isinstance(stamp, DefinitionStamp) else {}
+        )
+        self.layers: list[dict[str, str]] = []
+        self.helpers: dict[tuple[str, str], dict[str, str]] = {}
+        self.captured: set[str] = set()
+        self.constants: dict[str, dict[str, str]] = {}
+        self.library_modules: set[str] = set()
+        self.seen: set[int] = set()
+        self.keep_alive: list[object] = []  # ids in `seen` must not be reused meanwhile
+        self.trusted: dict[str, bool] = {}
+        with _lock:
+            self._root(func)
+            self.package_versions = self._package_versions()
 
-def _drop_docstrings(tree: ast.AST) -> None:
-    definitions = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-    for node in ast.walk(tree):
-        if isinstance(node, definitions) and node.body:
-            first = node.body[0]
+    # --- the result ---------------------------------------------------------------------
+
+    def version(self) -> str:
+        # Module names stay out: the store key names the function, and moving a helper to
+        # another module changes nothing it does.
+        canonical = [
+            [[layer["basis"], layer["digest"]] for layer in self.layers],
+            sorted([entry["qualname"], entry["digest"]] for entry in self.helpers.values()),
+            sorted([entry["name"], entry["digest"]] for entry in self.constants.values()),
+            sorted([name, version] for name, version in self.package_versions.items()),
+        ]
+        return hashlib.blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
+
+    def explain(self) -> dict[str, Any]:
+        innermost = next(
+            (layer for layer in reversed(self.layers) if layer["basis"] != "library"),
+            self.layers[-1],
+        )
+        return {
+            "version": self.version(),
+            "function": _public(innermost),
+            "layers": [_public(layer) for layer in self.layers if layer is not innermost],
+            "helpers": sorted(
+                (_public(entry) for entry in self.helpers.values()),
+                key=lambda entry: (entry["module"], entry["qualname"], entry["digest"]),
+            ),
+            "captured": sorted(self.captured),
+            "constants": [self.constants[key] for key in sorted(self.constants)],
+            "packages": dict(sorted(self.package_versions.items())),
+            "include_globals": self.include_globals,
+        }
+
+    # --- following the code -------------------------------------------------------------
+
+    def _root(self, func: Any) -> None:
+        for layer in _layers(func):
+            if isinstance(layer, types.FunctionType):
+                self._function(layer, root=True, keyed=True)
+            elif isinstance(layer, type):
+                self._class(layer, keyed=True, root=True)
+            elif _origin_of_type(type(layer)) == _USER:
+                self._class(
+                    type(layer), keyed=True, root=True
+                )  # a callable object: its class's code
+        if not self.layers and not self.helpers:
+            raise TypeError(
+                f"cannot derive a version for {func!r}: no source and no code object. "
+                "Pass version= to memo()."
+            )
+
+    def _function(self, func: types.FunctionType, *, root: bool, keyed: bool) -> None:
+        """Version ``func``'s code; ``keyed``: its captured values are keyed at each call."""
+        if id(func) in self.seen:
+            return
+        self._see(func)
+        code = func.__code__
+        module = str(getattr(func, "__module__", None) or "")
+        qualname = getattr(code, "co_qualname", func.__qualname__)
+        origin = _origin_of_function(func)
+        if origin == _OWN:
+            return  # persistmemo's own wrappers (a memoized helper): not the user's code
+        key = f"{module}:{qualname}"
+        if origin == _LIBRARY:
+            self._library(module)
+            if root:
+                self.layers.append(_entry(key, module, qualname, "library", key, "function"))
+            return
+        basis, data = self._code_of(func, drop_decorators=root)
+        entry = _entry(key, module, qualname, basis, _digest(data), "function")
+        if root:
+            self.layers.append(entry)
+        else:
+            self.helpers[(key, entry["digest"])] = entry
+        self._closure(func, key, keyed=keyed)
+        self._globals(func)
+
+    def _closure(self, func: types.FunctionType, key: str, *, keyed: bool) -> None:
+        cells = func.__closure__ or ()
+        for name, cell in zip(func.__code__.co_freevars, cells, strict=False):
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue  # not assigned yet
+            if name == "__class__":
+                continue  # a method using super(): its own class, followed already
+            if _is_code(value):
+                self.captured.add(_qualified(value))
+                self._follow(value, keyed=keyed)
+            elif isinstance(value, types.ModuleType):
+                continue
+            elif not keyed:
+                # A helper reached through a global: nobody keys its captured values at the
+                # call (``scale3 = make_scale(3)``), so they are part of the version.
+                module, _, qualname = key.partition(":")
+                self._constant(
+                    f"{key}.<closure>.{name}", module, f"{qualname}.<closure>.{name}", value
+                )
+
+    def _follow(self, value: Any, *, keyed: bool) -> None:
+        """Version a function or class met in the code (a helper or a captured one)."""
+        if isinstance(value, functools.partial):
+            self._follow(value.func, keyed=keyed)
+            if not keyed:
+                module, _, qualname = _qualified(value.func).partition(":")
+                arguments = [list(value.args), value.keywords]
+                self._constant(
+                    f"{module}:{qualname}.<partial>", module, f"{qualname}.<partial>", arguments
+                )
+            return
+        for layer in _layers(value):
+            if isinstance(layer, types.FunctionType):
+                self._function(layer, root=False, keyed=keyed)
+            elif isinstance(layer, type):
+                self._class(layer, keyed=keyed)
+
+    def _class(self, cls: type, *, keyed: bool, root: bool = False) -> None:
+        if id(cls) in self.seen:
+            return
+        self._see(cls)
+        module = str(getattr(cls, "__module__", "") or "")
+        origin = _origin_of_type(cls)
+        if origin != _USER:
+            if origin == _LIBRARY:
+                self._library(module)
+            return
+        key = f"{module}:{cls.__qualname__}"
+        path = _module_file(sys.modules.get(module))
+        methods = [
+            function
+            for function in _methods(cls)
+            if path is None or os.path.normcase(function.__code__.co_filename) == path
+        ]
+        basis, data = "bytecode", b""
+        index = source_index(path) if path is not None else None
+        if index is not None and self._trusted(index.path, index.stat):
+            name = cls.__qualname__.rsplit(".", 1)[-1]
+            definition = index.find(cls.__qualname__, name, None)
+            if definition is not None:
+                basis, data = "source", index.normalized(definition, drop_decorators=False)
+        if basis == "bytecode":
+            data = encode(["class", cls.__qualname__, *_class_fingerprint(cls, methods)])
+        entry = _entry(key, module, cls.__qualname__, basis, _digest(data), "class")
+        if root:
+            self.layers.append(entry)  # memo received a class or a callable object
+        else:
+            self.helpers[(key, entry["digest"])] = entry
+        for base in cls.__bases__:
+            self._class(base, keyed=keyed)
+        for method in methods:
+            self._see(method)
+            self._closure(method, f"{module}:{method.__qualname__}", keyed=keyed)
+            self._globals(method)
+
+    def _globals(self, func: types.FunctionType) -> None:
+        """Follow what ``func`` refers to by global name (or notes the packages it uses)."""
+        if not self.include_globals and self.packages is not True:
+            return
+        namespace = func.__globals__
+        code = func.__code__
+        names = _names(code)
+        written = _written_globals(code)
+        module = str(namespace.get("__name__", ""))
+        for name in sorted(names):
+            if name in namespace and name not in written:
+                self._global(module, name, namespace[name], names)
+
+    def _global(self, module: str, name: str, value: Any, names: frozenset[str]) -> None:
+        if isinstance(value, types.ModuleType):
+            origin = _origin_of_module(value)
+            if origin == _LIBRARY:
+                self._library(value.__name__)
+            elif origin == _USER and self.include_globals and id(value) not in self.seen:
+                # `features.clean(...)`: the names the code reads that the module defines.
+                self._see(value)
+                attributes = vars(value)
+                for attribute in sorted(names):
+                    if attribute in attributes:
+                        self._global(value.__name__, attribute, attributes[attribute], names)
+            return
+        if not self.include_globals:
+            if _is_code(value):
+                self._library(str(getattr(value, "__module__", "") or ""))
+            return
+        if _is_code(value) or isinstance(value, functools.partial):
+            self._follow(value, keyed=False)
+        elif isinstance(value, type(print)):
+            self._library(str(getattr(value, "__module__", "") or ""))
+        elif _origin_of_type(type(value)) == _USER and not _encodable(value):
+            self._class(type(value), keyed=False)  # an instance: its class's code runs
+        else:
+            self._constant(f"{module}:{name}", module, name, value)
+
+    def _constant(self, key: str, module: str, name: str, value: Any) -> None:
+        try:
+            data = encode(value)
+        except (UnsupportedType, TypeError, ValueError, RecursionError):
+            if _origin_of_type(type(value)) == _LIBRARY:
+                self._library(type(value).__module__)
+            return
+        text = repr(value)
+        if len(text) > _REPR_LIMIT:
+            text = text[: _REPR_LIMIT - 3] + "..."
+        self.constants[key] = {
+            "module": module,
+            "name": name,
+            "repr": text,
+            "digest": _digest(data),
+        }
+
+    def _code_of(self, func: types.FunctionType, *, drop_decorators: bool) -> tuple[str, bytes]:
+        """("source", normalized tree) when the file holds the running code, else bytecode."""
+        code = func.__code__
+        index = source_index(code.co_filename)
+        if index is not None:
+            qualname = getattr(code, "co_qualname", func.__qualname__)
+            definition = index.find(qualname, code.co_name, code.co_firstlineno)
             if (
-                isinstance(first, ast.Expr)
-                and isinstance(first.value, ast.Constant)
-                and isinstance(first.value.value, str)
+                definition is not None
+                and isinstance(definition.node, _function_nodes())
+                and (self._trusted(index.path, index.stat) or index.compiles_to(definition, code))
             ):
-                node.body = node.body[1:] or [ast.Pass()]
+                return "source", index.normalized(definition, drop_decorators=drop_decorators)
+        return "bytecode", encode(["bytecode", *code_fingerprint(code)])
+
+    def _trusted(self, path: str, stat: FileStat | None) -> bool:
+        """Whether the file as indexed is the one this process compiled its code from."""
+        if stat is None:
+            return True  # linecache's lines of a notebook cell or exec'd text: never edited
+        found = self.trusted.get(path)
+        if found is None:
+            stamped = self.stamped.get(path) or stamped_stat(path)
+            found = self.trusted[path] = stamped == stat or unchanged_since_start(stat)
+        return found
+
+    def _library(self, module: str) -> None:
+        top = module.partition(".")[0]
+        if top and top != "persistmemo" and top != "builtins":
+            self.library_modules.add(top)
+
+    def _package_versions(self) -> dict[str, str]:
+        if self.packages is False or self.packages == ():
+            return {}
+        from importlib import metadata  # ~60 ms to import: only when packages= asks
+
+        if self.packages is True:
+            mapping = _packages_distributions()
+            names = sorted({d for top in self.library_modules for d in mapping.get(top, ())})
+        else:
+            names = list(self.packages)
+        versions: dict[str, str] = {}
+        for name in names:
+            try:
+                versions[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                versions[name] = "not installed"
+        return versions
+
+    def _see(self, obj: object) -> None:
+        self.seen.add(id(obj))
+        self.keep_alive.append(obj)
 
 
-def _code_fingerprint(code: types.CodeType) -> list[object]:
-    constants: list[object] = []
+# --- what the code is made of ---------------------------------------------------------------
+
+
+def _layers(obj: Any) -> list[Any]:
+    """``obj`` and what it wraps, outermost first (methods and static/class methods opened)."""
+    layers: list[Any] = []
+    seen: set[int] = set()
+    while obj is not None and id(obj) not in seen and len(layers) < _MAX_LAYERS:
+        seen.add(id(obj))
+        if isinstance(obj, (types.MethodType, staticmethod, classmethod)):
+            obj = obj.__func__
+        layers.append(obj)
+        wrapped = getattr(obj, "__wrapped__", None) if not isinstance(obj, type) else None
+        obj = (
+            wrapped
+            if callable(wrapped) or isinstance(wrapped, (staticmethod, classmethod))
+            else None
+        )
+    return layers
+
+
+def _is_code(value: object) -> bool:
+    return isinstance(
+        value, (types.FunctionType, type, types.MethodType, staticmethod, classmethod)
+    ) or (callable(value) and hasattr(value, "__wrapped__") and not isinstance(value, type))
+
+
+def _function_nodes() -> tuple[type, ...]:
+    import ast
+
+    return (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _methods(cls: type) -> list[types.FunctionType]:
+    found: list[types.FunctionType] = []
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            found.extend(f for f in (value.fget, value.fset, value.fdel) if f is not None)  # type: ignore[misc]
+        elif isinstance(value, types.FunctionType):
+            found.append(value)
+    return [f for f in found if isinstance(f, types.FunctionType)]
+
+
+def _class_fingerprint(cls: type, methods: list[types.FunctionType]) -> list[object]:
+    """A class without trustworthy source: its bases, methods' code and plain attributes."""
+    attributes: list[object] = []
+    for name, value in sorted(vars(cls).items()):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        if _encodable(value) and not isinstance(value, type):
+            attributes.append([name, value])
+    return [
+        [_qualified(base) for base in cls.__bases__],
+        [[m.__qualname__, code_fingerprint(m.__code__)] for m in sorted(methods, key=_qualname)],
+        attributes,
+    ]
+
+
+def _names(code: types.CodeType) -> frozenset[str]:
+    names = set(code.co_names)
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            constants.append(_code_fingerprint(constant))
-        elif constant is not None and constant is not Ellipsis:
-            try:
-                encode(constant)
-            except UnsupportedType:
-                constants.append(repr(type(constant)))
-            else:
-                constants.append(constant)
-    return [code.co_code, list(code.co_names), list(code.co_varnames), constants]
+            names |= _names(constant)
+    return frozenset(names)
 
 
-def _global_names(code: types.CodeType) -> Iterator[str]:
-    yield from code.co_names
+def _written_globals(code: types.CodeType) -> frozenset[str]:
+    """Names the code assigns with ``global``: state it keeps, not constants it reads."""
+    global _STORE_GLOBAL_OPCODES
+    if _STORE_GLOBAL_OPCODES is None:
+        import opcode
+
+        _STORE_GLOBAL_OPCODES = frozenset(
+            opcode.opmap[name] for name in ("STORE_GLOBAL", "DELETE_GLOBAL") if name in opcode.opmap
+        )
+    written: set[str] = set()
+    raw = code.co_code
+    if not any(bytes([op]) in raw for op in _STORE_GLOBAL_OPCODES):
+        raw = b""  # a quick filter: most functions write no global
+    extended = 0
+    extended_arg = 144  # EXTENDED_ARG, stable across versions
+    for offset in range(0, len(raw) - 1, 2):
+        op, arg = raw[offset], raw[offset + 1] | extended
+        if op == extended_arg:
+            extended = arg << 8
+            continue
+        extended = 0
+        if op in _STORE_GLOBAL_OPCODES and arg < len(code.co_names):
+            written.add(code.co_names[arg])
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            yield from _global_names(constant)
+            written |= _written_globals(constant)
+    return frozenset(written)
 
 
-def _referenced_globals(func: Any, seen: set[int]) -> Iterator[tuple[str, object]]:
-    """(name, fingerprint) of what ``func`` refers to in its module, followed recursively."""
-    func = inspect.unwrap(func)
-    code = getattr(func, "__code__", None)
-    namespace = getattr(func, "__globals__", None)
-    if code is None or namespace is None:
-        return
-    module = func.__module__
-    for name in sorted(set(_global_names(code))):
-        if name not in namespace:
-            continue
-        value = inspect.unwrap(namespace[name]) if callable(namespace[name]) else namespace[name]
-        if id(value) in seen:
-            continue
-        if isinstance(value, (types.FunctionType, type)):
-            if getattr(value, "__module__", None) != module:
-                continue
-            seen.add(id(value))
-            try:
-                yield name, _normalized_code(value)
-            except TypeError:
-                continue  # a class whose source cannot be read
-            if isinstance(value, types.FunctionType):
-                yield from _referenced_globals(value, seen)
-        elif isinstance(value, (int, float, str, bytes, bool, tuple, frozenset)) or value is None:
-            try:
-                yield name, encode(value)
-            except UnsupportedType:
-                continue
+def _encodable(value: object) -> bool:
+    try:
+        encode(value)
+    except (UnsupportedType, TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _qualified(value: object) -> str:
+    module = getattr(value, "__module__", None) or ""
+    qualname = getattr(value, "__qualname__", None) or type(value).__qualname__
+    return f"{module}:{qualname}"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=VERSION_DIGEST_SIZE).hexdigest()
+
+
+def _entry(
+    key: str, module: str, qualname: str, basis: str, digest: str, kind: str
+) -> dict[str, str]:
+    return {
+        "key": key,
+        "module": module,
+        "qualname": qualname,
+        "basis": basis,
+        "digest": digest,
+        "kind": kind,
+    }
+
+
+def _public(entry: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in entry.items() if name != "key"}
+
+
+# --- whose code: the user's, a library's, or persistmemo's --------------------------------
+
+
+@functools.cache
+def _origin_of_path(path: str) -> str:
+    if not path or path.startswith("<"):
+        return _USER  # exec'd or typed in: the user's, read from its code object
+    normalized = os.path.normcase(os.path.abspath(path))
+    if normalized.startswith(_OWN_DIRECTORY):
+        return _OWN
+    parts = set(normalized.split(os.sep))
+    if "site-packages" in parts or "dist-packages" in parts:
+        return _LIBRARY
+    if any(normalized.startswith(prefix) for prefix in _library_prefixes()):
+        return _LIBRARY
+    return _USER
+
+
+@functools.lru_cache(maxsize=1)
+def _library_prefixes() -> tuple[str, ...]:
+    """The directories of the standard library and installed packages (and the venv's lib)."""
+    import site
+    import sysconfig
+
+    directories: set[str] = set()
+    for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
+        paths = sysconfig.get_paths(vars=scheme_vars)
+        directories.update(paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
+        directories.update(os.path.join(prefix, lib) for lib in ("lib", "Lib", "lib64"))
+    directories.update(getattr(site, "getsitepackages", list)())
+    user_site = getattr(site, "getusersitepackages", lambda: None)()
+    if isinstance(user_site, str):
+        directories.add(user_site)
+    return tuple(os.path.normcase(os.path.abspath(d)) + os.sep for d in directories if d)
+
+
+def _module_file(module: object) -> str | None:
+    path = getattr(module, "__file__", None)
+    if path is None:
+        # A namespace package has no file: its directories say whose it is.
+        locations = list(getattr(module, "__path__", None) or ())
+        path = str(locations[0]) + os.sep if locations else None
+    return os.path.normcase(os.path.abspath(path)) if isinstance(path, str) else None
+
+
+def _origin_of_function(func: types.FunctionType) -> str:
+    path = func.__code__.co_filename
+    if path.startswith("<"):
+        # "<frozen posixpath>" is the standard library's; "<string>" is exec'd text, whose
+        # module says whose it is (a dataclass's generated __init__ is its module's).
+        if path.startswith("<frozen"):
+            return _LIBRARY
+        module = sys.modules.get(getattr(func, "__module__", None) or "")
+        return _USER if module is None else _origin_of_type_module(module)
+    return _origin_of_path(path)
+
+
+def _origin_of_type_module(module: types.ModuleType) -> str:
+    if getattr(module, "__file__", None) is None and not hasattr(module, "__path__"):
+        # builtins and frozen modules are the interpreter's; __main__ in a REPL is the user's
+        return _USER if module.__name__ == "__main__" else _LIBRARY
+    return _origin_of_module(module)
+
+
+def _origin_of_module(module: types.ModuleType) -> str:
+    path = _module_file(module)
+    return _LIBRARY if path is None else _origin_of_path(path)
+
+
+def _origin_of_type(cls: type) -> str:
+    module = sys.modules.get(getattr(cls, "__module__", "") or "")
+    if module is None:
+        return _LIBRARY if cls.__module__ == "builtins" else _USER
+    return _origin_of_type_module(module)
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    from importlib import metadata
+
+    return dict(metadata.packages_distributions())
+
+
+def _qualname(func: types.FunctionType) -> str:
+    return func.__qualname__

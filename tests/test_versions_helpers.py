@@ -1,0 +1,183 @@
+"""Helpers in other modules of the user's code are in the version; libraries are not followed."""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import textwrap
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from persistmemo.versioning import code_version, explain_version
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def load_package(root: Path, files: dict[str, str]) -> ModuleType:
+    """Write ``files`` as a fresh package (a new name each time) and import its ``main``."""
+    name = f"userpkg_{next(_counter)}"
+    (root / name).mkdir()
+    (root / name / "__init__.py").write_text("")
+    for filename, source in files.items():
+        (root / name / filename).write_text(textwrap.dedent(source))
+    importlib.invalidate_caches()
+    return importlib.import_module(f"{name}.main")
+
+
+FEATURES = """
+import math
+
+FACTOR = {factor}
+DATA_DIR = "/data/{data}"
+
+def clean(x):
+    # strip the noise
+    return math.floor(x * FACTOR) + {offset}
+
+class Scaler:
+    def scale(self, x):
+        return x * {scale}
+"""
+
+MAIN_FROM_IMPORT = """
+from .features import clean
+
+def f(x):
+    return clean(x)
+"""
+
+MAIN_MODULE_ATTRIBUTE = """
+from . import features
+
+def f(x):
+    return features.clean(x), features.DATA_DIR
+"""
+
+MAIN_CLASS = """
+from .features import Scaler
+
+def f(x):
+    return Scaler().scale(x)
+"""
+
+
+def version(project: Path, main: str, **features: object) -> str:
+    values = {"factor": 2, "data": "a", "offset": 1, "scale": 3, **features}
+    module = load_package(project, {"features.py": FEATURES.format(**values), "main.py": main})
+    return code_version(module.f)
+
+
+@pytest.mark.parametrize("main", [MAIN_FROM_IMPORT, MAIN_MODULE_ATTRIBUTE])
+def test_a_helper_in_another_user_module_is_in_the_version(project: Path, main: str) -> None:
+    original = version(project, main)
+    assert version(project, main, offset=5) != original
+    assert version(project, main) == original
+
+
+def test_a_constant_of_another_module_read_by_a_helper_is_in_the_version(project: Path) -> None:
+    original = version(project, MAIN_FROM_IMPORT)
+    assert version(project, MAIN_FROM_IMPORT, factor=3) != original
+
+
+def test_a_constant_read_through_a_module_attribute_is_in_the_version(project: Path) -> None:
+    original = version(project, MAIN_MODULE_ATTRIBUTE)
+    assert version(project, MAIN_MODULE_ATTRIBUTE, data="b") != original
+
+
+def test_a_method_of_a_class_from_another_module_is_in_the_version(project: Path) -> None:
+    original = version(project, MAIN_CLASS)
+    assert version(project, MAIN_CLASS, scale=4) != original
+    assert version(project, MAIN_CLASS, offset=9) == original  # clean() is not used
+
+
+def test_a_reformatted_or_commented_helper_keeps_the_version(project: Path) -> None:
+    original = version(project, MAIN_FROM_IMPORT)
+    reformatted = FEATURES.replace("# strip the noise", '"""Docstring."""  # a comment').replace(
+        "return math.floor(x * FACTOR) + {offset}",
+        "return (math.floor(x*FACTOR)\n            + {offset})",
+    )
+    module = load_package(
+        project,
+        {
+            "features.py": reformatted.format(factor=2, data="a", offset=1, scale=3),
+            "main.py": MAIN_FROM_IMPORT,
+        },
+    )
+    assert code_version(module.f) == original
+
+
+def test_the_module_constants_a_function_reads_are_in_the_version_by_default(
+    project: Path,
+) -> None:
+    main = "FACTOR = {}\n\ndef f(x):\n    return x * FACTOR\n"
+    two = load_package(project, {"main.py": main.format(2)}).f
+    three = load_package(project, {"main.py": main.format(3)}).f
+    assert code_version(two) != code_version(three)
+    assert code_version(two, include_globals=False) == code_version(three, include_globals=False)
+
+
+def test_helpers_that_call_each_other_across_modules_are_followed_once(project: Path) -> None:
+    files = {
+        "a.py": "from . import b\n\ndef ping(n):\n    return b.pong(n - 1) if n else {}\n",
+        "b.py": "from . import a\n\ndef pong(n):\n    return a.ping(n - 1) if n else 0\n",
+        "main.py": "from .a import ping\n\ndef f(n):\n    return ping(n)\n",
+    }
+    first = load_package(project, {**files, "a.py": files["a.py"].format(1)})
+    second = load_package(project, {**files, "a.py": files["a.py"].format(2)})
+    assert first.f(3) == 0
+    assert code_version(first.f) != code_version(second.f)
+    helpers = [entry["qualname"] for entry in explain_version(first.f)["helpers"]]
+    assert sorted(helpers) == ["ping", "pong"]
+
+
+def test_the_standard_library_and_installed_packages_are_not_followed(project: Path) -> None:
+    main = """
+    import json
+    import os.path
+    import pytest
+    from collections import OrderedDict
+
+    def f(x):
+        return json.dumps(OrderedDict(x=os.path.join("a", x))), pytest.approx
+    """
+    described = explain_version(load_package(project, {"main.py": main}).f)
+    assert described["helpers"] == []
+    assert described["constants"] == []
+    assert described["function"]["basis"] == "source"
+
+
+def test_a_global_the_function_assigns_is_state_not_a_constant(project: Path) -> None:
+    main = "calls = {}\n\ndef f(x):\n    global calls\n    calls += 1\n    return x\n"
+    assert code_version(load_package(project, {"main.py": main.format(0)}).f) == code_version(
+        load_package(project, {"main.py": main.format(5)}).f
+    )
+
+
+def test_explain_version_describes_what_went_into_the_version(project: Path) -> None:
+    import json
+
+    module = load_package(
+        project,
+        {
+            "features.py": FEATURES.format(factor=2, data="a", offset=1, scale=3),
+            "main.py": MAIN_MODULE_ATTRIBUTE,
+        },
+    )
+    described = explain_version(module.f)
+    json.dumps(described)  # serializable
+    assert described["version"] == code_version(module.f)
+    assert described["function"]["qualname"] == "f"
+    assert described["function"]["module"] == module.__name__
+    assert [h["qualname"] for h in described["helpers"]] == ["clean"]
+    assert {c["name"]: c["repr"] for c in described["constants"]} == {
+        "DATA_DIR": "'/data/a'",
+        "FACTOR": "2",
+    }
