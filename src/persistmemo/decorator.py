@@ -46,6 +46,7 @@ from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.naming import qualified_name
 from persistmemo.options import MemoOptions
+from persistmemo.source_stamps import definition_stamp
 from persistmemo.store import MISSING, Missing
 
 if TYPE_CHECKING:
@@ -99,6 +100,19 @@ class Memoized(Protocol[P, R]):
 
     def version(self) -> str:
         """The version in this function's keys (pinned, or derived from its code)."""
+        ...
+
+    def version_info(self) -> dict[str, Any]:
+        """What went into the version: the code, helpers followed, constants, packages."""
+        ...
+
+    def map(
+        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+    ) -> Any:
+        """Call for each tuple of items, computing only the misses; results in input order.
+
+        A list (``await`` it for ``async def`` functions). See persistmemo.mapping.
+        """
         ...
 
     # A memoized method binds like a function. Bound, it is typed as what it is at run time:
@@ -285,7 +299,7 @@ class _MemoizedFunction(Generic[P, R]):
         # The memory tier may look calls up by their raw arguments only when nothing else
         # goes into the key: no key= function, no captured variables, no partial.
         self.direct_memory = self.binder is not None and not free and self.code is func
-        self.stamp = _definition_stamp(self.code)
+        self.stamp = definition_stamp(self.code)
         _check_name_collision(self)
         self.memory = None if options.memory is None else MemoryTier(options.memory)
         self.wrapper = self._async_wrapper() if _is_async(func) else self._sync_wrapper()
@@ -296,6 +310,7 @@ class _MemoizedFunction(Generic[P, R]):
         else:
             functools.update_wrapper(self.wrapper, func)
         controls = (
+            self.map_async if _is_async(func) else self.map,
             self.cache_info,
             self.cache_clear,
             self.invalidate,
@@ -306,7 +321,7 @@ class _MemoizedFunction(Generic[P, R]):
             self.info,
         )
         for control in controls:
-            setattr(self.wrapper, control.__name__, control)
+            setattr(self.wrapper, control.__name__.removesuffix("_async"), control)
         setattr(self.wrapper, "store", self.store)  # noqa: B010  (not a declared attribute)
         setattr(self.wrapper, MEMOIZED_MARK, True)
         self.flushed_hits = 0
@@ -479,15 +494,12 @@ class _MemoizedFunction(Generic[P, R]):
         if version is None:
             from persistmemo.versioning import code_version  # parses source: first call only
 
-            try:  # TEMPORARY until versioning's new API lands
-                version = code_version(
-                    self.code,
-                    include_globals=self.options.include_globals,
-                    packages=self.options.packages,
-                    stamp=self.stamp,
-                )
-            except TypeError:
-                version = code_version(self.code, include_globals=self.options.include_globals)
+            version = code_version(
+                self.code,
+                include_globals=self.options.include_globals,
+                packages=self.options.packages,
+                stamp=self.stamp,
+            )
         self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
         self.keys = KeyBuilder(self.identity, version)
         return self.keys
@@ -613,6 +625,29 @@ class _MemoizedFunction(Generic[P, R]):
         keys = self.keys or self.prepare()
         return keys.prefix.rsplit(":", 2)[1]
 
+    def map(
+        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+    ) -> list[Any]:
+        """Call for each tuple of items, computing only the misses (see persistmemo.mapping)."""
+        from persistmemo.mapping import map_sync
+
+        _check_map_options(workers, progress)
+        if (self.keys or self.prepare()) and self.disabled:
+            return [self.wrapper(*args) for args in zip(*iterables, strict=False)]  # type: ignore[call-arg]
+        return map_sync(self, self.wrapper, iterables, workers, progress, self.func_name)
+
+    async def map_async(
+        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+    ) -> list[Any]:
+        """``map`` for ``async def`` functions: misses run concurrently, ``workers`` at most."""
+        from persistmemo.mapping import map_async
+
+        _check_map_options(workers, progress)
+        call = cast(Callable[..., Awaitable[Any]], self.wrapper)
+        if (self.keys or self.prepare()) and self.disabled:
+            return [await call(*args) for args in zip(*iterables, strict=False)]
+        return await map_async(self, call, iterables, workers, progress, self.func_name)
+
     def version_info(self) -> dict[str, Any]:
         """What went into the version: the code, helpers followed, constants, packages."""
         keys = self.keys or self.prepare()
@@ -662,6 +697,17 @@ def _is_async(func: Callable[..., Any]) -> bool:
     import inspect  # at decoration, not at `import persistmemo`
 
     return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
+
+
+def _check_map_options(workers: object, progress: object) -> None:
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise TypeError(
+            f"map(workers=...) takes a number of processes (1 or more); got {workers!r}"
+        )
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"map(progress=...) takes True, False or None; got {progress!r}")
 
 
 def _decode_fault(error: CorruptEntry) -> str:
@@ -756,11 +802,3 @@ def _fingerprint_of_code(code: Any) -> bytes:
         for c in code.co_consts
     ]
     return b"\0".join([code.co_code, repr(code.co_names).encode(), *constants])
-
-
-def _definition_stamp(func: Callable[..., Any]) -> object:
-    try:  # TEMPORARY until versioning's stamp module lands
-        from persistmemo.source_stamps import definition_stamp  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return definition_stamp(func)

@@ -1,0 +1,237 @@
+"""``f.map(...)``: many calls at once, computing only the misses.
+
+``f.map(items)`` is ``[f(x) for x in items]`` (and ``f.map(xs, ys)`` zips, like ``map``),
+returned as a list in input order, with these differences:
+
+- hits are looked up first, in batches (one store query for many keys where the store
+  can), decoded and verified like single hits;
+- misses run in this process (``workers=None``) or in ``workers`` worker processes
+  (``concurrent.futures.ProcessPoolExecutor``). Each worker calls the memoized function
+  itself, so each result is stored the moment it is done and claims (leases) hold across
+  workers and other processes as for single calls. An interrupted or killed run loses only
+  what was running; the next run computes only the rest;
+- an exception from one item is raised after every result already finished is stored; items
+  not yet started are cancelled, those already running finish (and are stored);
+- equal calls in the input are computed once;
+- a progress line (done / total, hits, misses, rate, time left) on stderr when it is a
+  terminal and the map runs longer than a moment; ``progress=True`` forces it and
+  ``progress=False`` silences it. No dependency: it is one line rewritten in place.
+
+Workers import the function by name: it must be defined at module level of an importable
+module (a script's functions are importable by the workers that multiprocessing starts), and
+its arguments and results must pickle. Otherwise ``workers=`` raises a TypeError saying so.
+For ``async def`` functions, ``await f.map(...)`` runs the misses concurrently on the event
+loop, at most ``workers`` at a time (default 16).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from persistmemo.store import MISSING
+
+BATCH = 512
+"""Keys per store query when reading hits."""
+
+PROGRESS_AFTER = 0.5
+"""Seconds a map runs before its progress line appears (on a terminal)."""
+
+ASYNC_WORKERS = 16
+
+
+class MapTarget(Protocol):
+    """What mapping needs of a memoized function (decorator.py provides it)."""
+
+    store: Any
+    hits: int
+
+    def key(self, *args: Any, **kwargs: Any) -> str: ...
+
+    def lookup(self, data: Any) -> object: ...
+
+
+def _calls(iterables: Sequence[Iterable[Any]]) -> list[tuple[Any, ...]]:
+    if not iterables:
+        raise TypeError("map() needs at least one iterable of arguments")
+    return list(zip(*iterables, strict=False))  # like map(): the shortest one ends it
+
+
+def _read_hits(target: MapTarget, keys: list[str]) -> dict[str, object]:
+    """The decoded hits among ``keys``, read in batches where the store can."""
+    store = target.store
+    read_many: Callable[[list[str]], dict[str, Any]] | None = getattr(store, "read_many", None)
+    found: dict[str, object] = {}
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), BATCH):
+        batch = unique[start : start + BATCH]
+        raw = read_many(batch) if read_many else {key: store.read(key) for key in batch}
+        for key, data in raw.items():
+            if data is MISSING:
+                continue
+            value = target.lookup(data)
+            if value is not MISSING:
+                found[key] = value
+    return found
+
+
+class Progress:
+    """One status line on stderr, rewritten in place; silent unless wanted."""
+
+    def __init__(self, name: str, total: int, hits: int, wanted: bool | None) -> None:
+        self.name = name
+        self.total = total
+        self.hits = hits
+        self.done = hits
+        self.misses = 0
+        self.started = time.monotonic()
+        self.shown = False
+        if wanted is None:
+            isatty = getattr(sys.stderr, "isatty", None)
+            wanted = bool(isatty and isatty())
+            self.delay = PROGRESS_AFTER
+        else:
+            self.delay = 0.0
+        self.enabled = wanted and total > 0
+
+    def advance(self) -> None:
+        self.done += 1
+        self.misses += 1
+        if self.enabled and time.monotonic() - self.started >= self.delay:
+            self._show()
+
+    def finish(self) -> None:
+        if self.enabled and self.shown:
+            self._show()
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    def _show(self) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = self.misses / elapsed if elapsed > 0 else 0.0
+        left = self.total - self.done
+        eta = f"{left / rate:.0f} s left" if rate > 0 and left else ""
+        line = (
+            f"\r{self.name}: {self.done}/{self.total} ({self.hits} hits, {self.misses} "
+            f"computed, {rate:.1f}/s) {eta}"
+        )
+        sys.stderr.write(line.ljust(78))
+        sys.stderr.flush()
+        self.shown = True
+
+
+def map_sync(
+    target: MapTarget,
+    call: Callable[..., Any],
+    iterables: Sequence[Iterable[Any]],
+    workers: int | None,
+    progress: bool | None,
+    name: str,
+) -> list[Any]:
+    """The sync ``f.map``: see the module docstring."""
+    calls = _calls(iterables)
+    keys = [target.key(*args) for args in calls]
+    hits = _read_hits(target, keys)
+    target.hits += sum(1 for key in keys if key in hits)
+    missing: dict[str, tuple[Any, ...]] = {}
+    for key, args in zip(keys, calls, strict=True):
+        if key not in hits and key not in missing:
+            missing[key] = args
+    meter = Progress(name, len(calls), len(calls) - _missing_calls(keys, missing), progress)
+    try:
+        if workers is None or workers <= 1 or len(missing) <= 1:
+            for key, args in missing.items():
+                hits[key] = call(*args)
+                meter.advance()
+        else:
+            hits.update(_in_processes(call, missing, workers, meter, name))
+    finally:
+        meter.finish()
+    return [hits[key] for key in keys]
+
+
+def _missing_calls(keys: list[str], missing: dict[str, tuple[Any, ...]]) -> int:
+    return sum(1 for key in keys if key in missing)
+
+
+def _in_processes(
+    call: Callable[..., Any],
+    missing: dict[str, tuple[Any, ...]],
+    workers: int,
+    meter: Progress,
+    name: str,
+) -> dict[str, object]:
+    import pickle
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+
+    try:
+        pickle.dumps(call)
+    except Exception as error:
+        raise TypeError(
+            f"{name}.map(workers={workers}) runs misses in worker processes, which import "
+            f"{name} by name; it cannot be sent there ({error}). Define it at module level "
+            "of an importable module, or leave workers= out to compute in this process."
+        ) from None
+    results: dict[str, object] = {}
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {}
+        for key, args in missing.items():
+            try:
+                futures[pool.submit(call, *args)] = key
+            except Exception as error:  # an argument that does not pickle, say
+                raise TypeError(f"{name}.map(workers=...): {error}") from error
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                failure = future.exception()
+                if failure is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise failure
+                results[futures[future]] = future.result()
+                meter.advance()
+    return results
+
+
+async def map_async(
+    target: MapTarget,
+    call: Callable[..., Awaitable[Any]],
+    iterables: Sequence[Iterable[Any]],
+    workers: int | None,
+    progress: bool | None,
+    name: str,
+) -> list[Any]:
+    """The async ``f.map``: misses run concurrently, at most ``workers`` at a time."""
+    import asyncio
+
+    calls = _calls(iterables)
+    keys = [target.key(*args) for args in calls]
+    hits = _read_hits(target, keys)
+    target.hits += sum(1 for key in keys if key in hits)
+    missing: dict[str, tuple[Any, ...]] = {}
+    for key, args in zip(keys, calls, strict=True):
+        if key not in hits and key not in missing:
+            missing[key] = args
+    meter = Progress(name, len(calls), len(calls) - _missing_calls(keys, missing), progress)
+    limit = asyncio.Semaphore(workers or ASYNC_WORKERS)
+
+    async def one(key: str, args: tuple[Any, ...]) -> None:
+        async with limit:
+            hits[key] = await call(*args)
+            meter.advance()
+
+    tasks = [asyncio.ensure_future(one(key, args)) for key, args in missing.items()]
+    try:
+        if tasks:
+            await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    finally:
+        meter.finish()
+    return [hits[key] for key in keys]

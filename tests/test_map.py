@@ -1,0 +1,121 @@
+"""f.map: many calls at once, only the misses computed, in order, resumable, quiet when piped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_python
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {"MAP_STORE": str(tmp_path / "store"), "MAP_LOG": str(tmp_path / "calls.log")}
+
+
+def computed(env: dict[str, str], kind: str) -> list[str]:
+    log = Path(env["MAP_LOG"])
+    if not log.exists():
+        return []
+    return [line.split()[1] for line in log.read_text().splitlines() if line.startswith(kind)]
+
+
+def test_results_come_in_input_order_and_only_misses_are_computed(env: dict[str, str]) -> None:
+    code = """
+        import mapped
+        print(mapped.power(3))
+        print(mapped.power.map([1, 2, 3, 4, 3]))
+        print(mapped.power.map([1, 2, 3], [3, 3, 3]))
+        print(mapped.power.map([]))
+    """
+    out = run_python(code, env=env).stdout.splitlines()
+    assert out == ["9", "[1, 4, 9, 16, 9]", "[1, 8, 27]", "[]"]
+    assert sorted(computed(env, "power"), key=int) == ["1", "1", "2", "2", "3", "3", "4"]
+    again = run_python("import mapped; print(mapped.power.map([4, 3, 2, 1]))", env=env)
+    assert again.stdout.split("\n")[0] == "[16, 9, 4, 1]"
+    assert len(computed(env, "power")) == 7  # all hits
+
+
+def test_misses_run_in_worker_processes(env: dict[str, str]) -> None:
+    code = "import mapped; print(mapped.spin.map(range(8), workers=2))"
+    out = run_python(code, env=env).stdout.strip()
+    assert out == str([x * 10 for x in range(8)])
+    log = Path(env["MAP_LOG"]).read_text().splitlines()
+    pids = {line.split()[2] for line in log if line.startswith("start")}
+    assert len(pids) == 2  # two workers shared the eight items
+    assert len(computed(env, "start")) == 8
+
+
+def test_a_failing_item_raises_after_the_finished_ones_are_stored(env: dict[str, str]) -> None:
+    code = """
+        import mapped
+        try:
+            mapped.fragile.map([1, 2, 3, 4])
+        except ValueError as error:
+            print("raised", error)
+    """
+    assert run_python(code, env=env).stdout.strip() == "raised three is not allowed"
+    assert computed(env, "fragile") == ["1", "2", "3"]  # in this process: in order, then stop
+    code = "import mapped; print(mapped.fragile.map([1, 2, 4]))"
+    assert run_python(code, env=env).stdout.strip() == "[1, 2, 4]"
+    assert computed(env, "fragile") == ["1", "2", "3", "4"]
+
+
+def test_a_killed_map_resumes_with_only_the_rest(env: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import mapped; mapped.slow.map(range(30))"],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO / "tests")},
+    )
+    deadline = time.monotonic() + 30
+    while len(computed(env, "slow")) < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_before = len(computed(env, "slow"))
+    assert done_before < 30
+    out = run_python("import mapped; print(mapped.slow.map(range(30)))", env=env).stdout
+    assert out.strip() == str(list(range(30)))
+    assert sorted(computed(env, "slow"), key=int) == [str(x) for x in range(30)]  # none twice
+
+
+def test_async_map_runs_misses_concurrently(env: dict[str, str]) -> None:
+    code = """
+        import asyncio, mapped
+        print(asyncio.run(mapped.fetch.map(range(10), workers=10)))
+    """
+    assert run_python(code, env=env).stdout.strip() == str([x + 100 for x in range(10)])
+    log = Path(env["MAP_LOG"]).read_text().splitlines()
+    starts = [float(line.split()[3]) for line in log if line.startswith("fetch-start")]
+    ends = [float(line.split()[3]) for line in log if line.startswith("fetch-end")]
+    assert max(starts) < min(ends)  # all ten were running at once
+    run_python(code, env=env)
+    assert len(computed(env, "fetch-start")) == 10  # the second run: all hits
+
+
+def test_progress_is_silent_when_piped_and_shown_when_asked(env: dict[str, str]) -> None:
+    quiet = run_python("import mapped; mapped.slow.map(range(8))", env=env)
+    assert quiet.stderr == ""
+    shown = run_python("import mapped; mapped.slow.map(range(8, 16), progress=True)", env=env)
+    assert "8/8" in shown.stderr
+    assert "computed" in shown.stderr
+
+
+def test_workers_need_an_importable_function(tmp_path: Path) -> None:
+    from persistmemo import memo
+
+    @memo(store=tmp_path / "store")
+    def local(x: int) -> int:
+        return x
+
+    with pytest.raises(TypeError, match="module level of an importable module"):
+        local.map([1, 2, 3], workers=2)
+    with pytest.raises(TypeError, match="workers="):
+        local.map([1], workers=0)
+    assert local.map([1, 2, 3]) == [1, 2, 3]
