@@ -181,3 +181,23 @@ def test_explain_version_describes_what_went_into_the_version(project: Path) -> 
         "DATA_DIR": "'/data/a'",
         "FACTOR": "2",
     }
+
+
+def test_editing_a_helper_module_invalidates_a_memoized_function_in_a_fresh_process(
+    tmp_path: Path,
+) -> None:
+    from conftest import run_python
+
+    (tmp_path / "job.py").write_text(
+        "from persistmemo import memo\nfrom features import clean\n\n"
+        "@memo\ndef run(x):\n    return clean(x)\n"
+    )
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+
+    def run(factor: int) -> str:
+        source = f"FACTOR = {factor}\n\ndef clean(x):\n    return x * FACTOR\n"
+        (tmp_path / "features.py").write_text(source)
+        return run_python("import job; print(job.run(2))", cwd=tmp_path, env=env).stdout.strip()
+
+    assert run(10) == "20"
+    assert run(3) == "6"  # the stale 20 is not served

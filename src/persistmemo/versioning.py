@@ -149,9 +149,17 @@ class _VersionBasis:
     # --- following the code -------------------------------------------------------------
 
     def _root(self, func: Any) -> None:
-        for layer in _layers(func):
+        layers = _layers(func)
+        # Every layer's own code first, outermost first: a wrapper captures the function it
+        # wraps, which must still be listed as a layer, not as a captured helper.
+        for layer in layers:
             if isinstance(layer, types.FunctionType):
-                self._function(layer, root=True, keyed=True)
+                self._function(layer, root=True, keyed=True, follow=False)
+        for layer in layers:
+            if isinstance(layer, types.FunctionType):
+                if _origin_of_function(layer) == _USER:
+                    self._closure(layer, _qualified(layer), keyed=True)
+                    self._globals(layer)
             elif isinstance(layer, type):
                 self._class(layer, keyed=True, root=True)
             elif _origin_of_type(type(layer)) == _USER:
@@ -164,7 +172,9 @@ class _VersionBasis:
                 "Pass version= to memo()."
             )
 
-    def _function(self, func: types.FunctionType, *, root: bool, keyed: bool) -> None:
+    def _function(
+        self, func: types.FunctionType, *, root: bool, keyed: bool, follow: bool = True
+    ) -> None:
         """Version ``func``'s code; ``keyed``: its captured values are keyed at each call."""
         if id(func) in self.seen:
             return
@@ -187,8 +197,9 @@ class _VersionBasis:
             self.layers.append(entry)
         else:
             self.helpers[(key, entry["digest"])] = entry
-        self._closure(func, key, keyed=keyed)
-        self._globals(func)
+        if follow:
+            self._closure(func, key, keyed=keyed)
+            self._globals(func)
 
     def _closure(self, func: types.FunctionType, key: str, *, keyed: bool) -> None:
         cells = func.__closure__ or ()
