@@ -4,22 +4,29 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import datetime as dt
 import decimal
+import enum
 import math
 import pathlib
 import uuid
 import zoneinfo
 from typing import Any
 
+import msgpack
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conftest import run_python
 from golden_types import Color, Pair, Point
+from persistmemo import Store, memo
 from persistmemo.codec import (
+    EXT_TUPLE,
     FORMAT_MSGPACK,
+    MAX_EXT_DEPTH,
     CorruptEntry,
     UnstorableValue,
     decode_value,
@@ -189,3 +196,249 @@ def test_values_round_trip_exactly(value: Any) -> None:
 def test_random_bytes_decode_to_a_value_or_corrupt_entry_only(data: bytes) -> None:
     with contextlib.suppress(CorruptEntry):
         decode_value(FORMAT_MSGPACK + data)
+
+
+# --- values msgpack cannot hold: cycles and deep nesting -------------------------------------
+
+
+def nested(depth: int, make: Any = list) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = make([value])
+    return value
+
+
+def cyclic_list() -> list[Any]:
+    value: list[Any] = [1]
+    value.append(value)
+    return value
+
+
+def cyclic_dict() -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    value["self"] = [value]
+    return value
+
+
+@pytest.mark.parametrize("make", [cyclic_list, cyclic_dict])
+def test_cycles_fall_back_to_pickle_and_come_back(make: Any) -> None:
+    value = make()
+    data = encode_value(value)
+    assert is_pickled(data)
+    result = decode_value(data)
+    if isinstance(value, list) and value[-1] is value:
+        assert result[-1] is result
+    if isinstance(value, dict):
+        assert result["self"][0] is result
+
+
+@pytest.mark.parametrize("make", [cyclic_list, cyclic_dict, lambda: nested(3000)])
+def test_cycles_and_deep_nesting_are_unstorable_where_pickles_are_refused(make: Any) -> None:
+    with pytest.raises(UnstorableValue, match=r"reference cycle or is nested too deeply.*refused"):
+        encode_value(make(), allow_pickle=False)
+
+
+@pytest.mark.parametrize("make", [list, tuple, set, frozenset])
+@pytest.mark.parametrize("allow_pickle", [True, False])
+def test_nesting_too_deep_even_for_pickle_is_unstorable(make: Any, allow_pickle: bool) -> None:
+    hashable = make if make in (tuple, frozenset) else (lambda items: make(items))
+    value: Any = 0
+    for _ in range(3000):
+        value = hashable([value]) if make is not set else [value]
+    with pytest.raises(UnstorableValue):
+        encode_value(value, allow_pickle=allow_pickle)
+
+
+def deep_document(depth: int, *, as_ext: bool) -> bytes:
+    packed = msgpack.packb(0)
+    for _ in range(depth):
+        packed = (
+            msgpack.packb(msgpack.ExtType(EXT_TUPLE, b"\x91" + packed))
+            if as_ext
+            else b"\x91" + packed
+        )
+    return FORMAT_MSGPACK + packed
+
+
+@pytest.mark.parametrize("as_ext", [False, True], ids=["arrays", "tuples"])
+def test_documents_nested_3000_levels_deep_are_corrupt_entries(as_ext: bool) -> None:
+    with pytest.raises(CorruptEntry):
+        decode_value(deep_document(3000, as_ext=as_ext))
+
+
+def test_extension_types_nest_up_to_the_limit_in_msgpack_and_deeper_in_pickle() -> None:
+    at_limit = nested(MAX_EXT_DEPTH, tuple)
+    assert round_trip(at_limit) == at_limit
+    deeper = nested(MAX_EXT_DEPTH + 1, tuple)
+    assert is_pickled(encode_value(deeper))
+    assert decode_value(encode_value(deeper)) == deeper
+
+
+def test_a_planted_deeply_nested_document_is_refused_without_crashing_a_thread() -> None:
+    # Each nested unpack holds ~45 KB of C stack: 200 levels overflowed an 8 MB thread stack
+    # (a segfault, not an exception). Run apart, so that a crash cannot take pytest down.
+    output = run_python(
+        f"""
+        import threading
+        from persistmemo.codec import CorruptEntry, decode_value
+
+        def read():
+            try:
+                decode_value(bytes.fromhex("{deep_document(200, as_ext=True).hex()}"))
+            except CorruptEntry as error:
+                print(error)
+
+        threading.stack_size(1024 * 1024)
+        thread = threading.Thread(target=read)
+        thread.start()
+        thread.join()
+        """
+    )
+    assert "nests extension types over" in output.stdout
+
+
+def test_a_function_returning_a_cyclic_result_returns_it_and_then_hits(store: Store) -> None:
+    calls: list[int] = []
+
+    @memo(store=store)
+    def build(x: int) -> list[Any]:
+        calls.append(x)
+        return cyclic_list()
+
+    first, second = build(1), build(1)
+    assert first[1] is first
+    assert second[1] is second
+    assert calls == [1]
+
+
+@given(
+    st.recursive(st.none() | st.integers(), lambda inner: st.lists(inner, max_size=3), max_leaves=8)
+)
+def test_encoding_raises_nothing_but_unstorable_value(value: Any) -> None:
+    # Tie a knot in the value where there is a list to tie it in.
+    if isinstance(value, list):
+        value.append(value)
+    for allow_pickle in (False, True):
+        with contextlib.suppress(UnstorableValue):
+            encode_value(value, allow_pickle=allow_pickle)
+
+
+# --- flags and dataclasses with builtin bases ------------------------------------------------
+
+
+class Perm(enum.Flag):
+    R = 4
+    W = 2
+    X = 1
+
+
+class Bits(enum.IntFlag):
+    A = 1
+    B = 2
+    C = 16
+
+
+@given(st.integers(min_value=0, max_value=7))
+def test_flag_combinations_round_trip_by_value_through_msgpack(number: int) -> None:
+    value = Perm(number)
+    result = round_trip(value)
+    assert type(result) is Perm
+    assert result == value
+    assert result.value == number
+
+
+@given(st.integers(min_value=0, max_value=255))
+def test_int_flag_combinations_round_trip_with_unnamed_bits(number: int) -> None:
+    value = Bits(number)
+    result = round_trip(value)
+    assert type(result) is Bits
+    assert result == value == number
+
+
+@pytest.mark.parametrize(
+    "value", [Perm.R | Perm.W, Perm(0), Bits.A | Bits.C, Bits(0), Perm.X], ids=repr
+)
+def test_flags_are_stored_in_strict_stores_and_come_back_identical(value: enum.Flag) -> None:
+    assert round_trip(value) is type(value)(value.value)
+
+
+@dataclasses.dataclass
+class DictWithFields(dict):  # type: ignore[type-arg]
+    label: str = ""
+
+
+@dataclasses.dataclass
+class ListWithFields(list):  # type: ignore[type-arg]
+    label: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class SetWithFields(frozenset):  # type: ignore[type-arg]
+    label: str = ""
+
+
+@dataclasses.dataclass
+class ErrorWithFields(Exception):
+    code: int = 0
+
+
+def with_contents(value: Any) -> Any:
+    if isinstance(value, dict):
+        value.update(a=1, b=[2])
+    elif isinstance(value, list):
+        value.extend([1, (2, 3)])
+    return value
+
+
+BUILTIN_BASED = [
+    lambda: with_contents(DictWithFields("d")),
+    lambda: with_contents(ListWithFields("l")),
+    lambda: SetWithFields("s"),
+    lambda: ErrorWithFields(7),
+]
+
+
+@pytest.mark.parametrize("make", BUILTIN_BASED)
+def test_dataclasses_with_a_builtin_base_are_pickled_and_come_back_whole(make: Any) -> None:
+    value = make()
+    data = encode_value(value)
+    assert is_pickled(data)
+    result = decode_value(data)
+    assert type(result) is type(value)
+    assert dataclasses.asdict(result) == dataclasses.asdict(value)
+    if isinstance(value, (dict, list)):
+        assert type(value).__base__(result) == type(value).__base__(value)
+
+
+@pytest.mark.parametrize("make", BUILTIN_BASED)
+def test_dataclasses_with_a_builtin_base_are_refused_not_stored_by_strict_stores(make: Any) -> None:
+    with pytest.raises(UnstorableValue, match=r"__new__.*refused"):
+        encode_value(make(), allow_pickle=False)
+
+
+class PairWithNote(Pair):
+    """A NamedTuple subclass without __slots__: its instances take attributes."""
+
+
+def test_namedtuples_with_extra_attributes_keep_them_through_pickle() -> None:
+    value = PairWithNote(1, "a")
+    value.note = "kept"  # type: ignore[attr-defined]
+    with pytest.raises(UnstorableValue, match="non-field attributes"):
+        encode_value(value, allow_pickle=False)
+    data = encode_value(value)
+    assert is_pickled(data)
+    assert decode_value(data).note == "kept"  # type: ignore[attr-defined]
+    assert round_trip(PairWithNote(2, "b")) == (2, "b")
+
+
+def test_enum_members_with_aliases_round_trip_as_the_canonical_member() -> None:
+    class Aliased(enum.Enum):
+        ONE = 1
+        UNO = 1  # noqa: PIE796 -- the alias is the point
+
+    globals()["Aliased"] = Aliased
+    Aliased.__qualname__ = "Aliased"
+    try:
+        assert round_trip(Aliased.UNO) is Aliased.ONE
+    finally:
+        del globals()["Aliased"]

@@ -40,6 +40,7 @@ import importlib
 import io
 import os
 import sys
+import threading
 from collections.abc import Callable
 from types import FunctionType, ModuleType
 from typing import Any
@@ -75,6 +76,12 @@ EXT_FLAG = 18
 _PATH_CLASS_NAMES = frozenset(
     ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
 )
+MAX_EXT_DEPTH = 16
+"""Extension types (tuple, set, dataclass...) nest at most this deep in msgpack; deeper
+values are pickled. Decoding holds about 45 KB of C stack per level (msgpack's parse stack):
+16 levels (under 800 KB) fit even a 1 MB thread stack."""
+# The depth of _ext calls in this thread's encoding.
+_encoding = threading.local()
 # The names a running script's module has: its own, and multiprocessing workers' copy.
 _MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
 # Every class made by collections.namedtuple (typing.NamedTuple included) shares this code
@@ -424,7 +431,17 @@ def _encode_ext(value: Any) -> msgpack.ExtType:
 
 
 def _ext(code: int, payload: object) -> msgpack.ExtType:
-    return msgpack.ExtType(code, _packb(payload))
+    depth = getattr(_encoding, "depth", 0)
+    if depth >= MAX_EXT_DEPTH:
+        raise _NeedsPickle(
+            f"value nested more than {MAX_EXT_DEPTH} levels deep in tuples, sets, dataclasses "
+            "and other extension types"
+        )
+    _encoding.depth = depth + 1
+    try:
+        return msgpack.ExtType(code, _packb(payload))
+    finally:
+        _encoding.depth = depth
 
 
 def _encode_tz(tz: Any) -> object:
@@ -635,19 +652,34 @@ _Decoder = Callable[[bytes, _Unpack, bool], object]
 
 def _make_unpacker(allow_import: bool) -> _Unpack:
     """msgpack.unpackb with the extension hook, whose class lookups may import modules only
-    with ``allow_import``; nested payloads are unpacked by the same rules."""
+    with ``allow_import``; nested payloads are unpacked by the same rules, one level deeper.
 
-    def ext_hook(code: int, payload: bytes) -> object:
-        decoder = _EXT_DECODERS.get(code)
-        if decoder is None:
-            raise CorruptEntry(f"unknown extension type {code}")
-        return decoder(payload, unpack, allow_import)
+    Each nested unpackb holds msgpack's 40 KB parse stack on the C stack: a document nesting
+    extension types a few hundred levels deep (planted, since the encoder stops at
+    MAX_EXT_DEPTH) would crash the process, not raise. The depth is counted by the chain
+    of closures, so that the hit path pays nothing for it.
+    """
 
-    def unpack(payload: bytes | memoryview) -> Any:
-        return msgpack.unpackb(
-            payload, ext_hook=ext_hook, strict_map_key=False, unicode_errors="surrogatepass"
-        )
+    def too_deep(payload: bytes | memoryview) -> Any:
+        raise CorruptEntry(f"stored value nests extension types over {MAX_EXT_DEPTH} levels")
 
+    def unpacker_at(nested: _Unpack) -> _Unpack:
+        def ext_hook(code: int, payload: bytes) -> object:
+            decoder = _EXT_DECODERS.get(code)
+            if decoder is None:
+                raise CorruptEntry(f"unknown extension type {code}")
+            return decoder(payload, nested, allow_import)
+
+        def unpack(payload: bytes | memoryview) -> Any:
+            return msgpack.unpackb(
+                payload, ext_hook=ext_hook, strict_map_key=False, unicode_errors="surrogatepass"
+            )
+
+        return unpack
+
+    unpack: _Unpack = too_deep
+    for _ in range(MAX_EXT_DEPTH + 1):
+        unpack = unpacker_at(unpack)
     return unpack
 
 
