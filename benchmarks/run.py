@@ -252,9 +252,10 @@ def large_values(tmp: Path, settings: Settings) -> list[Row]:
     import numpy
 
     rows = []
+    big = settings.big  # captured by the functions below: an int is keyed, a Settings is not
     results = {
-        "10 MB bytes": lambda _: b"\x07" * settings.big,
-        "10 MB float64 array": lambda _: numpy.random.default_rng(0).random(settings.big // 8),
+        "10 MB bytes": lambda _: b"\x07" * big,
+        "10 MB float64 array": lambda _: numpy.random.default_rng(0).random(big // 8),
     }
     for label, compute in results.items():
         store = Store(tmp / f"large-{label[:5].strip()}-{time.monotonic_ns()}")

@@ -495,3 +495,14 @@ def test_an_unnameable_callable_gets_an_error_with_the_remedy(store: Store) -> N
 def test_control_characters_in_names_and_versions_are_refused(option: str, text: str) -> None:
     with pytest.raises(ValueError, match="control characters"):
         memo(**{option: text})
+
+
+def test_an_infinite_ttl_means_no_expiry(store: Store) -> None:
+    @memo(store=store, ttl=float("inf"))
+    def forever(x: int) -> int:
+        return x
+
+    assert forever(1) == 1
+    info = forever.info(1)
+    assert info is not None
+    assert info.expires_at is None

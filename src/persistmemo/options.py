@@ -79,6 +79,8 @@ def _ttl_seconds(ttl: object) -> float | None:
         raise TypeError(f"memo(ttl=...) takes seconds or a timedelta; got {type(ttl).__name__}")
     if not seconds > 0:
         raise ValueError(f"memo(ttl=...) must be positive; got {ttl!r}")
+    if seconds == float("inf"):
+        return None  # forever: every store's "no expiry"
     return seconds
 
 
