@@ -157,7 +157,9 @@ class _VersionBasis:
                 self._function(layer, root=True, keyed=True, follow=False)
         for layer in layers:
             if isinstance(layer, types.FunctionType):
-                if _origin_of_function(layer) == _USER:
+                if _origin_of_function(layer) == _USER or (
+                    _origin_of_function(layer) == _OWN and not hasattr(layer, "__wrapped__")
+                ):
                     self._closure(layer, _qualified(layer), keyed=True)
                     self._globals(layer)
             elif isinstance(layer, type):
@@ -184,7 +186,9 @@ class _VersionBasis:
         qualname = getattr(code, "co_qualname", func.__qualname__)
         origin = _origin_of_function(func)
         if origin == _OWN:
-            return  # persistmemo's own wrappers (a memoized helper): not the user's code
+            if not root or hasattr(func, "__wrapped__"):
+                return  # persistmemo's own wrappers (a memoized helper): not the user's code
+            origin = _USER  # a function persistmemo itself memoizes (the demo's)
         key = f"{module}:{qualname}"
         if origin == _LIBRARY:
             self._library(module)
