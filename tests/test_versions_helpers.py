@@ -161,6 +161,28 @@ def test_a_global_the_function_assigns_is_state_not_a_constant(project: Path) ->
     )
 
 
+def test_a_module_cache_a_helper_fills_is_state_not_a_constant(project: Path) -> None:
+    main = """
+        _CACHE = {}
+        COLUMNS = ["a", "b"]
+
+        def lookup(x):
+            if x not in _CACHE:
+                _CACHE[x] = x * 2
+            return _CACHE[x]
+
+        def f(x):
+            return lookup(x), COLUMNS
+    """
+    module = load_package(project, {"main.py": main})
+    before = code_version(module.f)
+    module.f(3)  # fills _CACHE, as a program would before the first memoized call
+    module._CACHE["other"] = 1
+    assert code_version(module.f) == before
+    constants = [c["name"] for c in explain_version(module.f)["constants"]]
+    assert constants == ["COLUMNS"]  # a list nobody mutates is still a constant
+
+
 def test_explain_version_describes_what_went_into_the_version(project: Path) -> None:
     import json
 

@@ -217,7 +217,18 @@ def _state_from_source(func: Any) -> frozenset[str] | None:
         tree = ast.parse(textwrap.dedent(inspect.getsource(func)))
     except (OSError, TypeError, SyntaxError, IndentationError):
         return None
-    free = set(func.__code__.co_freevars)
+    return frozenset(mutated_names(tree) & set(func.__code__.co_freevars))
+
+
+def mutated_names(tree: Any) -> set[str]:
+    """Names a syntax tree rebinds (``nonlocal``/``global``), mutates or advances.
+
+    Mutation: a method call in MUTATING_METHODS on the name (or on an item or attribute of
+    it), an item or attribute assignment, augmented assignment or deletion through it, or
+    ``next(name)``. Shared by the closure rules here and the constants of versioning.py.
+    """
+    import ast
+
     state: set[str] = set()
 
     def base_name(node: ast.AST) -> str | None:
@@ -226,7 +237,7 @@ def _state_from_source(func: Any) -> frozenset[str] | None:
         return node.id if isinstance(node, ast.Name) else None
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.Nonlocal):
+        if isinstance(node, (ast.Nonlocal, ast.Global)):
             state.update(node.names)
         elif isinstance(node, ast.Call):
             callee = node.func
@@ -246,29 +257,37 @@ def _state_from_source(func: Any) -> frozenset[str] | None:
                         name = base_name(part)
                         if name:
                             state.add(name)
-    return frozenset(state & free)
+    return state
 
 
 def _state_from_bytecode(code: types.CodeType) -> frozenset[str]:
-    # Without source (exec, a REPL): rebinding is a STORE_DEREF; a method call right after
-    # loading the variable is a mutation when the method is a mutating one.
+    free = set(code.co_freevars)
+    return frozenset(mutated_names_in_code(code, ("LOAD_DEREF", "LOAD_CLASSDEREF")) & free)
+
+
+def mutated_names_in_code(code: types.CodeType, loads: tuple[str, ...]) -> set[str]:
+    """``mutated_names`` from bytecode, where there is no source (exec, a REPL).
+
+    Rebinding is a STORE/DELETE of the name; a mutation is a mutating method or an attribute
+    store right after one of the ``loads`` of it. Item assignment is not seen this way.
+    """
     import dis
 
-    free = set(code.co_freevars)
     state: set[str] = set()
     instructions = list(dis.get_instructions(code))
+    stores = ("STORE_DEREF", "DELETE_DEREF", "STORE_GLOBAL", "DELETE_GLOBAL")
     for index, instruction in enumerate(instructions):
-        if instruction.opname in ("STORE_DEREF", "DELETE_DEREF") and instruction.argval in free:
+        if instruction.opname in stores:
             state.add(instruction.argval)
-        elif instruction.opname in ("LOAD_DEREF", "LOAD_CLASSDEREF") and index + 1 < len(
-            instructions
-        ):
+        elif instruction.opname in loads and index + 1 < len(instructions):
             following = instructions[index + 1]
-            if following.opname in ("LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR", "DELETE_ATTR") and (
-                following.argval in MUTATING_METHODS or following.opname != "LOAD_ATTR"
-            ):
+            mutating_call = (
+                following.opname in ("LOAD_ATTR", "LOAD_METHOD")
+                and following.argval in MUTATING_METHODS
+            )
+            if mutating_call or following.opname in ("STORE_ATTR", "DELETE_ATTR"):
                 state.add(instruction.argval)
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            state |= _state_from_bytecode(constant) & free
-    return frozenset(state & free)
+            state |= mutated_names_in_code(constant, loads)
+    return state

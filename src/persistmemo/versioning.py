@@ -289,7 +289,7 @@ class _VersionBasis:
         namespace = func.__globals__
         code = func.__code__
         names = _names(code)
-        written = _written_globals(code)
+        written = _written_globals(code) | _mutated_globals(func)
         module = str(namespace.get("__name__", ""))
         for name in sorted(names):
             if name in namespace and name not in written:
@@ -457,6 +457,25 @@ def _names(code: types.CodeType) -> frozenset[str]:
         if isinstance(constant, types.CodeType):
             names |= _names(constant)
     return frozenset(names)
+
+
+def _mutated_globals(func: types.FunctionType) -> frozenset[str]:
+    """Globals ``func`` mutates (``_CACHE[k] = v``, ``REGISTRY.append(f)``): state it keeps.
+
+    Their content changes as the program runs, so as part of the version they would give
+    each process its own version (misses everywhere); like a closure's state, they are left
+    out. The rules are the closures' (see closures.mutated_names).
+    """
+    from persistmemo.closures import mutated_names, mutated_names_in_code
+
+    code = func.__code__
+    index = source_index(code.co_filename)
+    if index is not None:
+        qualname = getattr(code, "co_qualname", func.__qualname__)
+        definition = index.find(qualname, code.co_name, code.co_firstlineno)
+        if definition is not None:
+            return frozenset(mutated_names(definition.node))
+    return frozenset(mutated_names_in_code(code, ("LOAD_GLOBAL", "LOAD_NAME")))
 
 
 def _written_globals(code: types.CodeType) -> frozenset[str]:
