@@ -4,7 +4,8 @@ Everything the key encoding supports round-trips exactly through msgpack: a tupl
 a tuple, a set a set, a datetime with its tzinfo, a big int as itself, an array with its
 dtype and shape, an ``enum.Flag`` combination as itself. Any other object (including a
 dataclass with a builtin base such as ``dict``, and values msgpack cannot hold: reference
-cycles, nesting deeper than msgpack allows) is pickled, and the stored bytes say so in their
+cycles, nesting deeper than msgpack allows, extension types nested over ``MAX_EXT_DEPTH``
+levels) is pickled, and the stored bytes say so in their
 first byte; a strict store refuses that fallback instead. One exception to exactness: msgpack
 packs bytearray and memoryview as bytes, so they come back as bytes.
 
@@ -294,7 +295,11 @@ def _stored_class(path: Any, kind: str, is_kind: Callable[[type], bool], allow_i
     if not (type(path) is list and len(path) == 2 and all(type(part) is str for part in path)):
         raise CorruptEntry(f"malformed class name {path!r}")
     module, qualname = path
-    cls = _resolve_global(module, qualname, allow_import=allow_import, by_getattr=False)
+    loaded = sys.modules.get(module)
+    # The common case first (a top-level class of a loaded module); then every rule.
+    cls = vars(loaded).get(qualname) if loaded is not None and "." not in qualname else None
+    if cls is None:
+        cls = _resolve_global(module, qualname, allow_import=allow_import, by_getattr=False)
     if not (isinstance(cls, type) and is_kind(cls)):
         raise UndecodableValue(
             f"refused: {module}.{qualname} is not {kind}, and a stored {kind} may build "
@@ -321,17 +326,28 @@ def _is_namedtuple(cls: type) -> bool:
     )
 
 
+# Field names of the plain dataclasses already checked: the decoder checks each class once.
+_plain_dataclass_fields: dict[type, frozenset[str]] = {}
+
+
 def _is_plain_dataclass(cls: type) -> bool:
     """A dataclass that object.__new__ can build: no builtin base (dict, list, Exception...),
     whose __new__ is then not object's, and no __new__ of its own."""
+    if cls in _plain_dataclass_fields:
+        return True
     dataclasses = sys.modules.get("dataclasses")
-    return (
+    plain = (
         dataclasses is not None and dataclasses.is_dataclass(cls) and cls.__new__ is object.__new__  # type: ignore[comparison-overlap]
     )
+    if plain:
+        names = frozenset(field.name for field in dataclasses.fields(cls))  # type: ignore[union-attr]
+        _plain_dataclass_fields[cls] = names
+    return plain
 
 
 def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(field.name for field in sys.modules["dataclasses"].fields(cls))
+    """The fields of a class that _is_plain_dataclass accepted."""
+    return _plain_dataclass_fields[cls]
 
 
 # --- pickles -------------------------------------------------------------------------------
