@@ -15,26 +15,35 @@ from diskcache import Timeout
 from diskcache.core import DEFAULT_SETTINGS
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.schema import MODE_PICKLE
+from persistmemo.entry_reader import close_with_thread, read_value_file, remove_value_file
+from persistmemo.schema import MODE_BINARY, MODE_PICKLE
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["DEFAULT_SETTINGS", "Timeout", "delete_if_value", "open_cache"]
+__all__ = ["DEFAULT_SETTINGS", "Timeout", "delete_any", "delete_if_value", "open_cache"]
 
 
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
-    """diskcache's Disk that refuses to unpickle.
+    """diskcache's Disk that refuses to unpickle, and trusts no file name in the table.
 
     persistmemo writes only str keys and bytes (or str lease tokens, int hit counts) values,
     which diskcache stores raw. A pickled row can only have been planted, and unpickling it
-    would run code.
+    would run code. A value file name is read and removed only when it names a regular file
+    inside the store (see entry_reader): every removal diskcache makes (delete, evict,
+    clear, expire, cull, an overwrite) goes through ``remove``, so a planted row naming
+    ``/home/me/thesis.tex`` loses its row and nothing else.
     """
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode == MODE_PICKLE:
             raise CorruptEntry("entry holds a diskcache pickle, which persistmemo never writes")
+        if mode == MODE_BINARY and not read:
+            return read_value_file(self._directory, filename, None)
         return super().fetch(mode, filename, value, read)
+
+    def remove(self, file_path: str) -> None:
+        remove_value_file(self._directory, file_path)
 
 
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
@@ -48,6 +57,12 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
 
     fork_lock: threading.RLock
 
+    @property
+    def _con(self) -> Any:
+        connection = super()._con
+        close_with_thread(self._local, connection)  # not when the garbage collector runs
+        return connection
+
     @contextmanager
     def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
         with self.fork_lock, super()._transact(retry, filename) as transaction:
@@ -59,6 +74,20 @@ def delete_if_value(cache: diskcache.Cache, key: str, value: str) -> None:
     one atomic step (diskcache has no compare-and-delete of its own)."""
     with cache.transact():
         cache._sql("DELETE FROM Cache WHERE key = ? AND raw = 1 AND value = ?", (key, value))
+
+
+def delete_any(cache: diskcache.Cache, key: str) -> bool:
+    """Delete ``key`` whether or not it has expired (diskcache's delete skips expired rows,
+    so a damaged expired entry would outlive ``check --fix``); its value file goes after
+    the commit, through the Disk's checked removal."""
+    with cache._transact() as (sql, cleanup):
+        rows = sql("SELECT rowid, filename FROM Cache WHERE key = ? AND raw = 1", (key,)).fetchall()
+        if not rows:
+            return False
+        ((rowid, filename),) = rows
+        sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+        cleanup(filename)
+    return True
 
 
 def open_cache(

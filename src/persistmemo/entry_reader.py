@@ -6,17 +6,35 @@ always ``str`` (stored raw) and its values always ``bytes`` (inline, or in a fil
 large), so one indexed SELECT on ``Cache(key, raw)`` and, for large values, one file read is
 the whole job. The schema read here is diskcache 5's; the write path stays diskcache's own.
 
-Each thread gets its own connection, reopened after a fork. ``immutable=True`` opens a store
-on a read-only mount, where SQLite cannot create its WAL index: nothing may write it then,
-and nothing can.
+Everything in the table is untrusted: whoever can write ``cache.db`` can name any file as a
+value file. So a value file is opened (and removed, see ``remove_value_file``) only when its
+name is a relative, normalized path inside the store, every directory on the way is a real
+directory (not a symlink), and the file itself is a regular file (not a symlink, FIFO or
+device) of the size its row says. Anything else is a corrupt entry: a miss, never a hang, a
+read of ``/dev/zero`` or a delete outside the store.
+
+Connections: each thread has its own (SQLite connections are not shared between threads),
+reopened after a fork and closed when its thread ends, so that a thousand short-lived threads
+do not leave a thousand descriptors open. How the database is opened:
+
+- ``normal``: read-write open, ``query_only``; SQLite itself falls back to read-only files.
+- ``ro``: ``mode=ro``, for a reader who cannot write the store: it still reads the
+  write-ahead log, so it never misses the owner's latest writes.
+- ``immutable``: only on a read-only file system with no write-ahead log; every read first
+  checks that ``cache.db`` is unchanged and no log appeared (one ``stat`` each), and reopens
+  otherwise, so even then no stale value is served.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
+import stat
 import threading
-from typing import TYPE_CHECKING
+import weakref
+from typing import TYPE_CHECKING, Literal
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
@@ -25,68 +43,255 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 _SELECT = (
-    "SELECT mode, filename, value, expire_time FROM Cache"
+    "SELECT mode, filename, value, expire_time, size FROM Cache"
     " WHERE key = ? AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
 )
+
+OpenMode = Literal["normal", "ro", "immutable"]
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC
+_DIRECTORY_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC
+_WALK_BY_DESCRIPTOR = os.open in os.supports_dir_fd and bool(_NOFOLLOW)
+# What opening a planted name raises: a symlink (ELOOP; EMLINK on the BSDs), a file where a
+# directory should be, a socket, a directory where a file should be.
+_PLANTED_ERRNOS = frozenset(
+    (errno.ELOOP, errno.EMLINK, errno.ENOTDIR, errno.ENXIO, errno.EISDIR, errno.EOPNOTSUPP)
+)
+
+
+def value_file_parts(filename: object) -> list[str] | None:
+    """The path components of a value file named in the table, or None unless the name is
+    a relative, normalized path that stays inside the store directory."""
+    if not isinstance(filename, str) or not filename or "\x00" in filename:
+        return None
+    if os.path.isabs(filename) or os.path.normpath(filename) != filename:
+        return None
+    parts = filename.split(os.sep)
+    if os.altsep:
+        parts = [piece for part in parts for piece in part.split(os.altsep)]
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return parts
+
+
+def _open_parent(directory: str, parts: list[str]) -> int:
+    """A descriptor of the directory holding ``parts[-1]``, reached without following any
+    symlink below ``directory`` (the store directory itself is the user's choice)."""
+    descriptor = os.open(directory, _DIRECTORY_FLAGS)
+    try:
+        for part in parts[:-1]:
+            child = os.open(part, _DIRECTORY_FLAGS | _NOFOLLOW, dir_fd=descriptor)
+            os.close(descriptor)
+            descriptor = child
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def read_value_file(
+    directory: str | os.PathLike[str],
+    filename: object,
+    size: int | None,
+    *,
+    limit: int | None = None,
+) -> bytes:
+    """The bytes of a value file (the first ``limit`` of them, if given).
+
+    Raises FileNotFoundError when the file is gone (removed since the row was read: a plain
+    miss), CorruptEntry when the name or the file is not a value file of ``size`` bytes,
+    and OSError for other I/O faults.
+    """
+    parts = value_file_parts(filename)
+    if parts is None:
+        raise CorruptEntry(f"value file {filename!r} is not a path inside the store")
+    try:
+        if _WALK_BY_DESCRIPTOR:
+            parent = _open_parent(os.fspath(directory), parts)
+            try:
+                descriptor = os.open(parts[-1], _FILE_FLAGS, dir_fd=parent)
+            finally:
+                os.close(parent)
+        else:
+            descriptor = os.open(os.path.join(directory, *parts), _FILE_FLAGS)
+    except OSError as error:
+        if error.errno in _PLANTED_ERRNOS:
+            raise CorruptEntry(f"value file {filename!r} is not a regular file") from None
+        raise
+    with open(descriptor, "rb") as stored:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise CorruptEntry(f"value file {filename!r} is not a regular file")
+        if size is not None and info.st_size != size:
+            raise CorruptEntry(
+                f"value file {filename!r} holds {info.st_size} bytes, its entry says {size}"
+            )
+        wanted = info.st_size if limit is None else min(limit, info.st_size)
+        data = stored.read(wanted)
+    if len(data) != wanted:
+        raise CorruptEntry(f"value file {filename!r} changed while it was read")
+    return data
+
+
+def remove_value_file(directory: str | os.PathLike[str], filename: object) -> bool:
+    """Remove a value file, and the subdirectories it leaves empty; True when removed.
+
+    Only a regular file inside the store, reached without following symlinks, is removed:
+    a row naming anything else loses its row, never a file outside the store. Errors are
+    suppressed, as diskcache's own removal does (two processes may remove one file).
+    """
+    parts = value_file_parts(filename)
+    if parts is None or not _WALK_BY_DESCRIPTOR:
+        return False
+    descriptors: list[int] = []
+    removed = False
+    try:
+        descriptors.append(os.open(os.fspath(directory), _DIRECTORY_FLAGS))
+        for part in parts[:-1]:
+            descriptors.append(os.open(part, _DIRECTORY_FLAGS | _NOFOLLOW, dir_fd=descriptors[-1]))
+        info = os.stat(parts[-1], dir_fd=descriptors[-1], follow_symlinks=False)
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        os.unlink(parts[-1], dir_fd=descriptors[-1])
+        removed = True
+        # Empty subdirectories go (diskcache's removedirs), never the store directory; the
+        # first one that is not empty stops it.
+        for depth in range(len(parts) - 1, 0, -1):
+            os.rmdir(parts[depth - 1], dir_fd=descriptors[depth - 1])
+    except OSError:
+        pass
+    finally:
+        for descriptor in descriptors:
+            os.close(descriptor)
+    return removed
+
+
+def close_with_thread(local: threading.local, connection: sqlite3.Connection) -> None:
+    """Close ``connection`` (held in the thread-local ``local``) when its thread ends.
+
+    A thread's locals are dropped when it ends, but an sqlite3 connection sits in a
+    reference cycle (its statement cache) and would wait for the garbage collector, keeping
+    its file descriptors: a holder outside the cycle closes it at once.
+    """
+    closer = getattr(local, "closer", None)
+    if closer is None or closer.connection is not connection:
+        local.closer = _ThreadConnection(connection, None)
+
+
+class _ThreadConnection:
+    """One thread's connection; closed when the thread ends (its thread-local dies)."""
+
+    __slots__ = ("__weakref__", "connection", "cursor", "pid", "signature")
+
+    def __init__(self, connection: sqlite3.Connection, signature: tuple[int, ...] | None) -> None:
+        self.connection = connection
+        self.cursor = connection.cursor()
+        self.pid = os.getpid()
+        self.signature = signature
+        # The finalizer holds the connection, not this holder: when the thread's locals are
+        # dropped at its end, the holder dies and the connection is closed with it.
+        closer = weakref.finalize(self, _close_quietly, connection, self.pid)
+        closer.atexit = False  # at exit, hit counts are still to be written (decorator.py)
+
+
+def _close_quietly(connection: sqlite3.Connection, pid: int) -> None:
+    if pid != os.getpid():
+        return  # a fork's copy: closing would touch the parent's locks
+    with contextlib.suppress(sqlite3.Error):
+        connection.close()
 
 
 class EntryReader:
     """Reads stored bytes by key from a diskcache directory."""
 
-    __slots__ = ("_database", "_directory", "_immutable", "_local", "_timeout")
+    __slots__ = ("_database", "_directory", "_local", "_mode", "_timeout", "_wal")
 
-    def __init__(self, directory: Path, *, timeout: float, immutable: bool = False) -> None:
-        self._directory = directory
+    def __init__(self, directory: Path, *, timeout: float, mode: OpenMode = "normal") -> None:
+        self._directory = os.fspath(directory)
         self._database = directory / DBNAME
+        self._wal = f"{self._database}-wal"
         self._timeout = timeout
-        self._immutable = immutable
+        self._mode: OpenMode = mode
         self._local = threading.local()
+
+    @property
+    def mode(self) -> OpenMode:
+        """How the database is opened (see the module docstring)."""
+        return self._mode
 
     def read(self, key: str, now: float) -> tuple[bytes, float | None] | None:
         """The bytes stored under ``key`` and not expired at ``now``, with their expiry time
         (epoch seconds, None for none), or None."""
-        local = self._local
-        cursor = getattr(local, "cursor", None)
-        if cursor is None or local.pid != os.getpid():
-            cursor = self._connect()
+        held = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid() or self._mode == "immutable":
+            held = self._held()
         # fetchall, not fetchone: it runs the statement to its end, which ends the read
         # transaction; a statement left open would keep SQLite from checkpointing the WAL.
-        rows = cursor.execute(_SELECT, (key, now)).fetchall()
+        rows = held.cursor.execute(_SELECT, (key, now)).fetchall()
         if not rows:
             return None
-        ((mode, filename, value, expires_at),) = rows
+        ((mode, filename, value, expires_at, size),) = rows
         if mode == MODE_RAW and type(value) is bytes:
             return value, expires_at
         if mode == MODE_BINARY and filename:
             try:
-                with open(os.path.join(self._directory, filename), "rb") as stored:
-                    return stored.read(), expires_at
+                return read_value_file(self._directory, filename, size), expires_at
             except FileNotFoundError:
                 return None  # removed since the row was read: diskcache's get says the same
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")
 
     def probe(self) -> None:
         """Read the table once: raises sqlite3.Error when the database cannot be read."""
-        cursor = self._connect()
-        cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()
+        self._held().cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()
 
-    def _connect(self) -> sqlite3.Cursor:
-        if self._immutable:
-            uri = f"{self._database.as_uri()}?immutable=1"
-            connection = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        else:
+    def _held(self) -> _ThreadConnection:
+        held: _ThreadConnection | None = getattr(self._local, "held", None)
+        if held is not None and held.pid == os.getpid():
+            if self._mode != "immutable":
+                return held
+            if not os.path.exists(self._wal) and held.signature == self._signature():
+                return held
+            # The database changed under an immutable reader (another mount wrote it): its
+            # pages may be stale, so it reopens, and reads the log if one appeared.
+            self._local.held = None
+            _close_quietly(held.connection, held.pid)
+        if self._mode == "immutable" and os.path.exists(self._wal):
+            self._mode = "ro"
+        return self._connect()
+
+    def _signature(self) -> tuple[int, ...]:
+        info = os.stat(self._database)
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def _connect(self) -> _ThreadConnection:
+        signature = None
+        if self._mode == "normal":
             connection = sqlite3.connect(
-                self._database, timeout=self._timeout, isolation_level=None
+                self._database,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,  # used by its thread only; closed by a finalizer
             )
             connection.execute("PRAGMA query_only = 1")
-        self._local.connection = connection
-        cursor = self._local.cursor = connection.cursor()
-        self._local.pid = os.getpid()
-        return cursor
+        else:
+            if self._mode == "immutable":
+                signature = self._signature()
+            query = "immutable=1" if self._mode == "immutable" else "mode=ro"
+            connection = sqlite3.connect(
+                f"{self._database.as_uri()}?{query}",
+                uri=True,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        held = self._local.held = _ThreadConnection(connection, signature)
+        return held
 
     def close(self) -> None:
-        """Close this thread's connection."""
-        connection = getattr(self._local, "connection", None)
-        if connection is not None:
-            connection.close()
-            self._local.connection = self._local.cursor = None
+        """Close this thread's connection (other threads' close when those threads end)."""
+        held = getattr(self._local, "held", None)
+        if held is not None:
+            self._local.held = None
+            _close_quietly(held.connection, held.pid)

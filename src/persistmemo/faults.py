@@ -25,22 +25,36 @@ class PersistmemoWarning(UserWarning):
 class FaultReporter:
     """Reports each kind of fault of one store once per process."""
 
-    __slots__ = ("_lock", "_reported", "_where")
+    __slots__ = ("_lock", "_logger", "_reported", "_where")
 
     def __init__(self, where: str) -> None:
         self._where = where
         self._reported: set[str] = set()
         self._lock = threading.Lock()
+        # Imported now, with the store, not at the first fault: a fault may be that the
+        # process is out of file descriptors, when an import fails half-way.
+        self._logger = _logger()
 
     def report(self, kind: str, detail: str) -> None:
-        """Warn about a fault of ``kind`` unless one was already reported for this store."""
+        """Warn about a fault of ``kind`` unless one was already reported for this store.
+
+        Never raises: reporting a fault must not become a fault of the call. (A warning
+        that the warnings filters turn into an error is the caller's choice, and passes.)
+        """
         with self._lock:
-            if kind in self._reported:
-                _logger().debug("persistmemo store %s: %s (again): %s", self._where, kind, detail)
-                return
+            again = kind in self._reported
             self._reported.add(kind)
+        logger = self._logger
         message = f"persistmemo store {self._where}: {kind}: {detail}"
-        _logger().warning(message)
+        try:
+            if again:
+                if logger is not None:
+                    logger.debug("persistmemo store %s: %s (again): %s", self._where, kind, detail)
+                return
+            if logger is not None:
+                logger.warning(message)
+        except Exception:  # a broken handler (a full disk under a log file): the call goes on
+            pass
         warnings.warn(message, PersistmemoWarning, stacklevel=4)
 
     def reset(self) -> None:
@@ -53,7 +67,9 @@ class FaultReporter:
         self._lock = threading.Lock()
 
 
-def _logger() -> logging.Logger:
-    import logging  # only faults log: a healthy run never imports logging for us
-
+def _logger() -> logging.Logger | None:
+    try:
+        import logging  # with the first store, not with the package: import stays light
+    except Exception:  # pragma: no cover - out of descriptors at the very first store
+        return None
     return logging.getLogger(LOGGER_NAME)

@@ -19,11 +19,12 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import closing
+from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
+from persistmemo.codec import CorruptEntry, decode_value
+from persistmemo.entry_reader import read_value_file
+from persistmemo.integrity import FRAME_VERSION, HEADER_SIZE, Sealer, compute_seconds
 from persistmemo.keys import KEY_FORMAT, identity_of
 from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
 
@@ -73,13 +74,25 @@ class FunctionSummary:
         )
 
 
+class StoreUnreadable(OSError):
+    """The store's database cannot be read (not a database, malformed, unreadable)."""
+
+
 class CheckReport:
-    """The outcome of ``Store.check``: problems found, and how many entries were removed."""
+    """The outcome of ``Store.check``: problems found, and how many entries were removed.
+
+    ``corrupt`` lists the keys that failed their seal (removed by ``fix``), ``undecodable``
+    the sealed ones whose value the codec cannot decode (kept: a codec matter, not damage),
+    and ``wrong_secret`` says the store was sealed with another secret (nothing removed).
+    """
 
     def __init__(self) -> None:
         self.entries = 0
         self.problems: list[str] = []
         self.removed = 0
+        self.corrupt: list[str] = []
+        self.undecodable: list[str] = []
+        self.wrong_secret = False
 
     @property
     def ok(self) -> bool:
@@ -106,20 +119,36 @@ def _connect(directory: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
 
 
-def _stored_bytes(directory: Path, mode: int, filename: str | None, value: object) -> bytes:
+@contextmanager
+def _reading(directory: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection; a database that cannot be read raises StoreUnreadable."""
+    try:
+        with closing(_connect(directory)) as connection:
+            yield connection
+    except sqlite3.DatabaseError as error:
+        raise StoreUnreadable(
+            f"{directory / DBNAME} cannot be read ({error}): run `persistmemo check` "
+            "(it moves a damaged database aside), or delete the store directory"
+        ) from error
+
+
+def _stored_bytes(
+    directory: Path, mode: int, filename: str | None, value: object, size: int | None
+) -> bytes:
     if mode == MODE_RAW and isinstance(value, bytes):
         return value
     if mode == MODE_BINARY and filename:
-        return (directory / filename).read_bytes()
+        return read_value_file(directory, filename, size)
     raise CorruptEntry(f"diskcache mode {mode} is not a persistmemo value")
 
 
-def _header(directory: Path, mode: int, filename: str | None, value: object) -> bytes:
+def _header(
+    directory: Path, mode: int, filename: str | None, value: object, size: int | None
+) -> bytes:
     if mode == MODE_BINARY and filename:
         try:
-            with open(directory / filename, "rb") as stored:
-                return stored.read(HEADER_SIZE)
-        except OSError:
+            return read_value_file(directory, filename, size, limit=HEADER_SIZE)
+        except (OSError, CorruptEntry):
             return b""
     return value[:HEADER_SIZE] if isinstance(value, bytes) else b""
 
@@ -134,7 +163,7 @@ def split_key(key: str, tag: object) -> tuple[str, str]:
 def iter_entries(directory: Path, function: str | None = None) -> Iterator[EntryInfo]:
     """Every entry of the store in ``directory`` (of one function, if given)."""
     prefix = f"{KEY_FORMAT}:" + (f"{function}:" if function else "")
-    with closing(_connect(directory)) as connection:
+    with _reading(directory) as connection:
         rows = connection.execute(_ROWS, (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
         for row in rows:
             entry = _entry_from_row(directory, row)
@@ -144,7 +173,7 @@ def iter_entries(directory: Path, function: str | None = None) -> Iterator[Entry
 
 def entry_info(directory: Path, key: str) -> EntryInfo | None:
     """The metadata of the entry under ``key``, or None when there is none."""
-    with closing(_connect(directory)) as connection:
+    with _reading(directory) as connection:
         row = connection.execute(_ROW, (key,)).fetchone()
     return None if row is None else _entry_from_row(directory, row)
 
@@ -159,13 +188,13 @@ def _entry_from_row(directory: Path, row: tuple[Any, ...]) -> EntryInfo:
         stored_at=stored_at,
         expires_at=expires_at,
         size=size if mode == MODE_BINARY else len(value or b""),
-        compute_seconds=compute_seconds(_header(directory, mode, filename, value)),
+        compute_seconds=compute_seconds(_header(directory, mode, filename, value, size)),
     )
 
 
 def recorded_hits(directory: Path, prefix: str) -> dict[str, int]:
     """Hit counts kept under ``prefix`` + function identity."""
-    with closing(_connect(directory)) as connection:
+    with _reading(directory) as connection:
         rows = connection.execute(
             "SELECT key, value FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
             (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
@@ -188,33 +217,83 @@ def summarize(entries: Iterable[EntryInfo]) -> dict[str, FunctionSummary]:
     return summaries
 
 
+WRONG_SECRET_AT_LEAST = 3
+"""check --fix deletes nothing when more than half of the checked entries, and at least this
+many, are well-formed but fail their tag: the store was sealed with another secret."""
+
+
 def check(store: Store, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
-    """Check SQLite's integrity and every entry's seal; with ``fix``, remove bad entries."""
+    """Check SQLite's integrity, every entry's seal (expired ones too) and that each sealed
+    value decodes; with ``fix``, remove entries whose seal fails.
+
+    When most entries fail their tag while well-formed, the store was sealed with another
+    secret: that is reported and nothing is removed.
+    """
     report = CheckReport()
     directory = store.directory
-    sealer = Sealer(store.secret)
-    with closing(_connect(directory)) as connection:
+    sealer = Sealer(store.secret)  # opens the store: a garbage cache.db is moved aside
+    if store.moved_aside is not None:
+        orphans = _value_files(directory)
+        named = ", ".join(orphans[:5]) + (", ..." if len(orphans) > 5 else "")
+        report.problems.append(
+            f"{DBNAME} was not a database: moved aside to {store.moved_aside.name}, a new "
+            "one was started"
+            + (f"; {len(orphans)} value files are orphaned ({named})" if orphans else "")
+        )
+    well_formed_failures = 0
+    with _reading(directory) as connection:
         for (line,) in connection.execute("PRAGMA integrity_check"):
             if line != "ok":
                 report.problems.append(f"sqlite: {line}")
         (total,) = connection.execute("SELECT COUNT(*) FROM Cache WHERE raw = 1").fetchone()
         rows = connection.execute(
-            "SELECT key, mode, filename, value FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+            "SELECT key, mode, filename, value, size FROM Cache"
+            " WHERE raw = 1 AND key >= ? AND key < ?",
             (f"{KEY_FORMAT}:", f"{KEY_FORMAT};"),
         )
-        bad: list[str] = []
-        for done, (key, mode, filename, value) in enumerate(rows, 1):
+        for done, (key, mode, filename, value, size) in enumerate(rows, 1):
             report.entries += 1
             try:
-                sealer.unseal(key, _stored_bytes(directory, mode, filename, value))
+                stored = _stored_bytes(directory, mode, filename, value, size)
             except (CorruptEntry, OSError) as error:
-                bad.append(key)
+                report.corrupt.append(key)
                 report.problems.append(f"{key}: {error}")
+                continue
+            try:
+                encoded = sealer.unseal(key, stored)
+            except CorruptEntry as error:
+                well_formed_failures += stored[:1] == FRAME_VERSION and len(stored) > HEADER_SIZE
+                report.corrupt.append(key)
+                report.problems.append(f"{key}: {error}")
+                continue
+            try:
+                decode_value(encoded, allow_pickle=store.pickle_allowed)
+            except CorruptEntry as error:
+                report.undecodable.append(key)
+                report.problems.append(f"{key}: does not decode (codec): {error}")
             if progress is not None:
                 progress(done, total)
-    if fix:
-        report.removed = sum(store.delete(key) for key in bad)
+    if well_formed_failures >= WRONG_SECRET_AT_LEAST and 2 * well_formed_failures > report.entries:
+        report.wrong_secret = True
+        report.problems.insert(
+            0,
+            f"{well_formed_failures} of {report.entries} entries are sealed with a different "
+            "secret: set $PERSISTMEMO_SECRET (or secret=) to the secret that wrote them; "
+            "nothing was removed",
+        )
+    elif fix:
+        report.removed = sum(store.purge(key) for key in report.corrupt)
     return report
+
+
+def _value_files(directory: Path) -> list[str]:
+    """Value files (``*.val``) under ``directory``, relative to it."""
+    found = []
+    for root, _, files in os.walk(directory):
+        for name in files:
+            if name.endswith(".val"):
+                found.append(os.path.relpath(os.path.join(root, name), directory))
+    return sorted(found)
 
 
 def prune(
@@ -230,19 +309,16 @@ def prune(
     Returns how many were removed."""
     keep = {name: set(versions) for name, versions in (keep_versions or {}).items()}
     cutoff = None if older_than is None else time.time() - older_than
-    # diskcache's delete skips expired entries: they go through its own expire().
     removed = store.remove_expired() if expired else 0
+    # Expired entries count too: one older than the cutoff is old, whatever its TTL says.
     doomed = [
         entry.key
         for entry in iter_entries(store.directory)
-        if not entry.expired
-        and (
-            (cutoff is not None and entry.stored_at < cutoff)
-            or (entry.function in keep and entry.version not in keep[entry.function])
-        )
+        if (cutoff is not None and entry.stored_at < cutoff)
+        or (entry.function in keep and entry.version not in keep[entry.function])
     ]
     for done, key in enumerate(doomed, 1):
-        removed += store.delete(key)
+        removed += store.purge(key)
         if progress is not None:
             progress(done, len(doomed))
     return removed

@@ -15,8 +15,12 @@ result), never an exception in the caller. What happens to a damaged store:
   ``cache.db.corrupt-<time>`` and a new one is started; results are recomputed.
 - a database SQLite reports malformed while in use (a truncated file) is left as it is and
   the store is bypassed for the rest of the process; ``persistmemo check`` tells more.
-- a read-only store (a read-only mount) is read through SQLite's immutable mode: existing
-  entries are served, new results are not saved.
+- a store this user cannot write (another user's, a read-only mount) is read read-only,
+  with SQLite's write-ahead log, so that no stale value is served: existing entries are
+  served, new results are not saved. When the log cannot be read (its index file is missing
+  and cannot be created), the store is bypassed with a warning and tried again later.
+- a directory someone else could write (another owner, group- or world-writable) is not
+  written unless the store was opened with ``shared=True``: see docs/security.md.
 - after a timeout on a locked database the store is bypassed for ``BYPASS_AFTER_TIMEOUT``
   seconds, so a stuck database costs one timeout, not one per call.
 """
@@ -30,12 +34,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.entry_reader import EntryReader
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
+    ENV_SECRET,
     Sealer,
     SecretUnavailable,
     secret_from_text,
@@ -108,6 +113,11 @@ class Store:
       ``lock``); a live caller renews it.
     - ``secret``: the key that seals entries (bytes or a passphrase); default
       ``$PERSISTMEMO_SECRET`` or the user's ``secret.key``.
+    - ``shared=True``: the directory is shared on purpose by a group of users. It may be
+      group-writable or created by another member (a new one is made ``2770``); the
+      pickle fallback is refused unless ``secret=`` or ``$PERSISTMEMO_SECRET`` is given.
+      Without it, a directory that others can write is read but never written (a warning
+      says so), since whoever can write it can replay or plant entries (docs/security.md).
     - other keywords are diskcache settings (``size_limit``, ``eviction_policy``, ...); a
       policy that records reads (``least-recently-used``) makes every hit a write.
 
@@ -128,6 +138,7 @@ class Store:
         timeout: float = DEFAULT_TIMEOUT,
         lease: float = DEFAULT_LEASE,
         secret: bytes | str | None = None,
+        shared: bool = False,
         **settings: Any,
     ) -> None:
         if settings:
@@ -141,7 +152,10 @@ class Store:
                 )
         if not (timeout > 0 and lease > 0):
             raise ValueError("Store(timeout=..., lease=...) must be positive seconds")
-        self._requested = None if directory is None else _path(directory).expanduser()
+        # Resolved once: a relative path means the working directory of now, not of a
+        # later thread after os.chdir (and SQLite's file URIs need absolute paths).
+        self._requested = None if directory is None else _absolute(directory)
+        self.shared = bool(shared)
         self._resolved: tuple[Path, str] | None = None
         self.strict = strict
         self.timeout = float(timeout)
@@ -164,8 +178,11 @@ class Store:
         self.pickle_allowed = False
         self._opening: threading.Thread | None = None
         self._read_only = False
+        self._foreign = False  # a directory others can write, not opened as shared
+        self.moved_aside: Path | None = None  # where a garbage cache.db went, if it did
         self._open_lock = threading.Lock()
         self._reopen_at = 0.0
+        self._read_only_cause = ""
         self._bypass_until = 0.0
         self._broken = False
 
@@ -186,7 +203,8 @@ class Store:
             if self._requested is not None:
                 self._resolved = (self._requested, "argument")
             else:
-                self._resolved = default_directory()
+                path, reason = default_directory()
+                self._resolved = (_absolute(path), reason)
                 self._faults = FaultReporter(str(self._resolved[0]))
         return self._resolved
 
@@ -222,8 +240,11 @@ class Store:
             return MISSING
         try:
             found = reader.read(key, time.time())
-        except (sqlite3.Error, OSError, CorruptEntry) as error:
+        except (sqlite3.Error, OSError) as error:
             self._io_fault("read failed", error)
+            return MISSING
+        except CorruptEntry as error:  # a planted or damaged value file
+            self.report_fault("corrupt entry", error)
             return MISSING
         if found is None:
             return MISSING
@@ -278,6 +299,13 @@ class Store:
     def delete(self, key: str) -> bool:
         """Remove one entry; True when it was there."""
         return self._with_cache("delete failed", lambda cache: bool(cache.delete(key)), False)
+
+    def purge(self, key: str) -> bool:
+        """Remove one entry, expired or not (``delete`` leaves expired ones to expiry);
+        True when it was there. What ``check --fix`` and ``prune`` use."""
+        return self._with_cache(
+            "delete failed", lambda cache: self._engine.delete_any(cache, key), False
+        )
 
     def delete_tagged(self, tag: str) -> int:
         """Remove every entry tagged ``tag`` (one function's); returns how many."""
@@ -449,6 +477,8 @@ class Store:
             self._await(self._reader_ready, self._open)
         if self._broken or (self._bypass_until and time.monotonic() < self._bypass_until):
             return None
+        if self._foreign:
+            return None  # reported when opened: others could plant or replay entries here
         if self._cache is None and self._reader is not None and not self._read_only:
             self._await(self._writer_ready, self._open_writer)
         return self._cache
@@ -503,14 +533,18 @@ class Store:
         lock) goes through diskcache's opening, which handles each case.
         """
         directory = self.directory
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._secret, self._pickle_trusted = self._load_secret(directory)
+        self._make_directory(directory)
+        problem = untrusted_reason(directory)
+        self._foreign = problem is not None and not self.shared
+        self._secret, self._pickle_trusted = self._load_secret(directory, problem)
         self._sealer = Sealer(self._secret)
         # Whether pickle-fallback values may be written and read here: a plain
         # attribute, as the hit path reads it on every call.
         self.pickle_allowed = self._pickle_trusted and not self.strict
         if (directory / DBNAME).exists():
-            reader = EntryReader(directory, timeout=self.timeout)
+            reader = EntryReader(
+                directory, timeout=self.timeout, mode="ro" if self._foreign else "normal"
+            )
             try:
                 reader.probe()
             except sqlite3.Error:
@@ -518,9 +552,55 @@ class Store:
             else:
                 self._reader = reader
                 return
+        if self._foreign:
+            self._broken = True  # nothing readable, and nothing may be written here
+            return
         self._open_writer()
-        if self._reader is None and (self._cache is not None or self._read_only):
-            self._reader = EntryReader(directory, timeout=self.timeout, immutable=self._read_only)
+        if self._reader is None and self._cache is not None:
+            self._reader = EntryReader(directory, timeout=self.timeout)
+        elif self._reader is None and self._read_only:
+            self._reader = self._read_only_reader(directory)
+
+    def _make_directory(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.shared:
+            # The group shares it: group members write, new files keep the group.
+            os.chmod(directory, 0o2770)
+
+    def _read_only_reader(self, directory: Path) -> EntryReader | None:
+        """A reader for a store this process cannot write, or None (reported) when it cannot
+        be read without risking stale values."""
+        modes: list[Literal["ro", "immutable"]] = ["ro"]
+        if _file_system_read_only(directory) and not (directory / f"{DBNAME}-wal").exists():
+            # Nothing can write through this mount; the reader still checks on every read
+            # that the database did not change through another (entry_reader.py).
+            modes.append("immutable")
+        error: sqlite3.Error | None = None
+        for mode in modes:
+            reader = EntryReader(directory, timeout=self.timeout, mode=mode)
+            try:
+                reader.probe()
+            except sqlite3.Error as failure:
+                reader.close()
+                error = failure
+                continue
+            self._faults.report(
+                "read-only store",
+                f"{self._read_only_cause}; existing entries are served, new results are not saved",
+            )
+            return reader
+        self._read_only = False
+        self._reopen_at = time.monotonic() + REOPEN_AFTER
+        self._faults.report(
+            "read-only store",
+            f"{self._read_only_cause}, and its write-ahead log cannot be read ({error}: "
+            f"{DBNAME}-shm is missing and cannot be created): calls run without the store "
+            f"rather than risk stale results; it is tried again in {REOPEN_AFTER:g} s "
+            "(it opens once its owner has it open)",
+        )
+        return None
 
     def _open_writer(self) -> None:
         """Open diskcache's Cache (creating the database); a read-only store stays read-only."""
@@ -531,10 +611,7 @@ class Store:
             if not _is_read_only(directory, error):
                 raise
             self._read_only = True
-            self._faults.report(
-                "read-only store",
-                f"{error}; existing entries are served, new results are not saved",
-            )
+            self._read_only_cause = str(error)  # reported with how it is read, if it is
 
     def _open_cache(self, directory: Path) -> Any:
         global _IO_ERRORS, _Timeout
@@ -558,14 +635,16 @@ class Store:
                 source = directory / f"{DBNAME}{suffix}"
                 if source.exists():
                     source.rename(f"{aside}{suffix}")
+            self.moved_aside = aside
             self._faults.report(
                 "corrupt database",
                 f"{error}; moved it aside to {aside.name} and started an empty store",
             )
             return open_cache()
 
-    def _load_secret(self, directory: Path) -> tuple[bytes, bool]:
-        problem = untrusted_reason(directory)
+    def _load_secret(self, directory: Path, problem: str | None) -> tuple[bytes, bool]:
+        """The sealing secret, and whether pickle-fallback values may be trusted here."""
+        explicit = self._given_secret is not None or bool(os.environ.get(ENV_SECRET))
         if self._given_secret is not None:
             secret = self._given_secret
         else:
@@ -576,10 +655,22 @@ class Store:
                 # for everyone else, never a wrong value.
                 self._faults.report("secret key unavailable", str(error))
                 return os.urandom(32), False
+        if problem and self.shared:
+            if not explicit:
+                self._faults.report(
+                    "shared store",
+                    f"{directory} {problem}; pickle-fallback results are neither stored nor "
+                    f"loaded: give every user the same secret (${ENV_SECRET} or secret=) to "
+                    "allow them",
+                )
+            return secret, explicit
         if problem:
             self._faults.report(
                 "untrusted store directory",
-                f"{directory} {problem}; pickle-fallback results are neither stored nor loaded",
+                f"{directory} {problem}, so others could plant or replay entries: results are "
+                "read (each is sealed with your secret) but not stored here, and pickle-fallback "
+                f"results are refused. If it is shared on purpose, open it as "
+                f"Store({str(directory)!r}, shared=True); otherwise use a directory of your own",
             )
         return secret, problem is None
 
@@ -617,6 +708,13 @@ class Store:
         for key in cache.iterkeys():
             if isinstance(key, str) and key.startswith("pm1:"):
                 yield key
+
+
+def _file_system_read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): assume it can be written
+        return False
 
 
 def _fault_cause(error: BaseException) -> str | None:
@@ -665,7 +763,7 @@ def _reinitialize_after_fork() -> None:
 
 
 _default_store: StoreBackend | None = None
-_stores_by_directory: dict[str, Store] = {}
+_stores_by_directory: dict[str, StoreBackend] = {}
 _registry_lock = threading.Lock()
 
 if hasattr(os, "register_at_fork"):
@@ -676,10 +774,10 @@ if hasattr(os, "register_at_fork"):
     )
 
 
-def _path(directory: str | os.PathLike[str]) -> Path:
+def _absolute(directory: str | os.PathLike[str]) -> Path:
     from pathlib import Path
 
-    return Path(directory)
+    return Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
 
 
 def default_store() -> StoreBackend:
@@ -707,9 +805,33 @@ def default_store() -> StoreBackend:
         return _default_store
 
 
-def store_at(directory: str | os.PathLike[str]) -> Store:
-    """The process-wide store of ``directory``: every ``memo(store=path)`` shares one."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(directory)))
+REMOTE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def store_at(directory: str | os.PathLike[str]) -> StoreBackend:
+    """The process-wide store of ``directory``: every ``memo(store=path)`` shares one.
+
+    A ``redis://``, ``rediss://`` or ``unix://`` URL names a RedisStore (one per URL); any
+    other URL is refused rather than taken for a directory named ``http:``.
+    """
+    text = os.fspath(directory)
+    scheme, separator, _ = text.partition("://")
+    if separator:
+        if scheme.lower() not in REMOTE_SCHEMES:
+            raise ValueError(
+                f"store={text!r}: a store is a directory path or a redis://, rediss:// or "
+                f"unix:// URL; the scheme {scheme!r} is not supported"
+            )
+        with _registry_lock:
+            remote = _stores_by_directory.get(text)
+            if remote is None:
+                # backends/ sits above this module (it imports Store): imported here, and
+                # only when a URL asks for it, so the core never imports redis-py.
+                from persistmemo.backends.redis import RedisStore
+
+                remote = _stores_by_directory[text] = RedisStore(text)
+            return remote
+    path = os.path.abspath(os.path.expanduser(text))
     with _registry_lock:
         store = _stores_by_directory.get(path)
         if store is None:

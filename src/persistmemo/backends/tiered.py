@@ -8,7 +8,7 @@
   tier keeps its copy until its TTL ends or it is cleared there: set a TTL on results that
   other machines may invalidate.
 - One computation per key across machines: leases are taken in the remote; when it is
-  unreachable, in the local store.
+  unreachable, in the local store (so this machine's processes still compute once).
 """
 
 from __future__ import annotations
@@ -31,10 +31,16 @@ class TieredStore:
     """``local`` (a Store or a directory) in front of ``remote`` (a RedisStore)."""
 
     def __init__(self, local: Store | str | os.PathLike[str], remote: StoreBackend) -> None:
-        self.local = local if isinstance(local, Store) else store_at(local)
+        chosen = local if isinstance(local, Store) else store_at(local)
+        if not isinstance(chosen, Store):
+            raise ValueError(
+                f"TieredStore(local={local!r}): the local tier is a directory or a Store, not a URL"
+            )
+        self.local = chosen
         self.remote = remote
         self.strict = self.local.strict or remote.strict
         self.lease = remote.lease
+        self._local_leases: set[str] = set()  # tokens of leases taken in the local tier
 
     def __repr__(self) -> str:
         return f"TieredStore(local={self.local!r}, remote={self.remote!r})"
@@ -81,7 +87,12 @@ class TieredStore:
         seconds: float = 0.0,
         lease: Lease | None = None,
     ) -> bool:
-        """Write both tiers; the lease (held in the remote) is released with the remote write."""
+        """Write both tiers; the lease is released with the write of the tier that holds it."""
+        if lease is not None and lease.token in self._local_leases:
+            self._local_leases.discard(lease.token)
+            local = self.local.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds, lease=lease)
+            remote = self.remote.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds)
+            return local or remote
         local = self.local.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds)
         remote = self.remote.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds, lease=lease)
         return local or remote
@@ -100,15 +111,28 @@ class TieredStore:
         return max(self.local.clear(), self.remote.clear())
 
     # --- leases: the remote's, so that machines wait for each other ------------------------
+    # When the remote is down its try_lease answers True (a fault must not block a call):
+    # then this machine's processes still compute once, under the local tier's lease.
 
     def try_lease(self, key: str, token: str) -> bool:
-        return self.remote.try_lease(key, token)
+        claimed = self.remote.try_lease(key, token)
+        if claimed and not self.remote.open():  # open() is False while the remote is away
+            claimed = self.local.try_lease(key, token)
+            if claimed:
+                self._local_leases.add(token)
+        return claimed
 
     def renew_lease(self, key: str, token: str) -> bool:
+        if token in self._local_leases:
+            return self.local.renew_lease(key, token)
         return self.remote.renew_lease(key, token)
 
     def release_lease(self, key: str, token: str) -> None:
-        self.remote.release_lease(key, token)
+        if token in self._local_leases:
+            self._local_leases.discard(token)
+            self.local.release_lease(key, token)
+        else:
+            self.remote.release_lease(key, token)
 
     # --- the rest: the remote is the shared truth -----------------------------------------
 
