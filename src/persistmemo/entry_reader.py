@@ -8,10 +8,10 @@ the whole job. The schema read here is diskcache 5's; the write path stays diskc
 
 Everything in the table is untrusted: whoever can write ``cache.db`` can name any file as a
 value file. So a value file is opened (and removed, see ``remove_value_file``) only when its
-name is a relative, normalized path inside the store, every directory on the way is a real
-directory (not a symlink), and the file itself is a regular file (not a symlink, FIFO or
-device) of the size its row says. Anything else is a corrupt entry: a miss, never a hang, a
-read of ``/dev/zero`` or a delete outside the store.
+name is a relative, normalized path inside the store and the file itself is a regular file
+(not a symlink, FIFO or device) of the size its row says; a removal also walks every
+directory on the way without following a symlink. Anything else is a corrupt entry: a
+miss, never a hang, a read of ``/dev/zero`` or a delete outside the store.
 
 Connections: each thread has its own (SQLite connections are not shared between threads),
 reopened after a fork and closed when its thread ends, so that a thousand short-lived threads
@@ -76,21 +76,6 @@ def value_file_parts(filename: object) -> list[str] | None:
     return parts
 
 
-def _open_parent(directory: str, parts: list[str]) -> int:
-    """A descriptor of the directory holding ``parts[-1]``, reached without following any
-    symlink below ``directory`` (the store directory itself is the user's choice)."""
-    descriptor = os.open(directory, _DIRECTORY_FLAGS)
-    try:
-        for part in parts[:-1]:
-            child = os.open(part, _DIRECTORY_FLAGS | _NOFOLLOW, dir_fd=descriptor)
-            os.close(descriptor)
-            descriptor = child
-    except BaseException:
-        os.close(descriptor)
-        raise
-    return descriptor
-
-
 def read_value_file(
     directory: str | os.PathLike[str],
     filename: object,
@@ -107,20 +92,17 @@ def read_value_file(
     parts = value_file_parts(filename)
     if parts is None:
         raise CorruptEntry(f"value file {filename!r} is not a path inside the store")
+    # The final name is not followed (O_NOFOLLOW) and must be a regular file: a FIFO opens
+    # at once (O_NONBLOCK) and is refused, as is a device. A directory on the way that is a
+    # symlink is not walked around here: reading a regular file cannot hang or exhaust
+    # memory, and its bytes are used only if their tag verifies (removal is stricter).
     try:
-        if _WALK_BY_DESCRIPTOR:
-            parent = _open_parent(os.fspath(directory), parts)
-            try:
-                descriptor = os.open(parts[-1], _FILE_FLAGS, dir_fd=parent)
-            finally:
-                os.close(parent)
-        else:
-            descriptor = os.open(os.path.join(directory, *parts), _FILE_FLAGS)
+        descriptor = os.open(os.path.join(directory, filename), _FILE_FLAGS)
     except OSError as error:
         if error.errno in _PLANTED_ERRNOS:
             raise CorruptEntry(f"value file {filename!r} is not a regular file") from None
         raise
-    with open(descriptor, "rb") as stored:
+    try:
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode):
             raise CorruptEntry(f"value file {filename!r} is not a regular file")
@@ -129,7 +111,14 @@ def read_value_file(
                 f"value file {filename!r} holds {info.st_size} bytes, its entry says {size}"
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
-        data = stored.read(wanted)
+        data = os.read(descriptor, wanted)  # one call, no buffered reader: the hit path
+        while len(data) < wanted:  # a very large file comes in pieces
+            piece = os.read(descriptor, wanted - len(data))
+            if not piece:
+                break
+            data += piece
+    finally:
+        os.close(descriptor)
     if len(data) != wanted:
         raise CorruptEntry(f"value file {filename!r} changed while it was read")
     return data
