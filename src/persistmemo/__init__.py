@@ -5,17 +5,19 @@
 ... def fetch(url: str) -> dict: ...
 """
 
-from persistmemo.codec import CorruptEntry, UnstorableValue
+from persistmemo.codec import CorruptEntry, UndecodableValue, UnstorableValue
 from persistmemo.decorator import CacheInfo, MemoDecorator, Memoized, memo
 from persistmemo.faults import PersistmemoWarning
 from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary  # light: no I/O
 from persistmemo.keys import KEY_FORMAT
+from persistmemo.locking import ComputationFailed
 from persistmemo.store import Store, default_directory, default_store
 
 __all__ = [
     "KEY_FORMAT",
     "CacheInfo",
     "CheckReport",
+    "ComputationFailed",
     "CorruptEntry",
     "EntryInfo",
     "FunctionSummary",
@@ -25,6 +27,7 @@ __all__ = [
     "RedisStore",
     "Store",
     "TieredStore",
+    "UndecodableValue",
     "UnstorableValue",
     "default_directory",
     "default_store",

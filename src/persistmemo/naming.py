@@ -16,14 +16,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from functools import cache
 
 MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
 """The names a running script's module has: its own, and multiprocessing workers' copy."""
 
 
-@cache
 def _main_module_name() -> str:
+    # Not cached: in a spawn worker, __main__ is the bootstrap until the script is loaded.
     return _script_name(sys.modules.get("__main__"))
 
 
