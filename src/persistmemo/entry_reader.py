@@ -97,7 +97,7 @@ def read_value_file(
     # symlink is not walked around here: reading a regular file cannot hang or exhaust
     # memory, and its bytes are used only if their tag verifies (removal is stricter).
     try:
-        descriptor = os.open(os.path.join(directory, filename), _FILE_FLAGS)
+        descriptor = os.open(os.path.join(directory, *parts), _FILE_FLAGS)
     except OSError as error:
         if error.errno in _PLANTED_ERRNOS:
             raise CorruptEntry(f"value file {filename!r} is not a regular file") from None
