@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from conftest import run_python
@@ -265,6 +265,9 @@ def test_equal_dicts_built_in_any_order_give_equal_keys(mapping: dict[str, Any],
 def test_equal_sets_built_in_any_order_give_equal_keys(items: list[Any], seed: int) -> None:
     shuffled = list(items)
     random.Random(seed).shuffle(shuffled)
+    # {0, False} keeps whichever came first: built in another order it is another set of
+    # values (0 and False are different keys), though == calls them equal.
+    assume(sorted(map(repr, set(shuffled))) == sorted(map(repr, set(items))))
     assert encode(set(shuffled)) == encode(set(items))
 
 
