@@ -119,3 +119,44 @@ def test_workers_need_an_importable_function(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="workers="):
         local.map([1], workers=0)
     assert local.map([1, 2, 3]) == [1, 2, 3]
+
+
+def test_read_many_reads_what_single_reads_read_across_batches(tmp_path: Path) -> None:
+    import sqlite3
+
+    from persistmemo import PersistmemoWarning, Store, memo
+
+    store = Store(tmp_path / "store")
+
+    @memo(store=store)
+    def square(x: int) -> int:
+        return x * x
+
+    assert square.map(range(0, 1200, 2)) == [x * x for x in range(0, 1200, 2)]
+    keys = [square.key(x) for x in range(1200)]
+    found = store.read_many(keys)
+    assert set(found) == {square.key(x) for x in range(0, 1200, 2)}  # odd ones were never stored
+    assert all(bytes(found[key]) == bytes(store.read(key)) for key in found)  # type: ignore[arg-type]
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        db.execute("UPDATE Cache SET value = X'01' WHERE key = ?", (square.key(4),))
+    with pytest.warns(PersistmemoWarning, match="corrupt entry"):
+        again = store.read_many(keys)
+    assert square.key(4) not in again
+    assert len(again) == 599
+
+
+def test_map_reads_hits_from_redis_and_tiered_stores(redis_url: str, tmp_path: Path) -> None:
+    from persistmemo import RedisStore, TieredStore, memo
+
+    remote = RedisStore(redis_url, secret="map tests")
+
+    @memo(store=remote)
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert double.map(range(700)) == [2 * x for x in range(700)]
+    assert len(remote.read_many([double.key(x) for x in range(800)])) == 700
+    tiered = TieredStore(local=tmp_path / "local", remote=remote)
+    found = tiered.read_many([double.key(x) for x in range(10)])
+    assert len(found) == 10
+    assert len(tiered.local.read_many([double.key(x) for x in range(10)])) == 10  # filled

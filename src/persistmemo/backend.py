@@ -29,6 +29,10 @@ class StoreBackend(Protocol):
         self, key: str, with_expiry: bool = True
     ) -> tuple[bytes | memoryview, float | None] | Missing: ...
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+        """The verified values of those ``keys`` that are stored (absent ones left out)."""
+        ...
+
     def write(
         self,
         key: str,

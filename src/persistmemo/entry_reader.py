@@ -231,6 +231,35 @@ class EntryReader:
                 return None  # removed since the row was read: diskcache's get says the same
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")
 
+    def read_many(
+        self, keys: list[str], now: float
+    ) -> dict[str, tuple[bytes | CorruptEntry, float | None]]:
+        """``read`` for many keys in one query: what was found, by key (a damaged entry's
+        value is the CorruptEntry to report). At most SQLite's variable limit per call."""
+        held = getattr(self._local, "held", None)
+        if held is None or held.pid != os.getpid() or self._mode == "immutable":
+            held = self._held()
+        marks = ",".join("?" * len(keys))
+        rows = held.cursor.execute(
+            "SELECT key, mode, filename, value, expire_time, size FROM Cache"
+            f" WHERE key IN ({marks}) AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)",
+            (*keys, now),
+        ).fetchall()
+        found: dict[str, tuple[bytes | CorruptEntry, float | None]] = {}
+        for key, mode, filename, value, expires_at, size in rows:
+            if mode == MODE_RAW and type(value) is bytes:
+                found[key] = (value, expires_at)
+            elif mode == MODE_BINARY and filename:
+                try:
+                    found[key] = (read_value_file(self._directory, filename, size), expires_at)
+                except FileNotFoundError:
+                    continue
+                except CorruptEntry as error:
+                    found[key] = (error, expires_at)
+            else:
+                found[key] = (CorruptEntry(f"entry {key} has diskcache mode {mode}"), expires_at)
+        return found
+
     def probe(self) -> None:
         """Read the table once: raises sqlite3.Error when the database cannot be read."""
         self._held().cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()

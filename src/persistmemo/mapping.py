@@ -64,7 +64,7 @@ def _read_hits(target: MapTarget, keys: list[str]) -> dict[str, object]:
     store = target.store
     read_many: Callable[[list[str]], dict[str, Any]] | None = getattr(store, "read_many", None)
     found: dict[str, object] = {}
-    unique = list(dict.fromkeys(keys))
+    unique = sorted(set(keys))  # index order: neighbouring pages of the B-tree
     for start in range(0, len(unique), BATCH):
         batch = unique[start : start + BATCH]
         raw = read_many(batch) if read_many else {key: store.read(key) for key in batch}

@@ -69,6 +69,9 @@ DEFAULT_LEASE = 10.0
 
 REOPEN_AFTER = 5.0
 BYPASS_AFTER_TIMEOUT = 5.0
+READ_MANY_BATCH = 500
+"""Keys per query of ``read_many``: under SQLite's limit of host parameters (999 in old builds)."""
+
 LEASE_PREFIX = "pm-lease:"
 STATS_PREFIX = "pm-hits:"
 
@@ -253,6 +256,34 @@ class Store:
         except CorruptEntry as error:
             self.report_fault("corrupt entry", error)
             return MISSING
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+        """The verified encoded values of those ``keys`` that are stored, in few queries.
+
+        What ``f.map`` reads its hits with: one SELECT per batch of keys instead of one per
+        key; each value is verified like a single read.
+        """
+        reader = self._reader
+        if reader is None and (reader := self._ready_reader()) is None:
+            return {}
+        if self._bypass_until and time.monotonic() < self._bypass_until:
+            return {}
+        found: dict[str, bytes | memoryview] = {}
+        now = time.time()
+        for start in range(0, len(keys), READ_MANY_BATCH):
+            try:
+                rows = reader.read_many(keys[start : start + READ_MANY_BATCH], now)
+            except (sqlite3.Error, OSError) as error:
+                self._io_fault("read failed", error)
+                return found
+            for key, (data, _) in rows.items():
+                try:
+                    if isinstance(data, CorruptEntry):
+                        raise data
+                    found[key] = self._sealer.unseal(key, data)
+                except CorruptEntry as error:
+                    self.report_fault("corrupt entry", error)
+        return found
 
     def _with_cache(self, kind: str, operation: Callable[[Any], T], default: T) -> T:
         """``operation(cache)``, or ``default`` when the store is unusable or faults (the

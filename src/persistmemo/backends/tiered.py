@@ -77,6 +77,16 @@ class TieredStore:
                 self.local.write(key, bytes(encoded), ttl=remaining, tag=identity_of(key))
         return found
 
+    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+        """Local hits in batches; the rest from the remote, filling the local tier."""
+        found = self.local.read_many(keys)
+        for key in keys:
+            if key not in found:
+                remote = self.read_with_expiry(key)
+                if remote is not MISSING:
+                    found[key] = remote[0]  # type: ignore[index]
+        return found
+
     def write(
         self,
         key: str,
