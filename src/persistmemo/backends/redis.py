@@ -319,9 +319,11 @@ class RedisStore:
         for start in range(0, len(keys), _READ_MANY_BATCH):
             batch = keys[start : start + _READ_MANY_BATCH]
             names = [self._prefix + key for key in batch]
-            values: list[Any] | None = self._call(
-                "read", lambda names=names: list(self._client.mget(names)), None
-            )
+
+            def fetch(names: list[str] = names) -> list[Any] | None:
+                return list(self._client.mget(names))
+
+            values = self._call("read", fetch, None)
             if values is None:
                 return found
             for key, stored in zip(batch, values, strict=True):
