@@ -59,7 +59,8 @@ def test_an_entry_expires_with_its_ttl(any_store: Any) -> None:
     key = key_of("app.f", 2)
     put(any_store, key, "soon gone", ttl=0.3)
     _, expires_at = any_store.read_with_expiry(key)
-    assert expires_at is not None and expires_at > time.time()
+    assert expires_at is not None
+    assert expires_at > time.time()
     time.sleep(0.45)
     assert any_store.read(key) is MISSING
 
@@ -115,7 +116,8 @@ def test_entries_describe_what_is_stored(any_store: Any) -> None:
     assert {(entry.function, entry.version) for entry in entries} == {("app.g", "1")}
     assert all(entry.compute_seconds == pytest.approx(0.25) for entry in entries)
     info = any_store.entry_info(keys[0])
-    assert info is not None and info.function == "app.g"
+    assert info is not None
+    assert info.function == "app.g"
     assert "app.g" in any_store.functions()
     assert any_store.functions()["app.g"].entries == 3
 
