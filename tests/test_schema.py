@@ -2,7 +2,7 @@
 
 from diskcache import core
 
-from persistmemo import schema
+from persistmemo.stores import schema
 
 
 def test_schema_constants_match_diskcache() -> None:

@@ -15,7 +15,7 @@ import pytest
 from persistmemo import Store, memo
 from persistmemo.codec import encode_value
 from persistmemo.keys import KeyBuilder, identity_of
-from persistmemo.store import MISSING
+from persistmemo.stores.disk import MISSING
 
 SECRET = "contract suite secret"
 

@@ -8,10 +8,10 @@
 from persistmemo.codec import CorruptEntry, UndecodableValue, UnstorableValue
 from persistmemo.decorator import CacheInfo, MemoDecorator, Memoized, memo
 from persistmemo.faults import PersistmemoWarning
-from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary  # light: no I/O
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.locking import ComputationFailed
-from persistmemo.store import Store, default_directory, default_store
+from persistmemo.stores.base import CheckReport, EntryInfo, FunctionSummary
+from persistmemo.stores.disk import Store, default_directory, default_store
 
 __all__ = [
     "KEY_FORMAT",
@@ -39,11 +39,11 @@ __version__ = "0.1.0"
 def __getattr__(name: str) -> object:
     # The stores of the extras load on first mention: the core import never needs redis-py.
     if name == "RedisStore":
-        from persistmemo.backends.redis import RedisStore
+        from persistmemo.stores.redis import RedisStore
 
         return RedisStore
     if name == "TieredStore":
-        from persistmemo.backends.tiered import TieredStore
+        from persistmemo.stores.tiered import TieredStore
 
         return TieredStore
     raise AttributeError(f"module 'persistmemo' has no attribute {name!r}")

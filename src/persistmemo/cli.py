@@ -32,8 +32,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from persistmemo.inspection import EntryInfo, FunctionSummary, directory_size
-from persistmemo.store import Store, default_directory
+from persistmemo.stores.base import EntryInfo, FunctionSummary
+from persistmemo.stores.disk import Store, default_directory
+from persistmemo.stores.inspection import directory_size
 
 WIDTH = 80
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
@@ -127,7 +128,7 @@ def _open_store(args: argparse.Namespace) -> Any:
     secret = _secret(args)
     if args.store and "://" in args.store:
         try:
-            from persistmemo.backends.redis import RedisStore
+            from persistmemo.stores.redis import RedisStore
 
             remote = RedisStore(args.store, secret=secret)
         except ImportError as error:

@@ -30,7 +30,6 @@ from typing import (
     overload,
 )
 
-from persistmemo.backend import StoreBackend
 from persistmemo.binding import CallBinder
 from persistmemo.closures import MEMOIZED_MARK, CapturedInputs, UnsupportedCapture
 from persistmemo.codec import (
@@ -47,10 +46,10 @@ from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.naming import qualified_name
 from persistmemo.options import MemoOptions
 from persistmemo.source_stamps import definition_stamp
-from persistmemo.store import MISSING, Missing
+from persistmemo.stores.base import MISSING, Missing, StoreBackend
 
 if TYPE_CHECKING:
-    from persistmemo.inspection import EntryInfo
+    from persistmemo.stores.base import EntryInfo
 
 P = ParamSpec("P")
 Q = ParamSpec("Q")

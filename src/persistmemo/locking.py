@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import identity_of
-from persistmemo.store import MISSING
+from persistmemo.stores.base import MISSING, Lease
 
 if TYPE_CHECKING:
-    from persistmemo.backend import StoreBackend as Store
+    from persistmemo.stores.base import StoreBackend as Store
 
 T = TypeVar("T")
 
@@ -63,17 +63,6 @@ class ComputationFailed(RuntimeError):
     Raised where the original exception cannot be rebuilt (pickles are not allowed in this
     store); the message carries its type and text.
     """
-
-
-class Lease:
-    """Our claim on one key while we compute it."""
-
-    __slots__ = ("key", "released", "token")
-
-    def __init__(self, key: str, token: str) -> None:
-        self.key = key
-        self.token = token
-        self.released = False  # set by a store write that released it with the value
 
 
 _held: contextvars.ContextVar[dict[str, Lease]] = contextvars.ContextVar("persistmemo_leases")

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
-from persistmemo.store import MISSING
+from persistmemo.stores.base import MISSING
 
 BATCH = 512
 """Keys per store query when reading hits."""

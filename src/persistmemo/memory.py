@@ -22,7 +22,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from persistmemo.store import MISSING
+from persistmemo.stores.base import MISSING
 
 DIRECT_TYPES = frozenset((int, str, bytes, type(None)))
 

@@ -7,8 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, cast
 
-from persistmemo.backend import StoreBackend
-from persistmemo.store import default_store, store_at
+from persistmemo.stores.base import StoreBackend
 
 
 class MemoOptions(NamedTuple):
@@ -56,10 +55,14 @@ class MemoOptions(NamedTuple):
 
 
 def _resolve_store(store: object) -> StoreBackend:
-    if store is None:
-        return default_store()
     if isinstance(store, StoreBackend):
         return store
+    # The decorator depends on the store interface only; a path, a URL or None names a
+    # concrete store, which only this convenience reaches up for.
+    from persistmemo.stores.disk import default_store, store_at
+
+    if store is None:
+        return default_store()
     if isinstance(store, (str, os.PathLike)):
         return store_at(store)
     raise TypeError(

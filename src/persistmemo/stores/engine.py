@@ -15,8 +15,8 @@ from diskcache import Timeout
 from diskcache.core import DEFAULT_SETTINGS
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.entry_reader import close_with_thread, read_value_file, remove_value_file
-from persistmemo.schema import MODE_BINARY, MODE_PICKLE
+from persistmemo.stores.entry_reader import close_with_thread, read_value_file, remove_value_file
+from persistmemo.stores.schema import MODE_BINARY, MODE_PICKLE
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -19,12 +19,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from persistmemo.keys import identity_of
-from persistmemo.store import MISSING, Missing, Store, store_at
+from persistmemo.stores.base import MISSING, Missing
+from persistmemo.stores.disk import Store, store_at
 
 if TYPE_CHECKING:
-    from persistmemo.backend import StoreBackend
-    from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
-    from persistmemo.locking import Lease
+    from persistmemo.stores.base import (
+        CheckReport,
+        EntryInfo,
+        FunctionSummary,
+        Lease,
+        Progress,
+        StoreBackend,
+    )
 
 
 class TieredStore:
@@ -194,7 +200,7 @@ class TieredStore:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store."""
-        from persistmemo.decorator import memo
+        from persistmemo.decorator import memo  # an upward reach: the decorator sits above
 
         decorate: Any = memo(store=self, **options)
         return decorate if func is None else decorate(func)

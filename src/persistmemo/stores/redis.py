@@ -54,11 +54,22 @@ from persistmemo.integrity import (
     user_secret,
 )
 from persistmemo.keys import KEY_FORMAT, identity_of
-from persistmemo.store import LEASE_PREFIX, MISSING, STATS_PREFIX, Missing
+from persistmemo.stores.base import (
+    LEASE_PREFIX,
+    MISSING,
+    STATS_PREFIX,
+    WRONG_SECRET,
+    CheckReport,
+    EntryInfo,
+    Missing,
+    looks_sealed_with_another_secret,
+    split_key,
+    summarize,
+    unseal_or_report,
+)
 
 if TYPE_CHECKING:
-    from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
-    from persistmemo.locking import Lease
+    from persistmemo.stores.base import FunctionSummary, Lease, Progress
 
 T = TypeVar("T")
 
@@ -306,11 +317,8 @@ class RedisStore:
             expires_at = None
         if stored is None:
             return MISSING
-        try:
-            return sealer.unseal(key, stored), expires_at
-        except CorruptEntry as error:
-            self.report_fault("corrupt entry", error)
-            return MISSING
+        encoded = unseal_or_report(sealer, key, stored, self.report_fault)
+        return encoded if encoded is MISSING else (encoded, expires_at)  # type: ignore[return-value]
 
     def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
         """The verified values of those ``keys`` that are stored: one MGET per batch."""
@@ -327,12 +335,10 @@ class RedisStore:
             if values is None:
                 return found
             for key, stored in zip(batch, values, strict=True):
-                if stored is None:
-                    continue
-                try:
-                    found[key] = sealer.unseal(key, stored)
-                except CorruptEntry as error:
-                    self.report_fault("corrupt entry", error)
+                if stored is not None:
+                    encoded = unseal_or_report(sealer, key, stored, self.report_fault)
+                    if encoded is not MISSING:
+                        found[key] = encoded  # type: ignore[assignment]
         return found
 
     def write(
@@ -524,7 +530,6 @@ class RedisStore:
 
     def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
         """Metadata of every entry (of one function), from headers and TTLs, not values."""
-        from persistmemo.inspection import EntryInfo, split_key
 
         keys = list(self._scan_keys(function))
         for start in range(0, len(keys), _SCAN_BATCH):
@@ -564,7 +569,6 @@ class RedisStore:
 
     def functions(self) -> dict[str, FunctionSummary]:
         """Per-function summaries, as for the disk store."""
-        from persistmemo.inspection import summarize
 
         return summarize(self.entries())
 
@@ -573,7 +577,6 @@ class RedisStore:
 
         When most entries fail their tag while their bytes are well formed, they were sealed
         with another secret, not damaged: the report says so and ``fix`` removes nothing."""
-        from persistmemo.inspection import CheckReport
 
         report = CheckReport()
         sealer = self._sealer_ready()
@@ -632,7 +635,7 @@ class RedisStore:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
-        from persistmemo.decorator import memo
+        from persistmemo.decorator import memo  # an upward reach: the decorator sits above
 
         decorate: Any = memo(store=self, **options)
         return decorate if func is None else decorate(func)
@@ -646,18 +649,6 @@ class RedisStore:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-WRONG_SECRET = (
-    "entries are sealed with a different secret (set $PERSISTMEMO_SECRET or --secret-file)"
-)
-
-
-def looks_sealed_with_another_secret(checked: int, well_formed_failures: int) -> bool:
-    """Whether tag failures say "another secret" rather than "damage": at least 3, and more
-    than half of the checked entries, fail their tag while their frames are well formed.
-    Damage hits a few entries; a wrong secret fails them all the same way."""
-    return well_formed_failures >= 3 and 2 * well_formed_failures > checked
 
 
 def _well_formed(stored: bytes) -> bool:

@@ -37,7 +37,7 @@ import weakref
 from typing import TYPE_CHECKING, Literal
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
+from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -18,90 +18,28 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import CorruptEntry, decode_value
-from persistmemo.entry_reader import read_value_file
 from persistmemo.integrity import FRAME_VERSION, HEADER_SIZE, Sealer, compute_seconds
-from persistmemo.keys import KEY_FORMAT, identity_of
-from persistmemo.schema import DBNAME, MODE_BINARY, MODE_RAW
+from persistmemo.keys import KEY_FORMAT
+from persistmemo.stores.base import (
+    CheckReport,
+    EntryInfo,
+    Progress,
+    StoreUnreadable,
+    looks_sealed_with_another_secret,
+    split_key,
+)
+from persistmemo.stores.entry_reader import read_value_file
+from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from persistmemo.store import Store
-
-Progress = Callable[[int, int], None]
-"""Called with (done, total) during long operations."""
-
-
-class EntryInfo(NamedTuple):
-    """One stored result, described without decoding it."""
-
-    key: str
-    function: str
-    version: str
-    stored_at: float
-    expires_at: float | None
-    size: int
-    compute_seconds: float | None
-
-    @property
-    def expired(self) -> bool:
-        """Whether the entry is past its TTL (a miss, awaiting removal)."""
-        return self.expires_at is not None and self.expires_at <= time.time()
-
-
-class FunctionSummary:
-    """What one function has in a store."""
-
-    def __init__(self, function: str) -> None:
-        self.function = function
-        self.entries = 0
-        self.size = 0
-        self.versions: set[str] = set()
-        self.oldest = float("inf")
-        self.newest = 0.0
-        self.compute_seconds = 0.0
-        self.expired = 0
-
-    def __repr__(self) -> str:
-        return (
-            f"FunctionSummary({self.function!r}, entries={self.entries}, size={self.size}, "
-            f"versions={sorted(self.versions)}, compute_seconds={self.compute_seconds:.3f})"
-        )
-
-
-class StoreUnreadable(OSError):
-    """The store's database cannot be read (not a database, malformed, unreadable)."""
-
-
-class CheckReport:
-    """The outcome of ``Store.check``: problems found, and how many entries were removed.
-
-    ``corrupt`` lists the keys that failed their seal (removed by ``fix``), ``undecodable``
-    the sealed ones whose value the codec cannot decode (kept: a codec matter, not damage),
-    and ``wrong_secret`` says the store was sealed with another secret (nothing removed).
-    """
-
-    def __init__(self) -> None:
-        self.entries = 0
-        self.problems: list[str] = []
-        self.removed = 0
-        self.corrupt: list[str] = []
-        self.undecodable: list[str] = []
-        self.wrong_secret = False
-
-    @property
-    def ok(self) -> bool:
-        """True when nothing was found wrong."""
-        return not self.problems
-
-    def __repr__(self) -> str:
-        return f"CheckReport(entries={self.entries}, problems={len(self.problems)})"
-
+    from persistmemo.stores.disk import Store
 
 _ROWS = (
     "SELECT key, tag, store_time, expire_time, size, mode, filename, value FROM Cache"
@@ -153,13 +91,6 @@ def _header(
     return value[:HEADER_SIZE] if isinstance(value, bytes) else b""
 
 
-def split_key(key: str, tag: object) -> tuple[str, str]:
-    """(function identity, version) of an entry key."""
-    function = tag if isinstance(tag, str) else identity_of(key)
-    rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
-    return function, rest.rsplit(":", 1)[0]
-
-
 def iter_entries(directory: Path, function: str | None = None) -> Iterator[EntryInfo]:
     """Every entry of the store in ``directory`` (of one function, if given)."""
     prefix = f"{KEY_FORMAT}:" + (f"{function}:" if function else "")
@@ -200,26 +131,6 @@ def recorded_hits(directory: Path, prefix: str) -> dict[str, int]:
             (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)),
         )
         return {key[len(prefix) :]: int(value) for key, value in rows if isinstance(value, int)}
-
-
-def summarize(entries: Iterable[EntryInfo]) -> dict[str, FunctionSummary]:
-    """Per-function totals of ``entries``, by function identity."""
-    summaries: dict[str, FunctionSummary] = {}
-    for entry in entries:
-        summary = summaries.setdefault(entry.function, FunctionSummary(entry.function))
-        summary.entries += 1
-        summary.size += entry.size
-        summary.versions.add(entry.version)
-        summary.oldest = min(summary.oldest, entry.stored_at)
-        summary.newest = max(summary.newest, entry.stored_at)
-        summary.compute_seconds += entry.compute_seconds or 0.0
-        summary.expired += entry.expired
-    return summaries
-
-
-WRONG_SECRET_AT_LEAST = 3
-"""check --fix deletes nothing when more than half of the checked entries, and at least this
-many, are well-formed but fail their tag: the store was sealed with another secret."""
 
 
 def check(store: Store, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
@@ -273,7 +184,7 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
                 report.problems.append(f"{key}: does not decode (codec): {error}")
             if progress is not None:
                 progress(done, total)
-    if well_formed_failures >= WRONG_SECRET_AT_LEAST and 2 * well_formed_failures > report.entries:
+    if looks_sealed_with_another_secret(report.entries, well_formed_failures):
         report.wrong_secret = True
         report.problems.insert(
             0,

@@ -34,10 +34,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.entry_reader import EntryReader
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
@@ -47,15 +46,28 @@ from persistmemo.integrity import (
     untrusted_reason,
     user_secret,
 )
-from persistmemo.schema import DBNAME
+from persistmemo.stores.base import (
+    LEASE_PREFIX,
+    MISSING,
+    STATS_PREFIX,
+    Missing,
+    summarize,
+    unseal_or_report,
+)
+from persistmemo.stores.entry_reader import EntryReader
+from persistmemo.stores.schema import DBNAME
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from persistmemo.backend import StoreBackend
-    from persistmemo.decorator import MemoDecorator
-    from persistmemo.inspection import CheckReport, EntryInfo, FunctionSummary, Progress
-    from persistmemo.locking import Lease
+    from persistmemo.stores.base import (
+        CheckReport,
+        EntryInfo,
+        FunctionSummary,
+        Lease,
+        Progress,
+        StoreBackend,
+    )
 
 T = TypeVar("T")
 
@@ -72,25 +84,10 @@ BYPASS_AFTER_TIMEOUT = 5.0
 READ_MANY_BATCH = 500
 """Keys per query of ``read_many``: under SQLite's limit of host parameters (999 in old builds)."""
 
-LEASE_PREFIX = "pm-lease:"
-STATS_PREFIX = "pm-hits:"
-
 # What store operations may raise. diskcache's Timeout joins when the engine is first
 # imported (a store opening): no diskcache call can raise before that.
 _IO_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
 _Timeout: type[BaseException] = TimeoutError
-
-
-class Missing:
-    """The type of ``MISSING``: what a read returns when there is no usable entry."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final = Missing()
 
 
 def default_directory() -> tuple[Path, str]:
@@ -145,7 +142,7 @@ class Store:
         **settings: Any,
     ) -> None:
         if settings:
-            from persistmemo.engine import DEFAULT_SETTINGS
+            from persistmemo.stores.engine import DEFAULT_SETTINGS
 
             unknown = set(settings).difference(DEFAULT_SETTINGS)
             if unknown:
@@ -173,7 +170,7 @@ class Store:
 
     def _reset_state(self) -> None:
         self._cache: Any = None  # the diskcache Cache, once open
-        self._engine: Any = None  # persistmemo.engine, imported by the opening
+        self._engine: Any = None  # persistmemo.stores.engine, imported by the opening
         self._reader: EntryReader | None = None
         self._secret = b""
         self._sealer = Sealer(b"")
@@ -219,9 +216,10 @@ class Store:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
-        from persistmemo.decorator import memo  # the decorator module imports this one
+        # An upward reach, for convenience: the decorator sits above the stores.
+        from persistmemo.decorator import memo
 
-        decorate: MemoDecorator = memo(store=self, **options)
+        decorate = memo(store=self, **options)
         return decorate if func is None else decorate(func)
 
     # --- entries -------------------------------------------------------------------------
@@ -251,11 +249,8 @@ class Store:
             return MISSING
         if found is None:
             return MISSING
-        try:
-            return self._sealer.unseal(key, found[0]), found[1]
-        except CorruptEntry as error:
-            self.report_fault("corrupt entry", error)
-            return MISSING
+        encoded = unseal_or_report(self._sealer, key, found[0], self.report_fault)
+        return encoded if encoded is MISSING else (encoded, found[1])  # type: ignore[return-value]
 
     def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
         """The verified encoded values of those ``keys`` that are stored, in few queries.
@@ -277,12 +272,12 @@ class Store:
                 self._io_fault("read failed", error)
                 return found
             for key, (data, _) in rows.items():
-                try:
-                    if isinstance(data, CorruptEntry):
-                        raise data
-                    found[key] = self._sealer.unseal(key, data)
-                except CorruptEntry as error:
-                    self.report_fault("corrupt entry", error)
+                if isinstance(data, CorruptEntry):
+                    self.report_fault("corrupt entry", data)
+                    continue
+                encoded = unseal_or_report(self._sealer, key, data, self.report_fault)
+                if encoded is not MISSING:
+                    found[key] = encoded  # type: ignore[assignment]
         return found
 
     def _with_cache(self, kind: str, operation: Callable[[Any], T], default: T) -> T:
@@ -379,25 +374,24 @@ class Store:
 
     def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
         """Every entry's metadata (of one function identity, if given), without decoding."""
-        from persistmemo import inspection
+        from persistmemo.stores import inspection
 
         return inspection.iter_entries(self.directory, function)
 
     def entry_info(self, key: str) -> EntryInfo | None:
         """Metadata of the entry under ``key``, or None."""
-        from persistmemo import inspection
+        from persistmemo.stores import inspection
 
         return inspection.entry_info(self.directory, key)
 
     def functions(self) -> dict[str, FunctionSummary]:
         """Per-function summaries: entries, bytes, versions, oldest/newest, compute stored."""
-        from persistmemo import inspection
 
-        return inspection.summarize(self.entries())
+        return summarize(self.entries())
 
     def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
         """Check SQLite's integrity and every entry's seal; ``fix`` removes bad entries."""
-        from persistmemo import inspection
+        from persistmemo.stores import inspection
 
         return inspection.check(self, fix=fix, progress=progress)
 
@@ -412,7 +406,7 @@ class Store:
         """Remove expired entries, entries older than ``older_than`` seconds, and entries of
         the functions named in ``keep_versions`` whose version is not listed; returns how many.
         """
-        from persistmemo import inspection
+        from persistmemo.stores import inspection
 
         return inspection.prune(
             self,
@@ -429,7 +423,7 @@ class Store:
 
     def recorded_hits(self) -> dict[str, int]:
         """Hit counts per function, as flushed by processes at their exit."""
-        from persistmemo import inspection
+        from persistmemo.stores import inspection
 
         return inspection.recorded_hits(self.directory, STATS_PREFIX)
 
@@ -646,7 +640,7 @@ class Store:
 
     def _open_cache(self, directory: Path) -> Any:
         global _IO_ERRORS, _Timeout
-        from persistmemo import engine
+        from persistmemo.stores import engine
 
         _IO_ERRORS, _Timeout = (sqlite3.Error, OSError, engine.Timeout), engine.Timeout
         self._engine = engine
@@ -824,8 +818,8 @@ def default_store() -> StoreBackend:
         if _default_store is None:
             url = os.environ.get(ENV_URL)
             if url:
-                from persistmemo.backends.redis import RedisStore
-                from persistmemo.backends.tiered import TieredStore
+                from persistmemo.stores.redis import RedisStore
+                from persistmemo.stores.tiered import TieredStore
 
                 remote = RedisStore(url)
                 local = os.environ.get(ENV_DIRECTORY)
@@ -858,7 +852,7 @@ def store_at(directory: str | os.PathLike[str]) -> StoreBackend:
             if remote is None:
                 # backends/ sits above this module (it imports Store): imported here, and
                 # only when a URL asks for it, so the core never imports redis-py.
-                from persistmemo.backends.redis import RedisStore
+                from persistmemo.stores.redis import RedisStore
 
                 remote = _stores_by_directory[text] = RedisStore(text)
             return remote

@@ -1,0 +1,233 @@
+"""The bottom of the store layer: the interface every store implements, and the words they share.
+
+Disk (``stores/disk.py``), Redis (``stores/redis.py``) and tiered (``stores/tiered.py``) stores
+all speak this vocabulary; nothing here imports a concrete store or anything above the
+stores (see docs/architecture.md). What a store promises is fixed by the contract suite,
+``tests/test_store_contract.py``, which every store runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
+
+from persistmemo.codec import CorruptEntry
+from persistmemo.integrity import Sealer
+from persistmemo.keys import KEY_FORMAT, identity_of
+
+LEASE_PREFIX = "pm-lease:"
+STATS_PREFIX = "pm-hits:"
+
+
+class Missing:
+    """The type of ``MISSING``: what a read returns when there is no usable entry."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = Missing()
+
+
+class Lease:
+    """Our claim on one key while we compute it."""
+
+    __slots__ = ("key", "released", "token")
+
+    def __init__(self, key: str, token: str) -> None:
+        self.key = key
+        self.token = token
+        self.released = False  # set by a store write that released it with the value
+
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) during long operations."""
+
+
+class EntryInfo(NamedTuple):
+    """One stored result, described without decoding it."""
+
+    key: str
+    function: str
+    version: str
+    stored_at: float
+    expires_at: float | None
+    size: int
+    compute_seconds: float | None
+
+    @property
+    def expired(self) -> bool:
+        """Whether the entry is past its TTL (a miss, awaiting removal)."""
+        return self.expires_at is not None and self.expires_at <= time.time()
+
+
+class FunctionSummary:
+    """What one function has in a store."""
+
+    def __init__(self, function: str) -> None:
+        self.function = function
+        self.entries = 0
+        self.size = 0
+        self.versions: set[str] = set()
+        self.oldest = float("inf")
+        self.newest = 0.0
+        self.compute_seconds = 0.0
+        self.expired = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"FunctionSummary({self.function!r}, entries={self.entries}, size={self.size}, "
+            f"versions={sorted(self.versions)}, compute_seconds={self.compute_seconds:.3f})"
+        )
+
+
+class StoreUnreadable(OSError):
+    """The store's database cannot be read (not a database, malformed, unreadable)."""
+
+
+class CheckReport:
+    """The outcome of ``Store.check``: problems found, and how many entries were removed.
+
+    ``corrupt`` lists the keys that failed their seal (removed by ``fix``), ``undecodable``
+    the sealed ones whose value the codec cannot decode (kept: a codec matter, not damage),
+    and ``wrong_secret`` says the store was sealed with another secret (nothing removed).
+    """
+
+    def __init__(self) -> None:
+        self.entries = 0
+        self.problems: list[str] = []
+        self.removed = 0
+        self.corrupt: list[str] = []
+        self.undecodable: list[str] = []
+        self.wrong_secret = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was found wrong."""
+        return not self.problems
+
+    def __repr__(self) -> str:
+        return f"CheckReport(entries={self.entries}, problems={len(self.problems)})"
+
+
+def split_key(key: str, tag: object) -> tuple[str, str]:
+    """(function identity, version) of an entry key."""
+    function = tag if isinstance(tag, str) else identity_of(key)
+    rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
+    return function, rest.rsplit(":", 1)[0]
+
+
+def summarize(entries: Iterable[EntryInfo]) -> dict[str, FunctionSummary]:
+    """Per-function totals of ``entries``, by function identity."""
+    summaries: dict[str, FunctionSummary] = {}
+    for entry in entries:
+        summary = summaries.setdefault(entry.function, FunctionSummary(entry.function))
+        summary.entries += 1
+        summary.size += entry.size
+        summary.versions.add(entry.version)
+        summary.oldest = min(summary.oldest, entry.stored_at)
+        summary.newest = max(summary.newest, entry.stored_at)
+        summary.compute_seconds += entry.compute_seconds or 0.0
+        summary.expired += entry.expired
+    return summaries
+
+
+WRONG_SECRET = (
+    "entries are sealed with a different secret (set $PERSISTMEMO_SECRET or --secret-file)"
+)
+
+
+def looks_sealed_with_another_secret(checked: int, well_formed_failures: int) -> bool:
+    """Whether tag failures say "another secret" rather than "damage": at least 3, and more
+    than half of the checked entries, fail their tag while their frames are well formed.
+    Damage hits a few entries; a wrong secret fails them all the same way."""
+    return well_formed_failures >= 3 and 2 * well_formed_failures > checked
+
+
+def unseal_or_report(
+    sealer: Sealer, key: str, stored: bytes, report: Callable[[str, BaseException], None]
+) -> bytes | memoryview | Missing:
+    """The encoded value inside ``stored``, or MISSING after reporting a failed seal."""
+    try:
+        return sealer.unseal(key, stored)
+    except CorruptEntry as error:
+        report("corrupt entry", error)
+        return MISSING
+
+
+@runtime_checkable
+class StoreBackend(Protocol):
+    """The store interface."""
+
+    strict: bool
+    lease: float
+
+    @property
+    def pickle_allowed(self) -> bool: ...
+
+    def read(self, key: str) -> bytes | memoryview | Missing: ...
+
+    def read_with_expiry(
+        self, key: str, with_expiry: bool = True
+    ) -> tuple[bytes | memoryview, float | None] | Missing: ...
+
+    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+        """The verified values of those ``keys`` that are stored (absent ones left out)."""
+        ...
+
+    def write(
+        self,
+        key: str,
+        encoded: bytes,
+        *,
+        ttl: float | None,
+        tag: str,
+        seconds: float = 0.0,
+        lease: Lease | None = None,
+    ) -> bool: ...
+
+    def delete(self, key: str) -> bool: ...
+
+    def delete_tagged(self, tag: str) -> int: ...
+
+    def clear(self) -> int: ...
+
+    def open(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def try_lease(self, key: str, token: str) -> bool: ...
+
+    def renew_lease(self, key: str, token: str) -> bool: ...
+
+    def release_lease(self, key: str, token: str) -> None: ...
+
+    def report_fault(self, kind: str, error: BaseException) -> None: ...
+
+    def record_hits(self, function: str, hits: int) -> None: ...
+
+    def recorded_hits(self) -> dict[str, int]: ...
+
+    def forget_hits(self, function: str) -> None: ...
+
+    def entries(self, function: str | None = None) -> Iterator[EntryInfo]: ...
+
+    def entry_info(self, key: str) -> EntryInfo | None: ...
+
+    def functions(self) -> dict[str, FunctionSummary]: ...
+
+    def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport: ...
+
+    def prune(
+        self,
+        *,
+        expired: bool = True,
+        older_than: float | None = None,
+        keep_versions: Mapping[str, Iterable[str]] | None = None,
+        progress: Progress | None = None,
+    ) -> int: ...
+
+    def memo(self, func: Any = None, /, **options: Any) -> Any: ...
