@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import persistmemo.integrity
-import persistmemo.stores.disk
+import persistmemo.stores.registry
 from persistmemo import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,7 +34,7 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     persistmemo.integrity.forget_cached_secrets()
     # The default store resolves its directory once per process: give each test its own.
-    monkeypatch.setattr(persistmemo.stores.disk, "_default_store", None)
+    monkeypatch.setattr(persistmemo.stores.registry, "_default_store", None)
 
 
 def run_python(

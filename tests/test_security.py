@@ -729,7 +729,7 @@ def test_memo_takes_a_redis_url_as_store_and_makes_no_directory(
 ) -> None:
     pytest.importorskip("redis")
     from persistmemo import RedisStore
-    from persistmemo.stores.disk import store_at
+    from persistmemo.stores.registry import store_at
 
     monkeypatch.chdir(tmp_path)
     for url in ("redis://127.0.0.1:9/0", "rediss://127.0.0.1:9/0", "unix:///tmp/no.sock"):
@@ -745,7 +745,7 @@ def test_memo_takes_a_redis_url_as_store_and_makes_no_directory(
 
 
 def test_other_url_schemes_are_refused_as_stores() -> None:
-    from persistmemo.stores.disk import store_at
+    from persistmemo.stores.registry import store_at
 
     with pytest.raises(ValueError, match=r"scheme 'http' is not supported"):
         store_at("http://example.com/cache")

@@ -11,7 +11,8 @@ from persistmemo.faults import PersistmemoWarning
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.locking import ComputationFailed
 from persistmemo.stores.base import CheckReport, EntryInfo, FunctionSummary
-from persistmemo.stores.disk import Store, default_directory, default_store
+from persistmemo.stores.disk import Store, default_directory
+from persistmemo.stores.registry import default_store
 
 __all__ = [
     "KEY_FORMAT",

@@ -59,7 +59,7 @@ def _resolve_store(store: object) -> StoreBackend:
         return store
     # The decorator depends on the store interface only; a path, a URL or None names a
     # concrete store, which only this convenience reaches up for.
-    from persistmemo.stores.disk import default_store, store_at
+    from persistmemo.stores.registry import default_store, store_at
 
     if store is None:
         return default_store()

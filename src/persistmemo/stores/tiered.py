@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from persistmemo.keys import identity_of
 from persistmemo.stores.base import MISSING, Missing
-from persistmemo.stores.disk import Store, store_at
+from persistmemo.stores.disk import Store
+from persistmemo.stores.registry import store_at
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import (

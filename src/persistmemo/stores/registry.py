@@ -1,0 +1,89 @@
+"""Which store a path, a URL or the environment names: one store object per place, per process.
+
+``default_store()`` is the store of ``memo(store=None)`` and ``store_at(path)`` that of
+``memo(store=path)``; every decorator naming the same place shares one store object (one
+connection pool, one fault report).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from persistmemo.stores.base import StoreBackend
+from persistmemo.stores.disk import Store
+from persistmemo.stores.disk_opening import ENV_DIRECTORY
+
+ENV_URL = "PERSISTMEMO_URL"
+
+_default_store: StoreBackend | None = None
+_stores_by_directory: dict[str, StoreBackend] = {}
+_registry_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _registry_lock
+    _registry_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
+
+def default_store() -> StoreBackend:
+    """The process-wide default store.
+
+    ``$PERSISTMEMO_URL`` (``redis://...``) makes it a RedisStore, and with
+    ``$PERSISTMEMO_DIR`` also set, a TieredStore with that directory in front. Without
+    ``$PERSISTMEMO_URL`` it is the disk store in ``$PERSISTMEMO_DIR``, else in the platform
+    cache directory (resolved when first used).
+    """
+    global _default_store
+    with _registry_lock:
+        if _default_store is None:
+            url = os.environ.get(ENV_URL)
+            if url:
+                from persistmemo.stores.redis import RedisStore
+                from persistmemo.stores.tiered import TieredStore
+
+                remote = RedisStore(url)
+                local = os.environ.get(ENV_DIRECTORY)
+                chosen: StoreBackend = TieredStore(Store(local), remote) if local else remote
+            else:
+                chosen = Store()
+            _default_store = chosen
+        return _default_store
+
+
+REMOTE_SCHEMES = ("redis", "rediss", "unix")
+
+
+def store_at(directory: str | os.PathLike[str]) -> StoreBackend:
+    """The process-wide store of ``directory``: every ``memo(store=path)`` shares one.
+
+    A ``redis://``, ``rediss://`` or ``unix://`` URL names a RedisStore (one per URL); any
+    other URL is refused rather than taken for a directory named ``http:``.
+    """
+    text = os.fspath(directory)
+    scheme, separator, _ = text.partition("://")
+    if separator:
+        if scheme.lower() not in REMOTE_SCHEMES:
+            raise ValueError(
+                f"store={text!r}: a store is a directory path or a redis://, rediss:// or "
+                f"unix:// URL; the scheme {scheme!r} is not supported"
+            )
+        with _registry_lock:
+            remote = _stores_by_directory.get(text)
+            if remote is None:
+                # backends/ sits above this module (it imports Store): imported here, and
+                # only when a URL asks for it, so the core never imports redis-py.
+                from persistmemo.stores.redis import RedisStore
+
+                remote = _stores_by_directory[text] = RedisStore(text)
+            return remote
+    path = os.path.abspath(os.path.expanduser(text))
+    with _registry_lock:
+        store = _stores_by_directory.get(path)
+        if store is None:
+            store = _stores_by_directory[path] = Store(path)
+        return store
