@@ -6,10 +6,11 @@
 """
 
 from persistmemo.codec import CorruptEntry, UndecodableValue, UnstorableValue
-from persistmemo.decorator import CacheInfo, MemoDecorator, Memoized, memo
+from persistmemo.decorator import MemoDecorator, Memoized, memo
 from persistmemo.faults import PersistmemoWarning
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.locking import ComputationFailed
+from persistmemo.memoized import CacheInfo
 from persistmemo.stores.base import CheckReport, EntryInfo, FunctionSummary
 from persistmemo.stores.disk import Store, default_directory
 from persistmemo.stores.registry import default_store

@@ -1,0 +1,272 @@
+"""The call paths of a memoized function: sync, async and through the memory tier.
+
+Every decorated call goes through here, so it is kept flat: everything that does not depend
+on the arguments is settled once (``prepare``, at the first call), and a hit builds the key,
+reads once and decodes; it writes nothing. A miss computes under the key's lease
+(locking.py) and stores the result. ``MemoizedFunction`` (memoized.py) adds the state's
+setup, the key building and the controls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
+
+from persistmemo.codec import (
+    CorruptEntry,
+    UndecodableValue,
+    UnstorableValue,
+    decode_value,
+    encode_value,
+)
+from persistmemo.locking import compute_once, compute_once_async, lease_for
+from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
+from persistmemo.stores.base import MISSING, Missing
+
+if TYPE_CHECKING:
+    from persistmemo.keys import KeyBuilder
+    from persistmemo.options import MemoOptions
+    from persistmemo.stores.base import StoreBackend
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class CallPaths(Generic[P, R]):
+    """The hit and miss paths; the state they read is set up by ``MemoizedFunction``."""
+
+    func: Callable[P, R]
+    options: MemoOptions
+    store: StoreBackend
+    identity: str
+    hits: int
+    misses: int
+    disabled: bool
+    keys: KeyBuilder | None
+    memory: MemoryTier | None
+    direct_memory: bool
+
+    def prepare(self) -> KeyBuilder:
+        """Settle what the first call needs (memoized.py)."""
+        raise NotImplementedError
+
+    def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The canonical bytes of a call's keyed values (memoized.py)."""
+        raise NotImplementedError
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The store key of a call (memoized.py)."""
+        raise NotImplementedError
+
+    def _sync_wrapper(self) -> Callable[P, R]:
+        func, store = self.func, self.store
+
+        memory = self.memory
+        if memory is not None:
+            memoized = self._memory_wrapper(memory)
+        else:
+
+            def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
+                # The hit path: key, one read, one decode. Kept flat: every call pays.
+                keys = self.keys
+                if keys is None:
+                    keys = self.prepare()
+                if self.disabled:
+                    return func(*args, **kwargs)
+                key = keys.key(self.canonical_arguments(args, kwargs))
+                found = store.read_with_expiry(key, False)
+                if found is not MISSING:
+                    try:
+                        value = decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
+                    except CorruptEntry as error:
+                        store.report_fault(_decode_fault(error), error)
+                    else:
+                        self.hits += 1
+                        return cast(R, value)
+                return self._miss(key, args, kwargs)
+
+        def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
+            key = self.key(*args, **kwargs)
+            self._forget_in_memory(key, args, kwargs)
+            started = time.perf_counter()
+            value = func(*args, **kwargs)
+            if not self.disabled:
+                self.save(key, value, time.perf_counter() - started)
+            return value
+
+        memoized.refresh = refresh  # type: ignore[attr-defined]
+        return memoized
+
+    def _async_wrapper(self) -> Callable[P, R]:
+        func = cast(Callable[P, Awaitable[Any]], self.func)
+        store = self.store
+
+        async def memoized(*args: P.args, **kwargs: P.kwargs) -> Any:
+            keys = self.keys
+            if keys is None:
+                keys = self.prepare()
+            if self.disabled:
+                return await func(*args, **kwargs)
+            key = keys.key(self.canonical_arguments(args, kwargs))
+            found = self.lookup(store.read(key))
+            if found is not MISSING:
+                self.hits += 1
+                return found
+
+            async def compute() -> Any:
+                self.misses += 1
+                started = time.perf_counter()
+                value = await func(*args, **kwargs)
+                self.save(key, value, time.perf_counter() - started)
+                return value
+
+            if not self.options.lock:
+                return await compute()
+            value, computed = await compute_once_async(
+                store, key, lambda: self.lookup(store.read(key)), compute
+            )
+            if not computed:
+                self.hits += 1
+            return value
+
+        async def refresh(*args: P.args, **kwargs: P.kwargs) -> Any:
+            key = self.key(*args, **kwargs)
+            self._forget_in_memory(key, args, kwargs)
+            started = time.perf_counter()
+            value = await func(*args, **kwargs)
+            if not self.disabled:
+                self.save(key, value, time.perf_counter() - started)
+            return value
+
+        memoized.refresh = refresh  # type: ignore[attr-defined]
+        return cast(Callable[P, R], memoized)
+
+    def _memory_wrapper(self, memory: MemoryTier) -> Callable[P, R]:
+        entries, now = memory.entries, time.time
+        direct_allowed = self.direct_memory
+
+        def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
+            # The memory tier's hit path: a dict lookup by the argument tuple when it can
+            # key directly (see memory.py), before any store key is built. The one-argument
+            # test is direct_key's, inlined: it is most calls.
+            direct: tuple[Any, ...] | None
+            if kwargs or not direct_allowed:
+                direct = None
+            elif len(args) == 1 and type(args[0]) in DIRECT_TYPES:
+                direct = args
+            else:
+                direct = direct_key(args)
+            if direct is not None:
+                entry = entries.get(direct)
+                if entry is not None and (entry[1] is None or entry[1] > now()):
+                    self.hits += 1
+                    return cast(R, entry[0])
+            keys = self.keys
+            if keys is None:
+                keys = self.prepare()
+            if self.disabled:
+                return self.func(*args, **kwargs)
+            key = keys.key(self.canonical_arguments(args, kwargs))
+            if direct is None:
+                entry = entries.get(key)
+                if entry is not None and (entry[1] is None or entry[1] > now()):
+                    self.hits += 1
+                    return cast(R, entry[0])
+            return self._through_memory(memory, direct or key, key, args, kwargs)
+
+        return memoized
+
+    def _through_memory(
+        self,
+        memory: MemoryTier,
+        memory_key: Hashable,
+        key: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> R:
+        """A memory miss: the store (or the function), then remember the result."""
+        found = self.store.read_with_expiry(key)
+        if found is not MISSING:
+            data, expires_at = cast(tuple[bytes, "float | None"], found)
+            value = self.lookup(data)
+            if value is not MISSING:
+                self.hits += 1
+                memory.put(memory_key, value, expires_at)
+                return cast(R, value)
+        started = time.time()
+        value = self._miss(key, args, kwargs)
+        ttl = self.options.ttl
+        memory.put(memory_key, value, None if ttl is None else started + ttl)
+        return value
+
+    def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        func, store = self.func, self.store
+
+        def compute() -> R:
+            self.misses += 1
+            started = time.perf_counter()
+            value = func(*args, **kwargs)
+            self.save(key, value, time.perf_counter() - started)
+            return value
+
+        if not self.options.lock:
+            return compute()
+        value, computed = compute_once(store, key, lambda: self.lookup(store.read(key)), compute)
+        if not computed:
+            self.hits += 1
+        return cast(R, value)
+
+    def lookup(self, data: bytes | memoryview | Missing) -> object:
+        """The decoded value of a read, or MISSING; an undecodable entry counts as a miss."""
+        if data is MISSING:
+            return MISSING
+        try:
+            return decode_value(cast(bytes, data), allow_pickle=self.store.pickle_allowed)
+        except CorruptEntry as error:
+            self.store.report_fault(_decode_fault(error), error)
+            return MISSING
+
+    def save(self, key: str, value: object, seconds: float) -> None:
+        store = self.store
+        store.open()  # settles pickle_allowed, even when no read opened the store first
+        try:
+            data = encode_value(value, allow_pickle=store.pickle_allowed)
+        except UnstorableValue as error:
+            if store.strict:
+                raise UnstorableValue(
+                    f"{self.func.__qualname__}(): {error}: the store is strict "
+                    "(Store(strict=True)). Return supported types, or use a store without "
+                    "strict=True."
+                ) from None
+            store.report_fault("result not stored", error)
+            return
+        lease = lease_for(key)
+        store.write(
+            key, data, ttl=self.options.ttl, tag=self.identity, seconds=seconds, lease=lease
+        )
+
+    def _forget_in_memory(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.memory is not None:
+            self.memory.discard(key)
+            direct = None if kwargs or not self.direct_memory else direct_key(args)
+            if direct is not None:
+                self.memory.discard(direct)
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    import inspect  # at decoration, not at `import persistmemo`
+
+    return inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func)
+
+
+def _decode_fault(error: CorruptEntry) -> str:
+    """The kind of fault of an entry whose seal verified but whose value did not decode.
+
+    The seal proves the bytes are the ones written, so this is never corruption: either
+    the value needs what this process lacks (a class gone, a pickle refused here), or the
+    codec wrote what it cannot read (a defect to report).
+    """
+    if isinstance(error, UndecodableValue):
+        return "entry not decodable here"
+    return "codec defect (an entry persistmemo wrote but cannot read; please report it)"

@@ -1,0 +1,354 @@
+"""The state behind one memoized function, its keys and its controls.
+
+``MemoizedFunction`` settles at decoration what does not depend on the arguments (the
+signature binder, the identity, the stamp of its source) and at the first call the rest
+(the version, the key prefix, the captured variables to key, ``PERSISTMEMO_DISABLE``), so
+that importing a module costs no parsing. The call paths are ``CallPaths``' (call_paths.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
+
+from persistmemo.binding import CallBinder
+from persistmemo.call_paths import CallPaths, is_async
+from persistmemo.closures import MEMOIZED_MARK, CapturedInputs, UnsupportedCapture
+from persistmemo.faults import PersistmemoWarning
+from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
+from persistmemo.memory import MemoryTier
+from persistmemo.naming import qualified_name
+from persistmemo.options import MemoOptions
+from persistmemo.source_stamps import definition_stamp
+
+if TYPE_CHECKING:
+    from persistmemo.stores.base import EntryInfo
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ENV_DISABLE = "PERSISTMEMO_DISABLE"
+
+
+class CacheInfo(NamedTuple):
+    """Hits and misses of one memoized function in this process."""
+
+    hits: int
+    misses: int
+
+
+class MemoizedFunction(CallPaths[P, R]):
+    """The state behind one memoized function; ``wrapper`` is what users call."""
+
+    def __init__(self, func: Callable[P, R], options: MemoOptions) -> None:
+        self.func = func
+        self.options = options
+        self.store = options.store
+        # A functools.partial is memoized as its function with the bound arguments keyed.
+        self.code = cast(Callable[..., Any], func.func if _is_partial(func) else func)  # type: ignore[attr-defined]
+        self.identity = options.name or _identity_of(func)
+        free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
+        parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
+        self.binder = None if options.key else CallBinder(func, parameter_ignores)
+        self.hits = 0
+        self.misses = 0
+        self.disabled = False
+        self.keys: KeyBuilder | None = None
+        self.captured: CapturedInputs | None = None
+        # The memory tier may look calls up by their raw arguments only when nothing else
+        # goes into the key: no key= function, no captured variables, no partial.
+        self.direct_memory = self.binder is not None and not free and self.code is func
+        self.stamp = definition_stamp(self.code)
+        _check_name_collision(self)
+        self.memory = None if options.memory is None else MemoryTier(options.memory)
+        self.wrapper = self._async_wrapper() if is_async(func) else self._sync_wrapper()
+        if _is_partial(func):
+            self.wrapper.__qualname__ = self.wrapper.__name__ = self.code.__qualname__
+            self.wrapper.__module__ = self.code.__module__
+            self.wrapper.__wrapped__ = func  # type: ignore[attr-defined]
+        else:
+            functools.update_wrapper(self.wrapper, func)
+        controls = (
+            self.map_async if is_async(func) else self.map,
+            self.cache_info,
+            self.cache_clear,
+            self.invalidate,
+            self.key,
+            self.version,
+            self.version_info,
+            self.entries,
+            self.info,
+        )
+        for control in controls:
+            setattr(self.wrapper, control.__name__.removesuffix("_async"), control)
+        setattr(self.wrapper, "store", self.store)  # noqa: B010  (not a declared attribute)
+        setattr(self.wrapper, MEMOIZED_MARK, True)
+        self.flushed_hits = 0
+        _memoized_functions.add(self)
+
+    def prepare(self) -> KeyBuilder:
+        """Settle what the first call needs: the switch, the version, the key prefix."""
+        self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
+        version = self.options.version
+        if version is None:
+            from persistmemo.versioning import code_version  # parses source: first call only
+
+            version = code_version(
+                self.code,
+                include_globals=self.options.include_globals,
+                packages=self.options.packages,
+                stamp=self.stamp,
+            )
+        self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
+        self.keys = KeyBuilder(self.identity, version)
+        return self.keys
+
+    # --- keys ----------------------------------------------------------------------------
+
+    def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        binder = self.binder
+        keyed_on: tuple[Any, ...]
+        if binder is None:
+            keyed_on = (cast(Callable[..., object], self.options.key)(*args, **kwargs),)
+        else:
+            keyed_on = binder.bind(args, kwargs)
+        captured = self.captured
+        if captured is not None:
+            # Read at every call: a nonlocal rebinding or a new factory value is a new key.
+            keyed_on = (*keyed_on, captured.values())
+        try:
+            return encode_arguments(keyed_on)
+        except UnsupportedType as error:
+            raise self._unsupported_argument(keyed_on, error) from None
+
+    def _unsupported_argument(self, values: tuple[Any, ...], error: UnsupportedType) -> TypeError:
+        where = f"the value key= returned for {self.func_name}()"
+        remedy = f"Return supported types from key=, or define {HOOK_NAME} on the type."
+        inside = ""
+        arguments = values[:-1] if self.captured is not None else values
+        for position, value in enumerate(arguments):
+            try:
+                encode(value)
+            except UnsupportedType as failure:
+                error = failure
+                if self.binder is not None:
+                    parameter = self.binder.parameter_of(position)
+                    where = f"argument {parameter!r} of {self.func_name}()"
+                    remedy = (
+                        f"Pass ignore=[{parameter!r}], a key= function, or define {HOOK_NAME} "
+                        "on the type."
+                    )
+                inside = "" if type(value) is failure.unsupported else " (inside the argument)"
+                break
+        else:
+            if self.captured is not None:
+                for name, value in cast(dict[str, object], values[-1]).items():
+                    try:
+                        encode(value)
+                    except UnsupportedType as failure:
+                        return UnsupportedCapture(
+                            f"cannot build a cache key for captured variable {name!r} of "
+                            f"{self.func_name}(): {failure}. Pass ignore=[{name!r}] to leave it "
+                            "out of the key, make it a parameter (and ignore it), or define "
+                            f"{HOOK_NAME} on the type."
+                        )
+        return TypeError(f"cannot build a cache key for {where}: {error}{inside}. {remedy}")
+
+    @property
+    def func_name(self) -> str:
+        return str(getattr(self.code, "__qualname__", self.identity))
+
+    # --- controls ------------------------------------------------------------------------
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The store key of this call."""
+        keys = self.keys or self.prepare()
+        return keys.key(self.canonical_arguments(args, kwargs))
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Remove the entry of this call; True when there was one."""
+        key = self.key(*args, **kwargs)
+        self._forget_in_memory(key, args, kwargs)
+        return self.store.delete(key)
+
+    def cache_info(self) -> CacheInfo:
+        """Hits and misses counted in this process since decoration or cache_clear()."""
+        return CacheInfo(self.hits, self.misses)
+
+    def cache_clear(self) -> int:
+        """Remove this function's entries (every version) from its store; returns how many."""
+        self.hits = self.misses = self.flushed_hits = 0
+        if self.memory is not None:
+            self.memory.clear()
+        self.store.forget_hits(self.identity)
+        return self.store.delete_tagged(self.identity)
+
+    def version(self) -> str:
+        """The version in this function's keys (pinned, or derived from its code)."""
+        keys = self.keys or self.prepare()
+        return keys.prefix.rsplit(":", 2)[1]
+
+    def map(
+        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+    ) -> list[Any]:
+        """Call for each tuple of items, computing only the misses (see persistmemo.mapping)."""
+        from persistmemo.mapping import map_sync
+
+        _check_map_options(workers, progress)
+        if (self.keys or self.prepare()) and self.disabled:
+            return [self.wrapper(*args) for args in zip(*iterables, strict=False)]  # type: ignore[call-arg]
+        return map_sync(self, self.wrapper, iterables, workers, progress, self.func_name)
+
+    async def map_async(
+        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+    ) -> list[Any]:
+        """``map`` for ``async def`` functions: misses run concurrently, ``workers`` at most."""
+        from persistmemo.mapping import map_async
+
+        _check_map_options(workers, progress)
+        call = cast(Callable[..., Awaitable[Any]], self.wrapper)
+        if (self.keys or self.prepare()) and self.disabled:
+            return [await call(*args) for args in zip(*iterables, strict=False)]
+        return await map_async(self, call, iterables, workers, progress, self.func_name)
+
+    def version_info(self) -> dict[str, Any]:
+        """What went into the version: the code, helpers followed, constants, packages."""
+        keys = self.keys or self.prepare()
+        pinned = self.options.version
+        if pinned is not None:
+            return {"version": pinned, "pinned": True}
+        from persistmemo.versioning import explain_version
+
+        described = explain_version(
+            self.code,
+            include_globals=self.options.include_globals,
+            packages=self.options.packages,
+            stamp=self.stamp,
+        )
+        return {"version": keys.prefix.rsplit(":", 2)[1], "pinned": False, **described}
+
+    def entries(self) -> list[EntryInfo]:
+        """Metadata of this function's stored entries (every version), newest first."""
+        found = self.store.entries(self.identity)
+        return sorted(found, key=lambda entry: entry.stored_at, reverse=True)
+
+    def info(self, *args: Any, **kwargs: Any) -> EntryInfo | None:
+        """Metadata of this call's entry (when computed, how long it took...), or None."""
+        return self.store.entry_info(self.key(*args, **kwargs))
+
+    def flush_hits(self) -> None:
+        """Add this process's new hits to the store's count (called at exit)."""
+        new_hits = self.hits - self.flushed_hits
+        if new_hits > 0 and not self.disabled:
+            self.store.record_hits(self.identity, new_hits)
+            self.flushed_hits = self.hits
+
+
+# Hits are counted in memory, so that a hit never writes; each process adds its counts to
+# the store once, at exit.
+_memoized_functions: weakref.WeakSet[MemoizedFunction[Any, Any]] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_hits_at_exit() -> None:
+    for memoized in list(_memoized_functions):
+        with contextlib.suppress(Exception):
+            memoized.flush_hits()
+
+
+def _check_map_options(workers: object, progress: object) -> None:
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise TypeError(
+            f"map(workers=...) takes a number of processes (1 or more); got {workers!r}"
+        )
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"map(progress=...) takes True, False or None; got {progress!r}")
+
+
+def _is_partial(func: object) -> bool:
+    partial = getattr(functools, "partial")  # noqa: B009  (a class: isinstance needs it)
+    return isinstance(func, partial)
+
+
+def _identity_of(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of what is memoized; a partial is named after its function."""
+    target = func.func if isinstance(func, functools.partial) else func
+    try:
+        return qualified_name(target)
+    except TypeError:
+        raise TypeError(
+            f"memo() cannot name {func!r} (a {type(func).__name__} without __qualname__): "
+            "memoize a function, or pass name='module.thing' and version='1' "
+            "(and bump the version when its behaviour changes)"
+        ) from None
+
+
+# Functions memoized in this process under a pinned version, by (store, identity, version):
+# two different functions there would share entries.
+_pinned: dict[tuple[int, str, str], tuple[weakref.ref[Any], str, bytes]] = {}
+
+
+def _check_name_collision(memoized: MemoizedFunction[Any, Any]) -> None:
+    """Refuse a second function under the same name and pinned version on the same store.
+
+    A derived version separates different code by itself; a pinned one does not. The same
+    function decorated again with other code (a notebook cell re-run after an edit) gets a
+    warning: its pinned version is now stale. Another function gets an error.
+    """
+    version = memoized.options.version
+    if version is None:
+        return
+    code = _code_fingerprint(memoized.code)
+    slot = (id(memoized.store), memoized.identity, version)
+    where = _where_defined(memoized.code)
+    previous = _pinned.get(slot)
+    _pinned[slot] = (weakref.ref(memoized.store), where, code)
+    if previous is None or previous[0]() is not memoized.store or previous[2] == code:
+        return
+    if previous[1] == where:
+        import warnings
+
+        warnings.warn(
+            f"{where}() was redefined with different code but the same pinned "
+            f"version={version!r}: its stored results were computed by the old code and "
+            "will be served. Bump version= (or leave it out: the version then follows "
+            "the code).",
+            PersistmemoWarning,
+            stacklevel=4,
+        )
+        return
+    raise ValueError(
+        f"memo(): {where}() and {previous[1]}() are both stored as {memoized.identity!r} "
+        f"with version={version!r} on the same store, so they would return each other's "
+        "results. Give each its own name= (or leave name= out), or different versions."
+    )
+
+
+def _where_defined(func: Callable[..., Any]) -> str:
+    try:
+        return qualified_name(func)
+    except TypeError:
+        return repr(func)
+
+
+def _code_fingerprint(func: Callable[..., Any]) -> bytes:
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return repr(type(func)).encode()
+    return _fingerprint_of_code(code)
+
+
+def _fingerprint_of_code(code: Any) -> bytes:
+    # Nested code objects by their content: their repr holds an address.
+    constants = [
+        _fingerprint_of_code(c) if hasattr(c, "co_code") else repr(c).encode()
+        for c in code.co_consts
+    ]
+    return b"\0".join([code.co_code, repr(code.co_names).encode(), *constants])
