@@ -214,3 +214,49 @@ def test_factory_closures_give_correct_results_across_processes(tmp_path: Path) 
 @memo
 def module_level(x: int) -> int:
     return x + 1
+
+
+def test_the_object_behind_a_captured_method_is_keyed(store: Store) -> None:
+    def make(table: dict[int, str]) -> Any:
+        get = table.get
+
+        @memo(store=store)
+        def lookup(x: int) -> str | None:
+            return get(x)
+
+        return lookup
+
+    assert make({1: "a"})(1) == "a"
+    assert make({1: "b"})(1) == "b"
+
+
+def test_a_captured_method_of_an_unkeyable_object_is_refused_by_name(store: Store) -> None:
+    class Model:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def predict(self, x: int) -> int:
+            return x * self.k
+
+    predict = Model(2).predict
+
+    @memo(store=store)
+    def run(x: int) -> int:
+        return predict(x)
+
+    with pytest.raises(TypeError, match=r"captured variable 'predict'.*ignore=\['predict'\]"):
+        run(10)
+
+
+def test_a_name_read_inside_an_assignment_target_is_still_an_input(store: Store) -> None:
+    def make(columns: list[str]) -> Any:
+        @memo(store=store)
+        def row(x: int) -> dict[str, int]:
+            out: dict[str, int] = {}
+            out[columns[0]] = x
+            return out
+
+        return row
+
+    assert make(["a"])(1) == {"a": 1}
+    assert make(["b"])(1) == {"b": 1}

@@ -26,7 +26,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from persistmemo.keys import HOOK_NAME, UnsupportedType, encode
+from persistmemo.keys import HOOK_NAME
 
 # Methods whose call on a captured object changes it (list, dict, set, deque, Counter...).
 MUTATING_METHODS = frozenset(
@@ -143,11 +143,16 @@ def _collect_value(
     depth: int,
     owner: str,
 ) -> None:
-    if isinstance(value, types.ModuleType):
+    if isinstance(value, types.ModuleType) or name in ignored:
         return
     if isinstance(value, type):
         return  # versioned by its code (versioning.py): a class is code, not data
     if callable(value) and not hasattr(type(value), HOOK_NAME):
+        bound_to = _bound_object(value)
+        if bound_to is not None:
+            # model.predict, table.get, pattern.fullmatch: the object is an input as much
+            # as the method's code (keyed, or refused with the usual TypeError).
+            _collect_value(bound_to, name + ".__self__", found, ignored, seen, depth, owner)
         function = _plain_function(value)
         if function is not None:
             if id(function) in seen or depth >= FOLLOW_DEPTH:
@@ -156,12 +161,21 @@ def _collect_value(
             _collect(function, name + ".", found, ignored, seen, depth + 1, owner)
             if _is_partial(value):
                 found[name] = [list(value.args), dict(value.keywords)]  # type: ignore[attr-defined]
-                _check(found[name], name, owner)
             return
         if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
-            return  # len, math.sqrt: code of the interpreter, not of the user
-    _check(value, name, owner)
+            return  # len, math.sqrt: code of the interpreter (its object, if any, keyed above)
+    # Not checked here: an unsupported value fails when the key is built, and the decorator
+    # names the captured variable then (checking here would encode every value twice).
     found[name] = value
+
+
+def _bound_object(value: object) -> object | None:
+    """The object a bound method (Python or builtin) is bound to, unless a class or module."""
+    if isinstance(value, (types.MethodType, types.BuiltinMethodType, types.MethodWrapperType)):
+        bound_to = getattr(value, "__self__", None)
+        if bound_to is not None and not isinstance(bound_to, (type, types.ModuleType)):
+            return bound_to
+    return None
 
 
 def _plain_function(value: object) -> types.FunctionType | None:
@@ -178,17 +192,6 @@ def _plain_function(value: object) -> types.FunctionType | None:
     while getattr(value, MEMOIZED_MARK, False):
         value = value.__wrapped__  # type: ignore[attr-defined]
     return value if isinstance(value, types.FunctionType) else None
-
-
-def _check(value: object, name: str, owner: str) -> None:
-    try:
-        encode(value)
-    except UnsupportedType as error:
-        raise UnsupportedCapture(
-            f"cannot build a cache key for captured variable {name.split('.')[0]!r} of "
-            f"{owner}() (read as {name!r}): {error}. Pass ignore=[{name!r}] to leave it out of "
-            f"the key, make it a parameter (and ignore it), or define {HOOK_NAME} on the type."
-        ) from None
 
 
 # --- which captured variables are state ---------------------------------------------------
@@ -251,12 +254,17 @@ def mutated_names(tree: Any) -> set[str]:
                     state.add(name)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
-            for target in targets:
-                for part in ast.walk(target):
-                    if isinstance(part, (ast.Subscript, ast.Attribute)):
-                        name = base_name(part)
-                        if name:
-                            state.add(name)
+            while targets:
+                target = targets.pop()
+                if isinstance(target, (ast.Tuple, ast.List)):
+                    targets.extend(target.elts)
+                elif isinstance(target, ast.Starred):
+                    targets.append(target.value)
+                elif isinstance(target, (ast.Subscript, ast.Attribute)):
+                    # Only the object assigned into: in row[COLS[0]] = x, COLS is only read.
+                    name = base_name(target)
+                    if name:
+                        state.add(name)
     return state
 
 

@@ -152,9 +152,10 @@ class MemoizedFunction(CallPaths[P, R]):
                         encode(value)
                     except UnsupportedType as failure:
                         return UnsupportedCapture(
-                            f"cannot build a cache key for captured variable {name!r} of "
-                            f"{self.func_name}(): {failure}. Pass ignore=[{name!r}] to leave it "
-                            "out of the key, make it a parameter (and ignore it), or define "
+                            f"cannot build a cache key for captured variable "
+                            f"{name.split('.')[0]!r} of {self.func_name}() (read as {name!r}): "
+                            f"{failure}. Pass ignore=[{name.split('.')[0]!r}] to leave it out of "
+                            "the key, make it a parameter (and ignore it), or define "
                             f"{HOOK_NAME} on the type."
                         )
         return TypeError(f"cannot build a cache key for {where}: {error}{inside}. {remedy}")
