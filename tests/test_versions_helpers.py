@@ -223,3 +223,75 @@ def test_editing_a_helper_module_invalidates_a_memoized_function_in_a_fresh_proc
 
     assert run(10) == "20"
     assert run(3) == "6"  # the stale 20 is not served
+
+
+@pytest.mark.parametrize(
+    ("template", "before", "after"),
+    [
+        (
+            "import re\nPAT = re.compile({})\n\ndef f(x):\n    return PAT.fullmatch(x)\n",
+            "'a+'",
+            "'b+'",
+        ),
+        ("R = range({})\n\ndef f(x):\n    return list(R)\n", "2", "3"),
+        (
+            "class Config:\n    def __init__(self, k):\n        self.k = k\n\n"
+            "CONFIG = Config({})\n\ndef f(x):\n    return x * CONFIG.k\n",
+            "2",
+            "3",
+        ),
+        (
+            "def double(x):\n    return x * {}\n\nSTEPS = (double,)\n\n"
+            "def f(x):\n    return STEPS[0](x)\n",
+            "2",
+            "3",
+        ),
+        (
+            "def double(x):\n    return x * {}\n\nTABLE = {{'d': double}}\n\n"
+            "def f(x):\n    return TABLE['d'](x)\n",
+            "2",
+            "3",
+        ),
+        (
+            "SCALE = {}\n\nclass Model:\n    k = SCALE\n\n    def run(self, x):\n"
+            "        return x * self.k\n\ndef f(x):\n    return Model().run(x)\n",
+            "2",
+            "3",
+        ),
+        (
+            "import dataclasses\nK = {}\n\n@dataclasses.dataclass\nclass Model:\n"
+            "    k: int = K\n\ndef f(x):\n    return x * Model().k\n",
+            "2",
+            "3",
+        ),
+        (
+            "FACTOR = {}\n\ndef helper(x, k=FACTOR):\n    return x * k\n\n"
+            "def f(x):\n    return helper(x)\n",
+            "2",
+            "3",
+        ),
+    ],
+    ids=[
+        "pattern",
+        "range",
+        "instance",
+        "tuple-of-functions",
+        "dispatch-dict",
+        "class-body",
+        "dataclass-default",
+        "default-argument",
+    ],
+)
+def test_values_the_key_encoding_cannot_take_still_change_the_version(
+    project: Path, template: str, before: str, after: str
+) -> None:
+    # Memoized, as users write it: decoration stamps the file, so its source is trusted to
+    # hold the values the module computed (a file edited later would not be).
+    def version(value: str) -> str:
+        source = "from persistmemo import memo\n" + template.format(value)
+        source = source.replace("\ndef f(x):", "\n@memo\ndef f(x):")
+        return str(load_package(project, {"main.py": source}).f.version())
+
+    first, second, again = version(before), version(after), version(before)
+    assert first != second
+    assert first == again

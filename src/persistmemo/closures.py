@@ -253,7 +253,9 @@ def mutated_names(tree: Any) -> set[str]:
                 if name:
                     state.add(name)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
-            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            targets = (
+                list(node.targets) if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            )  # a copy: the tree is shared (source_index caches it)
             while targets:
                 target = targets.pop()
                 if isinstance(target, (ast.Tuple, ast.List)):

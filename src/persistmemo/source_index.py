@@ -79,6 +79,23 @@ class SourceIndex:
             if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
                 self._index(child, prefix, top)
 
+    def assignment(self, name: str) -> bytes | None:
+        """The normalized last top-level statement assigning ``name`` (``X = ...``), if any."""
+        found: ast.stmt | None = None
+        for statement in self.tree.body:
+            if isinstance(statement, ast.Assign):
+                targets = statement.targets
+            elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)):
+                targets = [statement.target]
+            else:
+                continue
+            if any(isinstance(target, ast.Name) and target.id == name for target in targets):
+                found = statement
+        if found is None:
+            return None
+        with _lock:
+            return _normalized_dump(found, drop_decorators=False)
+
     def find(self, qualname: str, name: str, first_line: int | None) -> Definition | None:
         """The definition of ``qualname`` (the one starting at ``first_line`` if several)."""
         candidates = [d for d in self.definitions.get(qualname, ()) if d.node.name == name]

@@ -204,6 +204,23 @@ class _VersionBasis:
         if follow:
             self._closure(func, key, keyed=keyed)
             self._globals(func)
+            self._defaults(func, key, module, qualname, keyed=keyed)
+
+    def _defaults(
+        self, func: types.FunctionType, key: str, module: str, qualname: str, *, keyed: bool
+    ) -> None:
+        """Default values, computed once at definition (``def helper(x, k=FACTOR)``)."""
+        defaults = dict(enumerate(func.__defaults__ or ()))
+        named = {**{str(i): v for i, v in defaults.items()}, **(func.__kwdefaults__ or {})}
+        for name, value in sorted(named.items()):
+            if isinstance(value, _NOT_CONSTANTS):
+                continue
+            if _is_code(value):
+                self._follow(value, keyed=keyed)
+            else:
+                self._constant(
+                    f"{key}.<default>.{name}", module, f"{qualname}.<default>.{name}", value
+                )
 
     def _closure(self, func: types.FunctionType, key: str, *, keyed: bool) -> None:
         cells = func.__closure__ or ()
@@ -277,6 +294,16 @@ class _VersionBasis:
             self.helpers[(key, entry["digest"])] = entry
         for base in cls.__bases__:
             self._class(base, keyed=keyed)
+        for attribute, value in sorted(vars(cls).items()):
+            # `k = SCALE`, a dataclass field's default: the value the class body computed.
+            if attribute.startswith("__") or isinstance(value, _NOT_CONSTANTS):
+                continue
+            if _is_code(value):
+                self._follow(value, keyed=keyed)
+            else:
+                self._constant(
+                    f"{key}.{attribute}", module, f"{cls.__qualname__}.{attribute}", value
+                )
         for method in methods:
             self._see(method)
             self._closure(method, f"{module}:{method.__qualname__}", keyed=keyed)
@@ -318,6 +345,7 @@ class _VersionBasis:
             self._library(str(getattr(value, "__module__", "") or ""))
         elif _origin_of_type(type(value)) == _USER and not _encodable(value):
             self._class(type(value), keyed=False)  # an instance: its class's code runs
+            self._unencodable(f"{module}:{name}", module, name, value)  # and how it was built
         else:
             self._constant(f"{module}:{name}", module, name, value)
 
@@ -327,6 +355,7 @@ class _VersionBasis:
         except (UnsupportedType, TypeError, ValueError, RecursionError):
             if _origin_of_type(type(value)) == _LIBRARY:
                 self._library(type(value).__module__)
+            self._unencodable(key, module, name, value)
             return
         text = repr(value)
         if len(text) > _REPR_LIMIT:
@@ -335,6 +364,30 @@ class _VersionBasis:
             "module": module,
             "name": name,
             "repr": text,
+            "digest": _digest(data),
+        }
+
+    def _unencodable(self, key: str, module: str, name: str, value: Any) -> None:
+        """A value the key encoding cannot take (a compiled pattern, a range, an instance):
+        the functions and classes inside it are followed, and the statement that assigned
+        it is versioned by its source, so that editing ``PAT = re.compile("a+")`` or
+        ``STEPS = (double,)`` is seen."""
+        for item in _contained(value):
+            if _is_code(item):
+                self._follow(item, keyed=False)
+        data = None
+        module_object = sys.modules.get(module)
+        path = _module_file(module_object)
+        if path is not None and "." not in name:
+            index = source_index(path)
+            if index is not None and self._trusted(index.path, index.stat):
+                data = index.assignment(name)
+        if data is None:
+            data = encode(["unencodable", _qualified(type(value))])  # misses only, never stale
+        self.constants[key] = {
+            "module": module,
+            "name": name,
+            "repr": f"<{type(value).__qualname__}: its assignment's source>",
             "digest": _digest(data),
         }
 
@@ -505,6 +558,38 @@ def _written_globals(code: types.CodeType) -> frozenset[str]:
         if isinstance(constant, types.CodeType):
             written |= _written_globals(constant)
     return frozenset(written)
+
+
+# Class attributes and defaults that are not constants: descriptors (code, followed through
+# the class's methods) and mutable containers, which programs fill at run time (a class-level
+# cache would give each process its own version).
+_NOT_CONSTANTS = (
+    staticmethod,
+    classmethod,
+    property,
+    types.MemberDescriptorType,
+    types.GetSetDescriptorType,
+    list,
+    dict,
+    set,
+    bytearray,
+)
+
+
+def _contained(value: Any) -> list[Any]:
+    """The items of a container constant, two levels deep (a dispatch table's functions)."""
+    found: list[Any] = []
+    layer = [value]
+    for _ in range(2):
+        following: list[Any] = []
+        for item in layer:
+            if isinstance(item, dict):
+                following += [*item.keys(), *item.values()]
+            elif isinstance(item, (list, tuple, set, frozenset)):
+                following += list(item)
+        found += following
+        layer = following
+    return found[:1000]
 
 
 def _encodable(value: object) -> bool:
