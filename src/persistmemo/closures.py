@@ -172,7 +172,7 @@ def _collect_value(
 def _bound_object(value: object) -> object | None:
     """The object a bound method (Python or builtin) is bound to, unless a class or module."""
     if isinstance(value, (types.MethodType, types.BuiltinMethodType, types.MethodWrapperType)):
-        bound_to = getattr(value, "__self__", None)
+        bound_to: object = getattr(value, "__self__", None)
         if bound_to is not None and not isinstance(bound_to, (type, types.ModuleType)):
             return bound_to
     return None
@@ -253,7 +253,7 @@ def mutated_names(tree: Any) -> set[str]:
                 if name:
                     state.add(name)
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
-            targets = (
+            targets: list[ast.expr] = (
                 list(node.targets) if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
             )  # a copy: the tree is shared (source_index caches it)
             while targets:
