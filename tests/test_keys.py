@@ -510,3 +510,30 @@ def test_functions_and_partials_are_refused_with_what_to_pass_instead(store: Sto
         assert "argument 'transform' of" in message
         assert "pass the function's name or the parameters it was built from" in message
         assert "ignore=['transform']" in message
+
+
+def test_an_enum_members_value_is_part_of_its_key() -> None:
+    import enum
+
+    def make(value: int) -> Any:
+        class Rate(enum.Enum):
+            FAST = value
+
+        return Rate.FAST
+
+    assert encode(make(2)) != encode(make(3))
+    assert encode(make(2)) == encode(make(2))
+
+
+def test_classes_made_by_one_factory_are_told_apart_by_their_attributes() -> None:
+    def make(k: int) -> type:
+        class Model:
+            K = k
+
+            def run(self) -> int:
+                return self.K
+
+        return Model
+
+    assert encode(make(2)) != encode(make(3))
+    assert encode(make(2)) == encode(make(2))

@@ -473,9 +473,16 @@ def _encode_with_hook(value: Any) -> bytes:
 
 
 def _encode_enum(value: Any) -> bytes:
-    # Flag combinations have no name on older Pythons: their value names them then.
+    # Flag combinations have no name on older Pythons: their value names them then. A named
+    # member is keyed with its value too: editing `FAST = 2` to `FAST = 3` is another input.
     name = value.name
-    tail = _pack(name) if name is not None else _encode(value.value)
+    if name is None:
+        tail = _encode(value.value)
+    else:
+        try:
+            tail = _pack(name) + _encode(value.value)
+        except UnsupportedType:
+            tail = _pack(name)  # a value without a key encoding: the name alone, as before
     return _ext(EXT_ENUM, _pack(qualified_name(type(value))) + tail)
 
 
@@ -492,7 +499,27 @@ def _encode_dataclass(value: Any) -> bytes:
 
 
 def _encode_type(value: type) -> bytes:
-    return _ext(EXT_TYPE, _pack(qualified_name(value)))
+    name = qualified_name(value)
+    if "<locals>" not in name:
+        return _ext(EXT_TYPE, _pack(name))
+    # A class made in a function (a factory) shares its qualified name with every class that
+    # function makes: its plain attributes tell them apart (`class M: K = k`).
+    attributes = {
+        attribute: item
+        for attribute, item in vars(value).items()
+        if not attribute.startswith("__") and _has_encoding(item)
+    }
+    return _ext(EXT_TYPE, _pack(name) + _encode(attributes))
+
+
+def _has_encoding(value: object) -> bool:
+    if callable(value) or isinstance(value, (staticmethod, classmethod, property)):
+        return False
+    try:
+        _encode(value)
+    except (UnsupportedType, RecursionError):
+        return False
+    return True
 
 
 def _encode_path(value: Any) -> bytes:
