@@ -3,6 +3,7 @@ the disk store, shared between processes, and fail-open when the server dies or 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -473,3 +474,114 @@ def test_an_infinite_ttl_is_no_expiry_on_redis(redis_url: str) -> None:
     square, calls = counting(RedisStore(redis_url, secret=SECRET), ttl=float("inf"))
     assert [square(3), square(3)] == [9, 9]
     assert calls == [3]
+
+
+def test_clearing_a_namespace_spares_the_namespaces_nested_in_it(redis_url: str) -> None:
+    team = RedisStore(redis_url, namespace="team", secret=SECRET)
+    dev = RedisStore(redis_url, namespace="team:dev", secret=SECRET)
+    _fill(team, "app.load", 2)
+    _fill(dev, "app.load", 3)
+    dev.record_hits("app.load", 4)
+    team.record_hits("app.load", 1)
+    assert team.clear() == 2
+    assert len(team) == 0
+    assert team.recorded_hits() == {}
+    assert len(dev) == 3
+    assert dev.recorded_hits() == {"app.load": 4}
+
+
+@pytest.mark.parametrize("namespace", ["team:pm1", "pm-hits", "a:pm-lease:b"])
+def test_a_namespace_made_of_the_key_layouts_words_is_refused(
+    redis_url: str, namespace: str
+) -> None:
+    with pytest.raises(ValueError, match="namespace=") as refused:
+        RedisStore(redis_url, namespace=namespace)
+    assert "'pm1', 'pm-lease' or 'pm-hits'" in str(refused.value)
+
+
+def test_planted_hit_counts_are_left_out_of_ls_not_a_crash(redis_url: str) -> None:
+    import redis
+
+    _fill(RedisStore(redis_url, secret=SECRET), "app.load", 2)
+    client = redis.Redis.from_url(redis_url)
+    client.set("persistmemo:pm-hits:app.load", "lots")
+    client.set(b"persistmemo:pm-hits:\xff\xfe", 5)
+    client.set("persistmemo:pm-hits:app.huge", "9" * 5000)
+    client.set("persistmemo:pm-hits:app.counted", 7)
+    listed = _cli("ls", "--json", "--store", redis_url, secret=SECRET)
+    assert listed.returncode == 0, listed.stderr
+    assert [(item["function"], item["hits"]) for item in json.loads(listed.stdout)] == [
+        ("app.load", 0)
+    ]
+    assert RedisStore(redis_url, secret=SECRET).recorded_hits() == {"app.counted": 7}
+
+
+def test_a_key_of_another_type_is_a_miss_not_an_outage(redis_url: str) -> None:
+    import redis
+
+    store = RedisStore(redis_url, secret=SECRET)
+    square, calls = counting(store)
+    assert square(1) == 1
+    client = redis.Redis.from_url(redis_url)
+    client.rpush("persistmemo:" + square.key(5), "planted")
+    client.rpush("persistmemo:pm1:app.planted:v:1", "planted")
+    with pytest.warns(PersistmemoWarning, match="key of another type") as caught:
+        assert square(5) == 25  # a miss; the write replaces the list
+    assert not any("server unavailable" in str(warning.message) for warning in caught)
+    assert square(1) == 1  # the server is not taken for down: still a hit
+    assert square(5) == 25
+    assert calls == [1, 5]
+    assert square.cache_info().hits == 2
+    listed = _cli("ls", "--json", "--store", redis_url, secret=SECRET)
+    assert listed.returncode == 0, listed.stderr
+    assert [item["function"] for item in json.loads(listed.stdout)] == ["tests.redis.square"]
+    fixed = _cli("check", "--fix", "--store", redis_url, secret=SECRET)
+    assert "pm1:app.planted:v:1: not a persistmemo value" in fixed.stdout
+    assert "removed 1" in fixed.stdout
+    assert client.exists("persistmemo:pm1:app.planted:v:1") == 0
+
+
+def test_check_fix_with_another_secret_removes_nothing_even_from_two_entries(
+    redis_url: str,
+) -> None:
+    store = RedisStore(redis_url, secret=SECRET)
+    _fill(store, "app.load", 2)
+    checked = _cli("check", "--fix", "--store", redis_url, secret="not the team's passphrase")
+    assert checked.returncode == 1
+    assert "2 of 2 entries are sealed with a different secret" in checked.stdout
+    assert "removed 0" in checked.stdout
+    assert len(store) == 2
+
+
+def test_planted_junk_neither_hides_a_wrong_secret_nor_protects_itself(redis_url: str) -> None:
+    import redis
+
+    store = RedisStore(redis_url, secret=SECRET)
+    _fill(store, "app.load", 10)
+    client = redis.Redis.from_url(redis_url)
+    for index in range(11):
+        client.set(f"persistmemo:pm1:app.junk:v:{index}", b"junk")
+    wrong = RedisStore(redis_url, secret="not the team's passphrase").check(fix=True)
+    assert wrong.wrong_secret
+    assert wrong.removed == 0
+    assert len(store) == 21
+    right = store.check(fix=True)
+    assert not right.wrong_secret
+    assert right.removed == 11
+    assert len(store) == 10
+    assert store.check().ok
+
+
+def test_check_removes_damage_while_verified_entries_outnumber_it(redis_url: str) -> None:
+    import redis
+
+    store = RedisStore(redis_url, secret=SECRET)
+    load = _fill(store, "app.load", 3)
+    client = redis.Redis.from_url(redis_url)
+    name = "persistmemo:" + load.key(0)
+    stored = client.get(name)
+    client.set(name, stored[:-1] + bytes([stored[-1] ^ 1]))  # frame intact, tag fails
+    fixed = store.check(fix=True)
+    assert not fixed.wrong_secret
+    assert fixed.removed == 1
+    assert len(store) == 2

@@ -38,14 +38,12 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistmemo.codec import CorruptEntry
+from persistmemo.codec import CorruptEntry, decode_value
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
-    FRAME_VERSION_BYTE,
     HEADER_SIZE,
     Sealer,
     SecretUnavailable,
@@ -62,6 +60,7 @@ from persistmemo.stores.base import (
     CheckReport,
     EntryInfo,
     Missing,
+    frame_is_well_formed,
     looks_sealed_with_another_secret,
     split_key,
     summarize,
@@ -127,6 +126,12 @@ _LEASES_REMEMBERED = 1024
 _READ_MANY_BATCH = 500
 """Keys per MGET of read_many: bounded replies, and other clients are served between."""
 
+# The words after the namespace that name persistmemo's kinds of keys. A namespace made of
+# them ("team:pm1") would put its keys inside another namespace's patterns ("team:pm1:*").
+_KEY_KINDS = (f"{KEY_FORMAT}:", LEASE_PREFIX, STATS_PREFIX)
+_RESERVED_WORDS = frozenset(kind.rstrip(":") for kind in _KEY_KINDS)
+_MOST_HITS = 2**63  # INCRBY's range: a larger or negative count was not written by us
+
 
 def _redis() -> Any:
     try:
@@ -141,6 +146,8 @@ class RedisStore:
 
     - ``url``: ``redis://host:port/db`` (``rediss://`` for TLS, ``unix://`` sockets).
     - ``namespace``: prefix of every key, so several teams or projects share one server.
+      Namespaces may nest (``team`` and ``team:dev`` keep apart); their ``:``-separated
+      parts may not be ``pm1``, ``pm-lease`` or ``pm-hits``, the words of the key layout.
     - ``timeout``, ``connect_timeout``: seconds a command or a connection may take.
     - ``backoff``: seconds the store stays away from the server after a failure.
     - ``max_value_bytes``: larger results are not sent (a warning; a TieredStore keeps them
@@ -161,6 +168,7 @@ class RedisStore:
         lease: float = 10.0,
         secret: bytes | str | None = None,
     ) -> None:
+        _check_namespace(namespace)
         redis = _redis()
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -228,6 +236,16 @@ class RedisStore:
                     f"Raise maxmemory, or use an evicting policy such as allkeys-lru",
                 )
                 return default
+            if self._wrong_type(error):
+                # The server answered: one key holds a list, a hash... that persistmemo did
+                # not write. That key is missing to us; the server is not down.
+                self._faults.report(
+                    "key of another type",
+                    f"{kind}: {error}: a key in namespace {self.namespace!r} holds a Redis "
+                    f"type persistmemo does not write; it is treated as missing (a write of "
+                    f"that key replaces it, `persistmemo check --fix` removes it)",
+                )
+                return default
             self._down_until = time.monotonic() + self.backoff
             self._faults.report(
                 "server unavailable",
@@ -243,6 +261,10 @@ class RedisStore:
         return isinstance(error, self._response_error) and (
             type(error).__name__ == "OutOfMemoryError" or "used memory > 'maxmemory'" in str(error)
         )
+
+    def _wrong_type(self, error: BaseException) -> bool:
+        # Not a class of its own in redis-py; inside a script the text comes after a prefix.
+        return isinstance(error, self._response_error) and "WRONGTYPE" in str(error)
 
     def _sealer_ready(self) -> Sealer:
         if self._sealer is None:
@@ -393,8 +415,11 @@ class RedisStore:
         return self._unlink_matching(self._function_pattern(tag), self._of_function(tag))
 
     def clear(self) -> int:
-        """Remove every entry, lease and hit count of this namespace."""
-        return self._unlink_matching(f"{_glob_escape(self._prefix)}*")
+        """Remove every entry, lease and hit count of this namespace; returns how many
+        entries. Namespaces nested in this one (``team:dev`` in ``team``) are left alone."""
+        prefix = _glob_escape(self._prefix)
+        entries, *_ = [self._unlink_matching(f"{prefix}{kind}*") for kind in _KEY_KINDS]
+        return entries
 
     def _function_pattern(self, function: str | None) -> str:
         suffix = f"{_glob_escape(function)}:*" if function else "*"
@@ -513,11 +538,14 @@ class RedisStore:
         def fetch() -> dict[str, int]:
             names = list(self._client.scan_iter(match=pattern, count=_SCAN_BATCH))
             values = self._client.mget(names) if names else []
-            return {
-                name.decode()[start:]: int(value)
-                for name, value in zip(names, values, strict=True)
-                if value is not None
-            }
+            counts = {}
+            for name, value in zip(names, values, strict=True):
+                # Whoever can write the server can plant any name and value here: a count
+                # that INCRBY could not have made is left out, not trusted.
+                function, count = _text(name), _count(value)
+                if function is not None and count is not None:
+                    counts[function[start:]] = count
+            return counts
 
         return self._call("read", fetch, {})
 
@@ -542,14 +570,17 @@ class RedisStore:
                     pipeline.getrange(name, 0, HEADER_SIZE - 1)
                     pipeline.strlen(name)
                     pipeline.pttl(name)
-                return list(pipeline.execute())
+                # A key of another type fails alone, not its whole batch.
+                return list(pipeline.execute(raise_on_error=False))
 
             answers: list[Any] = self._call("scan", fetch, [])
             now = time.time()
             for index, key in enumerate(batch if answers else []):
                 header, size, remaining = answers[3 * index : 3 * index + 3]
-                if not size:
-                    continue  # expired or removed since the scan
+                if not isinstance(header, bytes) or not isinstance(size, int) or not size:
+                    continue  # expired or removed since the scan, or not a string
+                if not isinstance(remaining, int):
+                    remaining = None
                 identity, version = split_key(key, None)
                 metadata = entry_metadata(header) or (None, 0.0)
                 yield EntryInfo(
@@ -573,34 +604,65 @@ class RedisStore:
         return summarize(self.entries())
 
     def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
-        """Verify every entry's seal; ``fix`` removes those that fail.
+        """Verify every entry's seal and that its value decodes; ``fix`` removes the entries
+        whose seal fails (and keys of another Redis type planted among them).
 
-        When most entries fail their tag while their bytes are well formed, they were sealed
-        with another secret, not damaged: the report says so and ``fix`` removes nothing."""
-
+        When the entries that fail their tag while their frames are well formed outnumber
+        those that verify, they were sealed with another secret, not damaged: the report says
+        so and ``fix`` removes nothing. Malformed values count neither way."""
         report = CheckReport()
         sealer = self._sealer_ready()
         keys = list(self._scan_keys())
-        bad: list[str] = []
-        sealed_elsewhere = 0
-        for done, key in enumerate(keys, 1):
-            stored: Any = self._call("read", partial(self._client.get, self._prefix + key), None)
-            if stored is not None:
+        malformed: list[str] = []
+        verified = well_formed_failures = 0
+        for start in range(0, len(keys), _READ_MANY_BATCH):
+            batch = keys[start : start + _READ_MANY_BATCH]
+
+            def fetch(batch: list[str] = batch) -> list[Any]:
+                pipeline = self._client.pipeline(transaction=False)
+                for key in batch:
+                    pipeline.get(self._prefix + key)
+                return list(pipeline.execute(raise_on_error=False))
+
+            answers = self._call("read", fetch, [None] * len(batch))
+            for key, stored in zip(batch, answers, strict=True):
+                if stored is None:
+                    continue  # expired or removed since the scan
                 report.entries += 1
+                if not isinstance(stored, bytes):  # an error: a list, a hash... at this key
+                    malformed.append(key)
+                    report.corrupt.append(key)
+                    report.problems.append(f"{key}: not a persistmemo value ({stored})")
+                    continue
                 try:
-                    sealer.unseal(key, stored)
+                    encoded = sealer.unseal(key, stored)
                 except CorruptEntry as error:
-                    bad.append(key)
+                    if frame_is_well_formed(stored):
+                        well_formed_failures += 1
+                    else:
+                        malformed.append(key)
+                    report.corrupt.append(key)
                     report.problems.append(f"{key}: {error}")
-                    sealed_elsewhere += _well_formed(stored)
+                    continue
+                verified += 1
+                try:
+                    decode_value(encoded, allow_pickle=self.pickle_allowed)
+                except CorruptEntry as error:
+                    report.undecodable.append(key)
+                    report.problems.append(f"{key}: does not decode (codec): {error}")
             if progress is not None:
-                progress(done, len(keys))
-        if looks_sealed_with_another_secret(report.entries, sealed_elsewhere):
+                progress(min(start + _READ_MANY_BATCH, len(keys)), len(keys))
+        if looks_sealed_with_another_secret(
+            verified=verified, well_formed_failures=well_formed_failures
+        ):
+            report.wrong_secret = True
+            kept = [f"{key}: not a persistmemo value" for key in malformed]
             report.problems = [
-                f"{sealed_elsewhere} of {report.entries} {WRONG_SECRET}; nothing was removed"
+                f"{well_formed_failures} of {report.entries} {WRONG_SECRET}; nothing was removed",
+                *kept,
             ]
         elif fix:
-            report.removed = sum(self.delete(key) for key in bad)
+            report.removed = sum(self.delete(key) for key in report.corrupt)
         return report
 
     def prune(
@@ -651,16 +713,36 @@ class RedisStore:
         self.close()
 
 
-def _well_formed(stored: bytes) -> bool:
-    """A frame whose header is plausible (version byte, finite compute time, a store time
-    in the past): the bytes are intact even though the tag does not match our secret."""
-    if len(stored) <= HEADER_SIZE or stored[0] != FRAME_VERSION_BYTE:
-        return False
-    metadata = entry_metadata(stored)
-    if metadata is None:
-        return False
-    seconds, stored_at = metadata
-    return 0 <= seconds < 1e9 and 0 < stored_at <= time.time() + 86400
+def _text(name: bytes) -> str | None:
+    """A key name as text, or None when it is not UTF-8 (redis-py writes str names as
+    UTF-8, so such a name was not written by persistmemo)."""
+    try:
+        return name.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _count(value: bytes | None) -> int | None:
+    """A hit count as INCRBY keeps it (decimal digits in int64's range), or None."""
+    if value is None or not 0 < len(value) <= 19 or not value.isdigit():
+        return None
+    count = int(value)
+    return count if count < _MOST_HITS else None
+
+
+def _check_namespace(namespace: object) -> None:
+    if not isinstance(namespace, str):
+        raise TypeError(
+            f"RedisStore(namespace=...) takes a str, got {type(namespace).__name__}: "
+            f"write namespace='myteam'"
+        )
+    reserved = sorted(_RESERVED_WORDS.intersection(namespace.split(":")))
+    if reserved:
+        raise ValueError(
+            f"RedisStore(namespace={namespace!r}): {reserved[0]!r} is a word of persistmemo's "
+            f"key layout, and a namespace with it would overlap another namespace's keys: "
+            f"choose a namespace whose ':'-separated parts are not 'pm1', 'pm-lease' or 'pm-hits'"
+        )
 
 
 def _glob_escape(text: str) -> str:
