@@ -289,6 +289,54 @@ def test_a_reader_who_cannot_write_the_store_never_gets_a_stale_value(
         holder.wait()
 
 
+# --- 2b. lease rows are untrusted too ---------------------------------------------------------
+
+LEASE_PLANTED = """
+import os, sqlite3, sys, time
+from persistmemo import Store, memo
+directory, mode = sys.argv[1], int(sys.argv[2])
+store = Store(directory, lease=0.3)
+store.open()
+os.mkfifo(os.path.join(directory, "lease.fifo"))
+
+@memo(store=store, name="sec.slow", version="1")
+def slow(x):
+    # A co-writer turns our lease row into a diskcache text row naming a FIFO.
+    with sqlite3.connect(os.path.join(directory, "cache.db")) as db:
+        planted = db.execute(
+            "UPDATE Cache SET mode = ?, filename = 'lease.fifo', value = NULL"
+            " WHERE key LIKE 'pm-lease:%'", (mode,)
+        ).rowcount
+    assert planted == 1, planted
+    time.sleep(0.5)  # the lease keeper renews (every 0.1 s) meanwhile
+    return x * 2
+print(slow(1), slow(1), slow.cache_info().hits)
+"""
+
+
+@pytest.mark.parametrize("mode", [3, 2], ids=["text", "binary"])
+def test_a_lease_row_planted_as_a_fifo_never_hangs_the_call(tmp_path: Path, mode: int) -> None:
+    done = run_python(LEASE_PLANTED, args=(str(tmp_path / "store"), str(mode)), timeout=20)
+    assert done.stdout.split() == ["2", "2", "1"]
+
+
+def test_renewing_a_lease_whose_row_was_planted_as_a_pickle_returns_false(store: Store) -> None:
+    assert store.try_lease("pm1:sec.slow:1:k", "token")
+    with sqlite3.connect(store.directory / "cache.db") as connection:
+        connection.execute(
+            "UPDATE Cache SET mode = 4, value = X'80044b012e' WHERE key LIKE 'pm-lease:%'"
+        )
+    assert store.renew_lease("pm1:sec.slow:1:k", "token") is False
+
+
+def test_renewing_our_own_lease_extends_it_and_a_taken_one_is_not_ours(store: Store) -> None:
+    assert store.try_lease("pm1:sec.slow:1:k", "ours")
+    assert store.renew_lease("pm1:sec.slow:1:k", "ours")
+    assert not store.renew_lease("pm1:sec.slow:1:k", "theirs")
+    store.release_lease("pm1:sec.slow:1:k", "ours")
+    assert not store.renew_lease("pm1:sec.slow:1:k", "ours")
+
+
 # --- 3. the secret key file ----------------------------------------------------------------
 
 SECRET_PRINTER = """
@@ -645,6 +693,90 @@ def test_check_fix_with_a_different_secret_removes_nothing(tmp_path: Path) -> No
     assert "sealed with a different secret" in report.problems[0]
     assert "PERSISTMEMO_SECRET" in report.problems[0]
     assert len(stored_keys(directory)) == 5
+
+
+def plant_raw_rows(directory: Path, count: int, value: bytes = b"junk") -> None:
+    """Rows a co-writer could add: raw values in persistmemo's key space."""
+    now = time.time()
+    with sqlite3.connect(directory / "cache.db") as connection:
+        for n in range(count):
+            connection.execute(
+                "INSERT INTO Cache (key, raw, store_time, expire_time, access_time,"
+                " access_count, tag, size, mode, filename, value)"
+                " VALUES (?, 1, ?, NULL, ?, 0, 'sec.junk', 0, 1, NULL, ?)",
+                (f"pm1:sec.junk:v:{n}", now, now, value),
+            )
+
+
+@pytest.mark.parametrize("entries", [1, 2])
+def test_check_fix_with_a_different_secret_removes_nothing_from_a_small_store(
+    tmp_path: Path, entries: int
+) -> None:
+    directory = tmp_path / "store"
+    square, _ = counting(Store(directory, secret="ours"))
+    for x in range(entries):
+        square(x)
+    report = Store(directory, secret="not ours").check(fix=True)
+    assert report.wrong_secret
+    assert report.removed == 0
+    assert len(stored_keys(directory)) == entries
+
+
+def test_planted_junk_rows_do_not_tip_check_fix_into_deleting_good_entries(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "store"
+    square, _ = counting(Store(directory, secret="ours"))
+    for x in range(10):
+        square(x)
+    plant_raw_rows(directory, 11)
+    report = Store(directory, secret="not ours").check(fix=True)
+    assert report.wrong_secret
+    assert report.removed == 0
+    assert len(stored_keys(directory)) == 21
+
+
+def test_a_passphrase_given_as_key_bytes_is_a_wrong_secret_not_damage(tmp_path: Path) -> None:
+    directory = tmp_path / "store"
+    square, _ = counting(Store(directory, secret="our team passphrase"))
+    square(1)
+    square(2)
+    report = Store(directory, secret=b"our team passphrase\n").check(fix=True)
+    assert report.wrong_secret
+    assert report.removed == 0
+
+
+def test_check_fix_with_the_right_secret_removes_damaged_entries_and_junk(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "store"
+    store = Store(directory, secret="ours")
+    square, _ = counting(store)
+    for x in range(3):
+        square(x)
+    with sqlite3.connect(directory / "cache.db") as connection:
+        (stored,) = connection.execute(
+            "SELECT value FROM Cache WHERE key = ?", (square.key(0),)
+        ).fetchone()
+        connection.execute(
+            "UPDATE Cache SET value = ? WHERE key = ?",
+            (stored[:-1] + bytes([stored[-1] ^ 1]), square.key(0)),
+        )
+    plant_raw_rows(directory, 5)
+    report = Store(directory, secret="ours").check(fix=True)
+    assert not report.wrong_secret
+    assert report.removed == 6
+    assert sorted(stored_keys(directory)) == sorted([square.key(1), square.key(2)])
+
+
+def test_the_wrong_secret_rule_weighs_well_formed_failures_against_verified_entries() -> None:
+    from persistmemo.stores.base import looks_sealed_with_another_secret as rule
+
+    assert rule(verified=0, well_formed_failures=1)
+    assert rule(verified=3, well_formed_failures=4)
+    assert not rule(verified=4, well_formed_failures=4)
+    assert not rule(verified=0, well_formed_failures=0)
+    assert not rule(verified=10, well_formed_failures=2)
 
 
 def test_check_reports_a_sealed_value_the_codec_cannot_decode(store: Store) -> None:

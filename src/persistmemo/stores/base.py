@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import Sealer
+from persistmemo.integrity import FRAME_VERSION, HEADER_SIZE, Sealer
 from persistmemo.keys import KEY_FORMAT, identity_of
 
 LEASE_PREFIX = "pm-lease:"
@@ -140,11 +140,34 @@ WRONG_SECRET = (
 )
 
 
-def looks_sealed_with_another_secret(checked: int, well_formed_failures: int) -> bool:
-    """Whether tag failures say "another secret" rather than "damage": at least 3, and more
-    than half of the checked entries, fail their tag while their frames are well formed.
-    Damage hits a few entries; a wrong secret fails them all the same way."""
-    return well_formed_failures >= 3 and 2 * well_formed_failures > checked
+def looks_sealed_with_another_secret(*, verified: int, well_formed_failures: int) -> bool:
+    """Whether tag failures say "another secret" rather than "damage".
+
+    ``verified`` counts the entries whose tag checked, ``well_formed_failures`` those whose
+    tag failed although their frame is well formed (the frame version, a whole header and a
+    body). Malformed rows (junk, truncated frames, planted diskcache modes) count neither
+    way: anyone who can write the store can plant them, and they must not tip the verdict.
+    The secret is judged wrong when the well-formed failures outnumber the verified
+    entries (and there is at least one): then nothing may be removed, since with the wrong
+    secret every good entry looks damaged. A store of 10 good entries with 2 damaged ones
+    is damage; 2 entries both failing is a wrong secret.
+
+    >>> looks_sealed_with_another_secret(verified=0, well_formed_failures=2)
+    True
+    >>> looks_sealed_with_another_secret(verified=10, well_formed_failures=2)
+    False
+    """
+    return well_formed_failures >= 1 and well_formed_failures > verified
+
+
+def frame_is_well_formed(stored: object) -> bool:
+    """Whether ``stored`` has the shape of a sealed entry (frame version, header, body),
+    whatever its tag: what ``looks_sealed_with_another_secret`` counts as a failure."""
+    return (
+        isinstance(stored, (bytes, bytearray, memoryview))
+        and len(stored) > HEADER_SIZE
+        and stored[:1] == FRAME_VERSION
+    )
 
 
 def unseal_or_report(

@@ -357,16 +357,17 @@ class Store(StoreLifetime):
         )
 
     def renew_lease(self, key: str, token: str) -> bool:
-        """Extend our claim on ``key``; False when it is no longer ours."""
+        """Extend our claim on ``key``; False when it is no longer ours (or cannot be told).
+
+        Runs in the lease keeper's thread: it never raises and never warns (a warning the
+        filters make an error would end that thread); a lease that is not renewed expires.
+        """
         cache = self._writable_cache()
         if cache is None:
             return False
         try:
-            with cache.transact():
-                if cache.get(LEASE_PREFIX + key) != token:
-                    return False
-                return bool(cache.touch(LEASE_PREFIX + key, expire=self.lease))
-        except opening.IO_ERRORS:
+            return bool(self._engine.touch_if_value(cache, LEASE_PREFIX + key, token, self.lease))
+        except Exception:
             return False
 
     def release_lease(self, key: str, token: str) -> None:

@@ -6,6 +6,7 @@ Imported when a store first opens, not with the package: ``import persistmemo`` 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,19 @@ from diskcache.core import DEFAULT_SETTINGS
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.stores.entry_reader import close_with_thread, read_value_file, remove_value_file
-from persistmemo.stores.schema import MODE_BINARY, MODE_PICKLE
+from persistmemo.stores.schema import MODE_BINARY, MODE_PICKLE, MODE_RAW
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["DEFAULT_SETTINGS", "Timeout", "delete_any", "delete_if_value", "open_cache"]
+__all__ = [
+    "DEFAULT_SETTINGS",
+    "Timeout",
+    "delete_any",
+    "delete_if_value",
+    "open_cache",
+    "touch_if_value",
+]
 
 
 class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
@@ -36,11 +44,21 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
     """
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
-        if mode == MODE_PICKLE:
-            raise CorruptEntry("entry holds a diskcache pickle, which persistmemo never writes")
+        # Only the two modes persistmemo writes, read the way it reads them: diskcache's
+        # own fetch opens text-mode files and file handles (read=True) unchecked, so a
+        # planted row naming a FIFO would hang the caller, /dev/zero exhaust its memory.
+        if mode == MODE_RAW:
+            return value
         if mode == MODE_BINARY and not read:
             return read_value_file(self._directory, filename, None)
-        return super().fetch(mode, filename, value, read)
+        if mode == MODE_PICKLE:
+            raise CorruptEntry("entry holds a diskcache pickle, which persistmemo never writes")
+        raise CorruptEntry(f"entry has diskcache mode {mode}, which persistmemo never writes")
+
+    def get(self, key: Any, raw: bool) -> Any:
+        if not raw:  # a pickled key: planted, as persistmemo's keys are str
+            raise CorruptEntry("entry has a pickled key, which persistmemo never writes")
+        return super().get(key, raw)
 
     def remove(self, file_path: str) -> None:
         remove_value_file(self._directory, file_path)
@@ -73,7 +91,24 @@ def delete_if_value(cache: diskcache.Cache, key: str, value: str) -> None:
     """Delete ``key`` only if it holds ``value``: one statement, so compare and delete are
     one atomic step (diskcache has no compare-and-delete of its own)."""
     with cache.transact():
-        cache._sql("DELETE FROM Cache WHERE key = ? AND raw = 1 AND value = ?", (key, value))
+        cache._sql(
+            "DELETE FROM Cache WHERE key = ? AND raw = 1 AND mode = ? AND value = ?",
+            (key, MODE_RAW, value),
+        )
+
+
+def touch_if_value(cache: diskcache.Cache, key: str, value: str, expire: float) -> bool:
+    """Make ``key`` expire ``expire`` seconds from now if it holds ``value`` and has not
+    expired; True when it did. The comparison is SQL's, on the raw column: a row planted in
+    another mode is never fetched (nor its file opened), it just does not match."""
+    now = time.time()
+    with cache.transact():
+        cursor = cache._sql(
+            "UPDATE Cache SET expire_time = ? WHERE key = ? AND raw = 1 AND mode = ?"
+            " AND value = ? AND (expire_time IS NULL OR expire_time > ?)",
+            (now + expire, key, MODE_RAW, value, now),
+        )
+        return bool(cursor.rowcount == 1)
 
 
 def delete_any(cache: diskcache.Cache, key: str) -> bool:

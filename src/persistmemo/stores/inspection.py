@@ -23,13 +23,14 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import CorruptEntry, decode_value
-from persistmemo.integrity import FRAME_VERSION, HEADER_SIZE, Sealer, compute_seconds
+from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.stores.base import (
     CheckReport,
     EntryInfo,
     Progress,
     StoreUnreadable,
+    frame_is_well_formed,
     looks_sealed_with_another_secret,
     split_key,
 )
@@ -137,8 +138,9 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
     """Check SQLite's integrity, every entry's seal (expired ones too) and that each sealed
     value decodes; with ``fix``, remove entries whose seal fails.
 
-    When most entries fail their tag while well-formed, the store was sealed with another
-    secret: that is reported and nothing is removed.
+    When well-formed entries failing their tag outnumber those that verify, the store was
+    sealed with another secret: that is reported and nothing is removed (see
+    ``looks_sealed_with_another_secret``).
     """
     report = CheckReport()
     directory = store.directory
@@ -151,7 +153,7 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
             "one was started"
             + (f"; {len(orphans)} value files are orphaned ({named})" if orphans else "")
         )
-    well_formed_failures = 0
+    well_formed_failures = verified = 0
     with _reading(directory) as connection:
         for (line,) in connection.execute("PRAGMA integrity_check"):
             if line != "ok":
@@ -173,10 +175,11 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
             try:
                 encoded = sealer.unseal(key, stored)
             except CorruptEntry as error:
-                well_formed_failures += stored[:1] == FRAME_VERSION and len(stored) > HEADER_SIZE
+                well_formed_failures += frame_is_well_formed(stored)
                 report.corrupt.append(key)
                 report.problems.append(f"{key}: {error}")
                 continue
+            verified += 1
             try:
                 decode_value(encoded, allow_pickle=store.pickle_allowed)
             except CorruptEntry as error:
@@ -184,7 +187,9 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
                 report.problems.append(f"{key}: does not decode (codec): {error}")
             if progress is not None:
                 progress(done, total)
-    if looks_sealed_with_another_secret(report.entries, well_formed_failures):
+    if looks_sealed_with_another_secret(
+        verified=verified, well_formed_failures=well_formed_failures
+    ):
         report.wrong_secret = True
         report.problems.insert(
             0,
