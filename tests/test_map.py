@@ -160,3 +160,39 @@ def test_map_reads_hits_from_redis_and_tiered_stores(redis_url: str, tmp_path: P
     found = tiered.read_many([double.key(x) for x in range(10)])
     assert len(found) == 10
     assert len(tiered.local.read_many([double.key(x) for x in range(10)])) == 10  # filled
+
+
+def test_repeated_inputs_get_results_of_their_own(tmp_path: Path) -> None:
+    from persistmemo import memo
+
+    @memo(store=tmp_path / "store")
+    def listing(x: int) -> list[int]:
+        return [x]
+
+    first = listing.map([1, 1, 2])
+    first[0].append(99)
+    assert first == [[1, 99], [1], [2]]
+    again = listing.map([1, 1])
+    again[1].append(5)
+    assert again == [[1], [1, 5]]
+
+
+def test_ctrl_c_stops_a_map_in_worker_processes_without_waiting_for_the_rest(
+    env: dict[str, str],
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import mapped; mapped.slow.map(range(200), workers=2)"],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO / "tests")},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while len(computed(env, "slow")) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)  # to the mapping process only
+    _, err = process.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err
+    assert time.monotonic() - interrupted < 5  # not the 200 items × 0.1 s left
+    assert len(computed(env, "slow")) < 60

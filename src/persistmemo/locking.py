@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import identity_of
+from persistmemo.naming import module_name
 from persistmemo.stores.base import MISSING, Lease
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ def _record_failure(store: Store, key: str, error: BaseException) -> None:
         record = {
             "at": now,
             "pid": os.getpid(),
-            "error": f"{type(error).__module__}.{type(error).__qualname__}: {error}",
+            "error": f"{module_name(type(error).__module__)}.{type(error).__qualname__}: {error}",
             "pickled": pickled if store.pickle_allowed else None,
         }
         store.write(

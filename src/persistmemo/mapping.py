@@ -10,12 +10,13 @@ returned as a list in input order, with these differences:
   itself, so each result is stored the moment it is done and claims (leases) hold across
   workers and other processes as for single calls. An interrupted or killed run loses only
   what was running; the next run computes only the rest;
-- an exception from one item is raised after every result already finished is stored; items
-  not yet started are cancelled, those already running finish (and are stored);
-- equal calls in the input are computed once;
-- a progress line (done / total, hits, misses, rate, time left) on stderr when it is a
-  terminal and the map runs longer than a moment; ``progress=True`` forces it and
-  ``progress=False`` silences it. No dependency: it is one line rewritten in place.
+- an exception from one item (or Ctrl-C) is raised after every result already finished is
+  stored; items not yet handed to a worker are cancelled, the few already handed to one (up
+  to about two per worker) finish there and are stored;
+- equal calls in the input are computed once (each occurrence gets its own copy);
+- a progress line (done / total distinct calls, hits, misses, rate, time left) on stderr
+  when it is a terminal and the map runs longer than a moment; ``progress=True`` forces it
+  and ``progress=False`` silences it. No dependency: one line rewritten in place.
 
 Workers import the function by name: it must be defined at module level of an importable
 module (a script's functions are importable by the workers that multiprocessing starts), and
@@ -135,11 +136,8 @@ def map_sync(
     keys = [target.key(*args) for args in calls]
     hits = _read_hits(target, keys)
     target.hits += sum(1 for key in keys if key in hits)
-    missing: dict[str, tuple[Any, ...]] = {}
-    for key, args in zip(keys, calls, strict=True):
-        if key not in hits and key not in missing:
-            missing[key] = args
-    meter = Progress(name, len(calls), len(calls) - _missing_calls(keys, missing), progress)
+    missing = _misses(keys, calls, hits)
+    meter = Progress(name, len(hits) + len(missing), len(hits), progress)
     try:
         if workers is None or workers <= 1 or len(missing) <= 1:
             for key, args in missing.items():
@@ -149,11 +147,34 @@ def map_sync(
             hits.update(_in_processes(call, missing, workers, meter, name))
     finally:
         meter.finish()
-    return [hits[key] for key in keys]
+    return _in_order(keys, hits)
 
 
-def _missing_calls(keys: list[str], missing: dict[str, tuple[Any, ...]]) -> int:
-    return sum(1 for key in keys if key in missing)
+def _misses(
+    keys: list[str], calls: list[tuple[Any, ...]], hits: dict[str, object]
+) -> dict[str, tuple[Any, ...]]:
+    """The calls to compute, one per distinct key that is not a hit."""
+    missing: dict[str, tuple[Any, ...]] = {}
+    for key, args in zip(keys, calls, strict=True):
+        if key not in hits and key not in missing:
+            missing[key] = args
+    return missing
+
+
+def _in_order(keys: list[str], results: dict[str, object]) -> list[Any]:
+    """The results in input order; an input that repeats gets its own copy, as a call would
+    (a hit decodes a fresh object each time), so mutating one result leaves the others."""
+    ordered: list[Any] = []
+    given: set[str] = set()
+    for key in keys:
+        if key in given:
+            import copy
+
+            ordered.append(copy.deepcopy(results[key]))
+        else:
+            given.add(key)
+            ordered.append(results[key])
+    return ordered
 
 
 def _in_processes(
@@ -175,7 +196,8 @@ def _in_processes(
             "of an importable module, or leave workers= out to compute in this process."
         ) from None
     results: dict[str, object] = {}
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
         futures = {}
         for key, args in missing.items():
             try:
@@ -188,11 +210,15 @@ def _in_processes(
             for future in done:
                 failure = future.exception()
                 if failure is not None:
-                    for other in pending:
-                        other.cancel()
                     raise failure
                 results[futures[future]] = future.result()
                 meter.advance()
+    except BaseException:
+        # A failure or Ctrl-C: nothing more starts; what runs in a worker finishes and is
+        # stored there (the next run finds it), without this process waiting for it.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results
 
 
@@ -211,11 +237,8 @@ async def map_async(
     keys = [target.key(*args) for args in calls]
     hits = _read_hits(target, keys)
     target.hits += sum(1 for key in keys if key in hits)
-    missing: dict[str, tuple[Any, ...]] = {}
-    for key, args in zip(keys, calls, strict=True):
-        if key not in hits and key not in missing:
-            missing[key] = args
-    meter = Progress(name, len(calls), len(calls) - _missing_calls(keys, missing), progress)
+    missing = _misses(keys, calls, hits)
+    meter = Progress(name, len(hits) + len(missing), len(hits), progress)
     limit = asyncio.Semaphore(workers or ASYNC_WORKERS)
 
     async def one(key: str, args: tuple[Any, ...]) -> None:
@@ -234,4 +257,4 @@ async def map_async(
         raise
     finally:
         meter.finish()
-    return [hits[key] for key in keys]
+    return _in_order(keys, hits)
