@@ -539,6 +539,42 @@ def feature_costs(tmp: Path, settings: Settings) -> list[Row]:
     ]
 
 
+def many_inputs(tmp: Path, settings: Settings) -> list[Row]:
+    """f.map against a loop of single calls: batched hits, and misses in worker processes."""
+    rows = []
+    count = 5_000 if not settings.quick else 1_000
+    if settings.mode == "smoke":
+        count = 100
+    store = Store(tmp / "map")
+    square = memo(store=store, name="bench.map", version="1")(double)
+    square.map(range(count))
+    loop = measure.per_call(
+        lambda: [square(x) for x in range(count)], calls=1, repeats=settings.repeats
+    )
+    mapped = measure.per_call(lambda: square.map(range(count)), calls=1, repeats=settings.repeats)
+    scenario = f"{count:,} hits: f.map vs a loop"
+    rows.append(row(scenario, "persistmemo, loop of calls", loop / count))
+    rows.append(row(scenario, "persistmemo, f.map", mapped / count, speedup=loop / mapped))
+    # Workers import the function by name: the memoized form must be the module attribute.
+    items, seconds = (8, 0.2) if settings.mode != "smoke" else (4, 0.02)
+    timings: dict[str, list[float]] = {"serial": [], "workers=2": []}
+    for repeat in range(3 if settings.mode != "smoke" else 1):
+        for label, workers in (("serial", None), ("workers=2", 2)):
+            spin = memo(store=Store(tmp / f"spin-{label}-{repeat}"), name="bench.spin")(
+                systems.spin
+            )
+            spin.__qualname__ = spin.__name__ = "spin_memoized"
+            systems.spin_memoized = spin  # type: ignore[attr-defined]
+            started = time.perf_counter()
+            spin.map([seconds + i * 1e-9 for i in range(items)], workers=workers)
+            timings[label].append(time.perf_counter() - started)
+    scenario = f"{items} misses of {seconds} s CPU: f.map serial vs workers=2"
+    serial, parallel = (sorted(v)[len(v) // 2] for v in timings.values())
+    rows.append(row(scenario, "persistmemo, f.map serial", serial))
+    rows.append(row(scenario, "persistmemo, f.map workers=2", parallel, speedup=serial / parallel))
+    return rows
+
+
 SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
     "warm hits": warm_hits,
     "misses": misses,
@@ -550,6 +586,7 @@ SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
     "large keys": large_keys,
     "redis": redis_stores,
     "feature costs": feature_costs,
+    "many inputs": many_inputs,
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -98,3 +99,11 @@ PERSISTENT: dict[str, Memoizer] = {
     "joblib.Memory": joblib_memory,
     "cachier": cachier_pickle,
 }
+
+
+def spin(seconds: float) -> float:
+    """Busy for ``seconds`` of CPU: the computation the map scenario runs in workers."""
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        pass
+    return seconds
