@@ -408,3 +408,213 @@ def test_prune_current_imports_only_the_modules_named_on_the_command_line(
     assert "outside the --module modules" in named.stderr
     listed = {item["function"] for item in json.loads(cli("ls", "--json", env=env).stdout)}
     assert "planted.evil" in listed  # its versions are kept, not guessed
+
+
+PLANT = """
+import sys
+from persistmemo import Store
+from persistmemo.codec import encode_value
+from math import inf, nan
+store = Store(sys.argv[1])
+for key, seconds in {planted!r}:
+    function = key.split(":")[1]
+    store.write(key, encode_value(1), ttl=None, tag=function, seconds=seconds)
+"""
+
+
+def plant(store_dir: Path, *entries: tuple[str, float]) -> None:
+    """Entries written straight into the store, as whoever can write it may."""
+    run_python(PLANT.format(planted=list(entries)), args=(str(store_dir),))
+
+
+def strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise AssertionError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_holds_null_where_an_unverified_header_says_nan_or_infinity(
+    tmp_path: Path,
+) -> None:
+    plant(
+        tmp_path / "store",
+        ("pm1:app.planted:v1:00", float("nan")),
+        ("pm1:app.planted:v1:01", float("inf")),
+        ("pm1:app.other:v1:00", 1.5),
+    )
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+    for command in (["ls"], ["stats"], ["show", "app.planted"]):
+        result = cli(*command, "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        strict_json(result.stdout)
+    listed = strict_json(cli("ls", "--json", env=env).stdout)
+    assert isinstance(listed, list)
+    figures = {item["function"]: item["compute_seconds"] for item in listed}
+    assert figures == {"app.planted": None, "app.other": 1.5}
+    assert strict_json(cli("stats", "--json", env=env).stdout)["compute_seconds"] is None  # type: ignore[index]
+
+
+def test_names_from_the_store_reach_the_terminal_with_control_characters_escaped(
+    tmp_path: Path,
+) -> None:
+    evil = "app.\x1b[2J\x1b]0;owned\x07evil\u202e"
+    plant(
+        tmp_path / "store",
+        (f"pm1:{evil}:v1:00", 0.1),
+        ("pm1:app.digest:v\x1b[31m:\x1b[31mred", 0.1),
+    )
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+    outputs = [
+        cli("ls", env=env),
+        cli("show", evil, env=env),
+        cli("show", "app.digest", env=env),
+        cli("show", "app.nothing", env=env),
+        cli("clear", evil, env=env),
+    ]
+    for output in outputs:
+        shown = output.stdout + output.stderr
+        assert "\x1b" not in shown
+        assert "\x07" not in shown
+        assert "\u202e" not in shown
+    assert "owned\\x07evil\\u202e" in outputs[0].stdout  # clipped at the left
+    assert "\\x1b[31m" in outputs[2].stdout
+    assert "removed 1 entries" in outputs[4].stdout
+
+
+def test_no_entries_messages_name_a_few_functions_not_all(tmp_path: Path) -> None:
+    plant(tmp_path / "store", *((f"pm1:app.f{index:02d}:v1:00", 0.1) for index in range(25)))
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+    for command in (["show", "app.nothing"], ["clear", "app.nothing"]):
+        missing = cli(*command, env=env)
+        assert missing.returncode == 1
+        assert "app.f00, app.f01" in missing.stderr
+        assert "app.f09 and 15 more" in missing.stderr
+        assert "app.f24" not in missing.stderr
+
+
+USERMOD = """
+import platform  # platform.version() is callable: it must not be called
+from pathlib import Path
+
+from persistmemo import memo
+
+MARKS = Path(__file__).with_name("marks.log")
+
+
+def __getattr__(name):  # a lazy attribute, as numpy's submodules are
+    with open(MARKS, "a") as marks:
+        marks.write(f"module __getattr__ {{name}}\\n")
+    raise AttributeError(name)
+
+
+class Trap:
+    @staticmethod
+    def version():
+        with open(MARKS, "a") as marks:
+            marks.write("Trap.version called\\n")
+        return "trap"
+
+
+class Model:
+    @memo(ignore=["self"])
+    def predict(self, x):
+        return x + {step}
+
+    @staticmethod
+    @memo
+    def build(x):
+        return x + {step}
+
+    @memo
+    @classmethod
+    def make(cls, x):
+        return x + {step}
+
+
+@memo
+def load(x):
+    return x + {step}
+
+
+@memo(name="usermod.renamed")
+def under_another_name(x):
+    return x + {step}
+"""
+
+CALL_USERMOD = (
+    "import usermod\n"
+    "usermod.load(1); usermod.Model().predict(1); usermod.Model.build(1)\n"
+    "usermod.Model.make(1); usermod.under_another_name(1)\n"
+)
+
+
+def test_prune_current_finds_memoized_functions_in_the_module_namespace_only(
+    tmp_path: Path,
+) -> None:
+    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store"), "PYTHONPATH": os.pathsep.join(paths)}
+    for step in (1, 2):  # two versions of each function
+        (tmp_path / "usermod.py").write_text(USERMOD.format(step=step))
+        run_python(CALL_USERMOD, cwd=tmp_path, env=env)
+    planted = ["usermod.platform", "usermod.Trap", "usermod.ghost.thing", "usermod.MARKS"]
+    run_python(
+        "from persistmemo import memo\n"
+        f"for name in {planted!r}:\n"
+        "    memo(name=name, version='1')(lambda x: x)(1)\n",
+        env=env,
+    )
+    pruned = cli("prune", "--keep-versions", "current", "--module", "usermod", env=env)
+    assert pruned.returncode == 0, pruned.stderr
+    assert not (tmp_path / "marks.log").exists(), (tmp_path / "marks.log").read_text()
+    assert "removed 5 entries" in pruned.stdout
+    listed = {
+        item["function"]: item["versions"]
+        for item in json.loads(cli("ls", "--json", env=env).stdout)
+    }
+    memoized = [
+        "usermod.load",
+        "usermod.Model.predict",
+        "usermod.Model.build",
+        "usermod.Model.make",
+        "usermod.renamed",
+    ]
+    assert all(len(listed[function]) == 1 for function in memoized), listed
+    assert all(listed[function] == ["1"] for function in planted)  # kept, never guessed
+    for function in planted:
+        assert f"{function}: not a memoized function of usermod" in pruned.stderr
+
+
+def _cli_within(
+    seconds: float, *args: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "persistmemo", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=seconds,
+    )
+
+
+def test_a_secret_file_that_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path,
+) -> None:
+    plant(tmp_path / "store", ("pm1:app.load:v1:00", 0.1))
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+    fifo = tmp_path / "secret.fifo"
+    os.mkfifo(fifo)
+    blocked = _cli_within(15, "check", "--secret-file", str(fifo), env=env)
+    assert blocked.returncode == 2
+    assert "not a regular file" in blocked.stderr
+    real = tmp_path / "secret.key"
+    real.write_bytes(os.urandom(32))
+    (tmp_path / "link.key").symlink_to(real)
+    linked = _cli_within(15, "check", "--secret-file", str(tmp_path / "link.key"), env=env)
+    assert linked.returncode == 2
+    assert "symbolic link" in linked.stderr
+    assert str(real) in linked.stderr  # the file to give instead
+    (tmp_path / "huge.key").write_bytes(b"k" * (1 << 20))
+    huge = _cli_within(15, "check", "--secret-file", str(tmp_path / "huge.key"), env=env)
+    assert huge.returncode == 2
+    assert "more than a key file" in huge.stderr

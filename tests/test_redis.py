@@ -585,3 +585,26 @@ def test_check_removes_damage_while_verified_entries_outnumber_it(redis_url: str
     assert not fixed.wrong_secret
     assert fixed.removed == 1
     assert len(store) == 2
+
+
+def test_the_command_line_reads_and_clears_the_namespace_it_is_given(
+    redis_url: str, tmp_path: Path
+) -> None:
+    team = RedisStore(redis_url, namespace="myteam", secret=SECRET)
+    _fill(team, "app.team_load", 2)
+    _fill(RedisStore(redis_url, secret=SECRET), "app.default_load", 3)
+    in_team = _cli("ls", "--json", "--store", redis_url, "--namespace", "myteam", secret=SECRET)
+    assert in_team.returncode == 0, in_team.stderr
+    assert [item["function"] for item in json.loads(in_team.stdout)] == ["app.team_load"]
+    default = _cli("ls", "--json", "--store", redis_url, secret=SECRET)
+    assert [item["function"] for item in json.loads(default.stdout)] == ["app.default_load"]
+    before = _cli("--namespace", "myteam", "clear", "--yes", "--store", redis_url, secret=SECRET)
+    assert "removed 2 entries" in before.stdout, before.stderr
+    assert len(team) == 0
+    assert len(RedisStore(redis_url, secret=SECRET)) == 3
+    reserved = _cli("ls", "--store", redis_url, "--namespace", "team:pm1", secret=SECRET)
+    assert reserved.returncode == 2
+    assert reserved.stderr.startswith("persistmemo ls: --namespace: ")
+    on_disk = _cli("ls", "--store", str(tmp_path), "--namespace", "myteam", secret=SECRET)
+    assert on_disk.returncode == 2
+    assert "redis://" in on_disk.stderr

@@ -10,28 +10,35 @@
     persistmemo path                   where the default store lives, and why
     persistmemo demo                   the README's main job
 
-``--store DIR|URL`` picks a store (default: the default store); ``--secret-file PATH`` gives
-the key its entries were sealed with (default: ``$PERSISTMEMO_SECRET``, else the user's
-``secret.key``). Exit codes: 0 ok, 1 problems found (or no store there), 2 usage errors, 141
-when the reader of the output went away (``persistmemo ls | head -1``), as for any Unix tool
-killed by SIGPIPE. Errors go to stderr: with ``--json``, stdout holds JSON or nothing. Long
-operations show progress on a terminal only.
+``--store DIR|URL`` picks a store (default: the default store), ``--namespace NAME`` the
+namespace of a Redis store; ``--secret-file PATH`` gives the key its entries were sealed with
+(default: ``$PERSISTMEMO_SECRET``, else the user's ``secret.key``). Exit codes: 0 ok, 1
+problems found (or no store there), 2 usage errors, 141 when the reader of the output went
+away (``persistmemo ls | head -1``), as for any Unix tool killed by SIGPIPE. Errors go to
+stderr: with ``--json``, stdout holds JSON or nothing. Long operations show progress on a
+terminal only. Names read from a store are shown with control characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import math
 import os
 import re
+import stat
 import sys
 import time
+import types
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from persistmemo.closures import MEMOIZED_MARK
+from persistmemo.memoized import MemoizedFunction
 from persistmemo.stores.base import EntryInfo, FunctionSummary
 from persistmemo.stores.disk import Store, default_directory
 from persistmemo.stores.inspection import directory_size
@@ -39,6 +46,11 @@ from persistmemo.stores.inspection import directory_size
 WIDTH = 80
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
 _SHORTEST_SECRET = 16  # as for the user's secret.key
+_LONGEST_SECRET = 64 * 1024  # a key file holds 32 bytes: anything this large is not one
+_NAMES_LISTED = 10  # functions named in a "no entries for ..." message
+# Characters that would reach the terminal as something else than themselves: controls
+# (escape sequences), format characters (bidi overrides), separators, lone surrogates.
+_UNPRINTABLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -83,11 +95,55 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def printable(text: str) -> str:
+    """``text`` as it may be shown on a terminal: control characters, escape sequences, bidi
+    overrides and lone surrogates written as ``\\x1b``-style escapes.
+
+    Names shown come from the store, which whoever can write it controls.
+
+    >>> printable("app.load\\x1b[2J")
+    'app.load\\\\x1b[2J'
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        repr(char)[1:-1] if char != " " and _unprintable(char) else char for char in text
+    )
+
+
+def _unprintable(char: str) -> bool:
+    return unicodedata.category(char) in _UNPRINTABLE_CATEGORIES or not char.isprintable()
+
+
+def _listed(names: Sequence[str]) -> str:
+    """Names for a message, the first few of a long list."""
+    shown = ", ".join(printable(name) for name in sorted(names)[:_NAMES_LISTED]) or "none"
+    more = len(names) - _NAMES_LISTED
+    return f"{shown} and {more} more (persistmemo ls lists them)" if more > 0 else shown
+
+
+def _dumps(value: object) -> str:
+    """JSON text with inf and NaN written as null: JSON cannot hold them, and the figures
+    of an entry's header are not verified, so they may be anything."""
+    return json.dumps(_json_safe(value), indent=2, allow_nan=False)
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], first_width: int) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [first_width] + [
         max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(1, len(headers))
     ]
@@ -100,7 +156,7 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], first_width: i
 
 
 def _first_column_width(rows: Sequence[Sequence[str]], header: str, others: int) -> int:
-    longest = max([len(header), *(len(row[0]) for row in rows)])
+    longest = max([len(header), *(len(printable(row[0])) for row in rows)])
     return max(12, min(longest, WIDTH - others))
 
 
@@ -130,14 +186,21 @@ def _open_store(args: argparse.Namespace) -> Any:
         try:
             from persistmemo.stores.redis import RedisStore
 
-            remote = RedisStore(args.store, secret=secret)
+            namespace = {} if args.namespace is None else {"namespace": args.namespace}
+            remote = RedisStore(args.store, secret=secret, **namespace)
         except ImportError as error:
             raise CommandError(str(error)) from None
-        except ValueError as error:  # a URL redis-py cannot read: the user's to correct
-            raise UsageError(f"--store: {error}") from None
+        except ValueError as error:  # a URL or namespace the user has to correct
+            option = "--namespace" if "namespace=" in str(error) else "--store"
+            raise UsageError(f"{option}: {error}") from None
         if not remote.open():
             raise ConnectionError(f"cannot reach the Redis store at {remote.display_url}")
         return remote
+    if args.namespace is not None:
+        raise UsageError(
+            "--namespace picks the namespace of a Redis store: give --store redis://host:6379/0 "
+            "with it (a store directory has no namespaces)"
+        )
     store = Store(args.store, secret=secret) if args.store else Store(secret=secret)
     if not (store.directory / "cache.db").exists():
         raise FileNotFoundError(f"no persistmemo store at {store.directory}")
@@ -151,7 +214,7 @@ def _secret(args: argparse.Namespace) -> bytes | None:
         return None
     path = Path(args.secret_file).expanduser()
     try:
-        secret = path.read_bytes()
+        secret = _read_key_file(path)
     except OSError as error:
         raise UsageError(
             f"--secret-file: cannot read {str(path)!r}: {error.strerror or error}"
@@ -163,6 +226,42 @@ def _secret(args: argparse.Namespace) -> bytes | None:
             f"or set $PERSISTMEMO_SECRET to a passphrase"
         )
     return secret
+
+
+def _read_key_file(path: Path) -> bytes:
+    """The bytes of the regular file at ``path``. A FIFO or a device would block or never
+    end, and a symbolic link may point anywhere: refused before anything is read."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as error:
+        if error.errno == errno.ELOOP and path.is_symlink():
+            raise UsageError(
+                f"--secret-file: {str(path)!r} is a symbolic link: give the file it points to "
+                f"({str(path.resolve())!r})"
+            ) from None
+        raise
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise UsageError(
+                f"--secret-file: {str(path)!r} is not a regular file: give the key file itself"
+            )
+        if status.st_size > _LONGEST_SECRET:
+            raise UsageError(
+                f"--secret-file: {str(path)!r} holds {status.st_size:,} bytes, more than a key "
+                f"file ({_LONGEST_SECRET:,} at most): give a key file such as secret.key"
+            )
+        chunks = []
+        while chunk := os.read(descriptor, _LONGEST_SECRET + 1):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > _LONGEST_SECRET:  # grew since fstat
+                raise UsageError(
+                    f"--secret-file: {str(path)!r} holds more than {_LONGEST_SECRET:,} bytes: "
+                    f"give a key file such as secret.key"
+                )
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
 
 
 def _where(store: Any) -> str:
@@ -179,7 +278,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     store = _open_store(args)
     summaries = _summaries(store)
     if args.json:
-        print(json.dumps([_summary_json(summary, hits) for summary, hits in summaries], indent=2))
+        print(_dumps([_summary_json(summary, hits) for summary, hits in summaries]))
         return 0
     if not summaries:
         print(f"{_where(store)}: empty")
@@ -197,7 +296,9 @@ def _cmd_ls(args: argparse.Namespace) -> int:
         ]
         for summary, hits in summaries
     ]
-    others = sum(max(len(headers[i]), *(len(r[i]) for r in rows)) + 2 for i in range(1, 7))
+    others = sum(
+        max(len(headers[i]), *(len(printable(r[i])) for r in rows)) + 2 for i in range(1, 7)
+    )
     print(_table(headers, rows, _first_column_width(rows, "FUNCTION", others)))
     return 0
 
@@ -226,10 +327,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
     store = _open_store(args)
     entries = sorted(store.entries(args.function), key=lambda e: e.stored_at, reverse=True)
     if not entries:
-        known = ", ".join(sorted(store.functions())) or "none"
+        known = _listed(list(store.functions()))
         raise CommandError(f"no entries for {args.function!r} (functions in this store: {known})")
     if args.json:
-        print(json.dumps([_entry_json(entry) for entry in entries], indent=2))
+        print(_dumps([_entry_json(entry) for entry in entries]))
         return 0
     now = time.time()
     rows = [
@@ -243,7 +344,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         ]
         for entry in entries
     ]
-    print(f"{args.function}: {len(entries)} entries, newest first")
+    print(f"{printable(args.function)}: {len(entries)} entries, newest first")
     headers = ["DIGEST", "VERSION", "SIZE", "STORED", "COMPUTE", "EXPIRES"]
     print(_table(headers, rows, 16))
     return 0
@@ -297,7 +398,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             "hits": hits,
             "saved_seconds": saved,
         }
-        print(json.dumps(figures, indent=2))
+        print(_dumps(figures))
         return 0
     print(f"store          {_where(store)}")
     print(f"functions      {len(summaries)}")
@@ -318,11 +419,11 @@ def _cmd_clear(args: argparse.Namespace) -> int:
             removed = store.delete_tagged(function)
             store.forget_hits(function)
             if removed:
-                print(f"{function}: removed {removed} entries")
+                print(f"{printable(function)}: removed {removed} entries")
             else:
                 unmatched.append(function)
         if unmatched:
-            known = ", ".join(sorted(store.functions())) or "none"
+            known = _listed(list(store.functions()))
             names = ", ".join(repr(function) for function in unmatched)
             raise CommandError(
                 f"no entries matched {names}: nothing removed for it "
@@ -370,17 +471,29 @@ def _keep_versions(store: Any, specs: list[str], modules: list[str] | None) -> d
 
 
 def _current_versions(store: Any, modules: list[str]) -> dict[str, list[str]]:
-    """The current version of every stored function that lives in one of ``modules``.
+    """The current version of every stored function that is a memoized function of one of
+    ``modules``.
 
     Function names come from the store, which whoever can write it (a shared Redis server, a
-    planted ``tool.py`` next to the user) controls: they only select among the modules the
-    user named, and never decide what is imported."""
+    planted ``tool.py`` next to the user) controls: they only select among the memoized
+    functions found in the namespaces of the modules the user named. They never decide what
+    is imported, looked up or called."""
     if not modules:
         raise UsageError(
             "--keep-versions current needs --module MODULE (repeatable), the modules whose "
             "functions' current versions to keep: they are imported, nothing read from the "
             "store is"
         )
+    found: dict[str, dict[str, MemoizedFunction[..., Any]]] = {}
+    for named in dict.fromkeys(modules):
+        try:
+            found[named] = memoized_functions(importlib.import_module(named))
+        except Exception as error:  # the user's module failed to import: keep, and say why
+            print(
+                f"importing {named} failed ({type(error).__name__}: {error}): the versions "
+                f"of its functions are kept",
+                file=sys.stderr,
+            )
     keep: dict[str, list[str]] = {}
     outside = 0
     for function in store.functions():
@@ -388,22 +501,24 @@ def _current_versions(store: Any, modules: list[str]) -> dict[str, list[str]]:
         if module is None:
             outside += 1
             continue
-        try:
-            version = current_version(function, module)
-        except Exception as error:  # the user's module failed to import: keep, and say why
+        if module not in found:
+            continue  # its import failed, said above
+        memoized = found[module].get(function)
+        if memoized is None:
             print(
-                f"{function}: importing {module} failed ({type(error).__name__}: {error}), "
-                f"its versions are kept",
+                f"{printable(function)}: not a memoized function of {module}, its versions "
+                f"are kept",
                 file=sys.stderr,
             )
             continue
-        if version is None:
+        try:
+            keep[function] = [memoized.version()]
+        except Exception as error:  # deriving the version failed (source unreadable...)
             print(
-                f"{function}: not a memoized function of {module}, its versions are kept",
+                f"{printable(function)}: its current version is unknown "
+                f"({type(error).__name__}: {error}), its versions are kept",
                 file=sys.stderr,
             )
-        else:
-            keep[function] = [version]
     if outside:
         print(
             f"{outside} functions are outside the --module modules: their versions are kept",
@@ -418,25 +533,70 @@ def _owning_module(function: str, modules: Sequence[str]) -> str | None:
     return max(owners, key=len) if owners else None
 
 
+# Read through the base types' own descriptors: a class's metaclass, a module subclass or a
+# staticmethod subclass could otherwise run code of its own when asked for them.
+_MODULE_NAMESPACE: Any = vars(types.ModuleType)["__dict__"]
+_CLASS_NAMESPACE: Any = vars(type)["__dict__"]
+_WRAPPED_FUNCTION: dict[type, Any] = {
+    staticmethod: vars(staticmethod)["__func__"],
+    classmethod: vars(classmethod)["__func__"],
+}
+
+
+def memoized_functions(module: types.ModuleType) -> dict[str, MemoizedFunction[..., Any]]:
+    """The memoized functions in ``module``'s own namespace, and the memoized methods of the
+    classes there (one level down), by their identity in the store.
+
+    Only namespaces are read (no ``getattr``): a module's ``__getattr__`` (lazy imports of
+    submodules), properties and other descriptors never run, and nothing is called."""
+    found: dict[str, MemoizedFunction[..., Any]] = {}
+    if not issubclass(type(module), types.ModuleType):
+        return found
+    for value in list(_MODULE_NAMESPACE.__get__(module).values()):
+        members = [value]
+        if issubclass(type(value), type):
+            members += list(_CLASS_NAMESPACE.__get__(value).values())
+        for member in members:
+            memoized = _memoized_behind(member)
+            if memoized is not None:
+                found.setdefault(memoized.identity, memoized)
+    return found
+
+
+def _memoized_behind(value: object) -> MemoizedFunction[..., Any] | None:
+    """The state of the memoized function ``value`` is (or that a staticmethod or
+    classmethod wraps), or None: checked by type and identity, not by asking ``value``."""
+    for kind, wrapped in _WRAPPED_FUNCTION.items():
+        if issubclass(type(value), kind):
+            value = wrapped.__get__(value)
+            break
+    if type(value) is not types.FunctionType or value.__dict__.get(MEMOIZED_MARK) is not True:
+        return None
+    control = value.__dict__.get("version")
+    if (
+        type(control) is types.MethodType
+        and control.__func__ is MemoizedFunction.version
+        and type(control.__self__) is MemoizedFunction
+    ):
+        return control.__self__
+    return None
+
+
 def current_version(function: str, module: str) -> str | None:
-    """The version the memoized ``function`` of ``module`` has now, or None.
+    """The version the memoized ``function`` of ``module`` has now, or None when ``module``
+    holds no memoized function of that identity.
 
     Imports ``module`` (the caller vouches for it: its top-level code runs), and nothing
-    else: the rest of ``function`` is looked up as attributes."""
-    target: object = importlib.import_module(module)
-    for part in function[len(module) + 1 :].split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            return None
-    version = getattr(target, "version", None)
-    return str(version()) if callable(version) else None
+    else: ``function`` is looked for among the memoized functions found there."""
+    memoized = memoized_functions(importlib.import_module(module)).get(function)
+    return None if memoized is None else memoized.version()
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     store = _open_store(args)
     report = store.check(fix=args.fix, progress=Progress("checking"))
     for problem in report.problems:
-        print(problem)
+        print(printable(problem))
     fixed = f", removed {report.removed}" if args.fix else ""
     verdict = "ok" if report.ok else f"{len(report.problems)} problems"
     print(f"checked {report.entries} entries: {verdict}{fixed}")
@@ -477,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="DIR|URL",
             default=default,
             help="store directory or redis:// URL (default: the default store)",
+        )
+        options.add_argument(
+            "--namespace",
+            metavar="NAME",
+            default=default,
+            help="with a redis:// --store: the namespace of its keys, as RedisStore(namespace=) "
+            "(default: persistmemo)",
         )
         options.add_argument(
             "--secret-file",
