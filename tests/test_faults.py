@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -65,7 +66,9 @@ def probe(
         command = [*wrap, *command]
     done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+    seen: dict[str, list] = json.loads(done.stdout.splitlines()[-1])  # type: ignore[type-arg]
+    seen["stderr"] = done.stderr.splitlines()
+    return seen
 
 
 def in_namespace(setup: str) -> list[str]:
@@ -286,3 +289,119 @@ def test_guarantees_hold_without_numpy_imported() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert done.stdout.strip() == "False"
+
+
+# --- planted state that diskcache would act on ------------------------------------------------
+
+
+def tamper(store: Path, statement: str, *parameters: object) -> None:
+    with sqlite3.connect(store / "cache.db") as connection:
+        connection.execute(statement, parameters)
+
+
+def stored(store: Path) -> list[str]:
+    with sqlite3.connect(store / "cache.db") as connection:
+        return sorted(key for (key,) in connection.execute("SELECT key FROM Cache"))
+
+
+PLANTED_SETTINGS = {
+    "null size": "UPDATE Settings SET value = NULL WHERE key = 'size'",
+    "bogus eviction policy": "UPDATE Settings SET value = 'bogus' WHERE key = 'eviction_policy'",
+    "exclusive locking pragma": "INSERT INTO Settings VALUES ('sqlite_locking_mode', 'EXCLUSIVE')",
+    "long busy timeout pragma": "INSERT INTO Settings VALUES ('sqlite_busy_timeout', 100000000)",
+    "sql spliced into a pragma": "UPDATE Settings SET value = 'wal; ATTACH DATABASE ''{spliced}'' "
+    "AS x' WHERE key = 'sqlite_journal_mode'",
+    "a disk attribute": "INSERT INTO Settings VALUES ('disk__directory', '{spliced}')",
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED_SETTINGS.values(), ids=PLANTED_SETTINGS.keys())
+def test_a_tampered_settings_table_is_read_but_never_written(tmp_path: Path, planted: str) -> None:
+    store, spliced = tmp_path / "store", tmp_path / "spliced"
+    assert probe(store, [1, 2])["computed"] == [1, 2]
+    before = stored(store)
+    tamper(store, planted.format(spliced=spliced))
+    started = time.monotonic()
+    seen = probe(store, [1, 3, 3])
+    assert time.monotonic() - started < 4  # no stall on a planted lock or busy timeout
+    assert seen["results"] == [11, 11, 11]
+    assert seen["computed"] == [3, 3]  # 1 served, 3 computed and not stored
+    assert kinds(seen["warnings"], "tampered settings") == 1
+    assert len(seen["warnings"]) == 1
+    assert not any("Traceback" in line or "Exception in" in line for line in seen["stderr"])
+    assert stored(store) == before
+    assert not spliced.exists()
+    # Another process is never locked out by a pragma planted for ours.
+    with sqlite3.connect(store / "cache.db", timeout=0.5) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+
+
+def test_a_planted_row_with_a_null_size_does_not_break_later_writes(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    computed: list[int] = []
+
+    @memo(store=store, name="faults.f", version="1")
+    def f(x: int) -> int:
+        computed.append(x)
+        return x
+
+    f(1)
+    now = time.time()
+    tamper(
+        store.directory,
+        "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count, tag,"
+        " size, mode, filename, value) VALUES ('pm1:faults.f:1:zz', 1, ?, NULL, ?, 0,"
+        " 'faults.f', NULL, 1, NULL, X'00')",
+        now,
+        now,
+    )
+    # Overwriting it makes diskcache's triggers copy the NULL into Settings.size.
+    store.write("pm1:faults.f:1:zz", b"\x01x", ttl=None, tag="faults.f")
+    assert [f(2), f(3), f(2)] == [2, 3, 2]
+    assert computed == [1, 2, 3]
+    assert {f.key(2), f.key(3)} <= set(stored(store.directory))
+
+
+def test_a_planted_hit_count_that_is_not_a_number_is_a_fault_not_an_error(store: Store) -> None:
+    store.record_hits("faults.f", 1)
+    tamper(store.directory, "UPDATE Cache SET value = 'lots' WHERE key = 'pm-hits:faults.f'")
+    with pytest.warns(PersistmemoWarning, match="write failed"):
+        store.record_hits("faults.f", 2)
+    assert store.recorded_hits() == {}
+
+
+def test_check_reports_tampered_settings_and_fix_resets_them(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    probe(store, [1, 2])
+    tamper(store, "INSERT INTO Settings VALUES ('sqlite_locking_mode', 'EXCLUSIVE')")
+    tamper(store, "UPDATE Settings SET value = NULL WHERE key = 'size'")
+    report = Store(store).check()
+    assert any("Settings table has" in problem for problem in report.problems)
+    assert Store(store).check(fix=True).entries == 2
+    assert Store(store).check().ok
+    seen = probe(store, [1, 3, 3])
+    assert seen["computed"] == [3]  # written again
+    assert seen["warnings"] == []
+
+
+def test_a_pragma_planted_after_the_store_opened_never_reaches_a_new_connection(
+    store: Store,
+) -> None:
+    computed: list[int] = []
+
+    @memo(store=store, name="faults.g", version="1")
+    def g(x: int) -> int:
+        computed.append(x)
+        return x
+
+    g(1)  # the writer is open
+    tamper(store.directory, "INSERT INTO Settings VALUES ('sqlite_locking_mode', 'EXCLUSIVE')")
+    store.close()  # the next write connects again
+    g(2)
+    with sqlite3.connect(store.directory / "cache.db", timeout=0.5) as connection:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+    assert g(2) == 2
+    assert computed == [1, 2]
+    store.close()

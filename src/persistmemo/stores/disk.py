@@ -9,7 +9,6 @@ stores/registry.py's.
 from __future__ import annotations
 
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -156,11 +155,13 @@ class Store(StoreLifetime):
             return MISSING
         try:
             found = reader.read(key, time.time())
-        except (sqlite3.Error, OSError) as error:
-            self._io_fault("read failed", error)
-            return MISSING
         except CorruptEntry as error:  # a planted or damaged value file
             self.report_fault("corrupt entry", error)
+            return MISSING
+        except RecursionError:
+            raise  # too deep a stack: locking.py releases the claim once unwound
+        except Exception as error:  # I/O, SQLite, or a planted row of unexpected types
+            self._io_fault("read failed", error)
             return MISSING
         if found is None:
             return MISSING
@@ -183,7 +184,9 @@ class Store(StoreLifetime):
         for start in range(0, len(keys), READ_MANY_BATCH):
             try:
                 rows = reader.read_many(keys[start : start + READ_MANY_BATCH], now)
-            except (sqlite3.Error, OSError) as error:
+            except RecursionError:
+                raise  # too deep a stack: locking.py releases the claim once unwound
+            except Exception as error:
                 self._io_fault("read failed", error)
                 return found
             for key, (data, _) in rows.items():
@@ -203,7 +206,9 @@ class Store(StoreLifetime):
             return default
         try:
             return operation(cache)
-        except opening.IO_ERRORS as error:
+        except RecursionError:
+            raise  # too deep a stack: locking.py releases the claim once unwound
+        except Exception as error:  # whatever diskcache or SQLite raise on a planted state
             self._io_fault(kind, error)
             return default
 
@@ -255,7 +260,9 @@ class Store(StoreLifetime):
             return 0
         try:
             return int(cache.evict(tag))
-        except opening.IO_ERRORS as error:
+        except RecursionError:
+            raise  # too deep a stack: locking.py releases the claim once unwound
+        except Exception as error:
             self._io_fault("delete failed", error)
             # a Timeout part-way says how many were removed before it
             return int(error.args[0]) if isinstance(error, opening.TIMEOUT) and error.args else 0
@@ -386,9 +393,9 @@ class Store(StoreLifetime):
 
     def iter_keys(self) -> Iterator[str]:
         """Every entry key (leases and hit counts left out), in no particular order."""
-        cache = self._writable_cache()
-        if cache is None:
-            return
-        for key in cache.iterkeys():
-            if isinstance(key, str) and key.startswith("pm1:"):
-                yield key
+        from persistmemo.stores import inspection
+
+        try:
+            yield from inspection.iter_keys(self.directory)
+        except Exception as error:
+            self._io_fault("read failed", error)

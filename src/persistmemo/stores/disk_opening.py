@@ -152,6 +152,14 @@ class StoreLifetime:
         self._faults.report(kind, f"{type(error).__name__}: {error}")
 
     def _io_fault(self, kind: str, error: BaseException) -> None:
+        if _out_of_descriptors(error):
+            # SQLite says "unable to open database file" (or "locked"): name the cause.
+            self._faults.report(
+                "too many open files",
+                f"{type(error).__name__}: {error}; the process is out of file descriptors "
+                "(raise `ulimit -n`, or close files): calls run without the store meanwhile",
+            )
+            return
         if isinstance(error, sqlite3.DatabaseError) and not isinstance(
             error, sqlite3.OperationalError
         ):
@@ -222,10 +230,10 @@ class StoreLifetime:
     def _run_opening(self, opener: Callable[[], None]) -> None:
         try:
             opener()
-        except (sqlite3.Error, OSError) as error:  # SecretUnavailable is an OSError
+        except Exception as error:  # anything diskcache or SQLite raise, on any planted state
             self._reopen_at = time.monotonic() + REOPEN_AFTER
             self._faults.report(
-                "cannot open",
+                "too many open files" if _out_of_descriptors(error) else "cannot open",
                 f"{type(error).__name__}: {error}; calls run without the store, which is "
                 f"tried again in {REOPEN_AFTER:g} s",
             )
@@ -311,8 +319,22 @@ class StoreLifetime:
         return None
 
     def _open_writer(self) -> None:
-        """Open diskcache's Cache (creating the database); a read-only store stays read-only."""
+        """Open diskcache's Cache (creating the database); a read-only store stays read-only,
+        and so does one whose Settings table someone else changed (diskcache acts on it)."""
         directory = self.directory
+        from persistmemo.stores import engine
+
+        tampered = engine.settings_problem(directory, self._settings, self.timeout)
+        if tampered is not None:
+            self._read_only = True
+            self._faults.report(
+                "tampered settings",
+                f"{directory / DBNAME} has {tampered} in its Settings table, which persistmemo "
+                "never writes: someone else changed it. Entries are still read, new results "
+                "are not saved; `persistmemo check --fix` resets the settings (or delete the "
+                "store directory)",
+            )
+            return
         try:
             self._cache = self._open_cache(directory)
         except sqlite3.OperationalError as error:
@@ -421,6 +443,22 @@ def _fault_cause(error: BaseException) -> str | None:
     if code in (errno.EACCES, errno.EPERM):
         return "permission denied"
     return None
+
+
+def _out_of_descriptors(error: BaseException) -> bool:
+    """Whether ``error`` came from the process running out of file descriptors."""
+    exhausted = (errno.EMFILE, errno.ENFILE)
+    if getattr(error, "errno", None) in exhausted or "too many open files" in str(error).lower():
+        return True
+    if not isinstance(error, (sqlite3.OperationalError, TIMEOUT)):
+        return False
+    # SQLite does not say why it could not open a file: try to open one.
+    try:
+        descriptor = os.open(os.devnull, os.O_RDONLY)
+    except OSError as probe:
+        return probe.errno in exhausted
+    os.close(descriptor)
+    return False
 
 
 def _is_read_only(directory: Path, error: sqlite3.OperationalError) -> bool:

@@ -5,6 +5,9 @@ Imported when a store first opens, not with the package: ``import persistmemo`` 
 
 from __future__ import annotations
 
+import os
+import pickle
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -13,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import diskcache
 from diskcache import Timeout
-from diskcache.core import DEFAULT_SETTINGS
+from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.stores.entry_reader import close_with_thread, read_value_file, remove_value_file
-from persistmemo.stores.schema import MODE_BINARY, MODE_PICKLE, MODE_RAW
+from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -65,26 +68,154 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
 
 
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
-    """diskcache's Cache whose write transactions a fork waits for.
+    """diskcache's Cache whose write transactions a fork waits for, and which takes its
+    SQLite pragmas from the store, never from the Settings table.
 
     SQLite state must not cross a fork mid-transaction: the child would inherit a lock that
     no thread of its own can release, and its writes would time out. Every diskcache write
     (set, add, delete, touch, evict, clear) runs in ``_transact``; holding the store's fork
     lock there, and taking it before a fork, keeps forks between transactions.
+
+    diskcache runs every ``sqlite_*`` row of its Settings table as a PRAGMA on each new
+    connection: a row planted there (``locking_mode = EXCLUSIVE``, or SQL spliced into a
+    value) would run in every writer. Here each connection gets the pragmas the store was
+    opened with, and the size diskcache keeps in Settings (summed by triggers from rows
+    anyone can plant) is recounted when it is not a number rather than failing every write.
     """
 
-    fork_lock: threading.RLock
+    def __init__(
+        self,
+        directory: str,
+        *,
+        fork_lock: threading.RLock,
+        pragmas: tuple[tuple[str, Any], ...],
+        **options: Any,
+    ) -> None:
+        self.fork_lock = fork_lock
+        self._pragmas = pragmas  # before diskcache's __init__, whose queries connect
+        super().__init__(directory, **options)
 
     @property
     def _con(self) -> Any:
-        connection = super()._con
-        close_with_thread(self._local, connection)  # not when the garbage collector runs
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            self.close()
+            local.pid = os.getpid()
+        connection = getattr(local, "con", None)
+        if connection is None:
+            connection = local.con = sqlite3.connect(
+                os.path.join(self._directory, DBNAME),
+                timeout=self._timeout,
+                isolation_level=None,
+            )
+            for key, value in self._pragmas:
+                self.reset(key, value, update=False)
+        close_with_thread(local, connection)  # not when the garbage collector runs
         return connection
 
     @contextmanager
     def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
         with self.fork_lock, super()._transact(retry, filename) as transaction:
             yield transaction
+
+    def volume(self) -> int:
+        ((page_count,),) = self._sql("PRAGMA page_count").fetchall()
+        size = self.reset("size")
+        if type(size) is not int:
+            ((size,),) = self._sql(
+                "SELECT COALESCE(SUM(size), 0) FROM Cache WHERE typeof(size) = 'integer'"
+            ).fetchall()
+            self._sql("UPDATE Settings SET value = ? WHERE key = 'size'", (size,))
+            self.size = size
+        return int(self._page_size * page_count + size)
+
+
+_SETTING_TYPES: dict[str, Any] = {
+    "statistics": (0, 1),
+    "tag_index": (0, 1),
+    "eviction_policy": tuple(EVICTION_POLICY),
+    "size_limit": range(2**63),
+    "cull_limit": range(2**63),
+    "disk_min_file_size": range(2**63),
+    "disk_pickle_protocol": range(pickle.HIGHEST_PROTOCOL + 1),
+}
+
+
+def store_pragmas(settings: dict[str, Any]) -> dict[str, Any]:
+    """The SQLite pragmas a store runs: diskcache's defaults, or what the store was given."""
+    return {
+        key: settings.get(key, value)
+        for key, value in DEFAULT_SETTINGS.items()
+        if key.startswith("sqlite_")
+    }
+
+
+def settings_problem(directory: Path, settings: dict[str, Any], timeout: float) -> str | None:
+    """What is wrong with the Settings table of the store in ``directory``, or None.
+
+    Read before diskcache opens it, since diskcache acts on every row: runs ``sqlite_*``
+    rows as pragmas, sets any key as an attribute of its Cache or Disk, and fails (or
+    loops) on values of the wrong type. Only diskcache's own keys with sane values pass;
+    pragmas only with diskcache's defaults or the values the store was given.
+    """
+    database = directory / DBNAME
+    if not database.exists():
+        return None
+    try:
+        connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            rows = connection.execute("SELECT key, value FROM Settings").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return None  # no table yet, or not a database: diskcache's opening deals with it
+    pragmas = store_pragmas(settings)
+    for key, value in rows:
+        problem = _setting_problem(key, value, pragmas)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _setting_problem(key: object, value: object, pragmas: dict[str, Any]) -> str | None:
+    if not isinstance(key, str):
+        return f"an unknown setting {key!r}"
+    if key in pragmas:
+        if value != pragmas[key] and value != DEFAULT_SETTINGS[key]:
+            return f"pragma {key[7:]} = {value!r}"
+    elif key in METADATA:
+        if type(value) is not int:
+            return f"{key} = {value!r} (not a count)"
+    elif key in _SETTING_TYPES:
+        if not ((type(value) is int or key == "eviction_policy") and value in _SETTING_TYPES[key]):
+            return f"{key} = {value!r}"
+    else:
+        return f"an unknown setting {key!r}"
+    return None
+
+
+def reset_settings(directory: Path, settings: dict[str, Any], timeout: float) -> None:
+    """Rewrite the Settings table of the store in ``directory`` with sane values only: the
+    store's own, diskcache's defaults where a value is wrong, and the counts recounted."""
+    pragmas = store_pragmas(settings)
+    connection = sqlite3.connect(directory / DBNAME, timeout=timeout, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        current = dict(connection.execute("SELECT key, value FROM Settings").fetchall())
+        wanted = {**DEFAULT_SETTINGS, "tag_index": 1, **settings, **pragmas}
+        for key, value in current.items():
+            if key in wanted and key not in settings and not _setting_problem(key, value, pragmas):
+                wanted[key] = value  # a setting a user chose before, kept
+        ((count, size),) = connection.execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN typeof(size) = 'integer' THEN size END), 0)"
+            " FROM Cache"
+        ).fetchall()
+        wanted.update(count=count, size=size, hits=0, misses=0)
+        connection.execute("DELETE FROM Settings")
+        connection.executemany("INSERT INTO Settings VALUES (?, ?)", wanted.items())
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
 
 
 def delete_if_value(cache: diskcache.Cache, key: str, value: str) -> None:
@@ -128,7 +259,17 @@ def delete_any(cache: diskcache.Cache, key: str) -> bool:
 def open_cache(
     directory: Path, *, timeout: float, fork_lock: threading.RLock, settings: dict[str, Any]
 ) -> diskcache.Cache:
-    """Open (creating if needed) the diskcache Cache of a store directory."""
-    cache = _ForkSafeCache(str(directory), timeout=timeout, disk=_BytesOnlyDisk, **settings)
-    cache.fork_lock = fork_lock
-    return cache
+    """Open (creating if needed) the diskcache Cache of a store directory.
+
+    The pragmas are passed explicitly, so that diskcache runs the store's values, not the
+    ones in the table (``settings_problem`` has refused any unknown key before this).
+    """
+    pragmas = store_pragmas(settings)
+    return _ForkSafeCache(
+        str(directory),
+        fork_lock=fork_lock,
+        pragmas=tuple(sorted(pragmas.items())),
+        timeout=timeout,
+        disk=_BytesOnlyDisk,
+        **{**settings, **pragmas},
+    )

@@ -103,6 +103,18 @@ def iter_entries(directory: Path, function: str | None = None) -> Iterator[Entry
                 yield entry
 
 
+def iter_keys(directory: Path) -> Iterator[str]:
+    """Every entry key of the store in ``directory`` (leases and hit counts left out)."""
+    with _reading(directory) as connection:
+        rows = connection.execute(
+            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
+            (f"{KEY_FORMAT}:", f"{KEY_FORMAT};"),
+        )
+        for (key,) in rows:
+            if isinstance(key, str):
+                yield key
+
+
 def entry_info(directory: Path, key: str) -> EntryInfo | None:
     """The metadata of the entry under ``key``, or None when there is none."""
     with _reading(directory) as connection:
@@ -153,6 +165,17 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
             "one was started"
             + (f"; {len(orphans)} value files are orphaned ({named})" if orphans else "")
         )
+    from persistmemo.stores import engine  # diskcache's words: only check needs them
+
+    settings = store._settings
+    tampered = engine.settings_problem(directory, settings, store.timeout)
+    if tampered is not None:
+        report.problems.append(
+            f"{DBNAME}: its Settings table has {tampered}, which persistmemo never writes"
+            + ("; reset" if fix else "; run check --fix to reset it")
+        )
+        if fix:
+            engine.reset_settings(directory, settings, store.timeout)
     well_formed_failures = verified = 0
     with _reading(directory) as connection:
         for (line,) in connection.execute("PRAGMA integrity_check"):
