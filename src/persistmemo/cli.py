@@ -702,8 +702,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--fix",
         action="store_true",
-        help="remove entries that fail (nothing is removed when most fail because they were "
-        "sealed with a different secret)",
+        help="remove entries that fail (nothing is removed when the entries failing their seal "
+        "outnumber those that pass: they were sealed with a different secret)",
     )
     command("path", _cmd_path, "where the default store lives, and why")
     demo = command("demo", _cmd_demo, "compute once, then answer from disk in a fresh process")

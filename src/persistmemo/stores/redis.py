@@ -242,8 +242,8 @@ class RedisStore:
                 self._faults.report(
                     "key of another type",
                     f"{kind}: {error}: a key in namespace {self.namespace!r} holds a Redis "
-                    f"type persistmemo does not write; it is treated as missing (a write of "
-                    f"that key replaces it, `persistmemo check --fix` removes it)",
+                    f"type persistmemo does not write; it is treated as missing (storing a "
+                    f"result there replaces it; `persistmemo check --fix` removes such entries)",
                 )
                 return default
             self._down_until = time.monotonic() + self.backoff
