@@ -12,6 +12,7 @@ import gc
 import os
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
@@ -777,6 +778,73 @@ def test_the_wrong_secret_rule_weighs_well_formed_failures_against_verified_entr
     assert not rule(verified=4, well_formed_failures=4)
     assert not rule(verified=0, well_formed_failures=0)
     assert not rule(verified=10, well_formed_failures=2)
+
+
+PLANTED_COLUMNS = {
+    "an int value": {"value": 12345},
+    "a text value": {"value": "a string"},
+    "no store time": {"store_time": None},
+    "a text store time": {"store_time": "yesterday"},
+    "a text expiry": {"expire_time": "never"},
+    "a text size": {"mode": 2, "filename": "nope.val", "size": "big", "value": None},
+    "no tag": {"tag": None},
+    "a tag the key disagrees with": {"tag": "sec.other"},
+    "an absurd header": {"value": b"\x01" + bytes(16) + struct.pack(">dd", 1e300, -1.0) + b"\x01"},
+    "a nan header": {
+        "value": b"\x01" + bytes(16) + struct.pack(">dd", float("nan"), 0.0) + b"\x01"
+    },
+}
+
+
+@pytest.mark.parametrize("planted", PLANTED_COLUMNS.values(), ids=PLANTED_COLUMNS.keys())
+def test_looking_inside_a_store_survives_rows_of_any_type(
+    store: Store, planted: dict[str, object]
+) -> None:
+    import math
+
+    square, _ = counting(store)
+    square(2)
+    now = time.time()
+    row: dict[str, object] = {
+        "key": "pm1:sec.count:1:planted",
+        "raw": 1,
+        "store_time": now,
+        "expire_time": None,
+        "access_time": now,
+        "access_count": 0,
+        "tag": "sec.count",
+        "size": 0,
+        "mode": 1,
+        "filename": None,
+        "value": b"\x01" + bytes(40),
+        **planted,
+    }
+    with sqlite3.connect(store.directory / "cache.db") as connection:
+        connection.execute(
+            f"INSERT INTO Cache ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            tuple(row.values()),
+        )
+        connection.execute(
+            "INSERT INTO Cache (key, raw, store_time, mode, value, size) VALUES"
+            " ('pm-hits:sec.count', 1, 0, 1, ?, 0)",
+            (planted.get("value", 3),),
+        )
+    entries = list(store.entries())
+    assert len(entries) == 2
+    for entry in entries:
+        assert entry.function == "sec.count"
+        assert isinstance(entry.stored_at, float)
+        assert math.isfinite(entry.stored_at)
+        assert entry.expires_at is None or math.isfinite(entry.expires_at)
+        assert isinstance(entry.size, int)
+        assert entry.size >= 0
+        assert entry.compute_seconds is None or 0 <= entry.compute_seconds < 1e9
+    assert store.entry_info("pm1:sec.count:1:planted") is not None
+    assert store.functions()["sec.count"].entries == 2
+    assert all(isinstance(hits, int) for hits in store.recorded_hits().values())
+    assert store.check().corrupt == ["pm1:sec.count:1:planted"]
+    store.prune(older_than=3600)
+    assert square.key(2) in stored_keys(store.directory)
 
 
 def test_check_reports_a_sealed_value_the_codec_cannot_decode(store: Store) -> None:

@@ -115,7 +115,11 @@ class CheckReport:
 
 def split_key(key: str, tag: object) -> tuple[str, str]:
     """(function identity, version) of an entry key."""
-    function = tag if isinstance(tag, str) else identity_of(key)
+    # The tag names the function only if the key agrees (a planted row's tag may not).
+    if isinstance(tag, str) and key.startswith(f"{KEY_FORMAT}:{tag}:"):
+        function = tag
+    else:
+        function = identity_of(key)
     rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
     return function, rest.rsplit(":", 1)[0]
 

@@ -15,6 +15,7 @@ the time that one more hit on each would save.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import time
@@ -123,17 +124,34 @@ def entry_info(directory: Path, key: str) -> EntryInfo | None:
 
 
 def _entry_from_row(directory: Path, row: tuple[Any, ...]) -> EntryInfo:
+    # Every column is untrusted: a co-writer can plant any SQLite type in any of them.
     key, tag, stored_at, expires_at, size, mode, filename, value = row
     identity, version = split_key(key, tag)
+    if mode == MODE_BINARY:
+        size = size if type(size) is int and size >= 0 else 0
+    else:
+        size = len(value) if isinstance(value, bytes) else 0
+    seconds = compute_seconds(_header(directory, mode, filename, value, size or None))
     return EntryInfo(
         key=key,
         function=identity,
         version=version,
-        stored_at=stored_at,
-        expires_at=expires_at,
-        size=size if mode == MODE_BINARY else len(value or b""),
-        compute_seconds=compute_seconds(_header(directory, mode, filename, value, size)),
+        stored_at=_time(stored_at) or 0.0,
+        expires_at=_time(expires_at),
+        size=size,
+        compute_seconds=seconds if seconds is not None and 0 <= seconds < _MAX_SECONDS else None,
     )
+
+
+_MAX_SECONDS = 1e9
+"""Compute seconds above this (31 years) are a planted header, not a measurement."""
+
+
+def _time(value: object) -> float | None:
+    """``value`` as epoch seconds, or None when it is not a finite number."""
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        return None
+    return float(value)  # type: ignore[arg-type]
 
 
 def recorded_hits(directory: Path, prefix: str) -> dict[str, int]:
