@@ -338,6 +338,65 @@ def test_renewing_our_own_lease_extends_it_and_a_taken_one_is_not_ours(store: St
     assert not store.renew_lease("pm1:sec.slow:1:k", "ours")
 
 
+RETRYING_READER = """
+import sys, warnings
+import persistmemo.stores.disk_opening
+from persistmemo import Store, memo
+persistmemo.stores.disk_opening.REOPEN_AFTER = 0.2  # the 5 s of the docs, shortened
+store = Store(sys.argv[1])
+@memo(store=store, name="sec.value", version="1")
+def value(x):
+    return "computed by the reader"
+warnings.simplefilter("ignore")
+while sys.stdin.readline():
+    print(value(1), flush=True)
+"""
+
+
+@needs_root
+def test_a_reader_who_started_before_the_owner_opened_the_store_tries_again(
+    world_readable_path: Path,
+) -> None:
+    directory, source = world_readable_path / "store", world_readable_path / "source"
+    source.write_text("old")
+    environment = {**os.environ, **ENV, "PERSISTMEMO_SECRET": "shared by owner and reader"}
+    owner = [sys.executable, "-c", OWNER, str(directory), str(source)]
+    subprocess.run([*owner, "get"], env=environment, check=True, timeout=60)
+    directory.chmod(0o755)
+    reader = subprocess.Popen(
+        [*NOBODY, sys.executable, "-c", RETRYING_READER, str(directory)],
+        env=environment,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    holder = None
+    assert reader.stdin is not None
+    assert reader.stdout is not None
+    try:
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        # The owner's store is closed: its log's index cannot be made by this reader.
+        assert reader.stdout.readline().strip() == "computed by the reader"
+        source.write_text("newest")
+        holder = subprocess.Popen(
+            [*owner, "hold"], env=environment, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == b"newest"
+        for path in directory.iterdir():
+            path.chmod(0o644)
+        time.sleep(0.3)  # past the reader's back-off
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline().strip() == "newest"
+    finally:
+        for process in (reader, holder):
+            if process is not None:
+                process.kill()
+                process.wait()
+
+
 # --- 3. the secret key file ----------------------------------------------------------------
 
 SECRET_PRINTER = """
