@@ -405,3 +405,50 @@ def test_a_pragma_planted_after_the_store_opened_never_reaches_a_new_connection(
     assert g(2) == 2
     assert computed == [1, 2]
     store.close()
+
+
+OUT_OF_DESCRIPTORS = """
+import json, os, resource, sys, threading, warnings
+from persistmemo import Store, memo
+store = Store(sys.argv[1])
+
+@memo(store=store, name="faults.f", version="1")
+def f(x):
+    return x
+
+f(0)
+held = []
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 2, 4096))
+try:
+    while True:
+        held.append(os.open(os.devnull, os.O_RDONLY))
+except OSError:
+    pass
+results = []
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    worker = threading.Thread(target=lambda: results.append(f(1)))  # a new connection
+    worker.start()
+    worker.join()
+    results.append(f(2))
+for descriptor in held:
+    os.close(descriptor)
+print(json.dumps({"results": results, "warnings": [str(w.message) for w in caught]}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors in /proc")
+def test_running_out_of_file_descriptors_is_named_as_such(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", OUT_OF_DESCRIPTORS, str(tmp_path / "store")],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["results"] == [1, 2]
+    assert kinds(seen["warnings"], "too many open files") == 1
+    assert kinds(seen["warnings"], "database locked") == 0
+    assert kinds(seen["warnings"], "read failed") == 0
