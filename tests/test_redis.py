@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO, run_python
 from persistmemo import PersistmemoWarning, RedisStore, Store, TieredStore, memo
+from persistmemo.codec import encode_value
 from redis_server import RedisServer
 
 SECRET = "team passphrase"
@@ -608,3 +609,26 @@ def test_the_command_line_reads_and_clears_the_namespace_it_is_given(
     on_disk = _cli("ls", "--store", str(tmp_path), "--namespace", "myteam", secret=SECRET)
     assert on_disk.returncode == 2
     assert "redis://" in on_disk.stderr
+
+
+def test_json_output_holds_null_where_a_redis_header_says_nan_or_infinity(
+    redis_url: str,
+) -> None:
+    store = RedisStore(redis_url, secret=SECRET)
+    for index, seconds in enumerate((float("nan"), float("inf"), 2.5)):
+        key = f"pm1:app.planted:v1:{index:02d}"
+        store.write(key, encode_value(index), ttl=None, tag="app.planted", seconds=seconds)
+
+    def refuse(constant: str) -> object:
+        raise AssertionError(f"{constant} is not JSON")
+
+    for command in ("ls", "stats"):
+        result = _cli(command, "--json", "--store", redis_url, secret=SECRET)
+        assert result.returncode == 0, result.stderr
+        figures = json.loads(result.stdout, parse_constant=refuse)
+        summary = figures[0] if command == "ls" else figures
+        assert summary["compute_seconds"] is None
+        assert summary["saved_seconds"] == 0  # no hits recorded: nothing saved
+    shown = _cli("show", "app.planted", "--json", "--store", redis_url, secret=SECRET)
+    entries = json.loads(shown.stdout, parse_constant=refuse)
+    assert sorted(entry["compute_seconds"] or 0 for entry in entries) == [0, 0, 2.5]

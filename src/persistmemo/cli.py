@@ -305,7 +305,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 def _saved(summary: FunctionSummary, hits: int) -> float:
     """Compute time saved by the recorded hits, at the function's mean compute time."""
-    return hits * summary.compute_seconds / summary.entries if summary.entries else 0.0
+    return hits * summary.compute_seconds / summary.entries if hits and summary.entries else 0.0
 
 
 def _summary_json(summary: FunctionSummary, hits: int) -> dict[str, Any]:
