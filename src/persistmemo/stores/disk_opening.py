@@ -257,7 +257,7 @@ class StoreLifetime:
         # Whether pickle-fallback values may be written and read here: a plain
         # attribute, as the hit path reads it on every call.
         self.pickle_allowed = self._pickle_trusted and not self.strict
-        failure = f"no {DBNAME} yet"
+        failure = None  # no database yet: the untrusted directory was reported already
         if (directory / DBNAME).exists():
             reader = EntryReader(
                 directory, timeout=self.timeout, mode="ro" if self._foreign else "normal"
@@ -274,11 +274,13 @@ class StoreLifetime:
             # Nothing may be written here, and nothing can be read yet: typically its
             # write-ahead log's index is missing until the owner opens the store. Tried again.
             self._reopen_at = time.monotonic() + REOPEN_AFTER
-            self._faults.report(
-                "read-only store",
-                f"{directory} cannot be read yet ({failure}; it opens once its owner has it "
-                f"open): calls run without the store, which is tried again in {REOPEN_AFTER:g} s",
-            )
+            if failure is not None:
+                self._faults.report(
+                    "read-only store",
+                    f"{directory} cannot be read yet ({failure}; it opens once its owner has "
+                    f"it open): calls run without the store, which is tried again in "
+                    f"{REOPEN_AFTER:g} s",
+                )
             return
         self._open_writer()
         if self._reader is None and self._cache is not None:
