@@ -434,11 +434,13 @@ def test_a_lease_that_vanishes_while_its_holder_computes_is_put_back(
     its holder is alive. The waiters put it back instead of each computing again."""
     import redis
 
+    # Each process names its connections (argv[1]): earlier tests' may still be open.
     code = textwrap.dedent(
         f"""
-        import time
+        import sys, time
         from persistmemo import RedisStore, memo
-        @memo(store=RedisStore({redis_url!r}, lease=3), name="tests.redis.evicted", version="1")
+        store = RedisStore({redis_url!r} + "?client_name=" + sys.argv[1], lease=3)
+        @memo(store=store, name="tests.redis.evicted", version="1")
         def slow(x):
             with open({str(tmp_path / "calls.log")!r}, "a") as log:
                 log.write("call\\n")
@@ -449,13 +451,16 @@ def test_a_lease_that_vanishes_while_its_holder_computes_is_put_back(
     )
     env = {**os.environ, "PERSISTMEMO_SECRET": SECRET, "PYTHONPATH": str(REPO / "src")}
     run = [sys.executable, "-c", code]
-    holder = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, text=True)
     client = redis.Redis.from_url(redis_url)
+    holder = subprocess.Popen([*run, "holder"], env=env, stdout=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while not (tmp_path / "calls.log").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
-    waiters = [subprocess.Popen(run, env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    while len(client.client_list()) < 5:  # until each waiter is connected, so polling
+    names = [f"waiter{index}" for index in range(3)]
+    waiters = [
+        subprocess.Popen([*run, name], env=env, stdout=subprocess.PIPE, text=True) for name in names
+    ]
+    while not set(names) <= {connection["name"] for connection in client.client_list()}:
         assert time.monotonic() < deadline, "the waiters did not start"
         time.sleep(0.01)
     time.sleep(0.5)  # a few polls each: every waiter has seen the lease
