@@ -196,3 +196,24 @@ def test_ctrl_c_stops_a_map_in_worker_processes_without_waiting_for_the_rest(
     assert "KeyboardInterrupt" in err
     assert time.monotonic() - interrupted < 5  # not the 10 s the 200 items of 0.1 s would take
     assert len(computed(env, "slow")) < 60
+
+
+def test_ctrl_c_at_a_terminal_stops_the_workers_too(env: dict[str, str]) -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the workers as well.
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import mapped; mapped.slow.map(range(200), workers=2)"],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO / "tests")},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while len(computed(env, "slow")) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    interrupted = time.monotonic()
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=30)
+    assert "KeyboardInterrupt" in err
+    assert time.monotonic() - interrupted < 5
+    assert len(computed(env, "slow")) < 60

@@ -208,3 +208,31 @@ def test_a_script_and_its_import_share_one_identity(tmp_path: Path) -> None:
     assert as_script == as_module == as_dash_m
     assert as_script[1].startswith("pm1:tool.compute:")
     assert (tmp_path / "calls.log").read_text().count("called") == 1
+
+
+def test_a_version_that_cannot_be_derived_leaves_the_function_running_uncached(
+    tmp_path: Path,
+) -> None:
+    # A formula nested too deeply for the version's walk of the syntax tree.
+    body = "return x" + " + 1" * 2500
+    (tmp_path / "deep.py").write_text(
+        f"from persistmemo import memo\n\n@memo\ndef f(x):\n    {body}\n"
+    )
+    code = """
+        import warnings, deep
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(deep.f(1), deep.f(1), deep.f.cache_info().hits)
+        print(any("cannot derive a version" in str(w.message) for w in caught))
+    """
+    out = run_python(code, cwd=tmp_path, env={"PERSISTMEMO_DIR": str(tmp_path / "s")}).stdout
+    assert out.split() == ["2501", "2501", "0", "True"]
+
+
+def test_a_disabled_function_derives_no_version(tmp_path: Path) -> None:
+    (tmp_path / "deep.py").write_text(
+        "from persistmemo import memo\n\n@memo\ndef f(x):\n    return x" + " + 1" * 2500 + "\n"
+    )
+    code = "import deep, sys; print(deep.f(1)); print('persistmemo.versioning' in sys.modules)"
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "s"), "PERSISTMEMO_DISABLE": "1"}
+    assert run_python(code, cwd=tmp_path, env=env).stdout.split() == ["2501", "False"]

@@ -295,3 +295,67 @@ def test_values_the_key_encoding_cannot_take_still_change_the_version(
     first, second, again = version(before), version(after), version(before)
     assert first != second
     assert first == again
+
+
+def test_a_methods_class_is_in_its_version(project: Path) -> None:
+    template = """
+        from persistmemo import memo
+
+        class Model:
+            k = {k}
+
+            def g(self, x):
+                return x * {g}
+
+            @memo(ignore=["self"])
+            def f(self, x):
+                return self.g(x) + self.k
+    """
+
+    def version(k: int, g: int) -> str:
+        module = load_package(project, {"main.py": textwrap.dedent(template.format(k=k, g=g))})
+        return str(module.Model.f.version())
+
+    base = version(2, 10)
+    assert version(3, 10) != base  # a class attribute read through self
+    assert version(2, 20) != base  # a sibling method called through self
+    assert version(2, 10) == base
+
+
+def test_a_constant_imported_from_another_module_is_versioned_where_it_is_made(
+    project: Path,
+) -> None:
+    def version(pattern: str) -> str:
+        files = {
+            "config.py": f"import re\nTEXT = {pattern!r}\nPAT = re.compile(TEXT)\n",
+            "main.py": "from .config import PAT\n\ndef f(x):\n    return PAT.fullmatch(x)\n",
+        }
+        return code_version(load_package(project, files).f)
+
+    assert version("a+") != version("b+")
+    assert version("a+") == version("a+")
+
+
+def test_a_decorators_argument_bound_as_a_default_is_in_the_version(project: Path) -> None:
+    template = """
+        import functools
+
+        def scaled(k):
+            def decorate(func):
+                @functools.wraps(func)
+                def wrapper(x, _k=k):
+                    return func(x) * _k
+                return wrapper
+            return decorate
+
+        @scaled({k})
+        def f(x):
+            return x
+    """
+
+    def version(k: int) -> str:
+        return code_version(
+            load_package(project, {"main.py": textwrap.dedent(template.format(k=k))}).f
+        )
+
+    assert version(2) != version(3)

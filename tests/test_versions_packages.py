@@ -70,3 +70,20 @@ def test_a_named_package_that_is_not_installed_is_part_of_the_version(tmp_path: 
         cwd=tmp_path,
     ).stdout.strip()
     assert described == "{'no-such-dist': 'not installed'}"
+
+
+def test_a_package_imported_inside_the_function_is_found_by_packages_true(
+    tmp_path: Path,
+) -> None:
+    site = tmp_path / "site-packages"
+    (tmp_path / "main.py").write_text(
+        "def f(x):\n    import tinydist\n    return tinydist.tiny(x)\n"
+    )
+    code = "import json, main\nfrom persistmemo.versioning import explain_version\n"
+    code += "print(json.dumps(explain_version(main.f, packages=True)['packages']))"
+    found = []
+    for version in ("1.0", "2.0"):
+        install_tiny_distribution(site, version)
+        env = {"PYTHONPATH": str(site)}
+        found.append(json.loads(run_python(code, cwd=tmp_path, env=env).stdout))
+    assert found == [{"tinydist": "1.0"}, {"tinydist": "2.0"}]

@@ -10,9 +10,10 @@ returned as a list in input order, with these differences:
   itself, so each result is stored the moment it is done and claims (leases) hold across
   workers and other processes as for single calls. An interrupted or killed run loses only
   what was running; the next run computes only the rest;
-- an exception from one item (or Ctrl-C) is raised after every result already finished is
-  stored; items not yet handed to a worker are cancelled, the few already handed to one (up
-  to about two per worker) finish there and are stored;
+- an exception from one item is raised after every result already finished is stored; items
+  not yet handed to a worker are cancelled, the few already handed to one (up to about two
+  per worker) finish there and are stored. Ctrl-C stops the workers too: what they were
+  computing is lost, everything finished is stored;
 - equal calls in the input are computed once (each occurrence gets its own copy);
 - a progress line (done / total distinct calls, hits, misses, rate, time left) on stderr
   when it is a terminal and the map runs longer than a moment; ``progress=True`` forces it
@@ -213,10 +214,17 @@ def _in_processes(
                     raise failure
                 results[futures[future]] = future.result()
                 meter.advance()
-    except BaseException:
-        # A failure or Ctrl-C: nothing more starts; what runs in a worker finishes and is
-        # stored there (the next run finds it), without this process waiting for it.
+    except BaseException as error:
+        # A failure: nothing more starts; what runs in a worker finishes and is stored there
+        # (the next run finds it), without this process waiting for it. Ctrl-C: the workers
+        # stop too (a terminal sends them the interrupt as well, which a worker would
+        # otherwise report as that item's result and go on to the next); what they were
+        # computing is lost, the rest is stored.
+        workers_running = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
+        if not isinstance(error, Exception):
+            for process in workers_running:
+                process.terminate()
         raise
     pool.shutdown(wait=True)
     return results

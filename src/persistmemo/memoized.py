@@ -95,20 +95,46 @@ class MemoizedFunction(CallPaths[P, R]):
         """Settle what the first call needs: the switch, the version, the key prefix."""
         self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
         version = self.options.version
-        if version is None:
-            from persistmemo.versioning import code_version  # parses source: first call only
-
-            version = code_version(
-                self.code,
-                include_globals=self.options.include_globals,
-                packages=self.options.packages,
-                stamp=self.stamp,
-            )
+        if version is None and self.disabled:
+            version = "disabled"  # no store is touched: the version would serve nothing
+        elif version is None:
+            version = self._derived_version()
         self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
         self.keys = KeyBuilder(self.identity, version)
         return self.keys
 
     # --- keys ----------------------------------------------------------------------------
+
+    def _derived_version(self) -> str:
+        """The version from the code; if it cannot be derived, the function runs uncached.
+
+        Deriving it must never break the call: a source too deeply nested to walk (a
+        RecursionError), or a defect in the walk, turns caching off for this function with
+        one warning, rather than guess a version that could serve a stale result.
+        """
+        from persistmemo.versioning import code_version  # parses source: first call only
+
+        try:
+            return code_version(
+                self.code,
+                include_globals=self.options.include_globals,
+                packages=self.options.packages,
+                stamp=self.stamp,
+            )
+        except TypeError:
+            raise  # no source and no code object: the message says to pass version=
+        except Exception as error:
+            self.disabled = True
+            import warnings
+
+            warnings.warn(
+                f"persistmemo: cannot derive a version for {self.func_name}() "
+                f"({type(error).__name__}: {error}); it runs uncached in this process. "
+                "Pass version= to memo() to cache it.",
+                PersistmemoWarning,
+                stacklevel=4,
+            )
+            return "underived"
 
     def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         binder = self.binder

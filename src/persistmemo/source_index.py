@@ -15,6 +15,7 @@ source only then (or when a stamp proves the file unchanged since import).
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import linecache
 import threading
@@ -59,6 +60,7 @@ class SourceIndex:
         self._module_code: types.CodeType | None = None
         self._codes: dict[str, list[types.CodeType]] | None = None
         self._verified: dict[int, tuple[types.CodeType, bool]] = {}
+        self._tree_digest: bytes | None = None
         for statement in tree.body:
             self._index(statement, "", statement)
 
@@ -79,22 +81,56 @@ class SourceIndex:
             if isinstance(child, (ast.stmt, ast.excepthandler, ast.match_case)):
                 self._index(child, prefix, top)
 
-    def assignment(self, name: str) -> bytes | None:
-        """The normalized last top-level statement assigning ``name`` (``X = ...``), if any."""
+    def tree_digest(self) -> bytes:
+        """The whole file's normalized tree, digested (computed once per index)."""
+        with _lock:
+            if self._tree_digest is None:
+                self._tree_digest = hashlib.blake2b(
+                    _normalized_dump(self.tree, drop_decorators=False), digest_size=16
+                ).digest()
+            return self._tree_digest
+
+    def assignment(self, name: str) -> tuple[bytes, frozenset[str]] | None:
+        """The normalized last module-level statement assigning ``name`` (also inside ``if``,
+        ``try`` or ``with`` blocks, and in tuple targets), and the names its value reads."""
         found: ast.stmt | None = None
-        for statement in self.tree.body:
-            if isinstance(statement, ast.Assign):
-                targets = statement.targets
-            elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)):
-                targets = [statement.target]
-            else:
-                continue
-            if any(isinstance(target, ast.Name) and target.id == name for target in targets):
-                found = statement
+        blocks: list[list[ast.stmt]] = [self.tree.body]
+        while blocks:
+            for statement in blocks.pop(0):
+                if isinstance(statement, (ast.If, ast.Try, ast.With, ast.For, ast.While)):
+                    blocks.append(statement.body)
+                    blocks.append(getattr(statement, "orelse", []))
+                    blocks.append(getattr(statement, "finalbody", []))
+                    for handler in getattr(statement, "handlers", []):
+                        blocks.append(handler.body)
+                    continue
+                if isinstance(statement, ast.Assign):
+                    targets = list(statement.targets)
+                elif isinstance(statement, (ast.AnnAssign, ast.AugAssign)):
+                    targets = [statement.target]
+                else:
+                    continue
+                names = set()
+                for target in targets:
+                    for node in ast.walk(target):
+                        if isinstance(node, ast.Name):
+                            names.add(node.id)
+                if name in names and (found is None or statement.lineno >= found.lineno):
+                    found = statement
         if found is None:
             return None
+        value = getattr(found, "value", None)
+        reads = (
+            frozenset(
+                node.id
+                for node in ast.walk(value)
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+            )
+            if value is not None
+            else frozenset()
+        )
         with _lock:
-            return _normalized_dump(found, drop_decorators=False)
+            return _normalized_dump(found, drop_decorators=False), reads
 
     def find(self, qualname: str, name: str, first_line: int | None) -> Definition | None:
         """The definition of ``qualname`` (the one starting at ``first_line`` if several)."""

@@ -162,6 +162,15 @@ class _VersionBasis:
                 ):
                     self._closure(layer, _qualified(layer), keyed=True)
                     self._globals(layer)
+                    module = str(getattr(layer, "__module__", None) or "")
+                    qualname = layer.__qualname__
+                    # A decorator's argument bound as a default (`def w(x, _k=k)`).
+                    self._defaults(layer, _qualified(layer), module, qualname, keyed=True)
+                    owner = _owner_class(layer)
+                    if owner is not None:
+                        # A method reads its class through self/cls, not by a global name:
+                        # its siblings and class attributes are part of what it runs.
+                        self._class(owner, keyed=True)
             elif isinstance(layer, type):
                 self._class(layer, keyed=True, root=True)
             elif _origin_of_type(type(layer)) == _USER:
@@ -235,6 +244,8 @@ class _VersionBasis:
                 self.captured.add(_qualified(value))
                 self._follow(value, keyed=keyed)
             elif isinstance(value, types.ModuleType):
+                if _origin_of_module(value) == _LIBRARY:
+                    self._library(value.__name__)
                 continue
             elif not keyed:
                 # A helper reached through a global: nobody keys its captured values at the
@@ -316,6 +327,9 @@ class _VersionBasis:
         namespace = func.__globals__
         code = func.__code__
         names = _names(code)
+        for imported in _imported_modules(code):  # `import tiny` inside the function
+            if self.packages is True:
+                self._library(imported)
         written = _written_globals(code) | _mutated_globals(func)
         module = str(namespace.get("__name__", ""))
         for name in sorted(names):
@@ -370,18 +384,32 @@ class _VersionBasis:
     def _unencodable(self, key: str, module: str, name: str, value: Any) -> None:
         """A value the key encoding cannot take (a compiled pattern, a range, an instance):
         the functions and classes inside it are followed, and the statement that assigned
-        it is versioned by its source, so that editing ``PAT = re.compile("a+")`` or
-        ``STEPS = (double,)`` is seen."""
+        it is versioned by its source, with the names that statement reads, so that editing
+        ``PAT = re.compile("a+")``, ``STEPS = (double,)`` or ``MODEL = build_model()`` is seen.
+        Without such a statement, the defining file as a whole is (misses, never stale)."""
         for item in _contained(value):
             if _is_code(item):
                 self._follow(item, keyed=False)
-        data = None
-        module_object = sys.modules.get(module)
-        path = _module_file(module_object)
-        if path is not None and "." not in name:
-            index = source_index(path)
-            if index is not None and self._trusted(index.path, index.stat):
-                data = index.assignment(name)
+        data = _running_state(value)  # what the process holds, when it can be read
+        if data is None and "." not in name:
+            for origin in _defining_modules(module, name, value):
+                path = _module_file(origin)
+                index = source_index(path) if path is not None else None
+                if index is None:
+                    continue
+                if not self._trusted(index.path, index.stat):
+                    break  # edited since import: the source would not describe the value
+                found = index.assignment(name)
+                if found is None:
+                    if data is None:
+                        data = encode(["file", _digest(index.tree_digest())])
+                    continue
+                data, reads = found
+                namespace = vars(origin)
+                for read in sorted(reads - {name}):
+                    if read in namespace:
+                        self._global(origin.__name__, read, namespace[read], reads)
+                break
         if data is None:
             data = encode(["unencodable", _qualified(type(value))])  # misses only, never stale
         self.constants[key] = {
@@ -510,6 +538,71 @@ def _names(code: types.CodeType) -> frozenset[str]:
         if isinstance(constant, types.CodeType):
             names |= _names(constant)
     return frozenset(names)
+
+
+def _running_state(value: object) -> bytes | None:
+    """Bytes that describe ``value`` as this process holds it, without its source: an
+    instance's attributes when they have a key encoding, else a repr that names no address
+    (``re.compile('a+')``, ``range(0, 2)``). None when neither does."""
+    state = getattr(value, "__dict__", None)
+    if isinstance(state, dict) and state and not isinstance(value, (type, types.ModuleType)):
+        try:
+            return encode(["state", type(value).__qualname__, state])
+        except (UnsupportedType, TypeError, ValueError, RecursionError):
+            pass
+    try:
+        text = repr(value)
+    except Exception:
+        return None
+    if " at 0x" in text or len(text) > 100_000:
+        return None
+    return encode(["repr", type(value).__qualname__, text])
+
+
+def _defining_modules(module: str, name: str, value: object) -> list[types.ModuleType]:
+    """The user modules that hold ``value`` as ``name``: the referencing one first, then
+    those it may have been imported from (``from config import PAT``)."""
+    found: list[types.ModuleType] = []
+    first = sys.modules.get(module)
+    if isinstance(first, types.ModuleType):
+        found.append(first)
+    for candidate in list(sys.modules.values()):
+        if (
+            isinstance(candidate, types.ModuleType)
+            and candidate is not first
+            and vars(candidate).get(name) is value
+            and _origin_of_module(candidate) == _USER
+        ):
+            found.append(candidate)
+    return found
+
+
+def _owner_class(func: types.FunctionType) -> type | None:
+    """The class a method is defined in, found by its qualified name (not for local ones)."""
+    qualname = func.__qualname__
+    if "." not in qualname or "<locals>" in qualname:
+        return None
+    target: object = sys.modules.get(str(func.__module__ or ""))
+    for part in qualname.split(".")[:-1]:
+        namespace = getattr(target, "__dict__", None)
+        if namespace is None or part not in namespace:  # no getattr: no lazy imports run
+            return None
+        target = namespace[part]
+    return target if isinstance(target, type) else None
+
+
+def _imported_modules(code: types.CodeType) -> list[str]:
+    """Top-level names of the modules ``code`` imports inside itself (IMPORT_NAME)."""
+    import dis
+
+    found: list[str] = []
+    for instruction in dis.get_instructions(code):
+        if instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
+            found.append(instruction.argval.partition(".")[0])
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            found += _imported_modules(constant)
+    return found
 
 
 def _mutated_globals(func: types.FunctionType) -> frozenset[str]:
