@@ -133,12 +133,7 @@ def map_sync(
     name: str,
 ) -> list[Any]:
     """The sync ``f.map``: see the module docstring."""
-    calls = _calls(iterables)
-    keys = [target.key(*args) for args in calls]
-    hits = _read_hits(target, keys)
-    target.hits += sum(1 for key in keys if key in hits)
-    missing = _misses(keys, calls, hits)
-    meter = Progress(name, len(hits) + len(missing), len(hits), progress)
+    keys, hits, missing, meter = _plan(target, iterables, progress, name)
     try:
         if workers is None or workers <= 1 or len(missing) <= 1:
             for key, args in missing.items():
@@ -149,6 +144,18 @@ def map_sync(
     finally:
         meter.finish()
     return _in_order(keys, hits)
+
+
+def _plan(
+    target: MapTarget, iterables: Sequence[Iterable[Any]], progress: bool | None, name: str
+) -> tuple[list[str], dict[str, object], dict[str, tuple[Any, ...]], Progress]:
+    """Keys in input order, the hits read in batches, the distinct misses, and the meter."""
+    calls = _calls(iterables)
+    keys = [target.key(*args) for args in calls]
+    hits = _read_hits(target, keys)
+    target.hits += sum(1 for key in keys if key in hits)
+    missing = _misses(keys, calls, hits)
+    return keys, hits, missing, Progress(name, len(hits) + len(missing), len(hits), progress)
 
 
 def _misses(
@@ -241,12 +248,7 @@ async def map_async(
     """The async ``f.map``: misses run concurrently, at most ``workers`` at a time."""
     import asyncio
 
-    calls = _calls(iterables)
-    keys = [target.key(*args) for args in calls]
-    hits = _read_hits(target, keys)
-    target.hits += sum(1 for key in keys if key in hits)
-    missing = _misses(keys, calls, hits)
-    meter = Progress(name, len(hits) + len(missing), len(hits), progress)
+    keys, hits, missing, meter = _plan(target, iterables, progress, name)
     limit = asyncio.Semaphore(workers or ASYNC_WORKERS)
 
     async def one(key: str, args: tuple[Any, ...]) -> None:
