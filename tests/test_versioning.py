@@ -236,3 +236,24 @@ def test_a_disabled_function_derives_no_version(tmp_path: Path) -> None:
     code = "import deep, sys; print(deep.f(1)); print('persistmemo.versioning' in sys.modules)"
     env = {"PERSISTMEMO_DIR": str(tmp_path / "s"), "PERSISTMEMO_DISABLE": "1"}
     assert run_python(code, cwd=tmp_path, env=env).stdout.split() == ["2501", "False"]
+
+
+def test_a_miss_after_the_code_changed_is_explained_at_debug_level(tmp_path: Path) -> None:
+    (tmp_path / "job.py").write_text(
+        "from persistmemo import memo\n\n@memo\ndef f(x):\n    return x * 2\n"
+    )
+    code = """
+        import logging, sys
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(message)s")
+        import job
+        print("result", job.f(3))
+    """
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store")}
+    first = run_python(code, cwd=tmp_path, env=env).stdout
+    assert "a miss under version" not in first  # nothing stored before: nothing to explain
+    (tmp_path / "job.py").write_text(
+        "from persistmemo import memo\n\n@memo\ndef f(x):\n    return x * 3\n"
+    )
+    second = run_python(code, cwd=tmp_path, env=env).stdout
+    assert "result 9" in second
+    assert "job.f: a miss under version" in second

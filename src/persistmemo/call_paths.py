@@ -59,6 +59,9 @@ class CallPaths(Generic[P, R]):
         """The store key of a call (memoized.py)."""
         raise NotImplementedError
 
+    def explain_first_miss(self) -> None:
+        """Say at debug level why a first call missed, if the version changed (memoized.py)."""
+
     def _sync_wrapper(self) -> Callable[P, R]:
         func, store = self.func, self.store
 
@@ -202,6 +205,8 @@ class CallPaths(Generic[P, R]):
 
     def _miss(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         func, store = self.func, self.store
+        if not self.misses and not self.hits:
+            self.explain_first_miss()
 
         def compute() -> R:
             self.misses += 1

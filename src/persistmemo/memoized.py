@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import functools
 import os
+import sys
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
@@ -104,6 +105,39 @@ class MemoizedFunction(CallPaths[P, R]):
         return self.keys
 
     # --- keys ----------------------------------------------------------------------------
+
+    def explain_first_miss(self) -> None:
+        """"Why did it recompute?": when this process's first call misses and the store
+        holds entries of other versions of the function, say so on the ``persistmemo``
+        logger at debug level, with what went into the version now. Costs nothing unless
+        that logger is enabled for debug."""
+        logging = sys.modules.get("logging")
+        if logging is None or self.options.version is not None or self.keys is None:
+            return
+        logger = logging.getLogger("persistmemo")
+        if not logger.isEnabledFor(logging.DEBUG):
+            return
+        current = self.keys.prefix.rsplit(":", 2)[1]
+        try:
+            others = sorted({e.version for e in self.store.entries(self.identity)} - {current})
+        except Exception:  # looking is best effort: the call goes on
+            return
+        if not others:
+            return
+        described = self.version_info()
+        parts = {
+            "helpers": [f"{h['module']}.{h['qualname']}" for h in described.get("helpers", [])],
+            "constants": [f"{c['module']}.{c['name']}" for c in described.get("constants", [])],
+            "packages": described.get("packages", {}),
+        }
+        logger.debug(
+            "%s: a miss under version %s while the store holds versions %s: the code (or a "
+            "helper, constant or package it depends on) changed. Now in the version: %s",
+            self.identity,
+            current,
+            ", ".join(others),
+            parts,
+        )
 
     def _derived_version(self) -> str:
         """The version from the code; if it cannot be derived, the function runs uncached.
