@@ -617,3 +617,18 @@ def test_a_secret_file_that_is_not_a_regular_file_is_refused_without_waiting(
     huge = _cli_within(15, "check", "--secret-file", str(tmp_path / "huge.key"), env=env)
     assert huge.returncode == 2
     assert "more than a key file" in huge.stderr
+
+
+def test_show_with_module_says_what_goes_into_the_current_version(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = app
+    result = cli("show", "app.load", "--module", "app", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    version = next(line for line in lines if line.startswith("current version")).split()[2]
+    assert any(line.split()[1] == version for line in lines[2:] if len(line.split()) > 1)
+    assert "code       app.load (source)" in result.stdout
+    unknown = cli("show", "app.load", "--module", "json", env=env)
+    assert unknown.returncode == 1
+    assert "no memoized function" in unknown.stderr

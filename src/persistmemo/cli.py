@@ -347,7 +347,33 @@ def _cmd_show(args: argparse.Namespace) -> int:
     print(f"{printable(args.function)}: {len(entries)} entries, newest first")
     headers = ["DIGEST", "VERSION", "SIZE", "STORED", "COMPUTE", "EXPIRES"]
     print(_table(headers, rows, 16))
+    if args.module:
+        print(_version_description(args.function, args.module))
     return 0
+
+
+def _version_description(function: str, module: str) -> str:
+    """What goes into the current version of ``function``, found among the memoized
+    functions of ``module`` (the name never decides what is imported or called)."""
+    memoized = memoized_functions(importlib.import_module(module)).get(function)
+    if memoized is None:
+        raise CommandError(f"--module {module}: no memoized function {printable(function)!r} there")
+    info = memoized.version_info()
+    lines = [f"current version {info['version']}" + (" (pinned)" if info.get("pinned") else "")]
+    own = info.get("function") or {}
+    if own:
+        lines.append(f"  code       {own.get('module')}.{own.get('qualname')} ({own.get('basis')})")
+    for layer in info.get("layers", []):
+        lines.append(f"  layer      {layer['module']}.{layer['qualname']} ({layer['basis']})")
+    for helper in info.get("helpers", []):
+        lines.append(f"  helper     {helper['module']}.{helper['qualname']} ({helper['digest']})")
+    for captured in info.get("captured", []):
+        lines.append(f"  captured   {captured}")
+    for constant in info.get("constants", []):
+        lines.append(f"  constant   {constant['module']}.{constant['name']} = {constant['repr']}")
+    for name, version in sorted((info.get("packages") or {}).items()):
+        lines.append(f"  package    {name} {version}")
+    return "\n".join(printable(line) for line in lines)
 
 
 def _expiry(entry: EntryInfo, now: float) -> str:
@@ -664,6 +690,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = command("show", _cmd_show, "one function's entries, newest first")
     show.add_argument("function", help="function identity, e.g. mypkg.data.load")
     show.add_argument("--json", action="store_true", help="JSON for scripts")
+    show.add_argument(
+        "--module",
+        metavar="PKG.MOD",
+        help="also import this module (its top-level code runs) and say what goes into the "
+        "function's current version: its code, the helpers, constants, captured functions "
+        "and packages followed",
+    )
     stats = command("stats", _cmd_stats, "store-wide figures")
     stats.add_argument("--json", action="store_true", help="JSON for scripts")
     clear = command(
