@@ -165,3 +165,11 @@ def test_store_memo_memoizes_through_the_store(any_store: Any) -> None:
     assert quadruple.map([1, 2, 3]) == [4, 8, 12]
     assert quadruple.map([1, 2, 3]) == [4, 8, 12]
     assert quadruple.cache_info().hits == 3
+
+
+def test_len_counts_results_only(any_store: Any) -> None:
+    for x in range(3):
+        put(any_store, key_of("app.n", x), x)
+    any_store.record_hits("app.n", 5)
+    assert any_store.try_lease(key_of("app.n", 9), "holder")
+    assert len(any_store) == 3

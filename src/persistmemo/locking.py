@@ -13,7 +13,7 @@ again) computes instead of waiting for itself; claims are tracked per thread and
 task through a context variable.
 
 When the computation fails, its callers share the failure as they would have shared the
-result: the holder records it in the store (``<key>!failed``, kept for one lease duration)
+result: the holder records it in the store (``pm-failed:<key>``, kept for one lease duration)
 before releasing its claim, and each caller that was waiting raises it, so N callers of a
 failing function finish in one failure time, not N. A waiter in the holder's process raises
 the holder's exception object; one in another process raises the same exception rebuilt from
@@ -50,8 +50,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-FAILURE_SUFFIX = "!failed"
-"""Appended to a key for the record of its last failed computation."""
+FAILURE_PREFIX = "pm-failed:"
+"""Put before a key for the record of its last failed computation: bookkeeping, like leases,
+kept out of the entries that ``len``, ``ls`` and ``entries()`` count."""
 
 IDLE_INTERVAL = 60.0
 FIRST_POLL = 0.002
@@ -158,7 +159,7 @@ def _record_failure(store: Store, key: str, error: BaseException) -> None:
             "pickled": pickled if store.pickle_allowed else None,
         }
         store.write(
-            key + FAILURE_SUFFIX,
+            FAILURE_PREFIX + key,
             encode_value(record, allow_pickle=False),
             ttl=max(store.lease, 1.0),
             tag=identity_of(key),
@@ -173,7 +174,7 @@ def _raise_if_failed(store: Store, key: str, waiting_since: float) -> None:
     local = _failures.get((id(store), key))
     if local is not None and local[0] >= waiting_since:
         raise local[1]
-    data = store.read(key + FAILURE_SUFFIX)
+    data = store.read(FAILURE_PREFIX + key)
     if data is MISSING:
         return
     try:

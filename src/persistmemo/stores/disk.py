@@ -279,8 +279,16 @@ class Store(StoreLifetime):
         return self._with_cache("delete failed", lambda cache: int(cache.expire()), 0)
 
     def __len__(self) -> int:
-        """Number of entries (expired ones not yet removed and live leases included)."""
-        return self._with_cache("read failed", len, 0)
+        """Number of stored results (expired ones not yet removed included; leases, hit
+        counts and failure records are not results)."""
+        reader = self._ready_reader()
+        if reader is None:
+            return 0
+        try:
+            return reader.count_results()
+        except Exception as error:  # a fault is a warning and nothing counted
+            self._io_fault("read failed", error)
+            return 0
 
     def open(self) -> bool:
         """Open the store now (it otherwise opens on first use); True when it is usable."""

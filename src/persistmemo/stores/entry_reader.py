@@ -260,6 +260,17 @@ class EntryReader:
                 found[key] = (CorruptEntry(f"entry {key} has diskcache mode {mode}"), expires_at)
         return found
 
+    def count_results(self) -> int:
+        """Stored results (``pm1:`` keys, expired ones not yet removed included): leases, hit
+        counts and failure records are bookkeeping, not results."""
+        return int(
+            self._held()
+            .cursor.execute(
+                "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND key >= 'pm1:' AND key < 'pm1;'"
+            )
+            .fetchall()[0][0]
+        )
+
     def probe(self) -> None:
         """Read the table once: raises sqlite3.Error when the database cannot be read."""
         self._held().cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()

@@ -94,6 +94,11 @@ class TieredStore:
                     found[key] = remote[0]  # type: ignore[index]
         return found
 
+    def __len__(self) -> int:
+        """Stored results: the larger tier's count (the remote is the shared, complete one;
+        the local tier holds what this machine read or wrote)."""
+        return max(len(self.local), len(self.remote))
+
     def write(
         self,
         key: str,
