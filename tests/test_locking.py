@@ -119,6 +119,23 @@ def test_a_killed_holder_is_taken_over_after_its_lease(cluster: Cluster) -> None
     assert seconds < 1.0 + 3  # the lease (1 s) plus the computation, with room for a busy box
 
 
+def test_a_killed_holder_on_this_host_is_taken_over_without_waiting_out_its_lease(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path, lease=30.0)  # a crashed run, resumed: no 30 s wait
+    try:
+        holder = cluster.start("slow", 7, seconds=60)
+        cluster.wait_for("start")
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        value, seconds = cluster.result(cluster.start("slow", 7, seconds=0.1))
+        assert value == 70
+        assert len(cluster.events("start")) == 2
+        assert seconds < 5
+    finally:
+        cluster.stop()
+
+
 def test_a_paused_holder_is_taken_over_after_its_lease(cluster: Cluster) -> None:
     holder = cluster.start("slow", 3, seconds=60)
     cluster.wait_for("start")

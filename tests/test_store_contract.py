@@ -173,3 +173,12 @@ def test_len_counts_results_only(any_store: Any) -> None:
     any_store.record_hits("app.n", 5)
     assert any_store.try_lease(key_of("app.n", 9), "holder")
     assert len(any_store) == 3
+
+
+def test_the_lease_holder_is_known_while_the_lease_lives(any_store: Any) -> None:
+    key = key_of("app.l", 1)
+    assert any_store.lease_holder(key) is None
+    assert any_store.try_lease(key, "host|123|abc")
+    assert any_store.lease_holder(key) == "host|123|abc"
+    any_store.release_lease(key, "host|123|abc")
+    assert any_store.lease_holder(key) is None

@@ -8,6 +8,10 @@ keeps its claim; a holder that dies (SIGKILL) or is paused (SIGSTOP) stops renew
 others take over once the lease runs out. Releasing compares the token first, so a holder
 resumed after its lease expired cannot delete the new holder's lease.
 
+A waiter whose holder runs on the same host and no longer exists (a run killed with
+SIGKILL, being resumed) releases the dead holder's lease after half a second instead of
+waiting for it to run out; a holder on another host is waited for.
+
 A caller already holding a key (a function that, through recursion, asks for its own key
 again) computes instead of waiting for itself; claims are tracked per thread and per asyncio
 task through a context variable.
@@ -91,12 +95,16 @@ def compute_once(
     token = _new_token()
     delays = _poll_delays()
     waiting_since = time.time()
+    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
     while not store.try_lease(key, token):
         time.sleep(next(delays))
         found = read()
         if found is not MISSING:
             return found, False
         _raise_if_failed(store, key, waiting_since)
+        if time.monotonic() >= next_holder_check:
+            _take_over_if_holder_died(store, key)
+            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
     with _holding(store, key, token):
         found = read()  # stored while we were claiming
         if found is not MISSING:
@@ -119,12 +127,16 @@ async def compute_once_async(
     token = _new_token()
     delays = _poll_delays()
     waiting_since = time.time()
+    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
     while not store.try_lease(key, token):
         await asyncio.sleep(next(delays))
         found = read()
         if found is not MISSING:
             return found, False
         _raise_if_failed(store, key, waiting_since)
+        if time.monotonic() >= next_holder_check:
+            _take_over_if_holder_died(store, key)
+            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
     with _holding(store, key, token):
         found = read()
         if found is not MISSING:
@@ -199,7 +211,44 @@ def _raise_if_failed(store: Store, key: str, waiting_since: float) -> None:
 
 
 def _new_token() -> str:
-    return f"{os.getpid()}-{os.urandom(8).hex()}"
+    # Host and pid first: a waiter on the same host can tell its holder died (see below).
+    return f"{_HOST}|{os.getpid()}|{os.urandom(8).hex()}"
+
+
+_HOST = os.uname().nodename if hasattr(os, "uname") else ""
+HOLDER_CHECK_AFTER = 0.5
+"""Seconds a caller waits before it asks whether the lease's holder is still alive."""
+
+
+def _holder_is_gone(token: str) -> bool:
+    """Whether ``token`` was issued by a process of this host that no longer exists.
+
+    Only on POSIX (``kill(pid, 0)`` probes; on Windows ``os.kill`` would terminate), and
+    only for another process of the same host: a holder elsewhere is waited for until its
+    lease runs out, as before.
+    """
+    host, _, rest = token.partition("|")
+    pid_text = rest.partition("|")[0]
+    if os.name != "posix" or host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 1:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
+
+
+def _take_over_if_holder_died(store: Store, key: str) -> None:
+    """Release the lease of a holder that was killed (a crashed run being resumed), so the
+    next claim succeeds now rather than when the lease runs out."""
+    holder = store.lease_holder(key)
+    if holder and _holder_is_gone(holder):
+        store.release_lease(key, holder)
 
 
 @contextmanager

@@ -107,7 +107,7 @@ class MemoizedFunction(CallPaths[P, R]):
     # --- keys ----------------------------------------------------------------------------
 
     def explain_first_miss(self) -> None:
-        """"Why did it recompute?": when this process's first call misses and the store
+        """ "Why did it recompute?": when this process's first call misses and the store
         holds entries of other versions of the function, say so on the ``persistmemo``
         logger at debug level, with what went into the version now. Costs nothing unless
         that logger is enabled for debug."""

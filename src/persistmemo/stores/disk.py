@@ -388,6 +388,16 @@ class Store(StoreLifetime):
         except Exception:
             return False
 
+    def lease_holder(self, key: str) -> str | None:
+        """The token of the live lease on ``key``, or None (read-only SQL: never a file)."""
+        reader = self._ready_reader()
+        if reader is None:
+            return None
+        try:
+            return reader.lease_token(LEASE_PREFIX + key, time.time())
+        except Exception:
+            return None
+
     def release_lease(self, key: str, token: str) -> None:
         """Drop our claim on ``key``, unless it expired and someone else holds it now."""
         self._with_cache(

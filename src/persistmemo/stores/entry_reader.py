@@ -260,6 +260,19 @@ class EntryReader:
                 found[key] = (CorruptEntry(f"entry {key} has diskcache mode {mode}"), expires_at)
         return found
 
+    def lease_token(self, name: str, now: float) -> str | None:
+        """The token stored as the live lease row ``name`` (raw text rows only), or None."""
+        rows = (
+            self._held()
+            .cursor.execute(
+                "SELECT value FROM Cache WHERE key = ? AND raw = 1 AND mode = ?"
+                " AND (expire_time IS NULL OR expire_time > ?)",
+                (name, MODE_RAW, now),
+            )
+            .fetchall()
+        )
+        return rows[0][0] if rows and isinstance(rows[0][0], str) else None
+
     def count_results(self) -> int:
         """Stored results (``pm1:`` keys, expired ones not yet removed included): leases, hit
         counts and failure records are bookkeeping, not results."""

@@ -518,6 +518,16 @@ class RedisStore:
             )
         )
 
+    def lease_holder(self, key: str) -> str | None:
+        """The token of the live lease on ``key``, or None."""
+        found = self._call("lease", lambda: self._client.get(self._lease_name(key)), None)
+        if not isinstance(found, bytes) or found == _RELEASED.encode():
+            return None
+        try:
+            return found.decode()
+        except UnicodeDecodeError:
+            return None
+
     def release_lease(self, key: str, token: str) -> None:
         """Drop our claim, only if it is still ours."""
         arguments = [token, _RELEASED, _RELEASED_MS]

@@ -149,6 +149,11 @@ class TieredStore:
             return self.local.renew_lease(key, token)
         return self.remote.renew_lease(key, token)
 
+    def lease_holder(self, key: str) -> str | None:
+        """The holder in the tier that holds leases now (the local one while the remote is
+        away)."""
+        return self.remote.lease_holder(key) or self.local.lease_holder(key)
+
     def release_lease(self, key: str, token: str) -> None:
         if token in self._local_leases:
             self._local_leases.discard(token)
