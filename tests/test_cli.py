@@ -632,3 +632,15 @@ def test_show_with_module_says_what_goes_into_the_current_version(
     unknown = cli("show", "app.load", "--module", "json", env=env)
     assert unknown.returncode == 1
     assert "no memoized function" in unknown.stderr
+
+
+def test_prune_current_keeps_everything_when_the_function_is_disabled(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = app
+    before = cli("show", "app.load", "--json", env=env)
+    disabled = {**env, "PERSISTMEMO_DISABLE": "1"}
+    result = cli("prune", "--keep-versions", "current", "--module", "app", env=disabled)
+    assert result.returncode == 0, result.stderr
+    after = cli("show", "app.load", "--json", env=env)
+    assert after.stdout == before.stdout  # the real current version was kept, not a placeholder

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import REPO, run_python
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo.codec import FORMAT_MSGPACK
+from persistmemo.codec import FORMAT_MSGPACK, encode_value
 
 needs_root = pytest.mark.skipif(
     not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")),
@@ -1024,3 +1024,46 @@ def test_check_fix_removes_a_planted_row_but_not_the_file_it_names(tmp_path: Pat
     assert report.removed == 1
     assert victim.read_text() == "keep me"
     assert "not a path inside the store" in report.problems[0]
+
+
+def test_a_store_made_with_float_limits_or_custom_pragmas_is_written_by_every_opener(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "store"
+    for settings in ({"size_limit": 1e9}, {"sqlite_mmap_size": 2**28}, {}):
+        store = Store(directory, **settings)
+        assert store.write(
+            f"pm1:app.f:1:{len(settings)}", encode_value(1), ttl=None, tag="app.f"
+        ), f"a store opened with {settings} was not written"
+        store.close()
+    with pytest.raises(ValueError, match="whole number"):
+        Store(directory, size_limit=1.5)
+
+
+def test_check_never_unpickles_what_it_checks(tmp_path: Path) -> None:
+    (tmp_path / "sidefx.py").write_text(
+        "import os\n\n"
+        "class Marker:\n"
+        "    def __setstate__(self, state):\n"
+        "        open(os.environ['MARK'], 'w').write('unpickled')\n\n"
+        "    def __reduce__(self):\n"
+        "        return (Marker, (), {'x': 1})\n"
+    )
+    mark = tmp_path / "MARK"
+    env = {"PERSISTMEMO_DIR": str(tmp_path / "store"), "MARK": str(mark)}
+    run_python(
+        "import sidefx\nfrom persistmemo import memo\n\n"
+        "@memo\ndef make(x):\n    return sidefx.Marker()\n\nmake(1)\n",
+        cwd=tmp_path,
+        env=env,
+    )
+    mark.unlink(missing_ok=True)  # the computation itself made one: only check counts
+    checked = subprocess.run(
+        [sys.executable, "-m", "persistmemo", "check"],
+        env={**os.environ, **env, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert not mark.exists()

@@ -182,6 +182,10 @@ class Progress:
 
 def _open_store(args: argparse.Namespace) -> Any:
     secret = _secret(args)
+    if not args.store and os.environ.get("PERSISTMEMO_URL"):
+        # The library's default store is then Redis (with $PERSISTMEMO_DIR, a local tier in
+        # front of it): the command looks at the shared one.
+        args.store = os.environ["PERSISTMEMO_URL"]
     if args.store and "://" in args.store:
         try:
             from persistmemo.stores.redis import RedisStore

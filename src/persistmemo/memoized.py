@@ -35,6 +35,9 @@ R = TypeVar("R")
 
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
+# Versions in the keys of a function that touches no store: never a version of its code.
+_PLACEHOLDER_VERSIONS = frozenset(("disabled", "underived"))
+
 
 class CacheInfo(NamedTuple):
     """Hits and misses of one memoized function in this process."""
@@ -250,9 +253,29 @@ class MemoizedFunction(CallPaths[P, R]):
         return self.store.delete_tagged(self.identity)
 
     def version(self) -> str:
-        """The version in this function's keys (pinned, or derived from its code)."""
+        """The version in this function's keys (pinned, or derived from its code).
+
+        Derived even when ``PERSISTMEMO_DISABLE`` keeps the function from the store (tools
+        such as ``prune --keep-versions current`` ask for it); raises RuntimeError when it
+        cannot be derived, rather than answer a placeholder.
+        """
         keys = self.keys or self.prepare()
-        return keys.prefix.rsplit(":", 2)[1]
+        version = keys.prefix.rsplit(":", 2)[1]
+        if self.options.version is None and version in _PLACEHOLDER_VERSIONS:
+            from persistmemo.versioning import code_version
+
+            try:
+                return code_version(
+                    self.code,
+                    include_globals=self.options.include_globals,
+                    packages=self.options.packages,
+                    stamp=self.stamp,
+                )
+            except Exception as error:
+                raise RuntimeError(
+                    f"the version of {self.func_name}() cannot be derived: {error}"
+                ) from error
+        return version
 
     def map(
         self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None

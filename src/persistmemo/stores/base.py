@@ -8,11 +8,12 @@ stores (see docs/architecture.md). What a store promises is fixed by the contrac
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
-from persistmemo.codec import CorruptEntry
+from persistmemo.codec import CorruptEntry, UndecodableValue, decode_value, is_pickled
 from persistmemo.integrity import FRAME_VERSION, HEADER_SIZE, Sealer
 from persistmemo.keys import KEY_FORMAT, identity_of
 
@@ -172,6 +173,17 @@ def frame_is_well_formed(stored: object) -> bool:
         and len(stored) > HEADER_SIZE
         and stored[:1] == FRAME_VERSION
     )
+
+
+def check_decodes(encoded: bytes | memoryview) -> None:
+    """Decode a verified value as ``check`` does: msgpack values fully; pickles never (their
+    tag verified, and unpickling would run code: a secret given to check may be another
+    user's), and no module is imported for them: a value whose class is not loaded in this
+    process cannot be rebuilt here, which is not a defect. Raises CorruptEntry when a msgpack
+    value is malformed."""
+    if not is_pickled(encoded):
+        with contextlib.suppress(UndecodableValue):
+            decode_value(encoded, allow_pickle=False)
 
 
 def unseal_or_report(

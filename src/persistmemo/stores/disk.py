@@ -104,6 +104,12 @@ class Store(StoreLifetime):
                     f"Store() got unknown settings {sorted(unknown)}; diskcache settings are "
                     f"{sorted(DEFAULT_SETTINGS)}"
                 )
+        for name in ("size_limit", "cull_limit", "disk_min_file_size"):
+            value = settings.get(name)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(f"Store({name}=...) takes a whole number; got {value!r}")
+                settings[name] = int(value)  # stored as SQLite REAL, it would look tampered
         if not (timeout > 0 and lease > 0):
             raise ValueError("Store(timeout=..., lease=...) must be positive seconds")
         # Resolved once: a relative path means the working directory of now, not of a

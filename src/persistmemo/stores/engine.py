@@ -177,11 +177,28 @@ def settings_problem(directory: Path, settings: dict[str, Any], timeout: float) 
     return None
 
 
+def _is_int_between(low: int, high: int) -> Any:
+    return lambda value: type(value) is int and low <= value <= high
+
+
+# Values of diskcache's own pragmas that a store may have chosen (Store(sqlite_mmap_size=...)):
+# another opener's valid choice is not tampering. Anything else (another pragma, text that
+# is not a journal mode) is, since diskcache runs these rows as PRAGMA statements.
+_SAFE_PRAGMA_VALUES: dict[str, Any] = {
+    "sqlite_auto_vacuum": _is_int_between(0, 2),
+    "sqlite_cache_size": _is_int_between(-(2**31), 2**31),
+    "sqlite_journal_mode": lambda value: value in ("wal", "delete", "truncate", "persist"),
+    "sqlite_mmap_size": _is_int_between(0, 2**40),
+    "sqlite_synchronous": _is_int_between(0, 3),
+}
+
+
 def _setting_problem(key: object, value: object, pragmas: dict[str, Any]) -> str | None:
     if not isinstance(key, str):
         return f"an unknown setting {key!r}"
     if key in pragmas:
-        if value != pragmas[key] and value != DEFAULT_SETTINGS[key]:
+        safe = _SAFE_PRAGMA_VALUES.get(key)
+        if value != pragmas[key] and value != DEFAULT_SETTINGS[key] and not (safe and safe(value)):
             return f"pragma {key[7:]} = {value!r}"
     elif key in METADATA:
         if type(value) is not int:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
-from persistmemo.codec import CorruptEntry, decode_value
+from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.stores.base import (
@@ -31,6 +31,7 @@ from persistmemo.stores.base import (
     EntryInfo,
     Progress,
     StoreUnreadable,
+    check_decodes,
     frame_is_well_formed,
     looks_sealed_with_another_secret,
     split_key,
@@ -222,7 +223,7 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
                 continue
             verified += 1
             try:
-                decode_value(encoded, allow_pickle=store.pickle_allowed)
+                check_decodes(encoded)
             except CorruptEntry as error:
                 report.undecodable.append(key)
                 report.problems.append(f"{key}: does not decode (codec): {error}")

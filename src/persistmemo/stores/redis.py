@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistmemo.codec import CorruptEntry, decode_value
+from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
@@ -60,6 +60,7 @@ from persistmemo.stores.base import (
     CheckReport,
     EntryInfo,
     Missing,
+    check_decodes,
     frame_is_well_formed,
     looks_sealed_with_another_secret,
     split_key,
@@ -656,7 +657,7 @@ class RedisStore:
                     continue
                 verified += 1
                 try:
-                    decode_value(encoded, allow_pickle=self.pickle_allowed)
+                    check_decodes(encoded)
                 except CorruptEntry as error:
                     report.undecodable.append(key)
                     report.problems.append(f"{key}: does not decode (codec): {error}")
