@@ -257,3 +257,51 @@ def test_a_miss_after_the_code_changed_is_explained_at_debug_level(tmp_path: Pat
     second = run_python(code, cwd=tmp_path, env=env).stdout
     assert "result 9" in second
     assert "job.f: a miss under version" in second
+
+
+def test_notebook_cells_re_run_after_the_first_call_are_followed(tmp_path: Path) -> None:
+    # As ipykernel runs cells: each run compiled under its own name, kept in linecache.
+    code = """
+        import hashlib, linecache
+        namespace = {"__name__": "__main__"}
+        count = 0
+
+        def run_cell(text):
+            global count
+            count += 1
+            name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
+            linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+            exec(compile(text, name, "exec"), namespace)
+
+        run_cell("from persistmemo import memo\\nSCALE = 2\\n")
+        run_cell("def helper(x):\\n    return x * SCALE\\n")
+        run_cell("@memo\\ndef g(x):\\n    return helper(x)\\n")
+        run_cell("print(g(10))")
+        run_cell("def helper(x):\\n    return x * SCALE + 1000\\n")
+        run_cell("print(g(10))")
+        run_cell("SCALE = 7\\n")
+        run_cell("print(g(10))")
+        run_cell("print(g(10), g.cache_info().hits)")
+    """
+    out = run_python(code, env={"PERSISTMEMO_DIR": str(tmp_path / "store")}).stdout.split()
+    assert out == ["20", "1020", "1070", "1070", "1"]
+
+
+def test_a_cell_run_again_under_the_same_name_is_read_anew(tmp_path: Path) -> None:
+    # Runners that reuse one name per cell: linecache holds the new text under the old name.
+    code = """
+        import linecache
+        namespace = {"__name__": "__main__"}
+
+        def run_cell(name, text):
+            linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+            exec(compile(text, name, "exec"), namespace)
+
+        run_cell("<cell-1>", "from persistmemo import memo\\n")
+        run_cell("<cell-2>", "@memo\\ndef f(x):\\n    return x * 2\\n")
+        run_cell("<cell-3>", "print(f(10))")
+        run_cell("<cell-2>", "@memo\\ndef f(x):\\n    return x * 3\\n")
+        run_cell("<cell-3>", "print(f(10))")
+    """
+    out = run_python(code, env={"PERSISTMEMO_DIR": str(tmp_path / "store")}).stdout.split()
+    assert out == ["20", "30"]

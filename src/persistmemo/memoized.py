@@ -35,6 +35,63 @@ R = TypeVar("R")
 
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
+_ABSENT = object()
+_WATCHED_AT_MOST = 256
+
+
+def _defined_interactively(func: Callable[..., Any]) -> bool:
+    """A function of a notebook or REPL: in ``__main__``, from code with no file on disk (a
+    cell ipykernel keeps in linecache, ``<stdin>``, ``exec``)."""
+    code = getattr(func, "__code__", None)
+    if code is None or getattr(func, "__module__", None) != "__main__":
+        return False
+    return code.co_filename.startswith("<") or not os.path.exists(code.co_filename)
+
+
+def _watched_globals(func: Callable[..., Any]) -> tuple[tuple[str, object], ...]:
+    """The globals of ``func``'s namespace that it, and the functions of that namespace it
+    reaches by name, read: as (name, value) now."""
+    namespace = getattr(func, "__globals__", {})
+    seen_code: set[int] = set()
+    found: dict[str, object] = {}
+    pending = [getattr(func, "__code__", None)]
+    while pending and len(found) < _WATCHED_AT_MOST:
+        code = pending.pop()
+        if code is None or id(code) in seen_code:
+            continue
+        seen_code.add(id(code))
+        pending += [c for c in code.co_consts if hasattr(c, "co_names")]
+        for name in code.co_names:
+            if name in namespace and name not in found:
+                value = namespace[name]
+                found[name] = value
+                if getattr(value, "__globals__", None) is namespace:
+                    pending.append(getattr(value, "__code__", None))
+    return tuple(found.items())
+
+
+def _rechecking(memoized: MemoizedFunction[Any, Any], wrapper: Any) -> Any:
+    """``wrapper``, preceded by a check that the globals the version came from are still the
+    same objects (notebook functions only: one dict lookup per watched name and call)."""
+    if is_async(memoized.func):
+
+        @functools.wraps(wrapper)
+        async def recheck_async(*args: Any, **kwargs: Any) -> Any:
+            if memoized.globals_rebound():
+                memoized.forget_version()
+            return await wrapper(*args, **kwargs)
+
+        return recheck_async
+
+    @functools.wraps(wrapper)
+    def recheck(*args: Any, **kwargs: Any) -> Any:
+        if memoized.globals_rebound():
+            memoized.forget_version()
+        return wrapper(*args, **kwargs)
+
+    return recheck
+
+
 # Versions in the keys of a function that touches no store: never a version of its code.
 _PLACEHOLDER_VERSIONS = frozenset(("disabled", "underived"))
 
@@ -71,6 +128,11 @@ class MemoizedFunction(CallPaths[P, R]):
         _check_name_collision(self)
         self.memory = None if options.memory is None else MemoryTier(options.memory)
         self.wrapper = self._async_wrapper() if is_async(func) else self._sync_wrapper()
+        # In a notebook the version must follow cells re-run after the first call: the
+        # globals it was derived from are watched (see _watch_notebook_globals).
+        self.watched: tuple[tuple[str, object], ...] | None = None
+        if _defined_interactively(self.code):
+            self.wrapper = _rechecking(self, self.wrapper)
         if _is_partial(func):
             self.wrapper.__qualname__ = self.wrapper.__name__ = self.code.__qualname__
             self.wrapper.__module__ = self.code.__module__
@@ -105,7 +167,25 @@ class MemoizedFunction(CallPaths[P, R]):
             version = self._derived_version()
         self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
         self.keys = KeyBuilder(self.identity, version)
+        if _defined_interactively(self.code):
+            self.watched = _watched_globals(self.code)
         return self.keys
+
+    def forget_version(self) -> None:
+        """Derive the version again at the next call (the memory tier starts afresh)."""
+        self.keys = None
+        self.watched = None
+        if self.memory is not None:
+            self.memory.clear()
+
+    def globals_rebound(self) -> bool:
+        """Whether a global the version was derived from was rebound since (a notebook cell
+        re-run): then the version is derived again, and the memory tier forgotten."""
+        watched = self.watched
+        if watched is None:
+            return False
+        namespace = getattr(self.code, "__globals__", {})
+        return any(namespace.get(name, _ABSENT) is not value for name, value in watched)
 
     # --- keys ----------------------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class SourceIndex:
         self._codes: dict[str, list[types.CodeType]] | None = None
         self._verified: dict[int, tuple[types.CodeType, bool]] = {}
         self._tree_digest: bytes | None = None
+        self.lines: list[str] = []  # for source from linecache: the lines it was parsed from
         for statement in tree.body:
             self._index(statement, "", statement)
 
@@ -185,7 +186,13 @@ def source_index(path: str) -> SourceIndex | None:
     stat = file_stat(path)
     with _lock:
         cached = _indexes.get(path)
-        if cached is not None and cached.stat == stat:
+        # No file (a notebook cell in linecache): the same name may hold new text, as
+        # runners that reuse a cell's name do: then compared by the lines themselves.
+        if (
+            cached is not None
+            and cached.stat == stat
+            and (stat is not None or cached.lines == linecache.getlines(path))
+        ):
             return cached
         source = _read_source(path, stat)
         if source is None:
@@ -197,6 +204,8 @@ def source_index(path: str) -> SourceIndex | None:
             return None
         parse_count += 1
         index = SourceIndex(path, stat, tree)
+        if stat is None:
+            index.lines = linecache.getlines(path)
         _indexes[path] = index
         return index
 
