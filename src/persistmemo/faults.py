@@ -8,9 +8,10 @@ logger, so a loop of a million calls against a broken store prints one line, not
 
 from __future__ import annotations
 
+import sys
 import threading
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import logging
@@ -25,15 +26,12 @@ class PersistmemoWarning(UserWarning):
 class FaultReporter:
     """Reports each kind of fault of one store once per process."""
 
-    __slots__ = ("_lock", "_logger", "_reported", "_where")
+    __slots__ = ("_lock", "_reported", "_where")
 
     def __init__(self, where: str) -> None:
         self._where = where
         self._reported: set[str] = set()
         self._lock = threading.Lock()
-        # Imported now, with the store, not at the first fault: a fault may be that the
-        # process is out of file descriptors, when an import fails half-way.
-        self._logger = _logger()
 
     def report(self, kind: str, detail: str) -> None:
         """Warn about a fault of ``kind`` unless one was already reported for this store.
@@ -44,7 +42,7 @@ class FaultReporter:
         with self._lock:
             again = kind in self._reported
             self._reported.add(kind)
-        logger = self._logger
+        logger = _logger()
         message = f"persistmemo store {self._where}: {kind}: {detail}"
         try:
             if again:
@@ -68,8 +66,17 @@ class FaultReporter:
 
 
 def _logger() -> logging.Logger | None:
+    """The ``persistmemo`` logger, imported at the first fault (``logging`` costs ~15 ms,
+    which every cold start would pay). An import that fails (a fault may be that the process
+    is out of file descriptors) leaves the warning alone: reporting never raises."""
+    module: Any = sys.modules.get("logging")
+    if module is None:
+        try:
+            import logging as module
+        except Exception:  # out of descriptors, half an import: the warning still goes
+            return None
     try:
-        import logging  # with the first store, not with the package: import stays light
-    except Exception:  # pragma: no cover - out of descriptors at the very first store
+        found: logging.Logger = module.getLogger(LOGGER_NAME)
+    except Exception:
         return None
-    return logging.getLogger(LOGGER_NAME)
+    return found
