@@ -96,6 +96,10 @@ class CallBinder:
             values.append(value)
         return tuple(values)
 
+    def kept_names(self) -> tuple[str, ...]:
+        """The parameter names behind the key values, in order."""
+        return tuple(self._parameters[index].name for index in self._kept)
+
     def parameter_of(self, position: int) -> str:
         """The name of the parameter behind the ``position``-th key value."""
         return self._parameters[self._kept[position]].name

@@ -20,6 +20,7 @@ from persistmemo.codec import (
     decode_value,
     encode_value,
 )
+from persistmemo.files import MissingInput
 from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.stores.base import MISSING, Missing
@@ -77,7 +78,10 @@ class CallPaths(Generic[P, R]):
                     keys = self.prepare()
                 if self.disabled:
                     return func(*args, **kwargs)
-                key = keys.key(self.canonical_arguments(args, kwargs))
+                try:
+                    key = keys.key(self.canonical_arguments(args, kwargs))
+                except MissingInput:  # a files= path that does not exist: run, keep nothing
+                    return func(*args, **kwargs)
                 found = store.read_with_expiry(key, False)
                 if found is not MISSING:
                     try:
@@ -111,7 +115,10 @@ class CallPaths(Generic[P, R]):
                 keys = self.prepare()
             if self.disabled:
                 return await func(*args, **kwargs)
-            key = keys.key(self.canonical_arguments(args, kwargs))
+            try:
+                key = keys.key(self.canonical_arguments(args, kwargs))
+            except MissingInput:
+                return await func(*args, **kwargs)
             found = self.lookup(store.read(key))
             if found is not MISSING:
                 self.hits += 1
@@ -170,7 +177,10 @@ class CallPaths(Generic[P, R]):
                 keys = self.prepare()
             if self.disabled:
                 return self.func(*args, **kwargs)
-            key = keys.key(self.canonical_arguments(args, kwargs))
+            try:
+                key = keys.key(self.canonical_arguments(args, kwargs))
+            except MissingInput:
+                return self.func(*args, **kwargs)
             if direct is None:
                 entry = entries.get(key)
                 if entry is not None and (entry[1] is None or entry[1] > now()):

@@ -129,6 +129,7 @@ def memo(
     name: str | None = None,
     include_globals: bool = True,
     packages: Iterable[str] | bool = (),
+    files: Iterable[str] = (),
     lock: bool = True,
     memory: int | None = None,
 ) -> MemoDecorator: ...
@@ -146,6 +147,7 @@ def memo(
     name: str | None = None,
     include_globals: bool = True,
     packages: Iterable[str] | bool = (),
+    files: Iterable[str] = (),
     lock: bool = True,
     memory: int | None = None,
 ) -> Any:
@@ -163,6 +165,9 @@ def memo(
       (default). ``False`` versions the function's own code only.
     - ``packages``: distribution names (or True: every third-party distribution the code
       refers to) whose installed versions are part of the version: an upgrade is a miss.
+    - ``files``: parameter names whose values are paths (or lists of paths): keyed by the
+      path and the content of the file, or of every file under a directory, so editing
+      one is a miss (see persistmemo.files). A path that does not exist runs uncached.
     - ``ignore``: parameter names left out of the key (by position or keyword alike), and
       captured variables of a closure left out of the key.
     - ``key``: a callable taking the function's arguments and returning the value to key on.
@@ -188,6 +193,7 @@ def memo(
         name=name,
         include_globals=include_globals,
         packages=packages,
+        files=files,
         lock=lock,
         memory=memory,
     )

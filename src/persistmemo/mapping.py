@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol
 
+from persistmemo.files import MissingInput
 from persistmemo.stores.base import MISSING
 
 BATCH = 512
@@ -151,11 +152,20 @@ def _plan(
 ) -> tuple[list[str], dict[str, object], dict[str, tuple[Any, ...]], Progress]:
     """Keys in input order, the hits read in batches, the distinct misses, and the meter."""
     calls = _calls(iterables)
-    keys = [target.key(*args) for args in calls]
+    keys = [_key_or_uncached(target, args, index) for index, args in enumerate(calls)]
     hits = _read_hits(target, keys)
     target.hits += sum(1 for key in keys if key in hits)
     missing = _misses(keys, calls, hits)
     return keys, hits, missing, Progress(name, len(hits) + len(missing), len(hits), progress)
+
+
+def _key_or_uncached(target: MapTarget, args: tuple[Any, ...], index: int) -> str:
+    """The call's key; a call that cannot be cached (a files= path that is not there) gets a
+    key of its own that no store holds, so it is computed, uncached, like a single call."""
+    try:
+        return target.key(*args)
+    except MissingInput:
+        return f"<uncached {index}>"
 
 
 def _misses(

@@ -116,6 +116,7 @@ class MemoizedFunction(CallPaths[P, R]):
         free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
         parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
         self.binder = None if options.key else CallBinder(func, parameter_ignores)
+        self.file_positions = self._file_positions(options.files)
         self.hits = 0
         self.misses = 0
         self.disabled = False
@@ -123,7 +124,9 @@ class MemoizedFunction(CallPaths[P, R]):
         self.captured: CapturedInputs | None = None
         # The memory tier may look calls up by their raw arguments only when nothing else
         # goes into the key: no key= function, no captured variables, no partial.
-        self.direct_memory = self.binder is not None and not free and self.code is func
+        self.direct_memory = (
+            self.binder is not None and not free and self.code is func and not options.files
+        )
         self.stamp = definition_stamp(self.code)
         _check_name_collision(self)
         self.memory = None if options.memory is None else MemoryTier(options.memory)
@@ -170,6 +173,19 @@ class MemoizedFunction(CallPaths[P, R]):
         if _defined_interactively(self.code):
             self.watched = _watched_globals(self.code)
         return self.keys
+
+    def _file_positions(self, files: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
+        """(position among the key values, parameter) of each parameter named in files=."""
+        if not files or self.binder is None:
+            return ()
+        kept = self.binder.kept_names()
+        unknown = [name for name in files if name not in kept]
+        if unknown:
+            raise TypeError(
+                f"memo(files=...) names {unknown}, which are not keyed parameters of "
+                f"{self.func_name}(); its parameters are {list(kept)}"
+            )
+        return tuple((kept.index(name), name) for name in files)
 
     def forget_version(self) -> None:
         """Derive the version again at the next call (the memory tier starts afresh)."""
@@ -260,6 +276,13 @@ class MemoizedFunction(CallPaths[P, R]):
             keyed_on = (cast(Callable[..., object], self.options.key)(*args, **kwargs),)
         else:
             keyed_on = binder.bind(args, kwargs)
+            if self.file_positions:
+                from persistmemo.files import file_key
+
+                values = list(keyed_on)
+                for position, parameter in self.file_positions:
+                    values[position] = file_key(values[position], parameter)
+                keyed_on = tuple(values)
         captured = self.captured
         if captured is not None:
             # Read at every call: a nonlocal rebinding or a new factory value is a new key.

@@ -21,6 +21,7 @@ class MemoOptions(NamedTuple):
     name: str | None
     include_globals: bool
     packages: tuple[str, ...] | bool
+    files: tuple[str, ...]
     lock: bool
     memory: int | None
 
@@ -36,6 +37,7 @@ class MemoOptions(NamedTuple):
         name: object,
         include_globals: bool,
         packages: object = (),
+        files: object = (),
         lock: bool,
         memory: int | None,
     ) -> MemoOptions:
@@ -49,6 +51,7 @@ class MemoOptions(NamedTuple):
             name=_check_name(name),
             include_globals=_check_flag("include_globals", include_globals),
             packages=_check_packages(packages),
+            files=_check_files(files, key),
             lock=_check_flag("lock", lock),
             memory=memory,
         )
@@ -104,6 +107,18 @@ def _check_version(version: object) -> str | None:
 def _has_control_characters(text: str) -> bool:
     # Names and versions are printed in tables and logs: a newline would break them.
     return any(ord(character) < 32 or ord(character) == 127 for character in text)
+
+
+def _check_files(files: object, key: object) -> tuple[str, ...]:
+    if isinstance(files, str):
+        raise TypeError(f"memo(files=...) takes a list of parameter names; write files=[{files!r}]")
+    names = tuple(cast(Iterable[Any], files))
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"memo(files=...) takes parameter names (str); got {name!r}")
+    if names and key is not None:
+        raise TypeError("memo() takes key= or files=, not both: key= decides what is keyed")
+    return names
 
 
 def _check_flag(option: str, value: object) -> bool:
