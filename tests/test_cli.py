@@ -644,3 +644,18 @@ def test_prune_current_keeps_everything_when_the_function_is_disabled(
     assert result.returncode == 0, result.stderr
     after = cli("show", "app.load", "--json", env=env)
     assert after.stdout == before.stdout  # the real current version was kept, not a placeholder
+
+
+def test_a_module_that_does_not_import_prunes_nothing_and_says_so(
+    app: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = app
+    before = cli("show", "app.load", "--json", env=env).stdout
+    pruned = cli("prune", "--keep-versions", "current", "--module", "nosuchmodule", env=env)
+    assert pruned.returncode == 1
+    assert "nothing was pruned" in pruned.stderr
+    assert "Traceback" not in pruned.stderr
+    assert cli("show", "app.load", "--json", env=env).stdout == before
+    shown = cli("show", "app.load", "--module", "nosuchmodule", env=env)
+    assert shown.returncode == 1
+    assert "Traceback" not in shown.stderr

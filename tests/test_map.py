@@ -206,3 +206,40 @@ def test_ctrl_c_stops_a_map_in_worker_processes_without_waiting_for_the_rest(
 ) -> None:
     assert interrupt_a_map_in_workers(env, whole_group=whole_group) < 5  # not the 10 s left
     assert len(computed(env, "slow")) < 60
+
+
+def test_workers_exit_when_the_mapping_process_is_killed(env: dict[str, str]) -> None:
+    marker = f"persistmemo-map-test-{os.getpid()}-{time.monotonic_ns()}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import mapped; mapped.slow.map(range(200), workers=2)  # {marker}",
+        ],
+        env={**os.environ, **env, "PYTHONPATH": str(REPO / "tests")},
+    )
+    deadline = time.monotonic() + 30
+    while len(computed(env, "slow")) < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    process.kill()
+    process.wait()
+
+    def still_running() -> list[str]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(entry.name)
+            except OSError:
+                continue
+        return found
+
+    deadline = time.monotonic() + 5
+    while still_running():
+        assert time.monotonic() < deadline, f"workers left running: {still_running()}"
+        time.sleep(0.1)
+    started = time.monotonic()
+    out = run_python("import mapped; print(len(mapped.slow.map(range(20))))", env=env).stdout
+    assert out.strip() == "20"
+    assert time.monotonic() - started < 8  # the killed workers' claims are taken over

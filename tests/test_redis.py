@@ -496,13 +496,13 @@ def test_clearing_a_namespace_spares_the_namespaces_nested_in_it(redis_url: str)
     assert dev.recorded_hits() == {"app.load": 4}
 
 
-@pytest.mark.parametrize("namespace", ["team:pm1", "pm-hits", "a:pm-lease:b"])
+@pytest.mark.parametrize("namespace", ["team:pm1", "pm-hits", "a:pm-lease:b", "t:pm-failed"])
 def test_a_namespace_made_of_the_key_layouts_words_is_refused(
     redis_url: str, namespace: str
 ) -> None:
     with pytest.raises(ValueError, match="namespace=") as refused:
         RedisStore(redis_url, namespace=namespace)
-    assert "'pm1', 'pm-lease' or 'pm-hits'" in str(refused.value)
+    assert "'pm1', 'pm-lease', 'pm-hits' or 'pm-failed'" in str(refused.value)
 
 
 def test_planted_hit_counts_are_left_out_of_ls_not_a_crash(redis_url: str) -> None:

@@ -305,3 +305,27 @@ def test_a_cell_run_again_under_the_same_name_is_read_anew(tmp_path: Path) -> No
     """
     out = run_python(code, env={"PERSISTMEMO_DIR": str(tmp_path / "store")}).stdout.split()
     assert out == ["20", "30"]
+
+
+def test_notebook_controls_and_classes_follow_re_run_cells(tmp_path: Path) -> None:
+    code = """
+        import hashlib, linecache
+        namespace = {"__name__": "__main__"}
+        count = 0
+
+        def run_cell(text):
+            global count
+            count += 1
+            name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
+            linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+            exec(compile(text, name, "exec"), namespace)
+
+        run_cell("from persistmemo import memo\\nSCALE = 2\\n")
+        run_cell("class Tool:\\n    def run(self, x):\\n        return x * SCALE\\n")
+        run_cell("@memo\\ndef f(x):\\n    return Tool().run(x)\\n")
+        run_cell("first = f.version()\\nprint(f.map([10, 11]))")
+        run_cell("SCALE = 3\\n")
+        run_cell("print(f.map([10, 11]), f.version() != first)")
+    """
+    out = run_python(code, env={"PERSISTMEMO_DIR": str(tmp_path / "store")}).stdout.split("\n")
+    assert out[:2] == ["[20, 22]", "[30, 33] True"]

@@ -356,10 +356,24 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_named(module: str) -> Any:
+    """Import a module the user named on the command line, from the working directory too
+    (as ``python -m`` would: the installed ``persistmemo`` script does not put it on the
+    path). Only names given on the command line come here, never names read from a store."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return importlib.import_module(module)
+
+
 def _version_description(function: str, module: str) -> str:
     """What goes into the current version of ``function``, found among the memoized
     functions of ``module`` (the name never decides what is imported or called)."""
-    memoized = memoized_functions(importlib.import_module(module)).get(function)
+    try:
+        memoized = memoized_functions(_import_named(module)).get(function)
+    except Exception as error:
+        raise CommandError(
+            f"--module {module}: importing it failed ({type(error).__name__}: {error})"
+        ) from None
     if memoized is None:
         raise CommandError(f"--module {module}: no memoized function {printable(function)!r} there")
     info = memoized.version_info()
@@ -517,13 +531,12 @@ def _current_versions(store: Any, modules: list[str]) -> dict[str, list[str]]:
     found: dict[str, dict[str, MemoizedFunction[..., Any]]] = {}
     for named in dict.fromkeys(modules):
         try:
-            found[named] = memoized_functions(importlib.import_module(named))
-        except Exception as error:  # the user's module failed to import: keep, and say why
-            print(
-                f"importing {named} failed ({type(error).__name__}: {error}): the versions "
-                f"of its functions are kept",
-                file=sys.stderr,
-            )
+            found[named] = memoized_functions(_import_named(named))
+        except Exception as error:  # the user's module failed to import: prune nothing
+            raise CommandError(
+                f"--module {named}: importing it failed ({type(error).__name__}: {error}); "
+                "nothing was pruned"
+            ) from None
     keep: dict[str, list[str]] = {}
     outside = 0
     for function in store.functions():
@@ -618,7 +631,7 @@ def current_version(function: str, module: str) -> str | None:
 
     Imports ``module`` (the caller vouches for it: its top-level code runs), and nothing
     else: ``function`` is looked for among the memoized functions found there."""
-    memoized = memoized_functions(importlib.import_module(module)).get(function)
+    memoized = memoized_functions(_import_named(module)).get(function)
     return None if memoized is None else memoized.version()
 
 

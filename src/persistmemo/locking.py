@@ -47,16 +47,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
 from persistmemo.keys import identity_of
 from persistmemo.naming import module_name
-from persistmemo.stores.base import MISSING, Lease
+from persistmemo.stores.base import FAILURE_PREFIX, MISSING, Lease
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import StoreBackend as Store
 
 T = TypeVar("T")
 
-FAILURE_PREFIX = "pm-failed:"
-"""Put before a key for the record of its last failed computation: bookkeeping, like leases,
-kept out of the entries that ``len``, ``ls`` and ``entries()`` count."""
 
 IDLE_INTERVAL = 60.0
 FIRST_POLL = 0.002
@@ -212,10 +209,29 @@ def _raise_if_failed(store: Store, key: str, waiting_since: float) -> None:
 
 def _new_token() -> str:
     # Host and pid first: a waiter on the same host can tell its holder died (see below).
-    return f"{_HOST}|{os.getpid()}|{os.urandom(8).hex()}"
+    return f"{_host()}|{os.getpid()}|{os.urandom(8).hex()}"
 
 
-_HOST = os.uname().nodename if hasattr(os, "uname") else ""
+_host_identity: str | None = None
+
+
+def _host() -> str:
+    """This host and pid namespace: the name, the boot and the pid namespace, so that a
+    container sharing the host's name (or another machine with a default one) is never
+    taken for this one, where pids mean other processes."""
+    global _host_identity
+    if _host_identity is None:
+        parts = [os.uname().nodename if hasattr(os, "uname") else ""]
+        try:
+            with open("/proc/sys/kernel/random/boot_id") as boot:
+                parts.append(boot.read().strip())
+            parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
+        except OSError:
+            parts.append("no-boot-id")  # not Linux: never matched by _holder_is_gone
+        _host_identity = "/".join(parts).replace("|", "_")
+    return _host_identity
+
+
 HOLDER_CHECK_AFTER = 0.5
 """Seconds a caller waits before it asks whether the lease's holder is still alive."""
 
@@ -229,7 +245,7 @@ def _holder_is_gone(token: str) -> bool:
     """
     host, _, rest = token.partition("|")
     pid_text = rest.partition("|")[0]
-    if os.name != "posix" or host != _HOST or not pid_text.isdigit():
+    if os.name != "posix" or host != _host() or "no-boot-id" in host or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid() or pid <= 1:

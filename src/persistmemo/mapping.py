@@ -28,6 +28,7 @@ loop, at most ``workers`` at a time (default 16).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -214,7 +215,9 @@ def _in_processes(
             "of an importable module, or leave workers= out to compute in this process."
         ) from None
     results: dict[str, object] = {}
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, initializer=_exit_with_parent, initargs=(os.getpid(),)
+    )
     try:
         futures = {}
         for key, args in missing.items():
@@ -245,6 +248,19 @@ def _in_processes(
         raise
     pool.shutdown(wait=True)
     return results
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each worker: exit when the mapping process is gone (killed with SIGKILL), rather
+    than go on computing the queued items, and holding their claims, for nobody."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="persistmemo-parent-watch", daemon=True).start()
 
 
 async def map_async(

@@ -65,9 +65,33 @@ def _watched_globals(func: Callable[..., Any]) -> tuple[tuple[str, object], ...]
             if name in namespace and name not in found:
                 value = namespace[name]
                 found[name] = value
-                if getattr(value, "__globals__", None) is namespace:
-                    pending.append(getattr(value, "__code__", None))
+                pending += _codes_in_namespace(value, namespace)
     return tuple(found.items())
+
+
+def _codes_in_namespace(value: object, namespace: dict[str, Any]) -> list[Any]:
+    """Code objects of the notebook's own functions behind ``value``: the function itself,
+    what it wraps (``functools.wraps``), the functions its closure holds, and a class's
+    methods, whose global names are watched too."""
+    codes: list[Any] = []
+    candidates: list[object] = [value]
+    if isinstance(value, type):
+        candidates += [getattr(item, "__func__", item) for item in vars(value).values()]
+    seen: set[int] = set()
+    while candidates:
+        item = candidates.pop()
+        if id(item) in seen or len(seen) > 64:
+            continue
+        seen.add(id(item))
+        if getattr(item, "__globals__", None) is namespace:
+            codes.append(getattr(item, "__code__", None))
+            for cell in getattr(item, "__closure__", None) or ():
+                with contextlib.suppress(ValueError):
+                    candidates.append(cell.cell_contents)
+        wrapped = getattr(item, "__wrapped__", None)
+        if wrapped is not None:
+            candidates.append(wrapped)
+    return codes
 
 
 def _rechecking(memoized: MemoizedFunction[Any, Any], wrapper: Any) -> Any:
@@ -186,6 +210,13 @@ class MemoizedFunction(CallPaths[P, R]):
                 f"{self.func_name}(); its parameters are {list(kept)}"
             )
         return tuple((kept.index(name), name) for name in files)
+
+    def keys_now(self) -> KeyBuilder:
+        """The key builder, prepared; for a notebook function, derived again first if a cell
+        rebound a global its version came from (the controls see what a call would)."""
+        if self.watched is not None and self.globals_rebound():
+            self.forget_version()
+        return self.keys or self.prepare()
 
     def forget_version(self) -> None:
         """Derive the version again at the next call (the memory tier starts afresh)."""
@@ -334,7 +365,7 @@ class MemoizedFunction(CallPaths[P, R]):
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         """The store key of this call."""
-        keys = self.keys or self.prepare()
+        keys = self.keys_now()
         return keys.key(self.canonical_arguments(args, kwargs))
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
@@ -362,7 +393,7 @@ class MemoizedFunction(CallPaths[P, R]):
         such as ``prune --keep-versions current`` ask for it); raises RuntimeError when it
         cannot be derived, rather than answer a placeholder.
         """
-        keys = self.keys or self.prepare()
+        keys = self.keys_now()
         version = keys.prefix.rsplit(":", 2)[1]
         if self.options.version is None and version in _PLACEHOLDER_VERSIONS:
             from persistmemo.versioning import code_version
@@ -387,7 +418,7 @@ class MemoizedFunction(CallPaths[P, R]):
         from persistmemo.mapping import map_sync
 
         _check_map_options(workers, progress)
-        if (self.keys or self.prepare()) and self.disabled:
+        if self.keys_now() and self.disabled:
             return [self.wrapper(*args) for args in zip(*iterables, strict=False)]  # type: ignore[call-arg]
         return map_sync(self, self.wrapper, iterables, workers, progress, self.func_name)
 
@@ -399,13 +430,13 @@ class MemoizedFunction(CallPaths[P, R]):
 
         _check_map_options(workers, progress)
         call = cast(Callable[..., Awaitable[Any]], self.wrapper)
-        if (self.keys or self.prepare()) and self.disabled:
+        if self.keys_now() and self.disabled:
             return [await call(*args) for args in zip(*iterables, strict=False)]
         return await map_async(self, call, iterables, workers, progress, self.func_name)
 
     def version_info(self) -> dict[str, Any]:
         """What went into the version: the code, helpers followed, constants, packages."""
-        keys = self.keys or self.prepare()
+        keys = self.keys_now()
         pinned = self.options.version
         if pinned is not None:
             return {"version": pinned, "pinned": True}

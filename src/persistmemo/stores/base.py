@@ -19,6 +19,9 @@ from persistmemo.keys import KEY_FORMAT, identity_of
 
 LEASE_PREFIX = "pm-lease:"
 STATS_PREFIX = "pm-hits:"
+FAILURE_PREFIX = "pm-failed:"
+"""Before a key, the record of its last failed computation (see locking.py): bookkeeping,
+like leases and hit counts, never counted as a result."""
 
 
 class Missing:

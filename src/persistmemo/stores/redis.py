@@ -53,6 +53,7 @@ from persistmemo.integrity import (
 )
 from persistmemo.keys import KEY_FORMAT, identity_of
 from persistmemo.stores.base import (
+    FAILURE_PREFIX,
     LEASE_PREFIX,
     MISSING,
     STATS_PREFIX,
@@ -129,7 +130,7 @@ _READ_MANY_BATCH = 500
 
 # The words after the namespace that name persistmemo's kinds of keys. A namespace made of
 # them ("team:pm1") would put its keys inside another namespace's patterns ("team:pm1:*").
-_KEY_KINDS = (f"{KEY_FORMAT}:", LEASE_PREFIX, STATS_PREFIX)
+_KEY_KINDS = (f"{KEY_FORMAT}:", LEASE_PREFIX, STATS_PREFIX, FAILURE_PREFIX)
 _RESERVED_WORDS = frozenset(kind.rstrip(":") for kind in _KEY_KINDS)
 _MOST_HITS = 2**63  # INCRBY's range: a larger or negative count was not written by us
 
@@ -752,7 +753,8 @@ def _check_namespace(namespace: object) -> None:
         raise ValueError(
             f"RedisStore(namespace={namespace!r}): {reserved[0]!r} is a word of persistmemo's "
             f"key layout, and a namespace with it would overlap another namespace's keys: "
-            f"choose a namespace whose ':'-separated parts are not 'pm1', 'pm-lease' or 'pm-hits'"
+            "choose a namespace whose ':'-separated parts are not 'pm1', 'pm-lease', 'pm-hits' "
+            "or 'pm-failed'"
         )
 
 
