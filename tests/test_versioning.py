@@ -259,20 +259,23 @@ def test_a_miss_after_the_code_changed_is_explained_at_debug_level(tmp_path: Pat
     assert "job.f: a miss under version" in second
 
 
+# As ipykernel runs cells: each run compiled under its own name, kept in linecache.
+NOTEBOOK = """
+import hashlib, linecache
+namespace = {"__name__": "__main__"}
+count = 0
+
+def run_cell(text):
+    global count
+    count += 1
+    name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
+    linecache.cache[name] = (len(text), None, text.splitlines(True), name)
+    exec(compile(text, name, "exec"), namespace)
+"""
+
+
 def test_notebook_cells_re_run_after_the_first_call_are_followed(tmp_path: Path) -> None:
-    # As ipykernel runs cells: each run compiled under its own name, kept in linecache.
-    code = """
-        import hashlib, linecache
-        namespace = {"__name__": "__main__"}
-        count = 0
-
-        def run_cell(text):
-            global count
-            count += 1
-            name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
-            linecache.cache[name] = (len(text), None, text.splitlines(True), name)
-            exec(compile(text, name, "exec"), namespace)
-
+    code = NOTEBOOK + textwrap.dedent("""
         run_cell("from persistmemo import memo\\nSCALE = 2\\n")
         run_cell("def helper(x):\\n    return x * SCALE\\n")
         run_cell("@memo\\ndef g(x):\\n    return helper(x)\\n")
@@ -282,7 +285,7 @@ def test_notebook_cells_re_run_after_the_first_call_are_followed(tmp_path: Path)
         run_cell("SCALE = 7\\n")
         run_cell("print(g(10))")
         run_cell("print(g(10), g.cache_info().hits)")
-    """
+    """)
     out = run_python(code, env={"PERSISTMEMO_DIR": str(tmp_path / "store")}).stdout.split()
     assert out == ["20", "1020", "1070", "1070", "1"]
 
@@ -308,24 +311,13 @@ def test_a_cell_run_again_under_the_same_name_is_read_anew(tmp_path: Path) -> No
 
 
 def test_notebook_controls_and_classes_follow_re_run_cells(tmp_path: Path) -> None:
-    code = """
-        import hashlib, linecache
-        namespace = {"__name__": "__main__"}
-        count = 0
-
-        def run_cell(text):
-            global count
-            count += 1
-            name = f"<ipython-input-{count}-{hashlib.sha1(text.encode()).hexdigest()[:12]}>"
-            linecache.cache[name] = (len(text), None, text.splitlines(True), name)
-            exec(compile(text, name, "exec"), namespace)
-
+    code = NOTEBOOK + textwrap.dedent("""
         run_cell("from persistmemo import memo\\nSCALE = 2\\n")
         run_cell("class Tool:\\n    def run(self, x):\\n        return x * SCALE\\n")
         run_cell("@memo\\ndef f(x):\\n    return Tool().run(x)\\n")
         run_cell("first = f.version()\\nprint(f.map([10, 11]))")
         run_cell("SCALE = 3\\n")
         run_cell("print(f.map([10, 11]), f.version() != first)")
-    """
+    """)
     out = run_python(code, env={"PERSISTMEMO_DIR": str(tmp_path / "store")}).stdout.split("\n")
     assert out[:2] == ["[20, 22]", "[30, 33] True"]
