@@ -154,3 +154,86 @@ def test_a_file_input_hits_in_a_fresh_process(tmp_path: Path) -> None:
     assert run_python(code, cwd=tmp_path, env=env).stdout.split() == ["content"]
     (tmp_path / "data.txt").write_text("edited")
     assert run_python(code, cwd=tmp_path, env=env).stdout.split() == ["computing", "edited"]
+
+
+def test_a_symlinked_directory_inside_a_directory_argument_is_keyed(
+    store: Store, tmp_path: Path
+) -> None:
+    outside = tmp_path / "ext"
+    outside.mkdir()
+    (outside / "a.txt").write_text("one")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "linked").symlink_to(outside)
+    (data / "loop").symlink_to(data)  # a cycle: walked once
+
+    @memo(store=store, files=["folder"])
+    def listing(folder: str) -> list[str]:
+        return sorted(p.read_text() for p in Path(folder).glob("linked/*.txt"))
+
+    assert listing(str(data)) == ["one"]
+    (outside / "a.txt").write_text("two")
+    assert listing(str(data)) == ["two"]
+
+
+def test_a_fifo_given_as_a_file_input_runs_uncached_and_is_not_consumed(
+    store: Store, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    calls = []
+
+    @memo(store=store, files=["path"])
+    def kind(path: str) -> str:
+        calls.append(path)
+        return "called"
+
+    assert kind(str(fifo)) == "called"  # not opened to be keyed: no hang, nothing consumed
+    assert kind(str(fifo)) == "called"
+    assert len(calls) == 2
+
+
+def test_an_empty_file_and_an_empty_directory_are_different_inputs(
+    store: Store, tmp_path: Path
+) -> None:
+    @memo(store=store, files=["path"])
+    def what(path: str) -> str:
+        return "dir" if Path(path).is_dir() else "file"
+
+    target = tmp_path / "out"
+    target.mkdir()
+    assert what(str(target)) == "dir"
+    target.rmdir()
+    target.write_text("")
+    assert what(str(target)) == "file"
+
+
+def test_a_file_edited_while_the_function_runs_is_not_stored_under_the_old_content(
+    store: Store, tmp_path: Path
+) -> None:
+    config = tmp_path / "cfg"
+    config.write_text("v1")
+
+    @memo(store=store, files=["path"])
+    def load(path: str) -> str:
+        config.write_text("v2")  # an editor saving while the run reads
+        return Path(path).read_text()
+
+    assert load(str(config)) == "v2"
+    config.write_text("v1")
+    assert load.info(str(config)) is None  # the v2 result was not kept under v1's key
+
+
+def test_controls_with_a_missing_file_do_what_a_call_does(store: Store, tmp_path: Path) -> None:
+    from persistmemo import MissingInput
+
+    @memo(store=store, files=["path"])
+    def read(path: str) -> str:
+        return "ran"
+
+    missing = str(tmp_path / "nope")
+    assert read.refresh(missing) == "ran"
+    assert read.invalidate(missing) is False
+    with pytest.raises(MissingInput):
+        read.key(missing)
+    assert read(None) == "ran"  # type: ignore[arg-type]  (an optional path not given)

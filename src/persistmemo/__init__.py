@@ -8,6 +8,7 @@
 from persistmemo.codec import CorruptEntry, UndecodableValue, UnstorableValue
 from persistmemo.decorator import MemoDecorator, Memoized, memo
 from persistmemo.faults import PersistmemoWarning
+from persistmemo.files import MissingInput
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.locking import ComputationFailed
 from persistmemo.memoized import CacheInfo
@@ -25,6 +26,7 @@ __all__ = [
     "FunctionSummary",
     "MemoDecorator",
     "Memoized",
+    "MissingInput",
     "PersistmemoWarning",
     "RedisStore",
     "Store",

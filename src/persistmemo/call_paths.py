@@ -60,6 +60,18 @@ class CallPaths(Generic[P, R]):
         """The store key of a call (memoized.py)."""
         raise NotImplementedError
 
+    file_positions: tuple[tuple[int, str], ...]
+
+    def inputs_unchanged(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the files a call was keyed on still hold what they held (files= only): a
+        result computed while one was edited is returned but not stored under the old key."""
+        if not self.file_positions:
+            return True
+        try:
+            return self.key(*args, **kwargs) == key
+        except MissingInput:
+            return False
+
     def explain_first_miss(self) -> None:
         """Say at debug level why a first call missed, if the version changed (memoized.py)."""
 
@@ -94,11 +106,14 @@ class CallPaths(Generic[P, R]):
                 return self._miss(key, args, kwargs)
 
         def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
-            key = self.key(*args, **kwargs)
+            try:
+                key = self.key(*args, **kwargs)
+            except MissingInput:
+                return func(*args, **kwargs)
             self._forget_in_memory(key, args, kwargs)
             started = time.perf_counter()
             value = func(*args, **kwargs)
-            if not self.disabled:
+            if not self.disabled and self.inputs_unchanged(key, args, kwargs):
                 self.save(key, value, time.perf_counter() - started)
             return value
 
@@ -128,7 +143,8 @@ class CallPaths(Generic[P, R]):
                 self.misses += 1
                 started = time.perf_counter()
                 value = await func(*args, **kwargs)
-                self.save(key, value, time.perf_counter() - started)
+                if self.inputs_unchanged(key, args, kwargs):
+                    self.save(key, value, time.perf_counter() - started)
                 return value
 
             if not self.options.lock:
@@ -141,11 +157,14 @@ class CallPaths(Generic[P, R]):
             return value
 
         async def refresh(*args: P.args, **kwargs: P.kwargs) -> Any:
-            key = self.key(*args, **kwargs)
+            try:
+                key = self.key(*args, **kwargs)
+            except MissingInput:
+                return await func(*args, **kwargs)
             self._forget_in_memory(key, args, kwargs)
             started = time.perf_counter()
             value = await func(*args, **kwargs)
-            if not self.disabled:
+            if not self.disabled and self.inputs_unchanged(key, args, kwargs):
                 self.save(key, value, time.perf_counter() - started)
             return value
 
@@ -222,7 +241,8 @@ class CallPaths(Generic[P, R]):
             self.misses += 1
             started = time.perf_counter()
             value = func(*args, **kwargs)
-            self.save(key, value, time.perf_counter() - started)
+            if self.inputs_unchanged(key, args, kwargs):
+                self.save(key, value, time.perf_counter() - started)
             return value
 
         if not self.options.lock:

@@ -13,8 +13,10 @@ not safely older than the moment its digest was taken is hashed again on each ca
 same-size rewrite within the file system's timestamp granularity is still seen. The table
 lives in this process (each process hashes a file once, then stats it).
 
-A path that does not exist raises ``MissingInput``: the function runs (and raises what it
-raises) and nothing is cached.
+A path that does not exist, cannot be read in full (permissions), or is not a regular file or
+a directory (a FIFO, a device) raises ``MissingInput``: the function runs (and raises what it
+raises) and nothing is cached. A result is not stored when a file it was keyed on changed
+while the function ran (see call_paths.py).
 """
 
 from __future__ import annotations
@@ -37,18 +39,21 @@ class MissingInput(Exception):
 
 
 _table: dict[str, tuple[tuple[int, ...], bytes, int]] = {}
+_TABLE_SIZE = 100_000  # fingerprints remembered; past it the table starts afresh
 _lock = threading.Lock()
 
 
 def file_key(value: object, parameter: str) -> object:
-    """What ``value`` (a path, or a list or tuple of paths) is keyed on: each path as given,
-    with the digest of what is there now."""
+    """What ``value`` (a path, None, or a list or tuple of them) is keyed on: each path as
+    given, with the digest of what is there now."""
+    if value is None:
+        return None  # an optional path not given: nothing to read
     if isinstance(value, (list, tuple)):
         return [file_key(item, parameter) for item in value]
-    if not isinstance(value, (str, os.PathLike)):
+    if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(
-            f"memo(files=[{parameter!r}]): argument {parameter!r} must be a path (str or "
-            f"os.PathLike) or a list or tuple of paths; got {type(value).__name__}"
+            f"memo(files=[{parameter!r}]): argument {parameter!r} must be a path (str, bytes "
+            f"or os.PathLike), None, or a list or tuple of them; got {type(value).__name__}"
         )
     path = os.fspath(value)
     if isinstance(path, bytes):
@@ -57,32 +62,47 @@ def file_key(value: object, parameter: str) -> object:
 
 
 def content_digest(path: str) -> bytes:
-    """The digest of the file at ``path``, or of the names and contents of every file under
-    the directory at ``path``; raises MissingInput when there is nothing there."""
+    """The digest of the regular file at ``path``, or of the tree under the directory at
+    ``path`` (names, kinds and contents, through links, each directory once); raises
+    MissingInput when there is nothing to read there, or it cannot all be read: then the
+    call runs uncached rather than be keyed on part of its input."""
     try:
         info = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        raise MissingInput(
-            f"{path} does not exist: a files= argument that is not there is not cached"
-        ) from None
-    if stat.S_ISDIR(info.st_mode):
-        return _directory_digest(path)
-    return _file_digest(path, info)
+    except OSError as error:  # missing, a dangling or looping link, no permission
+        raise MissingInput(f"{path} cannot be read ({error}): the call is not cached") from None
+    try:
+        if stat.S_ISDIR(info.st_mode):
+            return _tagged(b"dir", _directory_digest(path))
+        if stat.S_ISREG(info.st_mode):
+            return _tagged(b"file", _file_digest(path, info))
+    except OSError as error:
+        raise MissingInput(f"{path} cannot be read ({error}): the call is not cached") from None
+    # A FIFO, a device, a socket: reading it to key it would consume or never end.
+    raise MissingInput(f"{path} is not a regular file or a directory: the call is not cached")
+
+
+def _tagged(kind: bytes, digest: bytes) -> bytes:
+    import blake3
+
+    return blake3.blake3(kind + b"\0" + digest).digest()
 
 
 def _file_digest(path: str, info: os.stat_result) -> bytes:
     fingerprint = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
     absolute = os.path.abspath(path)
     known = _table.get(absolute)
-    if (
-        known is not None
-        and known[0] == fingerprint
-        and known[2] - info.st_mtime_ns > RACY_NANOSECONDS
-    ):
-        return known[1]
+    if known is not None and known[0] == fingerprint:
+        # Racily clean (git's rule): trusted only when both times are safely older than the
+        # digest. ctime counts too: it cannot be set back, and an mtime restored with utime
+        # (or one in the future) would otherwise hide a rewrite.
+        newest = max(info.st_mtime_ns, info.st_ctime_ns)
+        if known[2] - newest > RACY_NANOSECONDS:
+            return known[1]
     taken_at = time.time_ns()
     digest = _hash_file(path)
     with _lock:
+        if len(_table) >= _TABLE_SIZE:
+            _table.clear()
         _table[absolute] = (fingerprint, digest, taken_at)
     return digest
 
@@ -98,24 +118,43 @@ def _hash_file(path: str) -> bytes:
 
 
 def _directory_digest(root: str) -> bytes:
+    """Every entry under ``root`` by relative name and kind, files with their contents;
+    symlinked directories are followed, each directory once (a link cycle ends)."""
     import blake3
 
-    hasher = blake3.blake3()
     entries: list[tuple[str, bytes]] = []
-    for directory, subdirectories, names in os.walk(root):
+    seen: set[tuple[int, int]] = set()
+
+    def failed(error: OSError) -> None:
+        raise error  # an unlistable directory: not keyed on part of the input
+
+    for directory, subdirectories, names in os.walk(root, followlinks=True, onerror=failed):
+        info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen:
+            subdirectories[:] = []  # a link back into the tree: walked already
+            continue
+        seen.add((info.st_dev, info.st_ino))
         subdirectories.sort()
+        relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
+        entries.append((relative_dir, b"dir"))
         for name in sorted(names):
             full = os.path.join(directory, name)
+            relative = f"{relative_dir}/{name}" if relative_dir != "." else name
             try:
-                info = os.stat(full)
-            except OSError:
-                continue  # removed while walking, or a dangling link: not an input now
-            if stat.S_ISREG(info.st_mode):
-                relative = os.path.relpath(full, root).replace(os.sep, "/")
-                entries.append((relative, _file_digest(full, info)))
+                entry = os.stat(full)
+            except FileNotFoundError:
+                continue  # removed while walking (a spool, a log directory)
+            if not stat.S_ISREG(entry.st_mode):
+                continue  # FIFOs, devices, sockets: no content to key
+            try:
+                entries.append((relative, _file_digest(full, entry)))
+            except FileNotFoundError:
+                continue
+    hasher = blake3.blake3()
     for relative, digest in sorted(entries):
         encoded = relative.encode("utf-8", "surrogateescape")
-        hasher.update(len(encoded).to_bytes(4, "big") + encoded + digest)
+        hasher.update(len(encoded).to_bytes(4, "big") + encoded + len(digest).to_bytes(2, "big"))
+        hasher.update(digest)
     return hasher.digest()
 
 

@@ -21,6 +21,7 @@ from persistmemo.binding import CallBinder
 from persistmemo.call_paths import CallPaths, is_async
 from persistmemo.closures import MEMOIZED_MARK, CapturedInputs, UnsupportedCapture
 from persistmemo.faults import PersistmemoWarning
+from persistmemo.files import MissingInput
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
 from persistmemo.memory import MemoryTier
 from persistmemo.naming import qualified_name
@@ -203,6 +204,12 @@ class MemoizedFunction(CallPaths[P, R]):
         if not files or self.binder is None:
             return ()
         kept = self.binder.kept_names()
+        ignored = [name for name in files if name in self.options.ignore]
+        if ignored:
+            raise TypeError(
+                f"memo(files=...) names {ignored}, which ignore= leaves out of the key: a "
+                "parameter is keyed by its file's content or ignored, not both"
+            )
         unknown = [name for name in files if name not in kept]
         if unknown:
             raise TypeError(
@@ -370,7 +377,10 @@ class MemoizedFunction(CallPaths[P, R]):
 
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Remove the entry of this call; True when there was one."""
-        key = self.key(*args, **kwargs)
+        try:
+            key = self.key(*args, **kwargs)
+        except MissingInput:
+            return False  # a files= path that is not there: such a call is never stored
         self._forget_in_memory(key, args, kwargs)
         return self.store.delete(key)
 
