@@ -82,7 +82,10 @@ def test_a_killed_map_resumes_with_only_the_rest(env: dict[str, str]) -> None:
     assert done_before < 30
     out = run_python("import mapped; print(mapped.slow.map(range(30)))", env=env).stdout
     assert out.strip() == str(list(range(30)))
-    assert sorted(computed(env, "slow"), key=int) == [str(x) for x in range(30)]  # none twice
+    logged = computed(env, "slow")
+    assert sorted(set(logged), key=int) == [str(x) for x in range(30)]
+    # Only the item being computed at the kill (logged, not yet stored) runs twice.
+    assert len(logged) <= 31
 
 
 def test_async_map_runs_misses_concurrently(env: dict[str, str]) -> None:
