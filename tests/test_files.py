@@ -237,3 +237,21 @@ def test_controls_with_a_missing_file_do_what_a_call_does(store: Store, tmp_path
     with pytest.raises(MissingInput):
         read.key(missing)
     assert read(None) == "ran"  # type: ignore[arg-type]  (an optional path not given)
+
+
+def test_a_store_inside_a_directory_argument_is_left_out_of_its_key(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "a.csv").write_text("1")
+    calls = []
+
+    @memo(store=Store(project / ".cache" / "persistmemo"), files=["folder"])
+    def scan(folder: str) -> int:
+        calls.append(folder)
+        return sum(1 for _ in Path(folder).rglob("*.csv"))
+
+    assert scan(str(project)) == 1
+    assert scan(str(project)) == 1  # the first call's write to the store changed nothing
+    (project / "data" / "b.csv").write_text("2")
+    assert scan(str(project)) == 2
+    assert len(calls) == 2

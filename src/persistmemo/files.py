@@ -43,13 +43,14 @@ _TABLE_SIZE = 100_000  # fingerprints remembered; past it the table starts afres
 _lock = threading.Lock()
 
 
-def file_key(value: object, parameter: str) -> object:
+def file_key(value: object, parameter: str, skipped: frozenset[str] = frozenset()) -> object:
     """What ``value`` (a path, None, or a list or tuple of them) is keyed on: each path as
-    given, with the digest of what is there now."""
+    given, with the digest of what is there now. Directories in ``skipped`` (real paths: the
+    store's own) are left out of a directory's walk."""
     if value is None:
         return None  # an optional path not given: nothing to read
     if isinstance(value, (list, tuple)):
-        return [file_key(item, parameter) for item in value]
+        return [file_key(item, parameter, skipped) for item in value]
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(
             f"memo(files=[{parameter!r}]): argument {parameter!r} must be a path (str, bytes "
@@ -58,10 +59,10 @@ def file_key(value: object, parameter: str) -> object:
     path = os.fspath(value)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    return ["file", path, content_digest(path)]
+    return ["file", path, content_digest(path, skipped)]
 
 
-def content_digest(path: str) -> bytes:
+def content_digest(path: str, skipped: frozenset[str] = frozenset()) -> bytes:
     """The digest of the regular file at ``path``, or of the tree under the directory at
     ``path`` (names, kinds and contents, through links, each directory once); raises
     MissingInput when there is nothing to read there, or it cannot all be read: then the
@@ -72,13 +73,18 @@ def content_digest(path: str) -> bytes:
         raise MissingInput(f"{path} cannot be read ({error}): the call is not cached") from None
     try:
         if stat.S_ISDIR(info.st_mode):
-            return _tagged(b"dir", _directory_digest(path))
+            return _tagged(b"dir", _directory_digest(path, skipped))
         if stat.S_ISREG(info.st_mode):
             return _tagged(b"file", _file_digest(path, info))
     except OSError as error:
         raise MissingInput(f"{path} cannot be read ({error}): the call is not cached") from None
     # A FIFO, a device, a socket: reading it to key it would consume or never end.
     raise MissingInput(f"{path} is not a regular file or a directory: the call is not cached")
+
+
+def _holds_a_skipped(directory: str, skipped: frozenset[str]) -> bool:
+    real = os.path.realpath(directory)
+    return any(path.startswith(real + os.sep) for path in skipped)
 
 
 def _tagged(kind: bytes, digest: bytes) -> bytes:
@@ -117,7 +123,7 @@ def _hash_file(path: str) -> bytes:
     return hasher.digest()
 
 
-def _directory_digest(root: str) -> bytes:
+def _directory_digest(root: str, skipped: frozenset[str] = frozenset()) -> bytes:
     """Every entry under ``root`` by relative name and kind, files with their contents;
     symlinked directories are followed, each directory once (a link cycle ends)."""
     import blake3
@@ -134,9 +140,17 @@ def _directory_digest(root: str) -> bytes:
             subdirectories[:] = []  # a link back into the tree: walked already
             continue
         seen.add((info.st_dev, info.st_ino))
+        if skipped:
+            subdirectories[:] = [
+                name
+                for name in subdirectories
+                if os.path.realpath(os.path.join(directory, name)) not in skipped
+            ]
         subdirectories.sort()
         relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
-        entries.append((relative_dir, b"dir"))
+        if not (skipped and _holds_a_skipped(directory, skipped)):
+            # (a directory made only to hold the store, like .cache/, is not an input either)
+            entries.append((relative_dir, b"dir"))
         for name in sorted(names):
             full = os.path.join(directory, name)
             relative = f"{relative_dir}/{name}" if relative_dir != "." else name

@@ -199,6 +199,21 @@ class MemoizedFunction(CallPaths[P, R]):
             self.watched = _watched_globals(self.code)
         return self.keys
 
+    def _store_directories(self) -> frozenset[str]:
+        """The store's own directory (a disk store's, or a tiered store's local tier): a
+        directory argument containing it is walked without it, since every write changes it."""
+        found = self._store_directory_cache
+        if found is None:
+            directories = set()
+            for store in (self.store, getattr(self.store, "local", None)):
+                directory = getattr(store, "directory", None)
+                if directory is not None:
+                    directories.add(os.path.realpath(directory))
+            found = self._store_directory_cache = frozenset(directories)
+        return found
+
+    _store_directory_cache: frozenset[str] | None = None
+
     def _file_positions(self, files: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
         """(position among the key values, parameter) of each parameter named in files=."""
         if not files or self.binder is None:
@@ -318,8 +333,9 @@ class MemoizedFunction(CallPaths[P, R]):
                 from persistmemo.files import file_key
 
                 values = list(keyed_on)
+                skipped = self._store_directories()
                 for position, parameter in self.file_positions:
-                    values[position] = file_key(values[position], parameter)
+                    values[position] = file_key(values[position], parameter, skipped)
                 keyed_on = tuple(values)
         captured = self.captured
         if captured is not None:
