@@ -22,6 +22,7 @@ Functions without a closure (most module-level functions) pay nothing on the hit
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -99,13 +100,13 @@ class CapturedInputs:
 
 
 def _has_closure(func: Any) -> bool:
-    target = getattr(func, "func", func) if _is_partial(func) else func
+    target = getattr(func, "func", func) if is_partial(func) else func
     return bool(getattr(target, "__closure__", None))
 
 
-def _is_partial(func: Any) -> bool:
-    import functools
-
+def is_partial(func: object) -> bool:
+    """Whether ``func`` is a ``functools.partial`` (memoized as its function, with its bound
+    arguments keyed)."""
     return isinstance(func, functools.partial)
 
 
@@ -159,7 +160,7 @@ def _collect_value(
                 return
             seen.add(id(function))
             _collect(function, name + ".", found, ignored, seen, depth + 1, owner)
-            if _is_partial(value):
+            if is_partial(value):
                 found[name] = [list(value.args), dict(value.keywords)]  # type: ignore[attr-defined]
             return
         if isinstance(value, (types.BuiltinFunctionType, types.MethodWrapperType)):
@@ -185,7 +186,7 @@ def _plain_function(value: object) -> types.FunctionType | None:
     persistmemo's own state); any other wrapper is followed as it is, since a decorator's
     captured values (its arguments, the wrapped function) are what it runs.
     """
-    if _is_partial(value):
+    if is_partial(value):
         value = value.func  # type: ignore[attr-defined]
     if isinstance(value, types.MethodType):
         value = value.__func__

@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
 
 from persistmemo.binding import CallBinder
 from persistmemo.call_paths import CallPaths, is_async
-from persistmemo.closures import MEMOIZED_MARK, CapturedInputs, UnsupportedCapture
+from persistmemo.closures import (
+    MEMOIZED_MARK,
+    CapturedInputs,
+    UnsupportedCapture,
+    is_partial,
+)
 from persistmemo.faults import PersistmemoWarning
 from persistmemo.files import MissingInput
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
@@ -136,7 +141,7 @@ class MemoizedFunction(CallPaths[P, R]):
         self.options = options
         self.store = options.store
         # A functools.partial is memoized as its function with the bound arguments keyed.
-        self.code = cast(Callable[..., Any], func.func if _is_partial(func) else func)  # type: ignore[attr-defined]
+        self.code = cast(Callable[..., Any], func.func if is_partial(func) else func)  # type: ignore[attr-defined]
         self.identity = options.name or _identity_of(func)
         free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
         parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
@@ -161,7 +166,7 @@ class MemoizedFunction(CallPaths[P, R]):
         self.watched: tuple[tuple[str, object], ...] | None = None
         if _defined_interactively(self.code):
             self.wrapper = _rechecking(self, self.wrapper)
-        if _is_partial(func):
+        if is_partial(func):
             self.wrapper.__qualname__ = self.wrapper.__name__ = self.code.__qualname__
             self.wrapper.__module__ = self.code.__module__
             self.wrapper.__wrapped__ = func  # type: ignore[attr-defined]
@@ -291,6 +296,16 @@ class MemoizedFunction(CallPaths[P, R]):
             parts,
         )
 
+    def _code_version(self) -> str:
+        from persistmemo.versioning import code_version  # parses source: first call only
+
+        return code_version(
+            self.code,
+            include_globals=self.options.include_globals,
+            packages=self.options.packages,
+            stamp=self.stamp,
+        )
+
     def _derived_version(self) -> str:
         """The version from the code; if it cannot be derived, the function runs uncached.
 
@@ -298,15 +313,8 @@ class MemoizedFunction(CallPaths[P, R]):
         RecursionError), or a defect in the walk, turns caching off for this function with
         one warning, rather than guess a version that could serve a stale result.
         """
-        from persistmemo.versioning import code_version  # parses source: first call only
-
         try:
-            return code_version(
-                self.code,
-                include_globals=self.options.include_globals,
-                packages=self.options.packages,
-                stamp=self.stamp,
-            )
+            return self._code_version()
         except TypeError:
             raise  # no source and no code object: the message says to pass version=
         except Exception as error:
@@ -422,15 +430,8 @@ class MemoizedFunction(CallPaths[P, R]):
         keys = self.keys_now()
         version = keys.prefix.rsplit(":", 2)[1]
         if self.options.version is None and version in _PLACEHOLDER_VERSIONS:
-            from persistmemo.versioning import code_version
-
             try:
-                return code_version(
-                    self.code,
-                    include_globals=self.options.include_globals,
-                    packages=self.options.packages,
-                    stamp=self.stamp,
-                )
+                return self._code_version()
             except Exception as error:
                 raise RuntimeError(
                     f"the version of {self.func_name}() cannot be derived: {error}"
@@ -514,11 +515,6 @@ def _check_map_options(workers: object, progress: object) -> None:
         )
     if progress is not None and not isinstance(progress, bool):
         raise TypeError(f"map(progress=...) takes True, False or None; got {progress!r}")
-
-
-def _is_partial(func: object) -> bool:
-    partial = getattr(functools, "partial")  # noqa: B009  (a class: isinstance needs it)
-    return isinstance(func, partial)
 
 
 def _identity_of(func: Callable[..., Any]) -> str:

@@ -189,6 +189,25 @@ def check_decodes(encoded: bytes | memoryview) -> None:
             decode_value(encoded, allow_pickle=False)
 
 
+def judge_entry(report: CheckReport, sealer: Sealer, key: str, stored: bytes) -> str:
+    """One entry of ``check``: its seal, then whether its value decodes, recorded in
+    ``report``. Returns "verified", "well-formed" (the tag failed on intact bytes: another
+    secret, or damage) or "malformed"; the stores weigh the counts with
+    ``looks_sealed_with_another_secret``."""
+    try:
+        encoded = sealer.unseal(key, stored)
+    except CorruptEntry as error:
+        report.corrupt.append(key)
+        report.problems.append(f"{key}: {error}")
+        return "well-formed" if frame_is_well_formed(stored) else "malformed"
+    try:
+        check_decodes(encoded)
+    except CorruptEntry as error:
+        report.undecodable.append(key)
+        report.problems.append(f"{key}: does not decode (codec): {error}")
+    return "verified"
+
+
 def unseal_or_report(
     sealer: Sealer, key: str, stored: bytes, report: Callable[[str, BaseException], None]
 ) -> bytes | memoryview | Missing:

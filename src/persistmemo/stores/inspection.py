@@ -31,8 +31,7 @@ from persistmemo.stores.base import (
     EntryInfo,
     Progress,
     StoreUnreadable,
-    check_decodes,
-    frame_is_well_formed,
+    judge_entry,
     looks_sealed_with_another_secret,
     split_key,
 )
@@ -214,19 +213,11 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
                 report.corrupt.append(key)
                 report.problems.append(f"{key}: {error}")
                 continue
-            try:
-                encoded = sealer.unseal(key, stored)
-            except CorruptEntry as error:
-                well_formed_failures += frame_is_well_formed(stored)
-                report.corrupt.append(key)
-                report.problems.append(f"{key}: {error}")
+            outcome = judge_entry(report, sealer, key, stored)
+            if outcome != "verified":
+                well_formed_failures += outcome == "well-formed"
                 continue
             verified += 1
-            try:
-                check_decodes(encoded)
-            except CorruptEntry as error:
-                report.undecodable.append(key)
-                report.problems.append(f"{key}: does not decode (codec): {error}")
             if progress is not None:
                 progress(done, total)
     if looks_sealed_with_another_secret(

@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
@@ -61,8 +60,7 @@ from persistmemo.stores.base import (
     CheckReport,
     EntryInfo,
     Missing,
-    check_decodes,
-    frame_is_well_formed,
+    judge_entry,
     looks_sealed_with_another_secret,
     split_key,
     summarize,
@@ -646,22 +644,11 @@ class RedisStore:
                     report.corrupt.append(key)
                     report.problems.append(f"{key}: not a persistmemo value ({stored})")
                     continue
-                try:
-                    encoded = sealer.unseal(key, stored)
-                except CorruptEntry as error:
-                    if frame_is_well_formed(stored):
-                        well_formed_failures += 1
-                    else:
-                        malformed.append(key)
-                    report.corrupt.append(key)
-                    report.problems.append(f"{key}: {error}")
-                    continue
-                verified += 1
-                try:
-                    check_decodes(encoded)
-                except CorruptEntry as error:
-                    report.undecodable.append(key)
-                    report.problems.append(f"{key}: does not decode (codec): {error}")
+                outcome = judge_entry(report, sealer, key, stored)
+                verified += outcome == "verified"
+                well_formed_failures += outcome == "well-formed"
+                if outcome == "malformed":
+                    malformed.append(key)
             if progress is not None:
                 progress(min(start + _READ_MANY_BATCH, len(keys)), len(keys))
         if looks_sealed_with_another_secret(
