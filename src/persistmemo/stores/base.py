@@ -22,6 +22,12 @@ STATS_PREFIX = "pm-hits:"
 FAILURE_PREFIX = "pm-failed:"
 """Before a key, the record of its last failed computation (see locking.py): bookkeeping,
 like leases and hit counts, never counted as a result."""
+FINGERPRINT_PREFIX = "pm-file:"
+"""Before a file fingerprint (device, inode, size, times), the content digest recorded for it
+(see files.py): bookkeeping, never counted as a result."""
+VERSION_PREFIX = "pm-version:"
+"""Before a fingerprint of a function's source files, the version derived from them (see
+memoized.py): bookkeeping, never counted as a result."""
 
 
 class Missing:

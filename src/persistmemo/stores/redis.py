@@ -53,9 +53,11 @@ from persistmemo.integrity import (
 from persistmemo.keys import KEY_FORMAT, identity_of
 from persistmemo.stores.base import (
     FAILURE_PREFIX,
+    FINGERPRINT_PREFIX,
     LEASE_PREFIX,
     MISSING,
     STATS_PREFIX,
+    VERSION_PREFIX,
     WRONG_SECRET,
     CheckReport,
     EntryInfo,
@@ -128,7 +130,14 @@ _READ_MANY_BATCH = 500
 
 # The words after the namespace that name persistmemo's kinds of keys. A namespace made of
 # them ("team:pm1") would put its keys inside another namespace's patterns ("team:pm1:*").
-_KEY_KINDS = (f"{KEY_FORMAT}:", LEASE_PREFIX, STATS_PREFIX, FAILURE_PREFIX)
+_KEY_KINDS = (
+    f"{KEY_FORMAT}:",
+    LEASE_PREFIX,
+    STATS_PREFIX,
+    FAILURE_PREFIX,
+    FINGERPRINT_PREFIX,
+    VERSION_PREFIX,
+)
 _RESERVED_WORDS = frozenset(kind.rstrip(":") for kind in _KEY_KINDS)
 _MOST_HITS = 2**63  # INCRBY's range: a larger or negative count was not written by us
 
