@@ -25,7 +25,10 @@ import os
 import stat
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from persistmemo.stores.base import StoreBackend
 
 RACY_NANOSECONDS = 2_000_000_000
 """A file modified less than this long before its digest was taken is hashed again on each
@@ -43,14 +46,21 @@ _TABLE_SIZE = 100_000  # fingerprints remembered; past it the table starts afres
 _lock = threading.Lock()
 
 
-def file_key(value: object, parameter: str, skipped: frozenset[str] = frozenset()) -> object:
+def file_key(
+    value: object,
+    parameter: str,
+    skipped: frozenset[str] = frozenset(),
+    *,
+    store: StoreBackend | None = None,
+) -> object:
     """What ``value`` (a path, None, or a list or tuple of them) is keyed on: each path as
     given, with the digest of what is there now. Directories in ``skipped`` (real paths: the
-    store's own) are left out of a directory's walk."""
+    store's own) are left out of a directory's walk. With ``store``, the digests of unchanged
+    files are also remembered there, for other processes."""
     if value is None:
         return None  # an optional path not given: nothing to read
     if isinstance(value, (list, tuple)):
-        return [file_key(item, parameter, skipped) for item in value]
+        return [file_key(item, parameter, skipped, store=store) for item in value]
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise TypeError(
             f"memo(files=[{parameter!r}]): argument {parameter!r} must be a path (str, bytes "
