@@ -21,11 +21,15 @@ while the function ran (see call_paths.py).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import threading
 import time
 from typing import TYPE_CHECKING, Any
+
+from persistmemo.codec import decode_value, encode_value
+from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import StoreBackend
@@ -41,8 +45,18 @@ class MissingInput(Exception):
     """A path named in ``files=`` does not exist: the call runs uncached."""
 
 
-_table: dict[str, tuple[tuple[int, ...], bytes, int]] = {}
+FINGERPRINT_TTL = 30 * 24 * 3600.0
+"""How long a digest recorded in a store is kept (seconds): the table does not grow without
+bound as files change; an unchanged file is hashed again once this long after it was."""
+
+Fingerprint = tuple[int, int, int, int, int]  # device, inode, size, mtime_ns, ctime_ns
+_Known = tuple[Fingerprint, bytes, int]  # fingerprint, digest, when it was taken (ns)
+
+_table: dict[str, _Known] = {}
 _TABLE_SIZE = 100_000  # fingerprints remembered; past it the table starts afresh
+_directories: dict[tuple[str, frozenset[str]], tuple[list[Any], list[str], bytes]] = {}
+_DIRECTORIES_KEPT = 256  # directory listings remembered; past it they start afresh
+_RECORD_LIMIT = 200_000  # files in one directory's record in a store (about 20 MB)
 _lock = threading.Lock()
 
 
@@ -69,23 +83,26 @@ def file_key(
     path = os.fspath(value)
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    return ["file", path, content_digest(path, skipped)]
+    return ["file", path, content_digest(path, skipped, store)]
 
 
-def content_digest(path: str, skipped: frozenset[str] = frozenset()) -> bytes:
+def content_digest(
+    path: str, skipped: frozenset[str] = frozenset(), store: StoreBackend | None = None
+) -> bytes:
     """The digest of the regular file at ``path``, or of the tree under the directory at
     ``path`` (names, kinds and contents, through links, each directory once); raises
     MissingInput when there is nothing to read there, or it cannot all be read: then the
-    call runs uncached rather than be keyed on part of its input."""
+    call runs uncached rather than be keyed on part of its input. With ``store``, digests
+    recorded there by other processes are used for unchanged files (see the module)."""
     try:
         info = os.stat(path)
     except OSError as error:  # missing, a dangling or looping link, no permission
         raise MissingInput(f"{path} cannot be read ({error}): the call is not cached") from None
     try:
         if stat.S_ISDIR(info.st_mode):
-            return _tagged(b"dir", _directory_digest(path, skipped))
+            return _tagged(b"dir", _directory_digest(path, skipped, store))
         if stat.S_ISREG(info.st_mode):
-            return _tagged(b"file", _file_digest(path, info))
+            return _tagged(b"file", _file_digest(path, info, store))
     except OSError as error:
         raise MissingInput(f"{path} cannot be read ({error}): the call is not cached") from None
     # A FIFO, a device, a socket: reading it to key it would consume or never end.
@@ -103,23 +120,45 @@ def _tagged(kind: bytes, digest: bytes) -> bytes:
     return blake3.blake3(kind + b"\0" + digest).digest()
 
 
-def _file_digest(path: str, info: os.stat_result) -> bytes:
-    fingerprint = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-    absolute = os.path.abspath(path)
-    known = _table.get(absolute)
-    if known is not None and known[0] == fingerprint:
-        # Racily clean (git's rule): trusted only when both times are safely older than the
-        # digest. ctime counts too: it cannot be set back, and an mtime restored with utime
-        # (or one in the future) would otherwise hide a rewrite.
-        newest = max(info.st_mtime_ns, info.st_ctime_ns)
-        if known[2] - newest > RACY_NANOSECONDS:
-            return known[1]
-    taken_at = time.time_ns()
-    digest = _hash_file(path)
+def _fingerprint(info: os.stat_result) -> Fingerprint:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+def _clean(fingerprint: Fingerprint, taken_at: int) -> bool:
+    """Git's racily-clean rule: a digest is trusted for a fingerprint only when both times
+    are safely older than the moment it was taken. ctime counts too: it cannot be set back,
+    and an mtime restored with utime (or one in the future) would otherwise hide a rewrite.
+    The rule is applied by whoever reads a digest, with the time it was taken, so it holds
+    for digests recorded by another process as for this one's."""
+    return taken_at - max(fingerprint[3], fingerprint[4]) > RACY_NANOSECONDS
+
+
+def _remember(absolute: str, fingerprint: Fingerprint, digest: bytes, taken_at: int) -> None:
     with _lock:
         if len(_table) >= _TABLE_SIZE:
             _table.clear()
         _table[absolute] = (fingerprint, digest, taken_at)
+
+
+def _file_digest(path: str, info: os.stat_result, store: StoreBackend | None = None) -> bytes:
+    fingerprint = _fingerprint(info)
+    absolute = os.path.abspath(path)
+    known = _table.get(absolute)
+    if known is not None and known[0] == fingerprint and _clean(fingerprint, known[2]):
+        return known[1]
+    key = None
+    if store is not None:
+        key = _file_record_key(path, fingerprint)
+        recorded = _read_file_record(store, key)
+        if recorded is not None and _clean(fingerprint, recorded[1]):
+            _remember(absolute, fingerprint, *recorded)
+            return recorded[0]
+    taken_at = time.time_ns()
+    digest = _hash_file(path)
+    _remember(absolute, fingerprint, digest, taken_at)
+    if key is not None and store is not None and _clean(fingerprint, taken_at):
+        # (a racy digest is never trusted later, by anyone: not worth a write)
+        _write_record(store, key, {"digest": digest, "at": taken_at})
     return digest
 
 
@@ -133,58 +172,199 @@ def _hash_file(path: str) -> bytes:
     return hasher.digest()
 
 
-def _directory_digest(root: str, skipped: frozenset[str] = frozenset()) -> bytes:
+def _file_record_key(path: str, fingerprint: Fingerprint) -> str:
+    import blake3
+
+    named = f"{os.path.realpath(path)}\0{fingerprint}".encode("utf-8", "surrogateescape")
+    return f"{FINGERPRINT_PREFIX}{blake3.blake3(named).hexdigest()}"
+
+
+def _directory_record_key(root: str, skipped: frozenset[str]) -> str:
+    import blake3
+
+    named = "\0".join([os.path.realpath(root), *sorted(skipped)])
+    digest = blake3.blake3(named.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{FINGERPRINT_PREFIX}dir:{digest}"
+
+
+def _read_record(store: StoreBackend, key: str) -> Any:
+    """The decoded record under ``key``, or None: absent, unusable (a store fault, a seal
+    that fails: the store has reported it) or not of our making."""
+    try:
+        data = store.read(key)
+        if isinstance(data, Missing):
+            return None
+        return decode_value(data, allow_pickle=False)
+    except Exception:  # a record that does not decode is no record; the call goes on
+        return None
+
+
+def _read_file_record(store: StoreBackend, key: str) -> tuple[bytes, int] | None:
+    record = _read_record(store, key)
+    if not isinstance(record, dict):
+        return None
+    digest, taken_at = record.get("digest"), record.get("at")
+    if isinstance(digest, bytes) and len(digest) == 32 and type(taken_at) is int:
+        return digest, taken_at
+    return None
+
+
+def _write_record(store: StoreBackend, key: str, record: object) -> None:
+    # A fingerprint not kept costs a hash later, never the call.
+    with contextlib.suppress(Exception):
+        store.write(
+            key,
+            encode_value(record, allow_pickle=False),
+            ttl=FINGERPRINT_TTL,
+            tag=FINGERPRINT_PREFIX.rstrip(":"),
+        )
+
+
+def _read_directory_record(store: StoreBackend, key: str) -> dict[str, _Known]:
+    """relative name -> (fingerprint, digest, taken at), the well-formed rows only."""
+    record = _read_record(store, key)
+    rows = record.get("files") if isinstance(record, dict) else None
+    known: dict[str, _Known] = {}
+    if not isinstance(rows, list):
+        return known
+    for row in rows:
+        if (
+            isinstance(row, list)
+            and len(row) == 8
+            and isinstance(row[0], str)
+            and all(type(number) is int for number in row[1:6])
+            and isinstance(row[6], bytes)
+            and len(row[6]) == 32
+            and type(row[7]) is int
+        ):
+            known[row[0]] = ((row[1], row[2], row[3], row[4], row[5]), row[6], row[7])
+    return known
+
+
+def _walk(root: str, skipped: frozenset[str]) -> tuple[list[tuple[str, Fingerprint]], list[str]]:
+    """(regular files as (relative name, fingerprint), directories by relative name) under
+    ``root``, through links, each directory once (a link cycle ends). One stat per entry
+    and little else: this runs on every call for an unchanged directory."""
+    files: list[tuple[str, Fingerprint]] = []
+    directories: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    # Depth first, names in order: os.walk's order (which path of a directory reached twice
+    # is the one keyed), so keys made before this walk are unchanged.
+    pending: list[tuple[str, str, os.stat_result | None]] = [(root, "", None)]
+    append_file = files.append
+    while pending:
+        directory, prefix, info = pending.pop()
+        if info is None:
+            info = os.stat(directory)
+        if (info.st_dev, info.st_ino) in seen:
+            continue  # a link back into the tree: walked already
+        seen.add((info.st_dev, info.st_ino))
+        if not (skipped and _holds_a_skipped(directory, skipped)):
+            # (a directory made only to hold the store, like .cache/, is not an input either)
+            directories.append(prefix[:-1] if prefix else ".")
+        with os.scandir(directory) as listing:  # unlistable: raises, not keyed on a part
+            entries = sorted(listing, key=_name_of)
+        subdirectories: list[tuple[str, str, os.stat_result | None]] = []
+        for entry in entries:
+            try:
+                entry_info = entry.stat()
+            except FileNotFoundError:
+                continue  # removed while walking (a spool, a log directory), or a dangling link
+            mode = entry_info.st_mode
+            if stat.S_ISREG(mode):
+                append_file(
+                    (
+                        prefix + entry.name,
+                        (
+                            entry_info.st_dev,
+                            entry_info.st_ino,
+                            entry_info.st_size,
+                            entry_info.st_mtime_ns,
+                            entry_info.st_ctime_ns,
+                        ),
+                    )
+                )
+            elif stat.S_ISDIR(mode):
+                if skipped and os.path.realpath(entry.path) in skipped:
+                    continue
+                subdirectories.append((entry.path, f"{prefix}{entry.name}/", entry_info))
+            # FIFOs, devices, sockets: no content to key
+        pending.extend(reversed(subdirectories))
+    return files, directories
+
+
+def _name_of(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _directory_digest(
+    root: str, skipped: frozenset[str] = frozenset(), store: StoreBackend | None = None
+) -> bytes:
     """Every entry under ``root`` by relative name and kind, files with their contents;
     symlinked directories are followed, each directory once (a link cycle ends)."""
     import blake3
 
-    entries: list[tuple[str, bytes]] = []
-    seen: set[tuple[int, int]] = set()
-
-    def failed(error: OSError) -> None:
-        raise error  # an unlistable directory: not keyed on part of the input
-
-    for directory, subdirectories, names in os.walk(root, followlinks=True, onerror=failed):
-        info = os.stat(directory)
-        if (info.st_dev, info.st_ino) in seen:
-            subdirectories[:] = []  # a link back into the tree: walked already
-            continue
-        seen.add((info.st_dev, info.st_ino))
-        if skipped:
-            subdirectories[:] = [
-                name
-                for name in subdirectories
-                if os.path.realpath(os.path.join(directory, name)) not in skipped
-            ]
-        subdirectories.sort()
-        relative_dir = os.path.relpath(directory, root).replace(os.sep, "/")
-        if not (skipped and _holds_a_skipped(directory, skipped)):
-            # (a directory made only to hold the store, like .cache/, is not an input either)
-            entries.append((relative_dir, b"dir"))
-        for name in sorted(names):
-            full = os.path.join(directory, name)
-            relative = f"{relative_dir}/{name}" if relative_dir != "." else name
-            try:
-                entry = os.stat(full)
-            except FileNotFoundError:
-                continue  # removed while walking (a spool, a log directory)
-            if not stat.S_ISREG(entry.st_mode):
-                continue  # FIFOs, devices, sockets: no content to key
-            try:
-                entries.append((relative, _file_digest(full, entry)))
-            except FileNotFoundError:
-                continue
+    files, directories = _walk(root, skipped)
+    cache_key = (os.path.abspath(root), skipped)
+    cached = _directories.get(cache_key)
+    if cached is not None and cached[0] == files and cached[1] == directories:
+        # Same names, same fingerprints, all clean when the digest was made: still clean.
+        return cached[2]
+    record_key = _directory_record_key(root, skipped) if store is not None else None
+    recorded: dict[str, _Known] | None = None
+    kept: dict[str, _Known] = {}
+    entries: list[tuple[str, bytes]] = [(name, b"dir") for name in directories]
+    all_clean = True
+    for relative, fingerprint in files:
+        full = os.path.join(root, relative)
+        absolute = os.path.abspath(full)
+        known = _table.get(absolute)
+        if known is None or known[0] != fingerprint or not _clean(fingerprint, known[2]):
+            if recorded is None and store is not None and record_key is not None:
+                recorded = _read_directory_record(store, record_key)
+            known = recorded.get(relative) if recorded is not None else None
+            if known is None or known[0] != fingerprint or not _clean(fingerprint, known[2]):
+                taken_at = time.time_ns()
+                try:
+                    known = (fingerprint, _hash_file(full), taken_at)
+                except FileNotFoundError:
+                    all_clean = False  # removed while walking: keyed without it, this once
+                    continue
+            _remember(absolute, *known)
+        entries.append((relative, known[1]))
+        if _clean(fingerprint, known[2]):
+            kept[relative] = known
+        else:
+            all_clean = False
     hasher = blake3.blake3()
     for relative, digest in sorted(entries):
         encoded = relative.encode("utf-8", "surrogateescape")
         hasher.update(len(encoded).to_bytes(4, "big") + encoded + len(digest).to_bytes(2, "big"))
         hasher.update(digest)
-    return hasher.digest()
+    digest = hasher.digest()
+    if all_clean:
+        with _lock:
+            if len(_directories) >= _DIRECTORIES_KEPT:
+                _directories.clear()
+            _directories[cache_key] = (files, directories, digest)
+    # Written when it says something new (a file hashed, added or gone): an unchanged
+    # directory reads its record once per process and writes nothing.
+    if (
+        recorded is not None
+        and record_key is not None
+        and store is not None
+        and kept != recorded
+        and len(kept) <= _RECORD_LIMIT
+    ):
+        rows = [[name, *known[0], known[1], known[2]] for name, known in kept.items()]
+        _write_record(store, record_key, {"files": rows})
+    return digest
 
 
 def forget(path: Any = None) -> None:
     """Forget remembered digests (of ``path``, or all): the next call hashes again."""
     with _lock:
+        _directories.clear()
         if path is None:
             _table.clear()
         else:
