@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import time
+import warnings
 from pathlib import Path
 
 import pytest
 
 from conftest import run_python
-from persistmemo import Store, memo
+from persistmemo import Store, files, memo
+from persistmemo.stores.base import MISSING
 
 
 @pytest.fixture
@@ -255,3 +258,177 @@ def test_a_store_inside_a_directory_argument_is_left_out_of_its_key(tmp_path: Pa
     (project / "data" / "b.csv").write_text("2")
     assert scan(str(project)) == 2
     assert len(calls) == 2
+
+
+# The digests of unchanged files are recorded in the store, for fresh processes. KEYED keys a
+# path in a fresh interpreter and reports the digest and how many files under the path it
+# opened: an audit hook sees every open, so the count holds as root (chmod 000 would not).
+KEYED = """
+import json, os, sys
+from persistmemo import Store, files
+
+data, store_dir, racy = sys.argv[1], sys.argv[2], sys.argv[3]
+if racy != "default":
+    files.RACY_NANOSECONDS = int(racy)
+watched = os.path.realpath(data)
+opened = []
+
+def watch(event, args):
+    if event == "open" and isinstance(args[0], str):
+        real = os.path.realpath(args[0])
+        if real == watched or real.startswith(watched + os.sep):
+            opened.append(real)
+
+sys.addaudithook(watch)
+with Store(store_dir) as store:
+    key = files.file_key(data, "path", store=store)
+print(json.dumps({"digest": key[2].hex(), "reads": len(opened)}))
+"""
+
+QUICK = 50_000_000  # a racy window of 50 ms, so that a test need not wait out 2 s
+
+
+def keyed_in_a_fresh_process(
+    data: Path, store_dir: Path, racy: int | None = QUICK
+) -> tuple[str, int]:
+    """(digest, files opened) when a fresh interpreter keys ``data`` with the store."""
+    import json
+
+    time.sleep(0.06)  # whatever the test just wrote is now older than the QUICK window
+    result = run_python(
+        KEYED, args=(str(data), str(store_dir), "default" if racy is None else str(racy))
+    )
+    reported = json.loads(result.stdout)
+    return reported["digest"], reported["reads"]
+
+
+def digest_without_a_store(path: Path) -> str:
+    files.forget()
+    key = files.file_key(str(path), "path")
+    return key[2].hex()  # type: ignore[index]
+
+
+def test_a_fresh_process_does_not_read_an_unchanged_file_again(tmp_path: Path) -> None:
+    data, store_dir = tmp_path / "data.bin", tmp_path / "store"
+    data.write_bytes(b"x" * 100_000)
+    first = keyed_in_a_fresh_process(data, store_dir)
+    assert first == (digest_without_a_store(data), 1)
+    assert keyed_in_a_fresh_process(data, store_dir) == (first[0], 0)
+    os.utime(data, ns=(10**18, 10**18))  # touched (mtime and ctime change): read again
+    assert keyed_in_a_fresh_process(data, store_dir)[1] == 1
+
+
+def test_an_edited_file_is_seen_in_a_fresh_process(tmp_path: Path) -> None:
+    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
+    data.write_text("first")
+    keyed_in_a_fresh_process(data, store_dir)
+    data.write_text("second, longer")
+    assert keyed_in_a_fresh_process(data, store_dir) == (digest_without_a_store(data), 1)
+
+
+def test_a_same_size_rewrite_that_restores_the_mtime_is_seen_in_a_fresh_process(
+    tmp_path: Path,
+) -> None:
+    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
+    old = 1_000_000_000 * 10**9
+    data.write_text("aaaa")
+    os.utime(data, ns=(old, old))
+    keyed_in_a_fresh_process(data, store_dir)
+    data.write_text("bbbb")
+    os.utime(data, ns=(old, old))  # size and mtime as recorded: only ctime tells
+    assert keyed_in_a_fresh_process(data, store_dir) == (digest_without_a_store(data), 1)
+
+
+def test_a_replaced_file_is_seen_in_a_fresh_process(tmp_path: Path) -> None:
+    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
+    old = 1_000_000_000 * 10**9
+    data.write_text("aaaa")
+    os.utime(data, ns=(old, old))
+    keyed_in_a_fresh_process(data, store_dir)
+    replacement = tmp_path / "new.txt"
+    replacement.write_text("bbbb")
+    os.utime(replacement, ns=(old, old))
+    os.replace(replacement, data)  # a new inode under the same name, same size and mtime
+    assert keyed_in_a_fresh_process(data, store_dir) == (digest_without_a_store(data), 1)
+
+
+def test_a_digest_recorded_within_the_racy_window_is_not_trusted_by_a_fresh_process(
+    tmp_path: Path,
+) -> None:
+    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
+    data.write_text("v1")
+    # A writer with no racy window records the digest of a file written just now ...
+    assert keyed_in_a_fresh_process(data, store_dir, racy=0)[1] == 1
+    # ... which a reader with the 2 s window does not trust (the file may have been rewritten
+    # within the file system's timestamp granularity since) ...
+    assert keyed_in_a_fresh_process(data, store_dir, racy=None)[1] == 1
+    # ... although the record is there.
+    assert keyed_in_a_fresh_process(data, store_dir, racy=0)[1] == 0
+
+
+def test_planted_or_garbage_fingerprint_records_are_ignored(tmp_path: Path) -> None:
+    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
+    data.write_text("the real content")
+    wrong, late = bytes(32), 2**62  # taken long after the file's times: trusted if believed
+    key = files._file_record_key(str(data), files._fingerprint(os.stat(data)))
+    planted: list[tuple[str | None, bytes]] = [
+        ("a co-user without the secret", files.encode_value({"digest": wrong, "at": late})),
+        (None, files.encode_value({"digest": "not bytes", "at": "never"})),
+        (None, b"\xffnot a value at all"),
+        (None, files.encode_value({"digest": wrong[:5], "at": late})),
+    ]
+    for secret, encoded in planted:
+        with Store(store_dir, secret=secret) as store:
+            store.write(key, encoded, ttl=None, tag="planted")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fresh process reports the failed seal
+            digest, reads = keyed_in_a_fresh_process(data, store_dir)
+        assert (digest, reads) == (digest_without_a_store(data), 1)
+        with Store(store_dir) as store:
+            store.delete(key)
+
+
+def test_fingerprint_records_are_not_counted_as_results(tmp_path: Path) -> None:
+    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
+    data.write_text("content")
+    keyed_in_a_fresh_process(data, store_dir)
+    with Store(store_dir) as store:
+        key = files._file_record_key(str(data), files._fingerprint(os.stat(data)))
+        assert store.read(key) is not MISSING  # recorded ...
+        assert len(store) == 0  # ... but not a result
+        assert list(store.entries()) == []
+
+
+def test_a_fresh_process_reads_only_the_changed_files_of_a_directory(tmp_path: Path) -> None:
+    folder, store_dir = tmp_path / "in", tmp_path / "store"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.csv", "b.csv", "sub/c.csv"):
+        (folder / name).write_text(name)
+    first = keyed_in_a_fresh_process(folder, store_dir)
+    assert first == (digest_without_a_store(folder), 3)
+    assert keyed_in_a_fresh_process(folder, store_dir) == (first[0], 0)
+    (folder / "sub" / "c.csv").write_text("edited")
+    edited = keyed_in_a_fresh_process(folder, store_dir)
+    assert edited == (digest_without_a_store(folder), 1)
+    (folder / "d.csv").write_text("new")
+    added = keyed_in_a_fresh_process(folder, store_dir)
+    assert added == (digest_without_a_store(folder), 1)
+    (folder / "a.csv").unlink()
+    removed = keyed_in_a_fresh_process(folder, store_dir)
+    assert removed == (digest_without_a_store(folder), 0)
+    assert len({first[0], edited[0], added[0], removed[0]}) == 4
+
+
+def test_a_store_that_cannot_be_opened_does_not_stop_a_file_being_keyed(
+    tmp_path: Path,
+) -> None:
+    from persistmemo import PersistmemoWarning
+
+    data = tmp_path / "data.txt"
+    data.write_text("content")
+    not_a_directory = tmp_path / "store"
+    not_a_directory.write_text("a file where the store should be")
+    files.forget()
+    with pytest.warns(PersistmemoWarning), Store(not_a_directory) as store:
+        key = files.file_key(str(data), "path", store=store)
+    assert key[2].hex() == digest_without_a_store(data)  # type: ignore[index]
