@@ -56,3 +56,53 @@ def once(call: Callable[[], object], *, repeats: int) -> float:
         call()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples)
+
+
+def interleaved_per_call(
+    calls: dict[str, Callable[[], object]], *, repeats: int, sample_seconds: float = 0.02
+) -> dict[str, float]:
+    """Median seconds per call of each system, the systems taking turns within every round
+    (a neighbour's load on the shared machine then falls on all of them alike). A fast call
+    is repeated within its turn until the turn lasts about ``sample_seconds``."""
+    inner = {}
+    for name, call in calls.items():
+        call()  # warm: first-use costs (opening, imports, the page cache) are not a hit's
+        start = time.perf_counter()
+        call()
+        estimate = time.perf_counter() - start
+        inner[name] = max(1, min(1_000, int(sample_seconds / max(estimate, 1e-9))))
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_index in range(repeats):
+        # The order turns too: no system always runs right after the slowest one.
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            call, count = calls[name], inner[name]
+            start = time.perf_counter()
+            for _ in range(count):
+                call()
+            samples[name].append((time.perf_counter() - start) / count)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def interleaved_once(
+    calls: dict[str, Callable[[int], object]],
+    *,
+    repeats: int,
+    after: dict[str, Callable[[int], object]] | None = None,
+) -> dict[str, float]:
+    """Median seconds of one call of each system, taking turns within every round. Each call
+    gets its round's number (a miss uses a new key per round); ``after[name]`` then cleans
+    up outside the timing (a 100 MB entry deleted before the next is written)."""
+    cleanup = after or {}
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            calls[name](round_index)
+            samples[name].append(time.perf_counter() - start)
+            if name in cleanup:
+                cleanup[name](round_index)
+    return {name: statistics.median(values) for name, values in samples.items()}

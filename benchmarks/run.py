@@ -4,6 +4,7 @@ same run.
 
     python benchmarks/run.py            # full run: writes benchmarks/results/latest.{md,png,json}
     python benchmarks/run.py --quick    # under a minute, smaller sizes
+    python benchmarks/run.py --only data,cold --out /tmp/bench   # some scenarios (see --help)
 """
 
 from __future__ import annotations
@@ -47,15 +48,18 @@ class Settings:
         self.misses = 600 if quick else 3_000
         self.store_sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
         self.big = 10 * 1024 * 1024
-        self.cold_runs = 5 if quick else 15
+        self.cold_runs = 5 if quick else 21
         self.disk_entries = 2_000 if quick else 10_000
         self.concurrent_seconds = 1.0 if quick else 3.0
         self.key_sizes = (100 * 1024 * 1024, 10 * 1024 * 1024, 1_000_000)
+        self.data_bytes = 20 * 2**20 if quick else 100 * 2**20
+        self.frame_rows = 200_000 if quick else 1_000_000
         if mode == "smoke":
             self.calls, self.repeats, self.misses, self.cold_runs = 20, 1, 20, 1
             self.store_sizes, self.big, self.disk_entries = [100], 100_000, 50
             self.concurrent_seconds = 0.2
             self.key_sizes = (1024 * 1024, 100_000, 10_000)
+            self.data_bytes, self.frame_rows = 2**20, 2_000
 
 
 def row(scenario: str, system: str, seconds: float, **extra: Any) -> Row:
@@ -169,44 +173,125 @@ def misses(tmp: Path, settings: Settings) -> list[Row]:
     return rows
 
 
-# --- 3. cold process -----------------------------------------------------------------------
+# --- 3. cold process (issue 11: the script path) -------------------------------------------
 
-
-COLD = {
+COLD_CODE = {
     "python -c pass": "pass",
     "import persistmemo": "import persistmemo",
-    "persistmemo: import, open, one hit": (
-        "from persistmemo import Store, memo\n"
-        "f = memo(store=Store({dir!r}), name='bench.cold', version='1')(lambda x: x)\n"
-        "f(1)"
-    ),
     "import diskcache": "import diskcache",
-    "diskcache memoize: import, open, one hit": (
-        "import diskcache\nf = diskcache.Cache({dir!r}).memoize(name='cold')(lambda x: x)\nf(1)"
-    ),
     "import joblib": "import joblib",
 }
 
+# The script a user re-runs: decorate, one call (a hit after the first run). Files, not -c,
+# so that the version is derived from the source as in a user's script.
+COLD_SCRIPTS = {
+    "persistmemo @memo script, one hit": (
+        "from persistmemo import memo\n\n\n"
+        "@memo\n"
+        "def square(x):\n"
+        "    return x * x\n\n\n"
+        "square(12)\n"
+    ),
+    "diskcache memoize script, one hit": (
+        "import diskcache\n\n"
+        "cache = diskcache.Cache({directory!r})\n\n\n"
+        "@cache.memoize()\n"
+        "def square(x):\n"
+        "    return x * x\n\n\n"
+        "square(12)\n"
+    ),
+}
+
+# Run in a child after the warm runs: the modules it imported that have no up-to-date .pyc
+# (such a module is compiled at every start, which users' installs do not do).
+UNCOMPILED = """
+import importlib.util, os, sys
+import persistmemo, persistmemo.stores.engine, diskcache
+stale = []
+for module in list(sys.modules.values()):
+    spec = getattr(module, "__spec__", None)
+    source = getattr(spec, "origin", None) or ""
+    if not source.endswith(".py") or not getattr(spec, "cached", None):
+        continue
+    cached = spec.cached
+    if not os.path.exists(cached) or os.path.getmtime(cached) < os.path.getmtime(source):
+        stale.append(module.__name__)
+print(",".join(sorted(stale)))
+"""
+
+
+def cold_environment(home: Path) -> dict[str, str]:
+    """The children's environment: bytecode written and read as in a user's install (this
+    machine's PYTHONDONTWRITEBYTECODE dropped), the default store and the platform
+    directories inside ``home``, no Redis default store."""
+    drop = {"PYTHONDONTWRITEBYTECODE", "PERSISTMEMO_URL", "PERSISTMEMO_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
+    env["PERSISTMEMO_DIR"] = str(home / "persistmemo")
+    for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+        env[variable] = str(home / variable.lower())
+    return env
+
+
+def compile_bytecode() -> None:
+    """Compile persistmemo and the packages a cold script imports, as pip does on install
+    (this environment sets PYTHONDONTWRITEBYTECODE, so nothing else would)."""
+    import compileall
+
+    import diskcache
+    import platformdirs
+
+    import persistmemo
+
+    for package in (persistmemo, diskcache, platformdirs):
+        compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
+
 
 def cold_process(tmp: Path, settings: Settings) -> list[Row]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    rows = []
-    for name, code in COLD.items():
-        directory = str(tmp / f"cold-{len(rows)}")
-        source = code.format(dir=directory)
-        subprocess.run([sys.executable, "-c", source], env=env, check=True)  # warm: bytecode, store
+    """Whole-process wall time of a re-run script and of bare imports, the processes taking
+    turns so that the shared machine's load falls on all of them alike."""
+    home = tmp / "cold-home"
+    home.mkdir()
+    env = cold_environment(home)
+    compile_bytecode()
+    commands: dict[str, list[str]] = {
+        name: [sys.executable, "-c", code] for name, code in COLD_CODE.items()
+    }
+    for index, (name, script) in enumerate(COLD_SCRIPTS.items()):
+        path = home / f"script_{index}.py"
+        path.write_text(script.format(directory=str(home / f"diskcache-{index}")))
+        commands[name] = [sys.executable, str(path)]
 
-        def start(source: str = source) -> None:
-            subprocess.run([sys.executable, "-c", source], env=env, check=True)
+    def start(command: list[str]) -> None:
+        subprocess.run(command, env=env, cwd=home, check=True, stdout=subprocess.DEVNULL)
 
-        rows.append(
-            row(
-                "cold process (whole-process wall time)",
-                name,
-                measure.once(start, repeats=settings.cold_runs),
-            )
+    for command in commands.values():
+        start(command)  # warm: bytecode written, the script's entry stored (the runs hit)
+    stale = subprocess.run(
+        [sys.executable, "-c", UNCOMPILED],
+        env=env,
+        cwd=home,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    note = f"compiled at each start: {stale}" if stale else ""
+    medians = measure.interleaved_once(
+        {name: lambda _, c=command: start(c) for name, command in commands.items()},
+        repeats=settings.cold_runs,
+    )
+    scenario = "cold process (whole-process wall time)"
+    bare = medians["python -c pass"]
+    return [
+        row(
+            scenario,
+            name,
+            seconds,
+            note=note if name == "import persistmemo" else "",
+            over_bare=seconds - bare if name != "python -c pass" else None,
+            baseline=name == "diskcache memoize script, one hit",
         )
-    return rows
+        for name, seconds in medians.items()
+    ]
 
 
 # --- 4. hits against the number of entries -------------------------------------------------
@@ -266,12 +351,18 @@ def large_values(tmp: Path, settings: Settings) -> list[Row]:
         raw = diskcache.Cache(str(tmp / f"diskcache-large-{time.monotonic_ns()}"))
         raw.set(key, stored)
         scenario = f"hit, {label} result"
-        repeats = settings.repeats
-        ours = measure.per_call(lambda w=wrapped: w(1), calls=5, repeats=repeats)
-        theirs = measure.per_call(lambda r=raw, k=key: r.get(k), calls=5, repeats=repeats)
+        medians = measure.interleaved_per_call(
+            {
+                "persistmemo": lambda w=wrapped: w(1),
+                "raw diskcache get": lambda r=raw, k=key: r.get(k),
+            },
+            repeats=settings.repeats,
+        )
         megabytes = settings.big / 1e6
-        rows.append(row(scenario, "persistmemo", ours, mb_per_s=megabytes / ours))
-        rows.append(row(scenario, "raw diskcache get", theirs, mb_per_s=megabytes / theirs))
+        rows += [
+            row(scenario, name, seconds, mb_per_s=megabytes / seconds)
+            for name, seconds in medians.items()
+        ]
     return rows
 
 
@@ -401,6 +492,180 @@ def large_keys(tmp: Path, settings: Settings) -> list[Row]:
                 measure.once(lambda a=argument: joblib.hash(a), repeats=repeats),
             )
         )
+    return rows
+
+
+# --- 9. data workloads (issue 10) ----------------------------------------------------------
+
+# What the data functions return: module globals, so that the functions are cheap to call
+# and nothing large sits in a closure or a default argument.
+DATA: dict[str, Any] = {}
+
+
+def data_array(i: int) -> Any:
+    return DATA["array"]
+
+
+def data_frame(i: int) -> Any:
+    return DATA["frame"]
+
+
+def data_frame_value(rows: int) -> Any:
+    """A DataFrame of ``rows`` rows with float64, int64, str and datetime64 columns."""
+    import numpy
+    import pandas
+
+    rng = numpy.random.default_rng(3)
+    return pandas.DataFrame(
+        {
+            "x": rng.random(rows),
+            "n": numpy.arange(rows, dtype="int64"),
+            "label": [f"item-{i % 9973}" for i in range(rows)],
+            "at": pandas.date_range("2020-01-01", periods=rows, freq="s"),
+        }
+    )
+
+
+def skipped(scenario: str, system: str, reason: str) -> Row:
+    """A row for a system that cannot run yet (an option not landed): reported, not timed."""
+    print(f"({scenario}: {system} skipped: {reason})", file=sys.stderr)
+    return row(scenario, system, None, note=f"skipped: {reason}")
+
+
+def _persistmemo_data(tmp: Path, func: Any, name: str, **options: Any) -> Any:
+    store = Store(tmp / f"data-{name}-{time.monotonic_ns()}")
+    return memo(store=store, name=f"bench.data.{name}", version="1", **options)(func)
+
+
+def data_workloads(tmp: Path, settings: Settings) -> list[Row]:
+    """Arrays and DataFrames in and out, against np.load / np.save of the same array and
+    against joblib.Memory (with and without mmap_mode="r"), the systems taking turns."""
+    import numpy
+
+    size = settings.data_bytes
+    DATA["array"] = numpy.random.default_rng(2).random(size // 8)
+    try:
+        return _data_arrays(tmp, settings) + _data_frames(tmp, settings)
+    finally:
+        DATA.clear()
+
+
+def _data_arrays(tmp: Path, settings: Settings) -> list[Row]:
+    import joblib
+    import numpy
+
+    array = DATA["array"]
+    megabytes = array.nbytes / 2**20
+    rows: list[Row] = []
+    later: list[Row] = []  # rows of systems skipped, after the measured ones
+
+    scenario = f"hit, large float64 array result ({megabytes:g} MB)"
+    npy = tmp / "data-array.npy"
+    numpy.save(npy, array)
+    hits: dict[str, Callable[[], object]] = {
+        "np.load, .npy in the page cache": lambda: numpy.load(npy)
+    }
+    ours = _persistmemo_data(tmp, data_array, "array")
+    ours(1)
+    hits["persistmemo"] = lambda: ours(1)
+    try:
+        mapped = _persistmemo_data(tmp, data_array, "mmap", mmap=True)
+    except TypeError as error:
+        later.append(skipped(scenario, "persistmemo mmap=True", f"memo(mmap=True): {error}"))
+    else:
+        mapped(1)
+        hits["persistmemo mmap=True"] = lambda: mapped(1)
+    memory = joblib.Memory(str(tmp / "data-joblib"), verbose=0).cache(data_array)
+    memory(1)
+    hits["joblib.Memory"] = lambda: memory(1)
+    memory_mapped = joblib.Memory(str(tmp / "data-joblib-mmap"), mmap_mode="r", verbose=0)
+    memory_mapped_array = memory_mapped.cache(data_array)
+    memory_mapped_array(1)
+    hits["joblib.Memory mmap_mode='r'"] = lambda: memory_mapped_array(1)
+    medians = measure.interleaved_per_call(hits, repeats=settings.repeats)
+    rows += [
+        row(
+            scenario,
+            name,
+            seconds,
+            mb_per_s=array.nbytes / 1e6 / seconds,
+            baseline=name in ("np.load, .npy in the page cache", "joblib.Memory"),
+        )
+        for name, seconds in medians.items()
+    ]
+    rows += later
+    npy.unlink()
+
+    scenario = f"miss + store, large float64 array ({megabytes:g} MB)"
+    saved = tmp / "data-saved"
+    saved.mkdir()
+    # Each round a new key (the round's number, offset past the hit's), deleted after.
+    misses: dict[str, Callable[[int], object]] = {
+        "np.save": lambda i: numpy.save(saved / f"{i}.npy", array),
+        "persistmemo": lambda i: ours(1_000 + i),
+        "joblib.Memory": lambda i: memory(1_000 + i),
+    }
+    cleanup: dict[str, Callable[[int], object]] = {
+        "np.save": lambda i: (saved / f"{i}.npy").unlink(),
+        "persistmemo": lambda i: ours.invalidate(1_000 + i),
+        "joblib.Memory": lambda i: memory.clear(warn=False),
+    }
+    for name, call in misses.items():
+        call(-1)  # warm: first-use costs (opening, imports) are not a miss's
+        cleanup[name](-1)
+    medians = measure.interleaved_once(misses, repeats=settings.repeats, after=cleanup)
+    rows += [
+        row(
+            scenario,
+            name,
+            seconds,
+            mb_per_s=array.nbytes / 1e6 / seconds,
+            baseline=name in ("np.save", "joblib.Memory"),
+        )
+        for name, seconds in medians.items()
+    ]
+    return rows
+
+
+def _data_frames(tmp: Path, settings: Settings) -> list[Row]:
+    import joblib
+
+    frame = DATA["frame"] = data_frame_value(settings.frame_rows)
+    shape = f"{settings.frame_rows:,} rows: float64, int64, str, datetime64"
+    rows: list[Row] = []
+
+    scenario = f"hit, DataFrame result ({shape})"
+    ours = _persistmemo_data(tmp, data_frame, "frame")
+    ours(1)
+    memory = joblib.Memory(str(tmp / "data-joblib-frame"), verbose=0).cache(data_frame)
+    memory(1)
+    medians = measure.interleaved_per_call(
+        {"persistmemo": lambda: ours(1), "joblib.Memory": lambda: memory(1)},
+        repeats=settings.repeats,
+    )
+    rows += [
+        row(scenario, name, seconds, baseline=name == "joblib.Memory")
+        for name, seconds in medians.items()
+    ]
+
+    scenario = f"key of a DataFrame argument ({shape})"
+    keyed = _persistmemo_data(tmp, double, "frame-key")
+    keys: dict[str, Callable[[], object]] = {"joblib.hash": lambda: joblib.hash(frame)}
+    try:
+        keyed.key(frame)
+    except TypeError as error:
+        if "not supported" not in str(error):
+            raise
+        later = [skipped(scenario, "persistmemo", f"DataFrame arguments: {error}")]
+    else:
+        keys["persistmemo"] = lambda: keyed.key(frame)
+        later = []
+    medians = measure.interleaved_per_call(keys, repeats=settings.repeats)
+    rows += [
+        row(scenario, name, seconds, baseline=name == "joblib.hash")
+        for name, seconds in medians.items()
+    ]
+    rows += later
     return rows
 
 
@@ -576,18 +841,44 @@ def many_inputs(tmp: Path, settings: Settings) -> list[Row]:
 
 
 SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
-    "warm hits": warm_hits,
+    "warm": warm_hits,
     "misses": misses,
-    "cold process": cold_process,
-    "store sizes": store_sizes,
-    "large values": large_values,
+    "cold": cold_process,
+    "sizes": store_sizes,
+    "large": large_values,
     "concurrent": concurrent,
-    "disk usage": disk_usage,
-    "large keys": large_keys,
+    "disk": disk_usage,
+    "keys": large_keys,
+    "data": data_workloads,
     "redis": redis_stores,
-    "feature costs": feature_costs,
-    "many inputs": many_inputs,
+    "features": feature_costs,
+    "map": many_inputs,
 }
+
+# Names for --only that stand for several scenarios: the rows an issue's targets need.
+GROUPS = {
+    "issue10": ["large", "data"],
+    "issue11": ["warm", "misses", "cold", "disk"],
+}
+
+
+def selected(only: str | list[str] | None) -> list[str]:
+    """The scenarios ``--only`` names (comma- or space-separated, groups expanded), in run
+    order; all of them for None."""
+    if not only:
+        return list(SCENARIOS)
+    words = [only] if isinstance(only, str) else only
+    names = [name.strip() for word in words for name in word.split(",") if name.strip()]
+    wanted: set[str] = set()
+    for name in names:
+        if name in GROUPS:
+            wanted.update(GROUPS[name])
+        elif name in SCENARIOS:
+            wanted.add(name)
+        else:
+            choices = ", ".join([*SCENARIOS, *GROUPS])
+            raise ValueError(f"--only: unknown scenario {name!r}; choose from {choices}")
+    return [name for name in SCENARIOS if name in wanted]
 
 
 def machine() -> dict[str, Any]:
@@ -604,17 +895,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(mode: str, only: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
+def run(mode: str, only: str | list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
     """Run the scenarios (all, or ``only`` those) and write the table, chart and JSON."""
     settings = Settings(mode)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="persistmemo-bench-") as tmp:
-        for name, scenario in SCENARIOS.items():
-            if only and name not in only:
-                continue
+        for name in selected(only):
             started = time.monotonic()
             print(f"{name} ...", end=" ", flush=True, file=sys.stderr)
-            rows += scenario(Path(tmp), settings)
+            rows += SCENARIOS[name](Path(tmp), settings)
             print(f"{time.monotonic() - started:.1f} s", file=sys.stderr)
     results = {"machine": machine(), "quick": settings.quick, "rows": rows}
     out.mkdir(parents=True, exist_ok=True)
@@ -627,10 +916,21 @@ def run(mode: str, only: list[str] | None = None, out: Path = RESULTS) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
-    parser.add_argument("--only", nargs="*", choices=list(SCENARIOS), help="run some scenarios")
+    parser.add_argument(
+        "--only",
+        nargs="*",
+        help="run only these scenarios, comma-separated: "
+        + ", ".join(SCENARIOS)
+        + "; or a group: "
+        + "; ".join(f"{group} = {','.join(names)}" for group, names in GROUPS.items()),
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write results")
     args = parser.parse_args()
-    results = run("quick" if args.quick else "full", args.only, args.out)
+    try:
+        only = selected(args.only)
+    except ValueError as error:
+        parser.error(str(error))
+    results = run("quick" if args.quick else "full", only, args.out)
     print(report.markdown(results))
 
 
