@@ -8,10 +8,21 @@ position or by keyword; ``*args`` becomes a tuple and ``**kwargs`` a dict, never
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from types import FunctionType
+from typing import Any
 
-if TYPE_CHECKING:
-    pass
+# Parameter kinds, as inspect names them, without importing inspect (~9 ms with ast, dis
+# and tokenize) for the plain functions that most scripts memoize.
+_POSITIONAL, _VAR_POSITIONAL, _KEYWORD_ONLY, _VAR_KEYWORD = range(4)
+_KIND_NAMES = {
+    "POSITIONAL_ONLY": _POSITIONAL,
+    "POSITIONAL_OR_KEYWORD": _POSITIONAL,
+    "VAR_POSITIONAL": _VAR_POSITIONAL,
+    "KEYWORD_ONLY": _KEYWORD_ONLY,
+    "VAR_KEYWORD": _VAR_KEYWORD,
+}
+_NO_DEFAULT = object()
+_CO_VARARGS, _CO_VARKEYWORDS = 0x04, 0x08
 
 
 class CallBinder:
@@ -21,42 +32,51 @@ class CallBinder:
         "_defaults",
         "_fast_arity",
         "_fast_required",
+        "_func",
         "_ignored_extra_keywords",
         "_kept",
-        "_parameters",
+        "_kinds",
         "_signature",
         "parameter_names",
     )
 
     def __init__(self, func: Callable[..., Any], ignore: Iterable[str] = ()) -> None:
-        import inspect  # at decoration, not at `import persistmemo`
+        self._func = func
+        self._signature: Any = None
+        plain = _plain_parameters(func)
+        if plain is None:
+            import inspect  # at decoration, and only for what the code object cannot tell
 
-        self._signature = inspect.signature(func)
-        parameters = list(self._signature.parameters.values())
-        self._parameters = parameters
-        self.parameter_names = tuple(p.name for p in parameters)
+            self._signature = inspect.signature(func)
+            parameters = list(self._signature.parameters.values())
+            names: tuple[str, ...] = tuple(p.name for p in parameters)
+            kinds = tuple(_KIND_NAMES[p.kind.name] for p in parameters)
+            defaults = tuple(
+                _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default
+                for p in parameters
+            )
+        else:
+            names, kinds, defaults = plain
+        self.parameter_names = names
+        self._kinds = kinds
         ignored = set(ignore)
-        accepts_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
-        unknown = ignored.difference(self.parameter_names)
+        accepts_any_keyword = _VAR_KEYWORD in kinds
+        unknown = ignored.difference(names)
         if unknown and not accepts_any_keyword:
             raise TypeError(
                 f"ignore= names {sorted(unknown)} but {func.__qualname__}() has no such "
-                f"parameter; its parameters are {list(self.parameter_names)}"
+                f"parameter; its parameters are {list(names)}"
             )
         # Names not in the signature can only arrive through **kwargs: drop them there.
         self._ignored_extra_keywords = frozenset(unknown)
-        self._kept = tuple(i for i, p in enumerate(parameters) if p.name not in ignored)
+        self._kept = tuple(i for i, name in enumerate(names) if name not in ignored)
 
         # Fast path: a call with positional arguments only, to a function whose parameters
         # are all plain positional ones, binds by slicing and padding with the defaults.
-        positional_kinds = (
-            inspect.Parameter.POSITIONAL_ONLY,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        )
-        if all(p.kind in positional_kinds for p in parameters):
-            self._fast_arity = len(parameters)
-            self._fast_required = sum(p.default is inspect.Parameter.empty for p in parameters)
-            self._defaults = tuple(p.default for p in parameters)
+        if all(kind == _POSITIONAL for kind in kinds):
+            self._fast_arity = len(names)
+            self._fast_required = sum(default is _NO_DEFAULT for default in defaults)
+            self._defaults = defaults
         else:
             self._fast_arity = -1
             self._fast_required = 0
@@ -80,14 +100,18 @@ class CallBinder:
         return tuple([values[i] for i in self._kept])
 
     def _bind_slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-        bound = self._signature.bind(*args, **kwargs)
+        signature = self._signature
+        if signature is None:
+            import inspect  # a call with keywords: the first one builds the signature
+
+            signature = self._signature = inspect.signature(self._func)
+        bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
         values = []
         for index in self._kept:
-            parameter = self._parameters[index]
-            value = arguments[parameter.name]
-            if parameter.kind is parameter.VAR_KEYWORD:
+            value = arguments[self.parameter_names[index]]
+            if self._kinds[index] == _VAR_KEYWORD:
                 value = {
                     name: item
                     for name, item in value.items()
@@ -98,8 +122,43 @@ class CallBinder:
 
     def kept_names(self) -> tuple[str, ...]:
         """The parameter names behind the key values, in order."""
-        return tuple(self._parameters[index].name for index in self._kept)
+        return tuple(self.parameter_names[index] for index in self._kept)
 
     def parameter_of(self, position: int) -> str:
         """The name of the parameter behind the ``position``-th key value."""
-        return self._parameters[self._kept[position]].name
+        return self.parameter_names[self._kept[position]]
+
+
+def _plain_parameters(
+    func: Callable[..., Any],
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[Any, ...]] | None:
+    """(names, kinds, defaults) of a plain function's parameters, read from its code object
+    as inspect.signature would; None for anything else (a wrapper with ``__wrapped__``, a
+    ``__signature__``, a partial, a method, a callable object), which inspect handles."""
+    if type(func) is not FunctionType:
+        return None
+    attributes = getattr(func, "__dict__", {})
+    if "__wrapped__" in attributes or "__signature__" in attributes:
+        return None
+    code = func.__code__
+    positional = code.co_argcount
+    keyword_only = code.co_kwonlyargcount
+    names = list(code.co_varnames[: positional + keyword_only])
+    kinds = [_POSITIONAL] * positional + [_KEYWORD_ONLY] * keyword_only
+    defaults: list[Any] = [_NO_DEFAULT] * positional
+    given = func.__defaults__ or ()
+    if given:
+        defaults[positional - len(given) :] = given
+    keyword_defaults = func.__kwdefaults__ or {}
+    defaults += [keyword_defaults.get(name, _NO_DEFAULT) for name in names[positional:]]
+    extra = positional + keyword_only
+    if code.co_flags & _CO_VARARGS:
+        names.insert(positional, code.co_varnames[extra])
+        kinds.insert(positional, _VAR_POSITIONAL)
+        defaults.insert(positional, _NO_DEFAULT)
+        extra += 1
+    if code.co_flags & _CO_VARKEYWORDS:
+        names.append(code.co_varnames[extra])
+        kinds.append(_VAR_KEYWORD)
+        defaults.append(_NO_DEFAULT)
+    return tuple(names), tuple(kinds), tuple(defaults)

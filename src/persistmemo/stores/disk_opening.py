@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
+import sys
 import threading
 import time
 import weakref
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
+    SECRET_FILE_NAME,
     Sealer,
     SecretUnavailable,
     untrusted_reason,
@@ -76,9 +78,35 @@ def default_directory() -> tuple[Path, str]:
     configured = os.environ.get(ENV_DIRECTORY)
     if configured:
         return Path(configured).expanduser(), f"${ENV_DIRECTORY}"
-    import platformdirs  # only the default store needs it
+    found = user_directory("XDG_CACHE_HOME", ".cache")
+    if found is None:
+        import platformdirs  # other platforms, and unusual homes: platformdirs decides
 
-    return Path(platformdirs.user_cache_dir("persistmemo", appauthor=False)), "platform default"
+        found = platformdirs.user_cache_dir("persistmemo", appauthor=False)
+    return Path(found), "platform default"
+
+
+def user_directory(variable: str, fallback: str) -> str | None:
+    """persistmemo's directory under the XDG base directory ``$variable`` (else
+    ``~/fallback``) on Linux, as platformdirs names it; None where platformdirs must decide
+    (other platforms, Android, a relative ``$variable`` or ``$HOME``).
+
+    platformdirs costs ~10 ms to import (it imports tempfile, shutil, random): a script run
+    again and again does not pay it for two paths that the XDG rules give directly.
+    """
+    if sys.platform != "linux" or hasattr(sys, "getandroidapilevel"):
+        return None
+    if os.environ.get("ANDROID_DATA") == "/data" and os.environ.get("ANDROID_ROOT") == "/system":
+        return None
+    base = os.environ.get(variable, "")
+    if not base:
+        home = os.environ.get("HOME", "")
+        if not os.path.isabs(home):
+            return None  # no $HOME, or a relative one: platformdirs' fallbacks apply
+        base = os.path.expanduser(f"~/{fallback}")
+    elif not os.path.isabs(base):
+        return None  # platformdirs versions disagree about a relative $XDG_* value
+    return os.path.join(base, "persistmemo")
 
 
 def absolute_path(directory: str | os.PathLike[str]) -> Path:
@@ -203,8 +231,11 @@ class StoreLifetime:
         """Run ``opener`` in a thread unless ``ready()``, waiting at most ``timeout``.
 
         diskcache retries a locked database for 60 s while opening: a caller waits no longer
-        than an operation would, and the opening finishes in the background.
+        than an operation would, and the opening finishes in the background. An existing
+        database that answers at once is opened in the calling thread instead: the thread
+        (~1 ms of a cold start) is needed only when diskcache has to open it.
         """
+        deadline = time.monotonic() + self.timeout
         with self._open_lock:
             if ready() or self._broken:
                 return
@@ -214,11 +245,14 @@ class StoreLifetime:
             if opening is None:
                 if time.monotonic() < self._reopen_at:
                     return
+                if opener == self._open and self._open_in_place():
+                    return
                 opening = self._opening = threading.Thread(
                     target=self._run_opening, args=(opener,), name="persistmemo-open", daemon=True
                 )
                 opening.start()
-        opening.join(self.timeout)
+        # What the attempt in place took counts against the same timeout.
+        opening.join(max(0.0, deadline - time.monotonic()))
         if opening.is_alive():
             self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
             self._faults.report(
@@ -226,6 +260,18 @@ class StoreLifetime:
                 f"opening took longer than {self.timeout:g} s; calls run without the store "
                 "until it opens",
             )
+
+    def _open_in_place(self) -> bool:
+        """Open the reader of an existing database in this thread; False when it needs the
+        full opening (no database yet, a failed probe, anything unusual), which runs in a
+        thread and reports what it meets."""
+        try:
+            if not (self.directory / DBNAME).exists():
+                return False
+            self._open_reader()
+        except Exception:  # the opening in a thread meets it again and reports it
+            return False
+        return self._reader is not None
 
     def _run_opening(self, opener: Callable[[], None]) -> None:
         try:
@@ -248,28 +294,10 @@ class StoreLifetime:
         hits starts faster. Anything else (no database yet, garbage, a read-only mount, a
         lock) goes through diskcache's opening, which handles each case.
         """
+        failure = self._open_reader()
+        if self._reader is not None:
+            return
         directory = self.directory
-        self._make_directory(directory)
-        problem = untrusted_reason(directory)
-        self._foreign = problem is not None and not self.shared
-        self._secret, self._pickle_trusted = self._load_secret(directory, problem)
-        self._sealer = Sealer(self._secret)
-        # Whether pickle-fallback values may be written and read here: a plain
-        # attribute, as the hit path reads it on every call.
-        self.pickle_allowed = self._pickle_trusted and not self.strict
-        failure = None  # no database yet: the untrusted directory was reported already
-        if (directory / DBNAME).exists():
-            reader = EntryReader(
-                directory, timeout=self.timeout, mode="ro" if self._foreign else "normal"
-            )
-            try:
-                reader.probe()
-            except sqlite3.Error as error:
-                reader.close()
-                failure = str(error)
-            else:
-                self._reader = reader
-                return
         if self._foreign:
             # Nothing may be written here, and nothing can be read yet: typically its
             # write-ahead log's index is missing until the owner opens the store. Tried again.
@@ -287,6 +315,31 @@ class StoreLifetime:
             self._reader = EntryReader(directory, timeout=self.timeout)
         elif self._reader is None and self._read_only:
             self._reader = self._read_only_reader(directory)
+
+    def _open_reader(self) -> str | None:
+        """Directory, secret, and the reader of an existing database that answers a query;
+        returns why the database did not answer (None: no database, or it did)."""
+        directory = self.directory
+        self._make_directory(directory)
+        problem = untrusted_reason(directory)
+        self._foreign = problem is not None and not self.shared
+        self._secret, self._pickle_trusted = self._load_secret(directory, problem)
+        self._sealer = Sealer(self._secret)
+        # Whether pickle-fallback values may be written and read here: a plain
+        # attribute, as the hit path reads it on every call.
+        self.pickle_allowed = self._pickle_trusted and not self.strict
+        if not (directory / DBNAME).exists():
+            return None  # no database yet: the untrusted directory was reported already
+        reader = EntryReader(
+            directory, timeout=self.timeout, mode="ro" if self._foreign else "normal"
+        )
+        try:
+            reader.probe()
+        except sqlite3.Error as error:
+            reader.close()
+            return str(error)
+        self._reader = reader
+        return None
 
     def _make_directory(self, directory: Path) -> None:
         if directory.is_dir():
@@ -390,7 +443,7 @@ class StoreLifetime:
             secret = self._given_secret
         else:
             try:
-                secret = user_secret()
+                secret = user_secret(_secret_path())
             except SecretUnavailable as error:
                 # Entries sealed with a one-off secret are private to this process: misses
                 # for everyone else, never a wrong value.
@@ -434,6 +487,17 @@ class StoreLifetime:
             if self._cache is not None:
                 self._cache.fork_lock = self._fork_lock
         self._faults.after_fork()
+
+
+def _secret_path() -> Path | None:
+    """The key file where integrity.default_secret_path puts it, without platformdirs where
+    the XDG rules name it (None: integrity asks platformdirs)."""
+    directory = user_directory("XDG_CONFIG_HOME", ".config")
+    if directory is None:
+        return None
+    from pathlib import Path
+
+    return Path(directory) / SECRET_FILE_NAME
 
 
 def _file_system_read_only(directory: Path) -> bool:

@@ -1,0 +1,149 @@
+"""A script run again and again: what each cold process pays before its first hit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLATFORM_CASES = {
+    "xdg set": {"XDG_CACHE_HOME": "/srv/cache", "XDG_CONFIG_HOME": "/srv/config"},
+    "xdg unset": {},
+    "xdg empty": {"XDG_CACHE_HOME": "", "XDG_CONFIG_HOME": ""},
+    "xdg relative": {"XDG_CACHE_HOME": "rel/cache", "XDG_CONFIG_HOME": "rel/config"},
+    "home with a trailing slash": {"HOME": "/home/someone/"},
+    "home is the root": {"HOME": "/"},
+    "home relative": {"HOME": "relative/home"},
+}
+
+AGREEMENT = """
+import json, platformdirs
+from persistmemo.stores import disk_opening
+from persistmemo.integrity import default_secret_path
+ours_cache = disk_opening.user_directory("XDG_CACHE_HOME", ".cache")
+ours_secret = disk_opening._secret_path()
+print(json.dumps({
+    "ours": [ours_cache, None if ours_secret is None else str(ours_secret)],
+    "platformdirs": [
+        platformdirs.user_cache_dir("persistmemo", appauthor=False),
+        str(default_secret_path()),
+    ],
+    "default": str(disk_opening.default_directory()[0]),
+}))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the XDG rules are computed on Linux only")
+@pytest.mark.parametrize("variables", PLATFORM_CASES.values(), ids=PLATFORM_CASES.keys())
+def test_the_default_directories_are_the_ones_platformdirs_names(
+    variables: dict[str, str],
+) -> None:
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("XDG_", "PERSISTMEMO_"))
+    }
+    environment.update(variables)
+    done = subprocess.run(
+        [sys.executable, "-c", AGREEMENT], env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    ours, theirs = seen["ours"], seen["platformdirs"]
+    for computed, named in zip(ours, theirs, strict=True):
+        assert computed is None or computed == named  # None: platformdirs is asked
+    assert seen["default"] == theirs[0]
+    if variables.get("XDG_CACHE_HOME", "/").startswith("/"):
+        assert ours[0] is not None or not variables.get("HOME", "/").startswith("/")
+
+
+COLD_IMPORTS = """
+import sys
+from persistmemo import memo
+
+@memo
+def square(x):
+    return x * x
+
+square(3)
+print(" ".join(sorted(sys.modules)))
+"""
+
+
+def test_a_script_on_the_default_store_never_imports_platformdirs(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
+    environment.update(
+        {
+            "XDG_CACHE_HOME": str(tmp_path / "cache"),
+            "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        }
+    )
+    script = tmp_path / "script.py"
+    script.write_text(COLD_IMPORTS)
+    for _ in range(2):  # the first run creates the store and the key
+        done = subprocess.run(
+            [sys.executable, str(script)], env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        assert "platformdirs" not in done.stdout.split()
+    assert (tmp_path / "cache" / "persistmemo" / "cache.db").exists()
+    assert (tmp_path / "config" / "persistmemo" / "secret.key").exists()
+
+
+def _plain(a, b=2, /, c=3, *rest, d, e=5, **more):  # type: ignore[no-untyped-def]
+    return a
+
+
+def _no_defaults(a, b):  # type: ignore[no-untyped-def]
+    return a
+
+
+def _keywords_only(*, x=1, y):  # type: ignore[no-untyped-def]
+    return x
+
+
+def _only_rest(*args, **kwargs):  # type: ignore[no-untyped-def]
+    return args
+
+
+async def _coroutine(a, *, b=1):  # type: ignore[no-untyped-def]
+    return a
+
+
+@pytest.mark.parametrize("func", [_plain, _no_defaults, _keywords_only, _only_rest, _coroutine])
+def test_a_plain_function_binds_as_inspect_signature_says_without_importing_it(
+    func: object,
+) -> None:
+    import inspect
+
+    from persistmemo.binding import _KIND_NAMES, _NO_DEFAULT, _plain_parameters
+    from persistmemo.call_paths import is_async as inspect_is_async
+    from persistmemo.memoized import is_async
+
+    read = _plain_parameters(func)  # type: ignore[arg-type]
+    assert read is not None
+    names, kinds, defaults = read
+    parameters = list(inspect.signature(func).parameters.values())  # type: ignore[arg-type]
+    assert names == tuple(p.name for p in parameters)
+    assert kinds == tuple(_KIND_NAMES[p.kind.name] for p in parameters)
+    assert defaults == tuple(
+        _NO_DEFAULT if p.default is inspect.Parameter.empty else p.default for p in parameters
+    )
+    assert is_async(func) == inspect_is_async(func)  # type: ignore[arg-type]
+
+
+def test_decorating_a_plain_function_imports_neither_inspect_nor_ast() -> None:
+    code = (
+        "import sys\nfrom persistmemo import Store, memo\n"
+        "import tempfile\nstore = Store(tempfile.mkdtemp())\n"
+        "@memo(store=store)\ndef f(x, y=1):\n    return x + y\n"
+        "@memo(store=store)\nasync def g(x):\n    return x\n"
+        "print('inspect' in sys.modules, 'ast' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
