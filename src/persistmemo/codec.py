@@ -49,11 +49,26 @@ from typing import Any
 import msgpack
 
 from persistmemo.naming import module_name
+from persistmemo.out_of_band import (
+    BadSegment,
+    BufferCollector,
+    FramedValue,
+    OutOfBand,
+    array_from_segment,
+    npy_segment,
+)
 
 FORMAT_MSGPACK = b"\x01"
 FORMAT_PICKLE = b"\x02"
+FORMAT_PICKLE_OUT_OF_BAND = b"\x03"
+"""A pickle whose large buffers (protocol 5) are in the value's area: msgpack of
+``[pickle bytes, [[offset, length], ...]]``."""
 _MSGPACK = FORMAT_MSGPACK[0]
 _PICKLE = FORMAT_PICKLE[0]
+_PICKLE_OUT_OF_BAND = FORMAT_PICKLE_OUT_OF_BAND[0]
+
+Encoded = bytes | memoryview | FramedValue
+"""What a store hands back to decode: encoded bytes, or a document and its area."""
 
 EXT_TUPLE = 1
 EXT_SET = 2
@@ -73,6 +88,8 @@ EXT_NAMEDTUPLE = 15
 EXT_NDARRAY = 16
 EXT_NUMPY_SCALAR = 17
 EXT_FLAG = 18
+EXT_NDARRAY_NPY = 19
+"""An array kept in the value's area as a ``.npy`` image: ``[offset, length]``."""
 
 _PATH_CLASS_NAMES = frozenset(
     ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
@@ -81,8 +98,10 @@ MAX_EXT_DEPTH = 16
 """Extension types (tuple, set, dataclass...) nest at most this deep in msgpack; deeper
 values are pickled. Decoding holds about 45 KB of C stack per level (msgpack's parse stack):
 16 levels (under 800 KB) fit even a 1 MB thread stack."""
-# The depth of _ext calls in this thread's encoding.
+# The depth of _ext calls in this thread's encoding; the area being laid out (encoding) or
+# read (decoding), when the value has one.
 _encoding = threading.local()
+_decoding = threading.local()
 # The names a running script's module has: its own, and multiprocessing workers' copy.
 _MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
 # Every class made by collections.namedtuple (typing.NamedTuple included) shares this code
@@ -113,13 +132,27 @@ class _NeedsPickle(Exception):
 
 
 def encode_value(value: object, *, allow_pickle: bool = True) -> bytes:
-    """Return the stored form of ``value``.
+    """Return the stored form of ``value``, as one bytes object.
 
     Raises UnstorableValue (and nothing else) when the value needs the pickle fallback and
     ``allow_pickle`` is false, or when it cannot be pickled either.
     """
+    return encode_result(value, allow_pickle=allow_pickle, out_of_band_from=None)  # type: ignore[return-value]
+
+
+def encode_result(
+    value: object, *, allow_pickle: bool = True, out_of_band_from: int | None
+) -> bytes | OutOfBand:
+    """Return the stored form of ``value``; with ``out_of_band_from``, arrays (and pickle
+    buffers) of at least that many bytes are kept out of the document (see out_of_band.py),
+    and the result is an ``OutOfBand`` when there were any.
+
+    Raises UnstorableValue as ``encode_value`` does.
+    """
+    collector = None if out_of_band_from is None else BufferCollector(out_of_band_from)
+    _encoding.collector = collector
     try:
-        return FORMAT_MSGPACK + _packb(value)
+        document = FORMAT_MSGPACK + _packb(value)
     except _NeedsPickle as needs:
         reason = f"contains a {needs.args[0]}, which has no msgpack encoding"
     except RecursionError:
@@ -130,21 +163,51 @@ def encode_value(value: object, *, allow_pickle: bool = True) -> bytes:
     except Exception as error:
         # A property of a dataclass field that raises, a container changed while packed...
         reason = f"cannot be packed as msgpack ({error!r})"
+    else:
+        if collector is None or not collector.segments:
+            return document
+        return OutOfBand(document, collector.segments, collector.size)
+    finally:
+        _encoding.collector = None
     if not allow_pickle:
         raise UnstorableValue(
             f"the result {reason}, and the pickle fallback is refused here"
         ) from None
+    return _pickled(value, reason, out_of_band_from)
+
+
+def _pickled(value: object, reason: str, out_of_band_from: int | None) -> bytes | OutOfBand:
     pickler, _ = _pickle_classes()
     buffer = io.BytesIO()
     buffer.write(FORMAT_PICKLE)
+    collector = None if out_of_band_from is None else BufferCollector(out_of_band_from)
+    references: list[list[int]] = []
+
+    def keep_apart(pickle_buffer: Any) -> bool:
+        # Protocol 5 hands over each contiguous buffer (array data, Arrow buffers): a false
+        # answer keeps it out of the pickle stream, in the area.
+        assert collector is not None
+        try:
+            raw = pickle_buffer.raw()
+        except BufferError:  # not contiguous: pickled in band
+            return True
+        if raw.nbytes < collector.threshold:
+            return True
+        references.append(collector.add(raw))
+        return False
+
     try:
-        pickler(buffer, protocol=-1).dump(value)
+        pickler(buffer, protocol=5, buffer_callback=keep_apart if collector else None).dump(value)
     except Exception as error:
         raise UnstorableValue(f"the result {reason}, and cannot be pickled: {error!r}") from None
-    return buffer.getvalue()
+    if collector is None or not references:
+        return buffer.getvalue()
+    stream = buffer.getbuffer()[1:]
+    document = FORMAT_PICKLE_OUT_OF_BAND + _packb([stream, references])
+    return OutOfBand(document, collector.segments, collector.size)
 
 
-def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> object:
+def decode_value(data: Encoded, *, allow_pickle: bool = True) -> object:
     """Return the value stored as ``data``; raises CorruptEntry when it is not well-formed.
 
     Raises its subclass UndecodableValue when the bytes are well-formed but cannot be
@@ -152,17 +215,30 @@ def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> obje
     with ``allow_pickle``: callers pass it only for bytes whose origin was authenticated
     (see integrity.py), and only then may a value import the module of one of its classes.
     """
+    if type(data) is FramedValue:
+        _decoding.framed = data
+        _decoding.area = None
+        try:
+            return _decode_document(data.document, allow_pickle)
+        finally:
+            _decoding.framed = _decoding.area = None
+    return _decode_document(data, allow_pickle)  # type: ignore[arg-type]
+
+
+def _decode_document(data: bytes | memoryview, allow_pickle: bool) -> object:
     head = data[0] if data else -1
     try:
         if head == _MSGPACK:
             return (_unpack_importing if allow_pickle else _unpack_loaded)(data[1:])
-        if head == _PICKLE:
+        if head in (_PICKLE, _PICKLE_OUT_OF_BAND):
             if not allow_pickle:
                 raise UndecodableValue(
                     "refused: the value is a pickle, and this store does not allow pickles "
                     "(it is shared, or strict, or its secret key is not private)"
                 )
-            return _unpickle(data[1:])
+            if head == _PICKLE:
+                return _unpickle(data[1:])
+            return _unpickle_out_of_band(data[1:])
     except CorruptEntry:
         raise
     except RecursionError:
@@ -172,9 +248,39 @@ def decode_value(data: bytes | memoryview, *, allow_pickle: bool = True) -> obje
     raise CorruptEntry(f"stored value has an unknown format byte {head!r}")
 
 
-def is_pickled(data: bytes | memoryview) -> bool:
+def _framed_area() -> tuple[memoryview, bool]:
+    """The area of the value being decoded (made usable once), and whether it is mapped."""
+    framed: FramedValue | None = getattr(_decoding, "framed", None)
+    if framed is None:
+        raise CorruptEntry("stored value refers to buffers it does not have")
+    area: memoryview | None = _decoding.area
+    if area is None:
+        area = _decoding.area = framed.usable_area()
+    return area, framed.mapped
+
+
+def _unpickle_out_of_band(payload: bytes | memoryview) -> object:
+    stream, references = _unpack_loaded(payload)
+    area, mapped = _framed_area()
+    if type(references) is not list:
+        raise CorruptEntry("malformed buffer references")
+    buffers = []
+    for reference in references:
+        if type(reference) is not list or len(reference) != 2:
+            raise CorruptEntry("malformed buffer reference")
+        offset, length = reference
+        if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
+            raise CorruptEntry("malformed buffer reference")
+        if offset + length > len(area):
+            raise CorruptEntry("buffer reference past the end of the stored data")
+        view = area[offset : offset + length]
+        buffers.append(view.toreadonly() if mapped else view)
+    return _unpickle(stream, buffers)
+
+
+def is_pickled(data: Encoded) -> bool:
     """Whether encoded bytes hold a pickle-fallback value."""
-    return len(data) > 0 and data[0] == _PICKLE
+    return len(data) > 0 and data[0] in (_PICKLE, _PICKLE_OUT_OF_BAND)
 
 
 # --- finding classes by name ---------------------------------------------------------------
@@ -409,12 +515,12 @@ def _find_module_or_raise(module: str, name: str) -> ModuleType:
         raise UndecodableValue(f"class {module}.{name} is not importable here: {error}") from None
 
 
-def _unpickle(payload: bytes | memoryview) -> object:
+def _unpickle(payload: bytes | memoryview, buffers: list[memoryview] | None = None) -> object:
     import pickle
 
     _, unpickler = _pickle_classes()
     try:
-        return unpickler(io.BytesIO(payload)).load()
+        return unpickler(io.BytesIO(payload), buffers=buffers).load()
     except (CorruptEntry, pickle.UnpicklingError, EOFError):
         raise
     except RecursionError:
@@ -552,6 +658,14 @@ def _dataclass_encoder(cls: type) -> Callable[[Any], msgpack.ExtType]:
 
 
 def _encode_ndarray(value: Any) -> msgpack.ExtType:
+    collector: BufferCollector | None = getattr(_encoding, "collector", None)
+    if (
+        collector is not None
+        and value.nbytes >= collector.threshold
+        and type(value) is _numpy().ndarray
+        and (segment := npy_segment(value)) is not None
+    ):
+        return _ext(EXT_NDARRAY_NPY, collector.add(*segment))
     plain = type(value) is _numpy().ndarray and value.dtype.fields is None
     if value.dtype.hasobject or not plain or not _dtype_round_trips(value.dtype):
         raise _NeedsPickle(f"numpy array of dtype {value.dtype}")
@@ -818,6 +932,21 @@ def _decode_ndarray(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     return flat.reshape(shape, order=order).copy(order="K")
 
 
+def _decode_ndarray_npy(payload: bytes, unpack: _Unpack, _: bool) -> Any:
+    reference = unpack(payload)
+    if type(reference) is not list or len(reference) != 2:
+        raise CorruptEntry("malformed array reference")
+    area, mapped = _framed_area()
+    try:
+        return array_from_segment(area, reference[0], reference[1], mapped)
+    except ImportError:
+        raise UndecodableValue(
+            "the value holds a numpy array, and numpy is not installed here"
+        ) from None
+    except BadSegment as error:
+        raise CorruptEntry(str(error)) from None
+
+
 def _decode_numpy_scalar(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     numpy = _numpy_for_decoding()
     dtype, data = unpack(payload)
@@ -854,6 +983,7 @@ _EXT_DECODERS: dict[int, _Decoder] = {
     EXT_NAMEDTUPLE: _decode_namedtuple,
     EXT_NDARRAY: _decode_ndarray,
     EXT_NUMPY_SCALAR: _decode_numpy_scalar,
+    EXT_NDARRAY_NPY: _decode_ndarray_npy,
 }
 
 # Two unpackers built once, so that the hit path picks one and pays nothing per value.

@@ -132,6 +132,7 @@ def memo(
     files: Iterable[str] = (),
     lock: bool = True,
     memory: int | None = None,
+    mmap: bool = False,
 ) -> MemoDecorator: ...
 
 
@@ -150,6 +151,7 @@ def memo(
     files: Iterable[str] = (),
     lock: bool = True,
     memory: int | None = None,
+    mmap: bool = False,
 ) -> Any:
     """Memoize a function persistently: ``@memo`` or ``@memo(ttl=3600, ignore=["verbose"])``.
 
@@ -179,6 +181,10 @@ def memo(
     - ``memory``: also keep the N most recent results in this process's memory, for hot
       loops (see persistmemo.memory: TTL holds, this process's invalidations are seen,
       other processes' are not until the entry expires).
+    - ``mmap``: arrays in a result (at the top level, inside containers, a DataFrame's
+      columns) come back as read-only memory maps of the stored file, so a hit costs the
+      same whatever their size (joblib's ``mmap_mode="r"``). Each hit checks the entry's
+      header; the array bytes are checked when written and by ``persistmemo check``.
 
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
     ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError. The
@@ -196,6 +202,7 @@ def memo(
         files=files,
         lock=lock,
         memory=memory,
+        mmap=mmap,
     )
 
     def decorate(target: Callable[..., Any]) -> Any:

@@ -16,6 +16,17 @@ another valid document, or another entry's bytes copied over this one (a swap of
 all fail it, and the entry counts as a miss. The scheme is fixed here, never
 named by the stored bytes, so nothing in a store can downgrade it.
 
+A value whose large buffers are kept apart (out_of_band.py) is framed as
+
+    0x02 · head tag · area tag · compute seconds · stored at · document length (u32) ·
+    area length (u64) · document · zero padding to a multiple of 64 · area
+
+The area tag is keyed BLAKE3 (multithreaded) over the key and the area; the head tag covers
+the frame version, the key, the area tag, the metadata, both lengths and the document. A
+hit checks both. A mapped hit (``memo(mmap=True)``) checks the head tag, so the document,
+the layout and the area's tag are authentic, but not the area's bytes, which it does not
+read: those were checked when written and are checked by ``persistmemo check``.
+
 The secret also authenticates pickle-fallback values: without it, bytes planted in the store
 by someone else are refused before any unpickling, so they cannot run code
 (CVE-2025-69872 is that hole in diskcache's own pickling). The secret lives outside every
@@ -33,18 +44,24 @@ import stat
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, overload
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
+from persistmemo.out_of_band import FramedValue, OutOfBand, aligned
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 FRAME_VERSION = b"\x01"
+FRAME_OUT_OF_BAND = b"\x02"
 TAG_SIZE = 16
 _METADATA = struct.Struct(">dd")
 HEADER_SIZE = 1 + TAG_SIZE + _METADATA.size
+_LENGTHS = struct.Struct(">IQ")
+OUT_OF_BAND_HEADER_SIZE = 1 + 2 * TAG_SIZE + _METADATA.size + _LENGTHS.size
+HEADER_READ = 64
+"""Bytes to read from an entry to find its metadata, whatever its frame."""
 ENV_SECRET = "PERSISTMEMO_SECRET"
 SECRET_FILE_NAME = "secret.key"
 
@@ -60,22 +77,112 @@ class Sealer:
     """Seals and opens entries with one secret; what does not depend on the entry is
     prepared once, so that checking a small hit costs one hasher copy and two updates."""
 
-    __slots__ = ("_blake2b", "_blake3_key")
+    __slots__ = ("_area_key", "_blake2b", "_blake3_key")
 
     def __init__(self, secret: bytes) -> None:
         self._blake2b = hashlib.blake2b(key=secret[:64], digest_size=TAG_SIZE)
         self._blake3_key = hashlib.blake2b(secret, digest_size=32, person=b"pm-seal-b3").digest()
+        self._area_key = hashlib.blake2b(secret, digest_size=32, person=b"pm-seal-area").digest()
 
+    @overload
     def seal(
         self, key: str, encoded: bytes, seconds: float = 0.0, stored_at: float | None = None
-    ) -> bytes:
-        """Frame ``encoded`` (a codec output that took ``seconds`` to compute) for ``key``."""
-        body = _METADATA.pack(seconds, time.time() if stored_at is None else stored_at) + encoded
+    ) -> bytes: ...
+
+    @overload
+    def seal(
+        self,
+        key: str,
+        encoded: bytes | OutOfBand,
+        seconds: float = 0.0,
+        stored_at: float | None = None,
+    ) -> bytes | SealedParts: ...
+
+    def seal(
+        self,
+        key: str,
+        encoded: bytes | OutOfBand,
+        seconds: float = 0.0,
+        stored_at: float | None = None,
+    ) -> bytes | SealedParts:
+        """Frame ``encoded`` (a codec output that took ``seconds`` to compute) for ``key``:
+        bytes, or for a value with an area the parts to write one after the other."""
+        metadata = _METADATA.pack(seconds, time.time() if stored_at is None else stored_at)
+        if type(encoded) is OutOfBand:
+            return self._seal_out_of_band(key, encoded, metadata)
+        body = metadata + encoded  # type: ignore[operator]
         return FRAME_VERSION + self._tag(key, body) + body
 
-    def unseal(self, key: str, stored: bytes) -> bytes | memoryview:
-        """The encoded value inside ``stored``; raises CorruptEntry when the tag fails."""
+    def _seal_out_of_band(self, key: str, encoded: OutOfBand, metadata: bytes) -> SealedParts:
+        document = encoded.document
+        area_parts: list[bytes | memoryview] = []
+        position = 0
+        for offset, view in encoded.segments:
+            if offset > position:
+                area_parts.append(bytes(offset - position))
+            area_parts.append(view)
+            position = offset + view.nbytes
+        if encoded.area_size > position:
+            area_parts.append(bytes(encoded.area_size - position))
+        import blake3  # only values with an area need it
+
+        hasher = blake3.blake3(_key_prefix(key), key=self._area_key, max_threads=_threads(position))
+        for part in area_parts:
+            hasher.update(part)
+        area_tag = hasher.digest(TAG_SIZE)
+        head_body = area_tag + metadata + _LENGTHS.pack(len(document), encoded.area_size)
+        head_tag = self._head_tag(key, head_body, document)
+        header = FRAME_OUT_OF_BAND + head_tag + head_body
+        start = aligned(OUT_OF_BAND_HEADER_SIZE + len(document))
+        padding = bytes(start - OUT_OF_BAND_HEADER_SIZE - len(document))
+        return SealedParts([header, document, padding, *area_parts], start + encoded.area_size)
+
+    def _head_tag(self, key: str, head_body: bytes | memoryview, document: object) -> bytes:
+        hasher = self._blake2b.copy()
+        hasher.update(FRAME_OUT_OF_BAND)
+        hasher.update(_key_prefix(key))
+        hasher.update(head_body)
+        hasher.update(document)  # type: ignore[arg-type]
+        return hasher.digest()
+
+    def _unseal_out_of_band(
+        self, key: str, stored: bytes | memoryview, mapped: bool
+    ) -> FramedValue:
+        view = memoryview(stored)
+        if len(view) < OUT_OF_BAND_HEADER_SIZE:
+            raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
+        document_size, area_size = _LENGTHS.unpack_from(view, _OUT_OF_BAND_LENGTHS)
+        document_end = OUT_OF_BAND_HEADER_SIZE + document_size
+        start = aligned(document_end)
+        if len(view) != start + area_size:
+            raise CorruptEntry(f"entry {key} is truncated or has bytes past its end")
+        head_body = view[_BODY:OUT_OF_BAND_HEADER_SIZE]
+        document = view[OUT_OF_BAND_HEADER_SIZE:document_end]
+        if not hmac.compare_digest(view[1:_BODY], self._head_tag(key, head_body, document)):
+            raise CorruptEntry(_FAILED.format(key))
+        area = view[start:]
+        if not mapped:
+            import blake3
+
+            hasher = blake3.blake3(
+                _key_prefix(key), key=self._area_key, max_threads=_threads(area_size)
+            )
+            hasher.update(area)
+            if not hmac.compare_digest(view[_BODY : _BODY + TAG_SIZE], hasher.digest(TAG_SIZE)):
+                raise CorruptEntry(_FAILED.format(key))
+        return FramedValue(document, area, mapped=mapped)
+
+    def unseal(
+        self, key: str, stored: bytes | memoryview, *, mapped: bool = False
+    ) -> bytes | memoryview | FramedValue:
+        """The encoded value inside ``stored``; raises CorruptEntry when a tag fails.
+
+        ``mapped``: ``stored`` is a read-only map of the entry's file; a value with an area
+        is checked up to its area's tag, not over the area (see the module docstring).
+        """
         if len(stored) <= HEADER_SIZE or stored[0] != FRAME_VERSION_BYTE:
+            if len(stored) > 0 and stored[0] == FRAME_OUT_OF_BAND[0]:
+                return self._unseal_out_of_band(key, stored, mapped)
             raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
         if len(stored) < LARGE_BODY:
             # Small entries: slicing copies a few bytes, cheaper than memoryview objects.
@@ -88,8 +195,7 @@ class Sealer:
         return view[HEADER_SIZE:]
 
     def _tag(self, key: str, body: bytes | memoryview) -> bytes:
-        key_bytes = key.encode("utf-8", "surrogatepass")
-        prefix = len(key_bytes).to_bytes(4, "big") + key_bytes
+        prefix = _key_prefix(key)
         if len(body) >= LARGE_BODY:
             import blake3  # only large entries need it
 
@@ -103,8 +209,39 @@ class Sealer:
 
 
 _BODY = 1 + TAG_SIZE
+_OUT_OF_BAND_LENGTHS = 1 + 2 * TAG_SIZE + _METADATA.size
 FRAME_VERSION_BYTE = FRAME_VERSION[0]
 _FAILED = "entry {} fails its integrity check (changed, truncated or moved)"
+_THREADED_FROM = 4 << 20
+
+
+def _key_prefix(key: str) -> bytes:
+    key_bytes = key.encode("utf-8", "surrogatepass")
+    return len(key_bytes).to_bytes(4, "big") + key_bytes
+
+
+def _threads(size: int) -> int:
+    """BLAKE3's threads: all cores for a large area, one where starting them costs more."""
+    import blake3
+
+    return int(blake3.blake3.AUTO) if size >= _THREADED_FROM else 1
+
+
+class SealedParts:
+    """A sealed entry as the buffers to write one after the other (nothing joined)."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: list[bytes | memoryview], size: int) -> None:
+        self.parts = parts
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def joined(self) -> bytes:
+        """The entry as one bytes object (a store that cannot write parts)."""
+        return b"".join(self.parts)
 
 
 def seal(secret: bytes, key: str, encoded: bytes, seconds: float = 0.0) -> bytes:
@@ -112,16 +249,20 @@ def seal(secret: bytes, key: str, encoded: bytes, seconds: float = 0.0) -> bytes
     return Sealer(secret).seal(key, encoded, seconds)
 
 
-def unseal(secret: bytes, key: str, stored: bytes) -> bytes | memoryview:
+def unseal(secret: bytes, key: str, stored: bytes) -> bytes | memoryview | FramedValue:
     """``Sealer(secret).unseal(...)``, for one-off use."""
     return Sealer(secret).unseal(key, stored)
 
 
 def entry_metadata(stored: bytes) -> tuple[float, float] | None:
-    """``(compute seconds, stored at)`` from a sealed entry's header (not verified), or None."""
-    if stored[:1] != FRAME_VERSION or len(stored) < HEADER_SIZE:
+    """``(compute seconds, stored at)`` from a sealed entry's header (not verified), or None
+    (the first HEADER_READ bytes of the entry are enough)."""
+    if stored[:1] == FRAME_VERSION and len(stored) >= HEADER_SIZE:
+        seconds, stored_at = _METADATA.unpack_from(stored, 1 + TAG_SIZE)
+    elif stored[:1] == FRAME_OUT_OF_BAND and len(stored) >= OUT_OF_BAND_HEADER_SIZE:
+        seconds, stored_at = _METADATA.unpack_from(stored, 1 + 2 * TAG_SIZE)
+    else:
         return None
-    seconds, stored_at = _METADATA.unpack_from(stored, 1 + TAG_SIZE)
     return float(seconds), float(stored_at)
 
 

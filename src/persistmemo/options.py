@@ -24,6 +24,7 @@ class MemoOptions(NamedTuple):
     files: tuple[str, ...]
     lock: bool
     memory: int | None
+    mmap: bool = False
 
     @classmethod
     def checked(
@@ -40,6 +41,7 @@ class MemoOptions(NamedTuple):
         files: object = (),
         lock: bool,
         memory: int | None,
+        mmap: bool = False,
     ) -> MemoOptions:
         """The options, or a TypeError/ValueError naming the option and the remedy."""
         return cls(
@@ -54,6 +56,7 @@ class MemoOptions(NamedTuple):
             files=_check_files(files, key),
             lock=_check_flag("lock", lock),
             memory=memory,
+            mmap=_check_flag("mmap", mmap),
         )
 
 

@@ -13,9 +13,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
-from persistmemo.codec import CorruptEntry, UndecodableValue, decode_value, is_pickled
-from persistmemo.integrity import FRAME_VERSION, HEADER_SIZE, Sealer
+from persistmemo.codec import CorruptEntry, Encoded, UndecodableValue, decode_value, is_pickled
+from persistmemo.integrity import (
+    FRAME_OUT_OF_BAND,
+    FRAME_VERSION,
+    HEADER_SIZE,
+    OUT_OF_BAND_HEADER_SIZE,
+    Sealer,
+)
 from persistmemo.keys import KEY_FORMAT, identity_of
+from persistmemo.out_of_band import OutOfBand
 
 LEASE_PREFIX = "pm-lease:"
 STATS_PREFIX = "pm-hits:"
@@ -177,14 +184,14 @@ def looks_sealed_with_another_secret(*, verified: int, well_formed_failures: int
 def frame_is_well_formed(stored: object) -> bool:
     """Whether ``stored`` has the shape of a sealed entry (frame version, header, body),
     whatever its tag: what ``looks_sealed_with_another_secret`` counts as a failure."""
-    return (
-        isinstance(stored, (bytes, bytearray, memoryview))
-        and len(stored) > HEADER_SIZE
-        and stored[:1] == FRAME_VERSION
-    )
+    if not isinstance(stored, (bytes, bytearray, memoryview)):
+        return False
+    if stored[:1] == FRAME_OUT_OF_BAND:
+        return len(stored) >= OUT_OF_BAND_HEADER_SIZE
+    return len(stored) > HEADER_SIZE and stored[:1] == FRAME_VERSION
 
 
-def check_decodes(encoded: bytes | memoryview) -> None:
+def check_decodes(encoded: Encoded) -> None:
     """Decode a verified value as ``check`` does: msgpack values fully; pickles never (their
     tag verified, and unpickling would run code: a secret given to check may be another
     user's), and no module is imported for them: a value whose class is not loaded in this
@@ -195,7 +202,7 @@ def check_decodes(encoded: bytes | memoryview) -> None:
             decode_value(encoded, allow_pickle=False)
 
 
-def judge_entry(report: CheckReport, sealer: Sealer, key: str, stored: bytes) -> str:
+def judge_entry(report: CheckReport, sealer: Sealer, key: str, stored: bytes | memoryview) -> str:
     """One entry of ``check``: its seal, then whether its value decodes, recorded in
     ``report``. Returns "verified", "well-formed" (the tag failed on intact bytes: another
     secret, or damage) or "malformed"; the stores weigh the counts with
@@ -215,8 +222,11 @@ def judge_entry(report: CheckReport, sealer: Sealer, key: str, stored: bytes) ->
 
 
 def unseal_or_report(
-    sealer: Sealer, key: str, stored: bytes, report: Callable[[str, BaseException], None]
-) -> bytes | memoryview | Missing:
+    sealer: Sealer,
+    key: str,
+    stored: bytes | memoryview,
+    report: Callable[[str, BaseException], None],
+) -> Encoded | Missing:
     """The encoded value inside ``stored``, or MISSING after reporting a failed seal."""
     try:
         return sealer.unseal(key, stored)
@@ -235,20 +245,24 @@ class StoreBackend(Protocol):
     @property
     def pickle_allowed(self) -> bool: ...
 
-    def read(self, key: str) -> bytes | memoryview | Missing: ...
+    def read(self, key: str) -> Encoded | Missing: ...
 
     def read_with_expiry(
-        self, key: str, with_expiry: bool = True
-    ) -> tuple[bytes | memoryview, float | None] | Missing: ...
+        self, key: str, with_expiry: bool = True, *, mapped: bool = False
+    ) -> tuple[Encoded, float | None] | Missing:
+        """``(encoded value, expiry or None)``, or MISSING. ``mapped``: a value with an area
+        may come back as a read-only map of the stored file (stores without files ignore
+        it)."""
+        ...
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
         """The verified values of those ``keys`` that are stored (absent ones left out)."""
         ...
 
     def write(
         self,
         key: str,
-        encoded: bytes,
+        encoded: bytes | OutOfBand,
         *,
         ttl: float | None,
         tag: str,

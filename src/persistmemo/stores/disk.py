@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistmemo.codec import CorruptEntry
+from persistmemo.codec import CorruptEntry, Encoded
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     secret_from_text,
 )
+from persistmemo.out_of_band import OutOfBand
 from persistmemo.stores import disk_opening as opening
 from persistmemo.stores.base import (
     LEASE_PREFIX,
@@ -144,23 +145,25 @@ class Store(StoreLifetime):
 
     # --- entries -------------------------------------------------------------------------
 
-    def read(self, key: str) -> bytes | memoryview | Missing:
+    def read(self, key: str) -> Encoded | Missing:
         """The verified encoded value under ``key``, or MISSING (absent, expired, unusable)."""
         found = self.read_with_expiry(key)
         return found if found is MISSING else found[0]  # type: ignore[index]
 
     def read_with_expiry(
-        self, key: str, with_expiry: bool = True
-    ) -> tuple[bytes | memoryview, float | None] | Missing:
+        self, key: str, with_expiry: bool = True, *, mapped: bool = False
+    ) -> tuple[Encoded, float | None] | Missing:
         """``(encoded value, expiry time or None)`` under ``key``, or MISSING. The expiry
-        costs nothing extra here (``with_expiry`` matters to remote stores)."""
+        costs nothing extra here (``with_expiry`` matters to remote stores). ``mapped``: a
+        value with an area comes back as a read-only map of its file, checked up to the
+        area's tag (see integrity.py)."""
         reader = self._reader
         if reader is None and (reader := self._ready_reader()) is None:
             return MISSING
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return MISSING
         try:
-            found = reader.read(key, time.time())
+            found = reader.read(key, time.time(), mapped)
         except CorruptEntry as error:  # a planted or damaged value file
             self.report_fault("corrupt entry", error)
             return MISSING
@@ -172,12 +175,12 @@ class Store(StoreLifetime):
         if found is None:
             return MISSING
         try:  # unseal_or_report, inlined: every hit passes here
-            return self._sealer.unseal(key, found[0]), found[1]
+            return self._sealer.unseal(key, found[0], mapped=mapped), found[1]
         except CorruptEntry as error:
             self.report_fault("corrupt entry", error)
             return MISSING
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
         """The verified encoded values of those ``keys`` that are stored, in few queries.
 
         What ``f.map`` reads its hits with: one SELECT per batch of keys instead of one per
@@ -188,7 +191,7 @@ class Store(StoreLifetime):
             return {}
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return {}
-        found: dict[str, bytes | memoryview] = {}
+        found: dict[str, Encoded] = {}
         now = time.time()
         for start in range(0, len(keys), READ_MANY_BATCH):
             try:
@@ -224,7 +227,7 @@ class Store(StoreLifetime):
     def write(
         self,
         key: str,
-        encoded: bytes,
+        encoded: bytes | OutOfBand,
         *,
         ttl: float | None,
         tag: str,

@@ -19,6 +19,7 @@ from diskcache import Timeout
 from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
 from persistmemo.codec import CorruptEntry
+from persistmemo.integrity import SealedParts
 from persistmemo.stores.entry_reader import close_with_thread, read_value_file, remove_value_file
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW
 
@@ -57,6 +58,17 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
         if mode == MODE_PICKLE:
             raise CorruptEntry("entry holds a diskcache pickle, which persistmemo never writes")
         raise CorruptEntry(f"entry has diskcache mode {mode}, which persistmemo never writes")
+
+    def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
+        if type(value) is SealedParts:
+            # A value with an area: written part by part from the arrays' own memory, to a
+            # new file (as every diskcache write is: no file is ever rewritten in place, so
+            # a reader's map of the old one stays valid).
+            filename, full_path = self.filename(key, value)
+            parts = (memoryview(part).cast("B") for part in value.parts)
+            size = self._write(full_path, parts, "xb")
+            return size, MODE_BINARY, filename, None
+        return super().store(value, read, key=key)
 
     def get(self, key: Any, raw: bool) -> Any:
         if not raw:  # a pickled key: planted, as persistmemo's keys are str

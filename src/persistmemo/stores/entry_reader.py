@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Literal
@@ -82,8 +84,15 @@ def read_value_file(
     size: int | None,
     *,
     limit: int | None = None,
-) -> bytes:
+    mapped: bool = False,
+) -> bytes | memoryview:
     """The bytes of a value file (the first ``limit`` of them, if given).
+
+    A large file is read into a writable buffer of its own (arrays decoded from it are views
+    of it, not copies); with ``mapped``, a value file holding a value with an area
+    (integrity.FRAME_OUT_OF_BAND) is mapped read-only instead of read. The map stays valid
+    whatever happens to the entry: a write makes a new file, and removing the file leaves
+    the map's pages in place.
 
     Raises FileNotFoundError when the file is gone (removed since the row was read: a plain
     miss), CorruptEntry when the name or the file is not a value file of ``size`` bytes,
@@ -111,6 +120,10 @@ def read_value_file(
                 f"value file {filename!r} holds {info.st_size} bytes, its entry says {size}"
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
+        if mapped and wanted and os.pread(descriptor, 1, 0) == _FRAME_OUT_OF_BAND:
+            return memoryview(mmap.mmap(descriptor, wanted, access=mmap.ACCESS_READ))
+        if wanted >= _READ_INTO_FROM:
+            return _read_into_buffer(descriptor, wanted, filename)
         data = os.read(descriptor, wanted)  # one call, no buffered reader: the hit path
         while len(data) < wanted:  # a very large file comes in pieces
             piece = os.read(descriptor, wanted - len(data))
@@ -122,6 +135,26 @@ def read_value_file(
     if len(data) != wanted:
         raise CorruptEntry(f"value file {filename!r} changed while it was read")
     return data
+
+
+_FRAME_OUT_OF_BAND = b"\x02"  # integrity.FRAME_OUT_OF_BAND (stores read files, never seal)
+_READ_INTO_FROM = 1 << 20
+
+
+def _read_into_buffer(descriptor: int, size: int, filename: object) -> memoryview:
+    # A writable buffer of the hit's own, not zeroed first: the kernel copies the file into
+    # it, the only copy a hit makes, and the arrays decoded from it are views of it. numpy's
+    # allocator (aligned, huge pages for large sizes) when numpy is loaded, as it is when
+    # arrays were stored; else an anonymous map.
+    numpy = sys.modules.get("numpy")
+    buffer = memoryview(numpy.empty(size, numpy.uint8) if numpy else mmap.mmap(-1, size))
+    done = 0
+    while done < size:
+        count = os.readv(descriptor, [buffer[done:]])
+        if not count:
+            raise CorruptEntry(f"value file {filename!r} changed while it was read")
+        done += count
+    return buffer
 
 
 def remove_value_file(directory: str | os.PathLike[str], filename: object) -> bool:
@@ -210,9 +243,11 @@ class EntryReader:
         """How the database is opened (see the module docstring)."""
         return self._mode
 
-    def read(self, key: str, now: float) -> tuple[bytes, float | None] | None:
+    def read(
+        self, key: str, now: float, mapped: bool = False
+    ) -> tuple[bytes | memoryview, float | None] | None:
         """The bytes stored under ``key`` and not expired at ``now``, with their expiry time
-        (epoch seconds, None for none), or None."""
+        (epoch seconds, None for none), or None. ``mapped``: see ``read_value_file``."""
         held = getattr(self._local, "held", None)
         if held is None or held.pid != os.getpid() or self._mode == "immutable":
             held = self._held()
@@ -226,14 +261,15 @@ class EntryReader:
             return value, expires_at
         if mode == MODE_BINARY and filename:
             try:
-                return read_value_file(self._directory, filename, size), expires_at
+                found = read_value_file(self._directory, filename, size, mapped=mapped)
+                return found, expires_at
             except FileNotFoundError:
                 return None  # removed since the row was read: diskcache's get says the same
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")
 
     def read_many(
         self, keys: list[str], now: float
-    ) -> dict[str, tuple[bytes | CorruptEntry, float | None]]:
+    ) -> dict[str, tuple[bytes | memoryview | CorruptEntry, float | None]]:
         """``read`` for many keys in one query: what was found, by key (a damaged entry's
         value is the CorruptEntry to report). At most SQLite's variable limit per call."""
         held = getattr(self._local, "held", None)
@@ -245,7 +281,7 @@ class EntryReader:
             f" WHERE key IN ({marks}) AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)",
             (*keys, now),
         ).fetchall()
-        found: dict[str, tuple[bytes | CorruptEntry, float | None]] = {}
+        found: dict[str, tuple[bytes | memoryview | CorruptEntry, float | None]] = {}
         for key, mode, filename, value, expires_at, size in rows:
             if mode == MODE_RAW and type(value) is bytes:
                 found[key] = (value, expires_at)

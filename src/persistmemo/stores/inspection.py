@@ -24,7 +24,7 @@ from contextlib import closing, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import HEADER_SIZE, Sealer, compute_seconds
+from persistmemo.integrity import HEADER_READ, Sealer, compute_seconds
 from persistmemo.keys import KEY_FORMAT
 from persistmemo.stores.base import (
     CheckReport,
@@ -74,7 +74,7 @@ def _reading(directory: Path) -> Iterator[sqlite3.Connection]:
 
 def _stored_bytes(
     directory: Path, mode: int, filename: str | None, value: object, size: int | None
-) -> bytes:
+) -> bytes | memoryview:
     if mode == MODE_RAW and isinstance(value, bytes):
         return value
     if mode == MODE_BINARY and filename:
@@ -87,10 +87,10 @@ def _header(
 ) -> bytes:
     if mode == MODE_BINARY and filename:
         try:
-            return read_value_file(directory, filename, size, limit=HEADER_SIZE)
+            return bytes(read_value_file(directory, filename, size, limit=HEADER_READ))
         except (OSError, CorruptEntry):
             return b""
-    return value[:HEADER_SIZE] if isinstance(value, bytes) else b""
+    return value[:HEADER_READ] if isinstance(value, bytes) else b""
 
 
 def iter_entries(directory: Path, function: str | None = None) -> Iterator[EntryInfo]:

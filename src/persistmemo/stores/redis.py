@@ -40,10 +40,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from persistmemo.codec import Encoded
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     ENV_SECRET,
-    HEADER_SIZE,
+    HEADER_READ,
+    SealedParts,
     Sealer,
     SecretUnavailable,
     entry_metadata,
@@ -51,6 +53,7 @@ from persistmemo.integrity import (
     user_secret,
 )
 from persistmemo.keys import KEY_FORMAT, identity_of
+from persistmemo.out_of_band import OutOfBand
 from persistmemo.stores.base import (
     FAILURE_PREFIX,
     FINGERPRINT_PREFIX,
@@ -320,14 +323,14 @@ class RedisStore:
 
     # --- entries -------------------------------------------------------------------------
 
-    def read(self, key: str) -> bytes | memoryview | Missing:
+    def read(self, key: str) -> Encoded | Missing:
         """The verified encoded value under ``key``, or MISSING."""
         found = self.read_with_expiry(key, False)
         return found if found is MISSING else found[0]  # type: ignore[index]
 
     def read_with_expiry(
-        self, key: str, with_expiry: bool = True
-    ) -> tuple[bytes | memoryview, float | None] | Missing:
+        self, key: str, with_expiry: bool = True, *, mapped: bool = False
+    ) -> tuple[Encoded, float | None] | Missing:
         """``(encoded value, expiry or None)``; the expiry costs a second command in the same
         round trip, so the plain hit path asks without it."""
         sealer = self._sealer or self._sealer_ready()
@@ -351,10 +354,10 @@ class RedisStore:
         encoded = unseal_or_report(sealer, key, stored, self.report_fault)
         return encoded if encoded is MISSING else (encoded, expires_at)  # type: ignore[return-value]
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
         """The verified values of those ``keys`` that are stored: one MGET per batch."""
         sealer = self._sealer or self._sealer_ready()
-        found: dict[str, bytes | memoryview] = {}
+        found: dict[str, Encoded] = {}
         for start in range(0, len(keys), _READ_MANY_BATCH):
             batch = keys[start : start + _READ_MANY_BATCH]
             names = [self._prefix + key for key in batch]
@@ -375,7 +378,7 @@ class RedisStore:
     def write(
         self,
         key: str,
-        encoded: bytes,
+        encoded: bytes | OutOfBand,
         *,
         ttl: float | None,
         tag: str,
@@ -384,6 +387,8 @@ class RedisStore:
     ) -> bool:
         """Seal and send ``encoded``; with ``lease``, release it in the same server step."""
         sealed = self._sealer_ready().seal(key, encoded, seconds)
+        if type(sealed) is SealedParts:
+            sealed = sealed.joined()  # redis-py sends one value
         if len(sealed) > self.max_value_bytes:
             self._faults.report(
                 "value too large",
@@ -586,7 +591,7 @@ class RedisStore:
                 pipeline = self._client.pipeline(transaction=False)
                 for key in batch:
                     name = self._prefix + key
-                    pipeline.getrange(name, 0, HEADER_SIZE - 1)
+                    pipeline.getrange(name, 0, HEADER_READ - 1)
                     pipeline.strlen(name)
                     pipeline.pttl(name)
                 # A key of another type fails alone, not its whole batch.

@@ -18,7 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+from persistmemo.codec import Encoded
 from persistmemo.keys import identity_of
+from persistmemo.out_of_band import FramedValue, OutOfBand
 from persistmemo.stores.base import MISSING, Missing
 from persistmemo.stores.disk import Store
 from persistmemo.stores.registry import store_at
@@ -64,16 +66,16 @@ class TieredStore:
 
     # --- entries -------------------------------------------------------------------------
 
-    def read(self, key: str) -> bytes | memoryview | Missing:
+    def read(self, key: str) -> Encoded | Missing:
         """The verified encoded value, from the local tier or else the remote one."""
         found = self.read_with_expiry(key)
         return found if found is MISSING else found[0]  # type: ignore[index]
 
     def read_with_expiry(
-        self, key: str, with_expiry: bool = True
-    ) -> tuple[bytes | memoryview, float | None] | Missing:
+        self, key: str, with_expiry: bool = True, *, mapped: bool = False
+    ) -> tuple[Encoded, float | None] | Missing:
         """Local first; a remote hit fills the local tier with the remote's expiry."""
-        found = self.local.read_with_expiry(key)
+        found = self.local.read_with_expiry(key, mapped=mapped)
         if found is not MISSING:
             return found
         found = self.remote.read_with_expiry(key, True)
@@ -81,10 +83,13 @@ class TieredStore:
             encoded, expires_at = found  # type: ignore[misc]
             remaining = None if expires_at is None else expires_at - time.time()
             if remaining is None or remaining > 0:
-                self.local.write(key, bytes(encoded), ttl=remaining, tag=identity_of(key))
+                kept = (
+                    encoded.as_out_of_band() if type(encoded) is FramedValue else bytes(encoded)  # type: ignore[arg-type]
+                )
+                self.local.write(key, kept, ttl=remaining, tag=identity_of(key))
         return found
 
-    def read_many(self, keys: list[str]) -> dict[str, bytes | memoryview]:
+    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
         """Local hits in batches; the rest from the remote, filling the local tier."""
         found = self.local.read_many(keys)
         for key in keys:
@@ -102,7 +107,7 @@ class TieredStore:
     def write(
         self,
         key: str,
-        encoded: bytes,
+        encoded: bytes | OutOfBand,
         *,
         ttl: float | None,
         tag: str,
