@@ -5,6 +5,15 @@ on the arguments is settled once (``prepare``, at the first call), and a hit bui
 reads once and decodes; it writes nothing. A miss computes under the key's lease
 (locking.py) and stores the result. ``MemoizedFunction`` (memoized.py) adds the state's
 setup, the key building and the controls.
+
+A lease is a write transaction of its own (about a raw ``diskcache`` set), and releasing it
+makes the result's write heavier: it doubles what a miss costs. It buys nothing when the
+function computes in less time than the lease takes, since a duplicate computation then
+costs less than the claim that would prevent it. So a miss takes no lease once this
+process has seen the function's last ``FAST_MISSES_TRUSTED`` misses each compute in under
+``LEASE_WORTH_IT`` seconds, and no other caller holds a lease on the key (one read). The
+first misses of every function in every process are claimed, and a single miss that runs
+long (or fails after running long) makes the next ones claimed again.
 """
 
 from __future__ import annotations
@@ -26,12 +35,21 @@ from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo.stores.base import MISSING, Missing
 
 if TYPE_CHECKING:
+    from persistmemo.codec import Encoded
     from persistmemo.keys import KeyBuilder
     from persistmemo.options import MemoOptions
     from persistmemo.stores.base import StoreBackend
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+LEASE_WORTH_IT = 0.01
+"""Seconds of computation from which a miss is worth a lease. A lease costs about 0.2-0.5
+ms on disk (a write transaction, and a heavier one to release it): 10 ms leaves a wide
+margin, so that only functions for which a duplicate is clearly cheap go unclaimed."""
+
+FAST_MISSES_TRUSTED = 3
+"""Consecutive fast misses in this process after which a function's misses go unclaimed."""
 
 
 class CallPaths(Generic[P, R]):
@@ -47,6 +65,9 @@ class CallPaths(Generic[P, R]):
     keys: KeyBuilder | None
     memory: MemoryTier | None
     direct_memory: bool
+    # Consecutive misses of this function, in this process, that computed in under
+    # LEASE_WORTH_IT (a class default: each function's count starts at zero).
+    fast_misses: int = 0
 
     def prepare(self) -> KeyBuilder:
         """Settle what the first call needs (memoized.py)."""
@@ -142,12 +163,15 @@ class CallPaths(Generic[P, R]):
             async def compute() -> Any:
                 self.misses += 1
                 started = time.perf_counter()
-                value = await func(*args, **kwargs)
+                try:
+                    value = await func(*args, **kwargs)
+                finally:
+                    seconds = self.computed_in(started)
                 if self.inputs_unchanged(key, args, kwargs):
-                    self.save(key, value, time.perf_counter() - started)
+                    self.save(key, value, seconds)
                 return value
 
-            if not self.options.lock:
+            if not self.options.lock or self.lease_not_worth_it(key):
                 return await compute()
             value, computed = await compute_once_async(
                 store, key, lambda: self.lookup(store.read(key)), compute
@@ -240,24 +264,40 @@ class CallPaths(Generic[P, R]):
         def compute() -> R:
             self.misses += 1
             started = time.perf_counter()
-            value = func(*args, **kwargs)
+            try:
+                value = func(*args, **kwargs)
+            finally:
+                seconds = self.computed_in(started)
             if self.inputs_unchanged(key, args, kwargs):
-                self.save(key, value, time.perf_counter() - started)
+                self.save(key, value, seconds)
             return value
 
-        if not self.options.lock:
+        if not self.options.lock or self.lease_not_worth_it(key):
             return compute()
         value, computed = compute_once(store, key, lambda: self.lookup(store.read(key)), compute)
         if not computed:
             self.hits += 1
         return cast(R, value)
 
-    def lookup(self, data: bytes | memoryview | Missing) -> object:
+    def computed_in(self, started: float) -> float:
+        """Seconds since ``started`` (a miss's computation), counted towards whether this
+        function's misses are worth a lease: a failure counts as well, as its waiters share it."""
+        seconds = time.perf_counter() - started
+        self.fast_misses = self.fast_misses + 1 if seconds < LEASE_WORTH_IT else 0
+        return seconds
+
+    def lease_not_worth_it(self, key: str) -> bool:
+        """Whether this miss computes without claiming ``key`` (see the module docstring):
+        the function's recent misses here were all fast, and nobody is computing the key."""
+        # Our own lease (recursion into this key) is found too: compute_once handles it.
+        return self.fast_misses >= FAST_MISSES_TRUSTED and self.store.lease_holder(key) is None
+
+    def lookup(self, data: Encoded | Missing) -> object:
         """The decoded value of a read, or MISSING; an undecodable entry counts as a miss."""
         if data is MISSING:
             return MISSING
         try:
-            return decode_value(cast(bytes, data), allow_pickle=self.store.pickle_allowed)
+            return decode_value(cast("Encoded", data), allow_pickle=self.store.pickle_allowed)
         except CorruptEntry as error:
             self.store.report_fault(_decode_fault(error), error)
             return MISSING

@@ -1,0 +1,218 @@
+"""What a miss costs: one write transaction for a function known to be fast, a lease (a
+second one) wherever a duplicate computation could cost more than the lease.
+
+Write transactions are counted on disk, in SQLite's write-ahead log: every commit ends with
+a commit frame, so the commit frames appended by a call are the transactions it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from persistmemo import Store, memo
+from persistmemo.call_paths import FAST_MISSES_TRUSTED, LEASE_WORTH_IT
+
+WAL_HEADER = 32
+FRAME_HEADER = 24
+
+
+def commits(store: Store) -> int:
+    """Commit frames in the store's write-ahead log since its last restart."""
+    path = store.directory / "cache.db-wal"
+    wal = path.read_bytes() if path.exists() else b""
+    if len(wal) < WAL_HEADER:
+        return 0
+    page_size = int.from_bytes(wal[8:12], "big")
+    salts = wal[16:24]
+    count = 0
+    offset = WAL_HEADER
+    while offset + FRAME_HEADER + page_size <= len(wal):
+        header = wal[offset : offset + FRAME_HEADER]
+        if header[8:16] != salts:
+            break  # frames of an earlier generation of the log: not this one's
+        if int.from_bytes(header[4:8], "big"):  # the database size, set on commit frames only
+            count += 1
+        offset += FRAME_HEADER + page_size
+    return count
+
+
+# What the probing functions below read as they run: not part of their keys.
+PROBING = ["store", "claimed"]
+
+
+def transactions_of(store: Store, call: object) -> int:
+    before = commits(store)
+    call()  # type: ignore[operator]
+    return commits(store) - before
+
+
+def test_commit_frames_count_one_transaction_per_raw_write(store: Store) -> None:
+    store.write("pm1:t:1:0", b"\x01", ttl=None, tag="t")  # opens the writer
+    assert transactions_of(store, lambda: store.write("pm1:t:1:1", b"\x01", ttl=None, tag="t")) == 1
+    assert transactions_of(store, lambda: store.try_lease("pm1:t:1:2", "token")) == 1
+
+
+def test_a_miss_of_a_function_known_to_be_fast_makes_one_write_transaction(store: Store) -> None:
+    double = memo(store=store, name="cost.double", version="1")(lambda x: 2 * x)
+    for x in range(FAST_MISSES_TRUSTED):
+        double(x)  # the first misses of a function take a lease
+    for x in range(100, 110):
+        assert transactions_of(store, lambda x=x: double(x)) == 1
+    assert double(105) == 210  # stored: a hit
+    assert double.cache_info().hits == 1
+
+
+def test_an_async_miss_of_a_function_known_to_be_fast_makes_one_write_transaction(
+    store: Store,
+) -> None:
+    @memo(store=store, name="cost.adouble", version="1")
+    async def double(x: int) -> int:
+        return 2 * x
+
+    for x in range(FAST_MISSES_TRUSTED):
+        asyncio.run(double(x))
+    assert transactions_of(store, lambda: asyncio.run(double(100))) == 1
+
+
+def test_the_first_misses_of_a_function_are_claimed(store: Store) -> None:
+    claimed: list[bool] = []
+
+    @memo(store=store, name="cost.seen", version="1", ignore=[*PROBING, "seen"])
+    def seen(x: int) -> int:
+        claimed.append(store.lease_holder(seen.key(x)) is not None)
+        return x
+
+    store.write("pm1:other:1:0", b"\x01", ttl=None, tag="other")  # opens the writer
+    counts = [transactions_of(store, lambda x=x: seen(x)) for x in range(FAST_MISSES_TRUSTED + 2)]
+    assert claimed == [True] * FAST_MISSES_TRUSTED + [False, False]
+    # Lease, then the result with the release: two; then the result alone.
+    assert counts == [2] * FAST_MISSES_TRUSTED + [1, 1]
+
+
+def test_a_long_miss_makes_the_following_misses_claimed_again(store: Store) -> None:
+    claimed: list[bool] = []
+
+    @memo(store=store, name="cost.sometimes", version="1", ignore=[*PROBING, "sometimes"])
+    def sometimes(x: int) -> int:
+        claimed.append(store.lease_holder(sometimes.key(x)) is not None)
+        if x < 0:
+            time.sleep(LEASE_WORTH_IT * 1.5)
+        return x
+
+    for x in range(FAST_MISSES_TRUSTED + 1):
+        sometimes(x)
+    sometimes(-1)  # long: trusted fast until now, so unclaimed
+    sometimes(100)
+    assert claimed == [True] * FAST_MISSES_TRUSTED + [False, False, True]
+
+
+def test_a_failing_long_miss_makes_the_following_misses_claimed_again(store: Store) -> None:
+    claimed: list[bool] = []
+
+    @memo(store=store, name="cost.failing", version="1", ignore=[*PROBING, "failing"])
+    def failing(x: int) -> int:
+        claimed.append(store.lease_holder(failing.key(x)) is not None)
+        if x < 0:
+            time.sleep(LEASE_WORTH_IT * 1.5)
+            raise ValueError("no result")
+        return x
+
+    for x in range(FAST_MISSES_TRUSTED):
+        failing(x)
+    with pytest.raises(ValueError, match="no result"):
+        failing(-1)
+    failing(100)
+    assert claimed == [True] * FAST_MISSES_TRUSTED + [False, True]
+
+
+def test_unlocked_functions_never_take_a_lease(store: Store) -> None:
+    double = memo(store=store, name="cost.unlocked", version="1", lock=False)(lambda x: 2 * x)
+    double(0)  # opens the writer
+    assert [transactions_of(store, lambda x=x: double(x)) for x in range(1, 4)] == [1, 1, 1]
+
+
+# --- across processes ------------------------------------------------------------------------
+
+# Each process: the function `f` of one shared store, slow (SLOW seconds) from x = 300 and
+# instant below. Arguments come as rounds "1,2;3": before each round every process waits at
+# a barrier (files in the test directory), so that the round's calls start at once; "w"
+# waits LAG seconds first.
+SLOW = 1.0
+LAG = 0.3
+WORKER = f"""
+import os, sys, time
+from pathlib import Path
+from persistmemo import Store, memo
+
+here = Path(os.environ["COST_DIR"])
+store = Store(here / "store")
+
+@memo(store=store, name="cost.f", version="1")
+def f(x):
+    with open(here / "computed.log", "a") as log:
+        log.write(f"{{x}} {{os.getpid()}}\\n")
+    if x >= 300:
+        time.sleep({SLOW})
+    return x * 10
+
+me, processes = sys.argv[1], int(sys.argv[2])
+for number, round_ in enumerate(sys.argv[3].split(";")):
+    (here / f"ready-{{number}}-{{me}}").touch()
+    while len(list(here.glob(f"ready-{{number}}-*"))) < processes:
+        time.sleep(0.005)
+    for x in round_.split(","):
+        if x == "w":
+            time.sleep({LAG})
+        else:
+            assert f(int(x)) == int(x) * 10
+"""
+
+
+def run_processes(tmp_path: Path, rounds: list[str]) -> dict[int, int]:
+    """Run one worker per entry of ``rounds``; how many times each argument was computed."""
+    env = {**os.environ, "COST_DIR": str(tmp_path), "PYTHONPATH": str(REPO / "src")}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(number), str(len(rounds)), worker_rounds],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for number, worker_rounds in enumerate(rounds)
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err
+    computed: dict[int, int] = {}
+    for line in (tmp_path / "computed.log").read_text().splitlines():
+        x = int(line.split()[0])
+        computed[x] = computed.get(x, 0) + 1
+    return computed
+
+
+def test_a_slow_function_computes_once_across_processes_calling_at_once(tmp_path: Path) -> None:
+    # Round one: four processes' first calls (claimed) of one key; round two: another key,
+    # the function now known to be slow.
+    computed = run_processes(tmp_path, ["300;301"] * 4)
+    assert computed == {300: 1, 301: 1}
+
+
+def test_a_function_known_to_be_fast_waits_for_a_key_another_process_is_computing(
+    tmp_path: Path,
+) -> None:
+    # Process 0 claims a slow key; the others, for which the function has only been fast
+    # (so far unclaimed), find its lease in the store and wait for its result.
+    def fast(number: int) -> str:
+        return ",".join(str(10 * number + x) for x in range(FAST_MISSES_TRUSTED + 1))
+
+    rounds = ["0;400", *[f"{fast(number)};w,400" for number in range(1, 4)]]
+    computed = run_processes(tmp_path, rounds)
+    assert computed[400] == 1
