@@ -352,18 +352,22 @@ def test_a_replaced_file_is_seen_in_a_fresh_process(tmp_path: Path) -> None:
     assert keyed_in_a_fresh_process(data, store_dir) == (digest_without_a_store(data), 1)
 
 
+@pytest.mark.parametrize("kind", ["file", "directory"])
 def test_a_digest_recorded_within_the_racy_window_is_not_trusted_by_a_fresh_process(
-    tmp_path: Path,
+    tmp_path: Path, kind: str
 ) -> None:
-    data, store_dir = tmp_path / "data.txt", tmp_path / "store"
-    data.write_text("v1")
+    data, store_dir = tmp_path / "data", tmp_path / "store"
+    if kind == "directory":
+        data.mkdir()
+        (data / "a.txt").write_text("v1")
+    else:
+        data.write_text("v1")
     # A writer with no racy window records the digest of a file written just now ...
     assert keyed_in_a_fresh_process(data, store_dir, racy=0)[1] == 1
-    # ... which a reader with the 2 s window does not trust (the file may have been rewritten
-    # within the file system's timestamp granularity since) ...
+    assert keyed_in_a_fresh_process(data, store_dir, racy=0)[1] == 0  # (it is there)
+    # ... which a reader with the 2 s window does not trust: the file may have been rewritten
+    # within the file system's timestamp granularity since.
     assert keyed_in_a_fresh_process(data, store_dir, racy=None)[1] == 1
-    # ... although the record is there.
-    assert keyed_in_a_fresh_process(data, store_dir, racy=0)[1] == 0
 
 
 def test_planted_or_garbage_fingerprint_records_are_ignored(tmp_path: Path) -> None:
@@ -432,3 +436,35 @@ def test_a_store_that_cannot_be_opened_does_not_stop_a_file_being_keyed(
     with pytest.warns(PersistmemoWarning), Store(not_a_directory) as store:
         key = files.file_key(str(data), "path", store=store)
     assert key[2].hex() == digest_without_a_store(data)  # type: ignore[index]
+
+
+def test_within_a_process_only_the_edited_file_of_a_directory_is_read_again(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.csv", "b.csv", "sub/c.csv"):
+        (folder / name).write_text(name)
+    code = f"""
+        import os, sys, time
+        from persistmemo import files
+        files.RACY_NANOSECONDS = {QUICK}
+        folder = {str(folder)!r}
+        opened = []
+        sys.addaudithook(
+            lambda event, args: opened.append(args[0])
+            if event == "open" and str(args[0]).startswith(folder) else None
+        )
+        time.sleep(0.06)
+        first = files.content_digest(folder)
+        again = files.content_digest(folder)
+        print(len(opened), first == again)
+        with open(os.path.join(folder, "b.csv"), "w") as edited:
+            edited.write("edited")
+        time.sleep(0.06)
+        before = len(opened)
+        print(files.content_digest(folder) != first, len(opened) - before)
+    """
+    lines = run_python(code).stdout.split("\n")
+    assert lines[0] == "3 True"  # three files read once, then a hit
+    assert lines[1] == "True 1"  # a new digest, from the one file read again

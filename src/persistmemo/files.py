@@ -54,8 +54,13 @@ _Known = tuple[Fingerprint, bytes, int]  # fingerprint, digest, when it was take
 
 _table: dict[str, _Known] = {}
 _TABLE_SIZE = 100_000  # fingerprints remembered; past it the table starts afresh
-_directories: dict[tuple[str, frozenset[str]], tuple[list[Any], list[str], bytes]] = {}
-_DIRECTORIES_KEPT = 256  # directory listings remembered; past it they start afresh
+_Listing = list[tuple[str, Fingerprint]]
+_directories: dict[
+    tuple[str, frozenset[str]], tuple[_Listing, list[str], bytes | None, dict[str, _Known]]
+] = {}
+"""Per directory argument: its last listing (files with fingerprints, directories), the
+digest when every file was clean, and the digests of its clean files by relative name."""
+_DIRECTORIES_KEPT = 64  # directories remembered; past it they start afresh
 _RECORD_LIMIT = 200_000  # files in one directory's record in a store (about 20 MB)
 _lock = threading.Lock()
 
@@ -228,24 +233,29 @@ def _read_directory_record(store: StoreBackend, key: str) -> dict[str, _Known]:
     if not isinstance(rows, list):
         return known
     for row in rows:
+        if type(row) is not list or len(row) != 8:
+            continue
+        name, device, inode, size, modified, changed, digest, taken_at = row
         if (
-            isinstance(row, list)
-            and len(row) == 8
-            and isinstance(row[0], str)
-            and all(type(number) is int for number in row[1:6])
-            and isinstance(row[6], bytes)
-            and len(row[6]) == 32
-            and type(row[7]) is int
+            type(name) is str
+            and type(device) is int
+            and type(inode) is int
+            and type(size) is int
+            and type(modified) is int
+            and type(changed) is int
+            and type(digest) is bytes
+            and len(digest) == 32
+            and type(taken_at) is int
         ):
-            known[row[0]] = ((row[1], row[2], row[3], row[4], row[5]), row[6], row[7])
+            known[name] = ((device, inode, size, modified, changed), digest, taken_at)
     return known
 
 
-def _walk(root: str, skipped: frozenset[str]) -> tuple[list[tuple[str, Fingerprint]], list[str]]:
+def _walk(root: str, skipped: frozenset[str]) -> tuple[_Listing, list[str]]:
     """(regular files as (relative name, fingerprint), directories by relative name) under
     ``root``, through links, each directory once (a link cycle ends). One stat per entry
     and little else: this runs on every call for an unchanged directory."""
-    files: list[tuple[str, Fingerprint]] = []
+    files: _Listing = []
     directories: list[str] = []
     seen: set[tuple[int, int]] = set()
     # Depth first, names in order: os.walk's order (which path of a directory reached twice
@@ -306,47 +316,46 @@ def _directory_digest(
 
     files, directories = _walk(root, skipped)
     cache_key = (os.path.abspath(root), skipped)
-    cached = _directories.get(cache_key)
-    if cached is not None and cached[0] == files and cached[1] == directories:
+    state = _directories.get(cache_key)
+    if state is not None and state[2] is not None and state[0] == files and state[1] == directories:
         # Same names, same fingerprints, all clean when the digest was made: still clean.
-        return cached[2]
+        return state[2]
+    racy = RACY_NANOSECONDS
+    here = state[3] if state is not None else {}
     record_key = _directory_record_key(root, skipped) if store is not None else None
     recorded: dict[str, _Known] | None = None
     kept: dict[str, _Known] = {}
     entries: list[tuple[str, bytes]] = [(name, b"dir") for name in directories]
     all_clean = True
     for relative, fingerprint in files:
-        full = os.path.join(root, relative)
-        absolute = os.path.abspath(full)
-        known = _table.get(absolute)
-        if known is None or known[0] != fingerprint or not _clean(fingerprint, known[2]):
+        newest = max(fingerprint[3], fingerprint[4])
+        known = here.get(relative)
+        if known is None or known[0] != fingerprint or known[2] - newest <= racy:
             if recorded is None and store is not None and record_key is not None:
                 recorded = _read_directory_record(store, record_key)
             known = recorded.get(relative) if recorded is not None else None
-            if known is None or known[0] != fingerprint or not _clean(fingerprint, known[2]):
+            if known is None or known[0] != fingerprint or known[2] - newest <= racy:
                 taken_at = time.time_ns()
                 try:
-                    known = (fingerprint, _hash_file(full), taken_at)
+                    known = (fingerprint, _hash_file(os.path.join(root, relative)), taken_at)
                 except FileNotFoundError:
                     all_clean = False  # removed while walking: keyed without it, this once
                     continue
-            _remember(absolute, *known)
         entries.append((relative, known[1]))
-        if _clean(fingerprint, known[2]):
+        if known[2] - newest > racy:
             kept[relative] = known
         else:
-            all_clean = False
+            all_clean = False  # hashed again next time (and not recorded: never trusted)
     hasher = blake3.blake3()
     for relative, digest in sorted(entries):
         encoded = relative.encode("utf-8", "surrogateescape")
         hasher.update(len(encoded).to_bytes(4, "big") + encoded + len(digest).to_bytes(2, "big"))
         hasher.update(digest)
     digest = hasher.digest()
-    if all_clean:
-        with _lock:
-            if len(_directories) >= _DIRECTORIES_KEPT:
-                _directories.clear()
-            _directories[cache_key] = (files, directories, digest)
+    with _lock:
+        if len(_directories) >= _DIRECTORIES_KEPT:
+            _directories.clear()
+        _directories[cache_key] = (files, directories, digest if all_clean else None, kept)
     # Written when it says something new (a file hashed, added or gone): an unchanged
     # directory reads its record once per process and writes nothing.
     if (
