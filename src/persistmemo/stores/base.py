@@ -226,10 +226,12 @@ def unseal_or_report(
     key: str,
     stored: bytes | memoryview,
     report: Callable[[str, BaseException], None],
+    *,
+    mapped: bool = False,
 ) -> Encoded | Missing:
     """The encoded value inside ``stored``, or MISSING after reporting a failed seal."""
     try:
-        return sealer.unseal(key, stored)
+        return sealer.unseal(key, stored, mapped=mapped)
     except CorruptEntry as error:
         report("corrupt entry", error)
         return MISSING
@@ -255,8 +257,9 @@ class StoreBackend(Protocol):
         it)."""
         ...
 
-    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
-        """The verified values of those ``keys`` that are stored (absent ones left out)."""
+    def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
+        """The verified values of those ``keys`` that are stored (absent ones left out);
+        ``mapped`` as in ``read_with_expiry``."""
         ...
 
     def write(

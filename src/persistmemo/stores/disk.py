@@ -180,7 +180,7 @@ class Store(StoreLifetime):
             self.report_fault("corrupt entry", error)
             return MISSING
 
-    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
+    def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
         """The verified encoded values of those ``keys`` that are stored, in few queries.
 
         What ``f.map`` reads its hits with: one SELECT per batch of keys instead of one per
@@ -195,7 +195,7 @@ class Store(StoreLifetime):
         now = time.time()
         for start in range(0, len(keys), READ_MANY_BATCH):
             try:
-                rows = reader.read_many(keys[start : start + READ_MANY_BATCH], now)
+                rows = reader.read_many(keys[start : start + READ_MANY_BATCH], now, mapped)
             except RecursionError:
                 raise  # too deep a stack: locking.py releases the claim once unwound
             except Exception as error:
@@ -205,7 +205,9 @@ class Store(StoreLifetime):
                 if isinstance(data, CorruptEntry):
                     self.report_fault("corrupt entry", data)
                     continue
-                encoded = unseal_or_report(self._sealer, key, data, self.report_fault)
+                encoded = unseal_or_report(
+                    self._sealer, key, data, self.report_fault, mapped=mapped
+                )
                 if encoded is not MISSING:
                     found[key] = encoded  # type: ignore[assignment]
         return found

@@ -268,7 +268,7 @@ class EntryReader:
         raise CorruptEntry(f"entry {key} has diskcache mode {mode}, which persistmemo never writes")
 
     def read_many(
-        self, keys: list[str], now: float
+        self, keys: list[str], now: float, mapped: bool = False
     ) -> dict[str, tuple[bytes | memoryview | CorruptEntry, float | None]]:
         """``read`` for many keys in one query: what was found, by key (a damaged entry's
         value is the CorruptEntry to report). At most SQLite's variable limit per call."""
@@ -287,7 +287,8 @@ class EntryReader:
                 found[key] = (value, expires_at)
             elif mode == MODE_BINARY and filename:
                 try:
-                    found[key] = (read_value_file(self._directory, filename, size), expires_at)
+                    data = read_value_file(self._directory, filename, size, mapped=mapped)
+                    found[key] = (data, expires_at)
                 except FileNotFoundError:
                     continue
                 except CorruptEntry as error:

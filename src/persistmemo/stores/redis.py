@@ -354,7 +354,7 @@ class RedisStore:
         encoded = unseal_or_report(sealer, key, stored, self.report_fault)
         return encoded if encoded is MISSING else (encoded, expires_at)  # type: ignore[return-value]
 
-    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
+    def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
         """The verified values of those ``keys`` that are stored: one MGET per batch."""
         sealer = self._sealer or self._sealer_ready()
         found: dict[str, Encoded] = {}

@@ -89,9 +89,9 @@ class TieredStore:
                 self.local.write(key, kept, ttl=remaining, tag=identity_of(key))
         return found
 
-    def read_many(self, keys: list[str]) -> dict[str, Encoded]:
+    def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
         """Local hits in batches; the rest from the remote, filling the local tier."""
-        found = self.local.read_many(keys)
+        found = self.local.read_many(keys, mapped=mapped)
         for key in keys:
             if key not in found:
                 remote = self.read_with_expiry(key)
