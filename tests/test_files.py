@@ -265,7 +265,7 @@ def test_a_store_inside_a_directory_argument_is_left_out_of_its_key(tmp_path: Pa
 # opened: an audit hook sees every open, so the count holds as root (chmod 000 would not).
 KEYED = """
 import json, os, sys
-from persistmemo import Store, files
+from persistmemo import RedisStore, Store, files
 
 data, store_dir, racy = sys.argv[1], sys.argv[2], sys.argv[3]
 if racy != "default":
@@ -280,7 +280,7 @@ def watch(event, args):
             opened.append(real)
 
 sys.addaudithook(watch)
-with Store(store_dir) as store:
+with (RedisStore if store_dir.startswith("redis://") else Store)(store_dir) as store:
     key = files.file_key(data, "path", store=store)
 print(json.dumps({"digest": key[2].hex(), "reads": len(opened)}))
 """
@@ -289,9 +289,10 @@ QUICK = 50_000_000  # a racy window of 50 ms, so that a test need not wait out 2
 
 
 def keyed_in_a_fresh_process(
-    data: Path, store_dir: Path, racy: int | None = QUICK
+    data: Path, store_dir: Path | str, racy: int | None = QUICK
 ) -> tuple[str, int]:
-    """(digest, files opened) when a fresh interpreter keys ``data`` with the store."""
+    """(digest, files opened) when a fresh interpreter keys ``data`` with the store (a
+    directory, or a redis:// URL)."""
     import json
 
     time.sleep(0.06)  # whatever the test just wrote is now older than the QUICK window
@@ -468,3 +469,20 @@ def test_within_a_process_only_the_edited_file_of_a_directory_is_read_again(
     lines = run_python(code).stdout.split("\n")
     assert lines[0] == "3 True"  # three files read once, then a hit
     assert lines[1] == "True 1"  # a new digest, from the one file read again
+
+
+def test_a_redis_store_keeps_the_digests_for_fresh_processes_as_bookkeeping(
+    tmp_path: Path, redis_url: str
+) -> None:
+    from persistmemo import RedisStore
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.csv").write_text("a")
+    (tmp_path / "b.csv").write_text("b")
+    for data in (folder, tmp_path / "b.csv"):
+        first = keyed_in_a_fresh_process(data, redis_url)
+        assert first == (digest_without_a_store(data), 1)
+        assert keyed_in_a_fresh_process(data, redis_url) == (first[0], 0)
+    with RedisStore(redis_url) as store:
+        assert len(store) == 0

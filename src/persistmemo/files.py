@@ -10,8 +10,23 @@ fingerprint (device, inode, size, mtime_ns, ctime_ns) to the digest of its conte
 is hashed again when any of them changed. A rewrite that restores size and mtime
 (``os.utime``) still changes ctime. Git's "racily clean" rule applies: a file whose mtime is
 not safely older than the moment its digest was taken is hashed again on each call, so a
-same-size rewrite within the file system's timestamp granularity is still seen. The table
-lives in this process (each process hashes a file once, then stats it).
+same-size rewrite within the file system's timestamp granularity is still seen.
+
+The table lives in this process and, when ``file_key`` is given the store, in the store too,
+so that a fresh process does not read an unchanged file again (a 1 GB file: one stat and one
+store read instead of a second of hashing). A store record (under ``FINGERPRINT_PREFIX``:
+bookkeeping, not a result) maps the real path and fingerprint of a file to its digest and
+the time the digest was taken; a directory argument has one record (by real path) holding
+its files' fingerprints and digests by relative name, so a directory of 20,000 files costs
+one read, not 20,000. Records are sealed with the store's secret (one who can write the
+store but does not hold the secret cannot plant a digest: the record fails its seal and the
+file is hashed), and the reader applies the racy rule with the recorded time, so a digest
+taken too soon after the file's last change is never trusted, by this process or another.
+Racy digests are not recorded. A record is kept ``FINGERPRINT_TTL`` (30 days) after it was
+written: the table does not grow without bound as files change, and an unchanged file is
+hashed once more after that. Processes sharing a store (a Redis store across machines)
+should have clocks that agree within the racy window on file systems with coarse
+timestamps. A store fault costs a hash, never the call.
 
 A path that does not exist, cannot be read in full (permissions), or is not a regular file or
 a directory (a FIFO, a device) raises ``MissingInput``: the function runs (and raises what it
@@ -371,7 +386,8 @@ def _directory_digest(
 
 
 def forget(path: Any = None) -> None:
-    """Forget remembered digests (of ``path``, or all): the next call hashes again."""
+    """Forget the digests this process remembers (of ``path``, or all): the next call
+    hashes again, or takes the digest a store recorded for the same fingerprint."""
     with _lock:
         _directories.clear()
         if path is None:
