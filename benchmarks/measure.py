@@ -70,18 +70,29 @@ def interleaved_per_call(
         start = time.perf_counter()
         call()
         estimate = time.perf_counter() - start
-        inner[name] = max(1, min(1_000, int(sample_seconds / max(estimate, 1e-9))))
+        if estimate < 1e-3:  # one fast call is mostly the timer's own noise
+            start = time.perf_counter()
+            for _ in range(100):
+                call()
+            estimate = (time.perf_counter() - start) / 100
+        inner[name] = max(1, min(1_000_000, int(sample_seconds / max(estimate, 1e-9))))
     samples: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
-    for round_index in range(repeats):
-        # The order turns too: no system always runs right after the slowest one.
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            call, count = calls[name], inner[name]
-            start = time.perf_counter()
-            for _ in range(count):
-                call()
-            samples[name].append((time.perf_counter() - start) / count)
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for round_index in range(repeats):
+            # The order turns too: no system always runs right after the slowest one.
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                call, count = calls[name], inner[name]
+                start = time.perf_counter()
+                for _ in range(count):
+                    call()
+                samples[name].append((time.perf_counter() - start) / count)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return {name: statistics.median(values) for name, values in samples.items()}
 
 

@@ -53,6 +53,7 @@ class Settings:
         self.concurrent_seconds = 1.0 if quick else 3.0
         self.key_sizes = (100 * 1024 * 1024, 10 * 1024 * 1024, 1_000_000)
         self.data_bytes = 20 * 2**20 if quick else 100 * 2**20
+        self.sample_seconds = 0.02 if quick else 0.05  # one system's turn in a warm-hit round
         self.frame_rows = 200_000 if quick else 1_000_000
         if mode == "smoke":
             self.calls, self.repeats, self.misses, self.cold_runs = 20, 1, 20, 1
@@ -60,6 +61,7 @@ class Settings:
             self.concurrent_seconds = 0.2
             self.key_sizes = (1024 * 1024, 100_000, 10_000)
             self.data_bytes, self.frame_rows = 2**20, 2_000
+            self.sample_seconds = 0.001
 
 
 def row(scenario: str, system: str, seconds: float, **extra: Any) -> Row:
@@ -74,6 +76,7 @@ def double(x: Any) -> Any:
 
 
 def warm_hits(tmp: Path, settings: Settings) -> list[Row]:
+    """Hits of every memoizer and raw reads of the same bytes, taking turns in every round."""
     rows = []
     arguments = {
         "hit, small int": (1, False),
@@ -81,23 +84,26 @@ def warm_hits(tmp: Path, settings: Settings) -> list[Row]:
         "hit, list of 1,000 floats": ([i / 3 for i in range(1000)], True),
     }
     for scenario, (argument, unhashable) in arguments.items():
+        calls: dict[str, Callable[[], object]] = {}
+        notes = {}
         for name, memoizer in {**systems.IN_MEMORY, **systems.PERSISTENT}.items():
             in_memory = name in systems.IN_MEMORY
             wrapped = memoizer(double, tmp)
             call_argument = systems.hashable(argument) if in_memory and unhashable else argument
-            calls = (
-                settings.calls if name not in ("joblib.Memory", "cachier") else settings.calls // 10
-            )
-            seconds = measure.per_call(
-                lambda w=wrapped, a=call_argument: w(a), calls=calls, repeats=settings.repeats
-            )
-            note = "argument made hashable by the caller" if in_memory and unhashable else ""
-            rows.append(row(scenario, name, seconds, note=note))
-        rows += raw_reads(tmp, settings, scenario, argument)
+            calls[name] = lambda w=wrapped, a=call_argument: w(a)
+            notes[name] = "argument made hashable by the caller" if in_memory and unhashable else ""
+        calls.update(raw_reads(tmp, scenario, argument))
+        medians = measure.interleaved_per_call(
+            calls, repeats=settings.repeats, sample_seconds=settings.sample_seconds
+        )
+        rows += [
+            row(scenario, name, seconds, note=notes.get(name, ""))
+            for name, seconds in medians.items()
+        ]
     return rows
 
 
-def raw_reads(tmp: Path, settings: Settings, scenario: str, argument: Any) -> list[Row]:
+def raw_reads(tmp: Path, scenario: str, argument: Any) -> dict[str, Callable[[], object]]:
     """Raw diskcache get and a raw SQLite SELECT of exactly the bytes persistmemo stores."""
     import diskcache
 
@@ -113,22 +119,10 @@ def raw_reads(tmp: Path, settings: Settings, scenario: str, argument: Any) -> li
         "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
         " AND (expire_time IS NULL OR expire_time > ?)"
     )
-    return [
-        row(
-            scenario,
-            "raw diskcache get",
-            measure.per_call(lambda: raw.get(key), calls=settings.calls, repeats=settings.repeats),
-        ),
-        row(
-            scenario,
-            "raw sqlite3 SELECT",
-            measure.per_call(
-                lambda: connection.execute(select, (key, time.time())).fetchone(),
-                calls=settings.calls,
-                repeats=settings.repeats,
-            ),
-        ),
-    ]
+    return {
+        "raw diskcache get": lambda: raw.get(key),
+        "raw sqlite3 SELECT": lambda: connection.execute(select, (key, time.time())).fetchone(),
+    }
 
 
 def _stored_bytes(store: Store, key: str) -> bytes:
@@ -142,10 +136,11 @@ def _stored_bytes(store: Store, key: str) -> bytes:
 
 
 def misses(tmp: Path, settings: Settings) -> list[Row]:
+    """Misses with distinct keys: each system writes a batch of new entries per round, the
+    systems taking turns within every round."""
     import diskcache
 
     scenario = "miss + store, distinct keys"
-    rows = []
     candidates = {
         **systems.IN_MEMORY,
         "persistmemo": systems.persistmemo_disk,
@@ -154,23 +149,35 @@ def misses(tmp: Path, settings: Settings) -> list[Row]:
         "joblib.Memory": systems.joblib_memory,
         "cachier": systems.cachier_pickle,
     }
-    for name, memoizer in candidates.items():
+    batches: dict[str, list[list[Callable[[], object]]]] = {}
+    for number, (name, memoizer) in enumerate(candidates.items()):
         wrapped = memoizer(double, tmp)
         count = (
             settings.misses if name not in ("joblib.Memory", "cachier") else settings.misses // 5
         )
-        base = 10**9 * (1 + len(rows))
-        calls = [lambda w=wrapped, i=base + i: w(i) for i in range(count)]
-        rows.append(row(scenario, name, measure.each_once(calls, repeats=settings.repeats)))
+        base = 10**9 * (1 + number)
+        calls = [lambda w=wrapped, i=base + i: w(i) for i in range(count + 1)]
+        calls[0]()  # warm: opening the store and first-use imports are not a miss's
+        batches[name] = _rounds(calls[1:], settings.repeats)
     sealer = Sealer(b"s" * 32)
     raw = diskcache.Cache(str(tmp / "diskcache-raw-set"))
     stored = sealer.seal("pm1:bench.raw:1:" + "0" * 64, encode_value(10**9), 0.0)
-    keys = [f"pm1:bench.raw:1:{i:064x}" for i in range(settings.misses)]
-    calls = [lambda k=k: raw.set(k, stored, tag="bench.raw") for k in keys]
-    rows.append(
-        row(scenario, "raw diskcache set", measure.each_once(calls, repeats=settings.repeats))
+    keys = [f"pm1:bench.raw:1:{i:064x}" for i in range(settings.misses + 1)]
+    raw_sets = [lambda k=k: raw.set(k, stored, tag="bench.raw") for k in keys]
+    raw_sets[0]()
+    batches["raw diskcache set"] = _rounds(raw_sets[1:], settings.repeats)
+    medians = measure.interleaved_once(
+        {name: lambda r, b=rounds: [call() for call in b[r]] for name, rounds in batches.items()},
+        repeats=settings.repeats,
     )
-    return rows
+    return [
+        row(scenario, name, seconds / len(batches[name][-1])) for name, seconds in medians.items()
+    ]
+
+
+def _rounds(calls: list[Callable[[], object]], repeats: int) -> list[list[Callable[[], object]]]:
+    size = max(1, len(calls) // repeats)
+    return [calls[i * size : (i + 1) * size] for i in range(repeats)]
 
 
 # --- 3. cold process (issue 11: the script path) -------------------------------------------
@@ -217,6 +224,11 @@ for module in list(sys.modules.values()):
     if not os.path.exists(cached) or os.path.getmtime(cached) < os.path.getmtime(source):
         stale.append(module.__name__)
 print(",".join(sorted(stale)))
+"""
+
+HITS = """
+import runpy
+print(runpy.run_path({path!r}, run_name="__main__")["square"].cache_info().hits)
 """
 
 
@@ -275,6 +287,17 @@ def cold_process(tmp: Path, settings: Settings) -> list[Row]:
         text=True,
     ).stdout.strip()
     note = f"compiled at each start: {stale}" if stale else ""
+    # The script's runs must be hits (its version derived alike in every process).
+    script = commands["persistmemo @memo script, one hit"][1]
+    hits = subprocess.run(
+        [sys.executable, "-c", HITS.format(path=script)],
+        env=env,
+        cwd=home,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    script_note = "" if hits == "1" else f"not a hit: {hits or 'no output'} hits"
     medians = measure.interleaved_once(
         {name: lambda _, c=command: start(c) for name, command in commands.items()},
         repeats=settings.cold_runs,
@@ -286,7 +309,9 @@ def cold_process(tmp: Path, settings: Settings) -> list[Row]:
             scenario,
             name,
             seconds,
-            note=note if name == "import persistmemo" else "",
+            note={"import persistmemo": note, "persistmemo @memo script, one hit": script_note}.get(
+                name, ""
+            ),
             over_bare=seconds - bare if name != "python -c pass" else None,
             baseline=name == "diskcache memoize script, one hit",
         )
