@@ -28,6 +28,12 @@ A claim that cannot be released where the computation failed (a ``RecursionError
 stack for the store's calls) is released by the next frame up that can, and at the latest by
 the lease-renewing thread, so a retry does not wait out the lease.
 
+Which misses claim their key is call_paths.py's choice: a lease is a write transaction of
+its own, so a function this process has seen compute only fast (under ``LEASE_WORTH_IT``
+seconds, for its last few misses) computes without one, unless another caller holds a
+lease on the key (then it waits here like any other). Such a duplicate costs less than the
+claim that would have prevented it.
+
 Limits: the lease lives in the store, so it protects callers of one store on one machine
 (and, with a shared store, wherever the store reaches). A caller whose store is unusable
 computes without a claim.
