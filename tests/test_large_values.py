@@ -336,7 +336,7 @@ def test_a_large_result_in_a_tiered_store_is_kept_locally_when_redis_refuses_it(
     try:
         from persistmemo import RedisStore, TieredStore
 
-        remote = RedisStore(server.url, max_value_bytes=100_000)
+        remote = RedisStore(server.url, secret="shared", max_value_bytes=100_000)
         tiered = TieredStore(Store(tmp_path / "local"), remote)
         big = np.arange(100_000.0)
         with pytest.warns(PersistmemoWarning, match="too large"):
@@ -359,7 +359,7 @@ def test_an_array_result_from_redis_fills_the_local_tier_and_reads_back(tmp_path
     try:
         from persistmemo import RedisStore, TieredStore
 
-        remote = RedisStore(server.url)
+        remote = RedisStore(server.url, secret="shared")
         big = np.arange(300_000.0)
         remote.write(KEY, encode_result(big, out_of_band_from=0), ttl=None, tag="tests.f")
         local = Store(tmp_path / "local")
