@@ -68,6 +68,9 @@ EXT_SUBCLASS = 24
 EXT_ARRAY_SUBCLASS = 25
 EXT_PANDAS_TIMESTAMP = 26
 EXT_PANDAS_TIMEDELTA = 27
+EXT_PANDAS = 28
+EXT_ARROW = 29
+EXT_POLARS = 30
 
 # One NaN for all NaNs: every NaN argument is the same key (NaN != NaN would otherwise make
 # f(nan) a permanent miss). -0.0 keeps its own bytes: it is a different value from 0.0
@@ -461,7 +464,27 @@ def _library_encoders() -> list[tuple[type, Callable[[Any], bytes]]]:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         found.append((numpy.ndarray, _encode_ndarray))
+    if pandas is not None:
+        found += [(pandas.DataFrame, _encode_pandas_frame), (pandas.Series, _encode_pandas_series)]
+        found += [(index, _encode_pandas_index) for index in _pandas_index_types(pandas)]
+        found.append((type(pandas.NA), _encode_pandas_na))
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        found += [
+            (pyarrow.Table, _encode_arrow_table),
+            (pyarrow.RecordBatch, _encode_arrow_table),
+            (pyarrow.ChunkedArray, _encode_arrow_array),
+        ]
+    polars = sys.modules.get("polars")
+    if polars is not None:
+        found += [(polars.DataFrame, _encode_polars_frame), (polars.Series, _encode_polars_series)]
     return found
+
+
+def _pandas_index_types(pandas: Any) -> list[type]:
+    names = ["Index", "RangeIndex", "MultiIndex", "CategoricalIndex", "DatetimeIndex"]
+    names += ["TimedeltaIndex", "PeriodIndex", "IntervalIndex"]
+    return [getattr(pandas, name) for name in names]
 
 
 # --- encoders chosen by what a type is, not which it is -----------------------------------
@@ -626,7 +649,10 @@ def _array_subclass_encoder(cls: type) -> Callable[[Any], bytes]:
 
 
 def _numpy() -> Any:
-    return sys.modules["numpy"]
+    numpy = sys.modules.get("numpy")
+    if numpy is None:  # an Arrow value without numpy loaded (pyarrow does not need it)
+        import numpy
+    return numpy
 
 
 # --- pandas ---------------------------------------------------------------------------------
@@ -645,6 +671,367 @@ def _encode_pandas_nat(value: Any) -> bytes:
 
 def _encode_pandas_timedelta(value: Any) -> bytes:
     return _ext(EXT_PANDAS_TIMEDELTA, _encode_numpy_scalar(value.asm8))
+
+
+def _encode_pandas_na(value: Any) -> bytes:
+    return _ext(EXT_PANDAS, _pack("NA"))
+
+
+# --- frames and columns: pandas, pyarrow, polars ------------------------------------------
+#
+# A frame is keyed by its logical content: every column's values (their buffers hashed in
+# place with BLAKE3, never pickled), dtype, name and position, and the index with its names.
+# A column's digests are streams that do not depend on how its values are laid out in
+# memory: Arrow chunks and slices, polars rechunking, and pandas' Arrow or Python storage of
+# strings all give the same streams for the same values.
+
+
+def _new_hasher() -> Any:
+    import blake3
+
+    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+
+
+class _Streams:
+    """The digests of one column: which rows are null, and the values of the rows (fixed-width
+    bytes; or the UTF-8 bytes of strings, binary, and each row's length in bytes)."""
+
+    __slots__ = ("data", "lengths", "nulls", "rows")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.nulls: Any = None  # a hasher of the null rows' positions, from the first null
+        self.lengths: list[Any] | None = None  # of each chunk, hashed once all are known
+        self.data = _new_hasher()
+
+    def add_nulls(self, positions: Any) -> None:
+        """Record the null rows (an int64 array of positions within the current chunk)."""
+        if len(positions):
+            if self.nulls is None:
+                self.nulls = _new_hasher()
+            self.nulls.update(_le_int64(positions + self.rows))
+
+    def add_variable(self, lengths: Any, data: bytes | memoryview) -> None:
+        """Add rows of bytes: ``data`` cut into rows of ``lengths`` bytes."""
+        if self.lengths is None:
+            self.lengths = []
+        self.lengths.append(lengths)
+        self.data.update(data)
+
+    def parts(self) -> list[object]:
+        nulls = None if self.nulls is None else self.nulls.digest(DIGEST_SIZE)
+        return [self.rows, nulls, self._lengths_digest(), self.data.digest(DIGEST_SIZE)]
+
+    def _lengths_digest(self) -> bytes | None:
+        if self.lengths is None:
+            return None
+        # Lengths as unsigned ints of the narrowest width that holds the longest row (a
+        # property of the values, not of their chunks): 1 byte a row for short strings
+        # instead of 8 is most of the cost of keying a string column saved.
+        longest = max((int(part.max()) for part in self.lengths if len(part)), default=0)
+        width = next(width for width in (1, 2, 4, 8) if longest < 1 << (8 * width))
+        hasher = _new_hasher()
+        hasher.update(_pack(width))
+        for part in self.lengths:
+            narrow = _numpy().ascontiguousarray(part, dtype=f"<u{width}")
+            hasher.update(memoryview(narrow).cast("B"))
+        return bytes(hasher.digest(DIGEST_SIZE))
+
+
+def _document(*parts: bytes) -> bytes:
+    """Encodings that belong together, as one msgpack array (one document)."""
+    return _array_header(len(parts)) + b"".join(parts)
+
+
+def _le_int64(values: Any) -> memoryview:
+    numpy = _numpy()
+    return memoryview(numpy.ascontiguousarray(values, dtype="<i8")).cast("B")
+
+
+def _canonical_floats(values: Any) -> Any:
+    """The array with every NaN as the one canonical NaN (as float scalars are keyed)."""
+    numpy = _numpy()
+    # The sum is NaN when any item is (or for inf - inf): a fast test before the exact one.
+    if values.dtype.kind == "f" and values.size and numpy.isnan(values.sum()):
+        nans = numpy.isnan(values)
+        if nans.any():
+            values = values.copy()
+            values[nans] = numpy.nan
+    return values
+
+
+def _encode_values_array(values: Any) -> bytes:
+    """A 1-d numpy array of column values: ext 21 for fixed-width dtypes (NaNs made
+    canonical), and for object arrays the strings' streams or every item's encoding."""
+    if not values.dtype.hasobject:
+        return _encode_ndarray(_canonical_floats(values))
+    items = values.tolist()
+    # Exactly str, not a subclass (numpy.str_, a str with a __dict__): those are keyed apart.
+    if items and set(map(type, items)) == {str}:
+        streams = _Streams()
+        _add_str_objects(streams, items)
+        return _encode(["str-objects", *streams.parts()])
+    # Mixed, missing or other objects: each item keyed as an argument of its own type would
+    # be (None, NaN and "a" stay apart), or the column is refused as that item would be.
+    return _encode(["objects", items])
+
+
+def _add_str_objects(streams: _Streams, strings: Any) -> None:
+    """Add Python strings (none missing) as UTF-8 lengths and bytes, as Arrow holds them."""
+    if not len(strings):
+        return  # as an empty Arrow chunk adds nothing
+    numpy = _numpy()
+    joined = "".join(strings)
+    data = joined.encode("utf-8", "surrogatepass")
+    if len(data) == len(joined):  # all ASCII: a character is a byte
+        lengths = numpy.fromiter(map(len, strings), numpy.int64, count=len(strings))
+    else:
+        lengths = numpy.fromiter(
+            (len(item.encode("utf-8", "surrogatepass")) for item in strings),
+            numpy.int64,
+            count=len(strings),
+        )
+    streams.add_variable(lengths, data)
+    streams.rows += len(strings)
+
+
+# --- pandas objects ---
+
+
+def _encode_pandas_frame(value: Any) -> bytes:
+    columns = [_pandas_column(value.iloc[:, position].array) for position in range(value.shape[1])]
+    parts = _encode(value.columns) + _encode(value.index) + _array_header(len(columns))
+    parts += b"".join(columns) + _pandas_attributes(value)
+    return _ext(EXT_PANDAS, _pack("DataFrame") + parts)
+
+
+def _encode_pandas_series(value: Any) -> bytes:
+    parts = _encode(value.name) + _encode(value.index) + _pandas_column(value.array)
+    return _ext(EXT_PANDAS, _pack("Series") + parts + _pandas_attributes(value))
+
+
+def _pandas_attributes(value: Any) -> bytes:
+    # attrs (user metadata) and the duplicate-labels flag are state a function may read.
+    return _encode(dict(value.attrs)) + _pack(bool(value.flags.allows_duplicate_labels))
+
+
+def _encode_pandas_index(value: Any) -> bytes:
+    pandas = sys.modules["pandas"]
+    kind = type(value).__name__
+    names = _encode(list(value.names))
+    if type(value) is pandas.RangeIndex:
+        body = _encode([value.start, value.stop, value.step])
+    elif type(value) is pandas.MultiIndex:
+        # Level by level as values, not as levels and codes: equal MultiIndexes may keep
+        # different unused level values.
+        levels = [value.get_level_values(level).array for level in range(value.nlevels)]
+        body = _array_header(len(levels)) + b"".join(map(_pandas_column, levels))
+    else:
+        body = _pandas_column(value.array)
+        if type(value) in (pandas.DatetimeIndex, pandas.TimedeltaIndex):
+            body += _pack(value.freqstr)  # shift() and friends follow it
+    return _ext(EXT_PANDAS, _pack(kind) + names + body)
+
+
+def _pandas_column(array: Any) -> bytes:
+    """The encoding of one pandas array (a column, a Series' values, an Index's values)."""
+    numpy = _numpy()
+    pandas = sys.modules["pandas"]
+    dtype = array.dtype
+    label = str(dtype)
+    # Before numpy arrays: the Python-backed string array is a NumpyExtensionArray too.
+    if isinstance(dtype, pandas.StringDtype):
+        streams = _Streams()
+        if dtype.storage == "python":
+            strings = numpy.asarray(array, dtype=object)
+            missing = pandas.isna(strings)
+            if missing.any():
+                # Null slots as empty strings, as Arrow's are here: both storages agree.
+                streams.add_nulls(numpy.flatnonzero(missing))
+                strings = strings.copy()
+                strings[missing] = ""
+            _add_str_objects(streams, strings)
+        else:
+            _add_arrow_chunks(streams, array.__arrow_array__())
+        return _encode(["string", label, *streams.parts()])
+    if isinstance(dtype, numpy.dtype) or isinstance(array, pandas.arrays.NumpyExtensionArray):
+        return _document(_pack("numpy"), _encode_values_array(numpy.asarray(array)))
+    if isinstance(dtype, pandas.CategoricalDtype):
+        codes = _encode_values_array(numpy.asarray(array.codes))
+        head = _concat(["category", label, dtype.ordered])
+        return _document(head, _encode(dtype.categories), codes)
+    if isinstance(dtype, pandas.DatetimeTZDtype):
+        instants = _encode_values_array(numpy.asarray(array.asi8))
+        return _document(_concat(["datetime-tz", label]), _encode_tzinfo(dtype.tz), instants)
+    if isinstance(dtype, pandas.PeriodDtype):
+        instants = _encode_values_array(numpy.asarray(array.asi8))
+        return _document(_concat(["period", label]), instants)
+    if isinstance(dtype, pandas.IntervalDtype):
+        missing = _encode_values_array(numpy.asarray(array.isna()))
+        head = _concat(["interval", label, array.closed])
+        return _document(head, _encode(array.left), _encode(array.right), missing)
+    if isinstance(dtype, pandas.SparseDtype):
+        dense = _encode_values_array(numpy.asarray(array.to_dense()))
+        return _document(_concat(["sparse", label]), _encode(dtype.fill_value), dense)
+    if hasattr(array, "_mask") and hasattr(array, "_data"):
+        return _document(_concat(["masked", label]), *_masked_values(array))
+    if isinstance(dtype, pandas.ArrowDtype):
+        streams = _Streams()
+        _add_arrow_chunks(streams, array.__arrow_array__())
+        return _encode(["arrow", label, *streams.parts()])
+    raise UnsupportedType(
+        type(array), f" with dtype={label} (this pandas dtype has no key encoding)"
+    )
+
+
+def _masked_values(array: Any) -> tuple[bytes, bytes]:
+    # Nullable Int64, Float64, boolean: the values under the mask are whatever was there
+    # before, so they are zeroed: equal arrays give equal bytes.
+    data, mask = array._data, array._mask
+    if mask.any():
+        data = data.copy()
+        data[mask] = 0
+    return _encode_values_array(data), _encode_values_array(mask)
+
+
+# --- pyarrow and polars ---
+
+
+def _add_arrow_chunks(streams: _Streams, column: Any) -> None:
+    """Feed an Arrow Array or ChunkedArray's values into ``streams``, chunk by chunk."""
+    chunks = column.chunks if hasattr(column, "chunks") else [column]
+    for chunk in chunks:
+        _add_arrow_chunk(streams, chunk)
+
+
+def _add_arrow_chunk(streams: _Streams, chunk: Any) -> None:
+    pyarrow = sys.modules["pyarrow"]  # loaded: the value is an Arrow array
+    numpy = _numpy()
+    types = pyarrow.types
+    kind = chunk.type
+    if not len(chunk):
+        return  # no values (and the buffers of an empty array may be missing)
+    if types.is_dictionary(kind):
+        # Logical values: chunks with different dictionaries for the same values agree.
+        _add_arrow_chunk(streams, chunk.dictionary_decode())
+        return
+    if types.is_string_view(kind) or types.is_binary_view(kind):
+        large = pyarrow.large_string() if types.is_string_view(kind) else pyarrow.large_binary()
+        chunk = chunk.cast(large)
+        kind = chunk.type
+    if chunk.null_count:
+        streams.add_nulls(numpy.flatnonzero(chunk.is_null().to_numpy(zero_copy_only=False)))
+    if types.is_null(kind):
+        pass
+    elif types.is_boolean(kind):
+        filled = chunk.fill_null(False) if chunk.null_count else chunk
+        streams.data.update(filled.to_numpy(zero_copy_only=False).tobytes())
+    elif (
+        types.is_string(kind)
+        or types.is_large_string(kind)
+        or types.is_binary(kind)
+        or types.is_large_binary(kind)
+    ):
+        _add_arrow_binary(streams, chunk)
+    elif _arrow_fixed_width(kind):
+        _add_arrow_fixed(streams, chunk)
+    else:
+        raise UnsupportedType(
+            type(chunk),
+            f" of Arrow type {kind} (nested and extension Arrow types have no key "
+            "encoding: key the column's parts, or pass a key= function)",
+        )
+    streams.rows += len(chunk)
+
+
+def _arrow_fixed_width(kind: Any) -> bool:
+    try:
+        return bool(kind.bit_width % 8 == 0 and kind.num_fields == 0)
+    except ValueError:  # "Non-fixed width type"
+        return False
+
+
+def _add_arrow_binary(streams: _Streams, chunk: Any) -> None:
+    numpy = _numpy()
+    if chunk.null_count:
+        # A null slot's bytes are undefined: emptied, the null positions say which they were.
+        chunk = chunk.fill_null(b"" if "binary" in str(chunk.type) else "")
+    width = "<i8" if "large" in str(chunk.type) else "<i4"
+    offsets_buffer, data_buffer = chunk.buffers()[1:3]
+    offsets = numpy.frombuffer(
+        offsets_buffer, dtype=width, count=len(chunk) + 1, offset=chunk.offset * int(width[-1])
+    )
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = memoryview(data_buffer)[start:end] if data_buffer else b""
+    streams.add_variable(numpy.diff(offsets), data)
+
+
+def _add_arrow_fixed(streams: _Streams, chunk: Any) -> None:
+    numpy = _numpy()
+    width = chunk.type.bit_width // 8
+    buffer = chunk.buffers()[1]
+    raw = numpy.frombuffer(
+        buffer, dtype=numpy.uint8, count=len(chunk) * width, offset=chunk.offset * width
+    )
+    values = raw.reshape(len(chunk), width) if width else raw
+    if chunk.null_count:
+        values = values.copy()
+        values[chunk.is_null().to_numpy(zero_copy_only=False)] = 0
+    if sys.modules["pyarrow"].types.is_floating(chunk.type) and width in (4, 8):
+        values = _canonical_floats(values.reshape(-1).view(f"<f{width}"))
+    streams.data.update(memoryview(numpy.ascontiguousarray(values)).cast("B"))
+
+
+def _arrow_column(column: Any) -> bytes:
+    streams = _Streams()
+    _add_arrow_chunks(streams, column)
+    return _encode([str(column.type), *streams.parts()])
+
+
+def _arrow_metadata(metadata: Any) -> bytes:
+    return _encode(dict(metadata) if metadata else None)
+
+
+def _encode_arrow_array(value: Any) -> bytes:
+    kind = "ChunkedArray" if hasattr(value, "chunks") else "Array"
+    return _ext(EXT_ARROW, _pack(kind) + _arrow_column(value))
+
+
+def _encode_arrow_table(value: Any) -> bytes:
+    fields = [[field.name, str(field.type), field.nullable] for field in value.schema]
+    columns = b"".join(
+        _arrow_metadata(field.metadata) + _arrow_column(value.column(position))
+        for position, field in enumerate(value.schema)
+    )
+    kind = type(value).__name__  # Table or RecordBatch
+    head = _pack(kind) + _encode(fields) + _arrow_metadata(value.schema.metadata)
+    return _ext(EXT_ARROW, head + _array_header(len(fields)) + columns)
+
+
+def _polars_column(series: Any) -> bytes:
+    if str(series.dtype) == "Object":
+        raise UnsupportedType(type(series), " with dtype=Object (its items are Python objects)")
+    streams = _Streams()
+    try:
+        column = series.to_arrow()
+    except ImportError as missing:
+        raise UnsupportedType(
+            type(series),
+            " without pyarrow (a polars column is keyed through its Arrow form: "
+            "pip install pyarrow)",
+        ) from missing
+    _add_arrow_chunks(streams, column)
+    return _encode([series.name, str(series.dtype), *streams.parts()])
+
+
+def _encode_polars_series(value: Any) -> bytes:
+    return _ext(EXT_POLARS, _pack("Series") + _polars_column(value))
+
+
+def _encode_polars_frame(value: Any) -> bytes:
+    columns = [_polars_column(series) for series in value.get_columns()]
+    body = _array_header(len(columns)) + b"".join(columns)
+    return _ext(EXT_POLARS, _pack("DataFrame") + body)
 
 
 # --- subclasses -----------------------------------------------------------------------------
@@ -796,6 +1183,17 @@ def _choose_encoder(cls: type) -> Callable[[Any], bytes]:
         return _encode_path
     if _is_function_like(cls):
         return _refusal(cls, _FUNCTION_REASON)
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None and issubclass(cls, pyarrow.Array):
+        return _encode_arrow_array  # one Cython class per Arrow type: Int64Array, StringArray...
+    frames = _frame_types()
+    if frames and issubclass(cls, frames):
+        # Their instances' __dict__ holds the data manager, which has no key: say why here.
+        return _refusal(
+            cls,
+            " (a subclass of a pandas or polars type, whose extra state a key cannot see: "
+            "pass the plain frame, series or index, or define __persistmemo_key__ on the type)",
+        )
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if issubclass(cls, numpy.ndarray):
@@ -806,6 +1204,17 @@ def _choose_encoder(cls: type) -> Callable[[Any], bytes]:
         if issubclass(cls, base):
             return _subclass_encoder(cls, base, encoder)
     return _raise_unsupported
+
+
+def _frame_types() -> tuple[type, ...]:
+    found: tuple[type, ...] = ()
+    pandas = sys.modules.get("pandas")
+    if pandas is not None:
+        found += (pandas.DataFrame, pandas.Series, pandas.Index)
+    polars = sys.modules.get("polars")
+    if polars is not None:
+        found += (polars.DataFrame, polars.Series)
+    return found
 
 
 def _numpy_scalar_encoder(cls: type) -> Callable[[Any], bytes]:
