@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -32,3 +37,226 @@ def test_each_source_file_is_parsed_once_for_every_function_that_uses_it(
     versions = {code_version(getattr(main, f"f{i}")) for i in range(9)}
     assert len(versions) == 9
     assert source_index.parse_count - before == 4  # main.py, m0.py, m1.py, m2.py
+
+
+# --- the version remembered in the store: a warm start derives nothing -----------------------
+
+RUNNER = """
+import json, os, sys
+if os.environ.get("PRETEND_PYTHON"):
+    sys.version = os.environ["PRETEND_PYTHON"]  # another build of Python, as far as we know
+sys.path.insert(0, os.environ["PROJECT"])
+import main
+value = main.compute(3)
+print(json.dumps({
+    "value": value,
+    "version": main.compute.version(),
+    "derived": "persistmemo.source_index" in sys.modules,
+}))
+"""
+
+
+class Project:
+    """A small program in its own directory, run in fresh interpreters against one store."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.code = root / "code"
+        self.code.mkdir()
+        self.runs = 0
+
+    def write(self, name: str, text: str) -> None:
+        path = self.code / name
+        path.write_text(text)
+        # Written "long ago": a file is trusted to hold the code the process runs when it
+        # was written before the process started (the rule the version walk applies).
+        past = time.time() - 60 - self.runs
+        os.utime(path, (past, past))
+
+    def run(self, store: str = "store", **env: str) -> dict[str, object]:
+        self.runs += 1
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
+        environment.update(
+            {"PROJECT": str(self.code), "PERSISTMEMO_DIR": str(self.root / store), **env}
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", RUNNER], env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        result: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+        return result
+
+    def fresh_version(self, **env: str) -> object:
+        """The version derived from scratch (a store with nothing remembered)."""
+        self.runs += 1
+        seen = self.run(store=f"fresh-{self.runs}", **env)
+        assert seen["derived"] is True
+        return seen["version"]
+
+
+MAIN = """
+from persistmemo import memo
+from helpers import scale
+
+@memo
+def compute(x):
+    return scale(x) + 1
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    project = Project(tmp_path)
+    project.write("main.py", MAIN)
+    project.write("helpers.py", "def scale(x):\n    return x * 2\n")
+    return project
+
+
+def test_a_warm_start_serves_the_remembered_version_without_parsing(project: Project) -> None:
+    first = project.run()
+    assert first["derived"] is True  # nothing remembered yet: derived, then remembered
+    second = project.run()
+    assert second == {**first, "derived": False}  # no source parsed, no ast imported
+    assert project.run()["derived"] is False
+    assert second["version"] == project.fresh_version()
+
+
+def test_editing_the_function_gives_the_version_derived_afresh(project: Project) -> None:
+    before = project.run()
+    project.run()
+    project.write("main.py", MAIN.replace("+ 1", "+ 2"))
+    after = project.run()
+    assert after["derived"] is True
+    assert after["value"] == 8
+    assert after["version"] != before["version"]
+    assert after["version"] == project.fresh_version()
+    assert project.run()["derived"] is False
+
+
+def test_editing_a_helper_in_another_module_gives_a_new_version(project: Project) -> None:
+    before = project.run()
+    project.write("helpers.py", "def scale(x):\n    return x * 3\n")
+    after = project.run()
+    assert after["value"] == 10
+    assert after["version"] != before["version"]
+    assert after["version"] == project.fresh_version()
+
+
+SCALED = """
+import os
+from persistmemo import memo
+
+FACTOR = int(os.environ.get("FACTOR", "2"))
+
+def make_scale(k):
+    def scale(x):
+        return x * k
+    return scale
+
+times = make_scale(int(os.environ.get("CLOSED", "2")))
+
+def offset(x, by=int(os.environ.get("DEFAULT", "1"))):
+    return x + by
+
+@memo
+def compute(x):
+    return offset(times(x) * FACTOR)
+"""
+
+RUNTIME_VALUES = {
+    "a constant's value": "FACTOR",
+    "a helper's captured value": "CLOSED",
+    "a helper's default": "DEFAULT",
+}
+
+
+@pytest.mark.parametrize("variable", RUNTIME_VALUES.values(), ids=RUNTIME_VALUES.keys())
+def test_a_value_computed_at_run_time_gives_its_own_version(
+    project: Project, variable: str
+) -> None:
+    project.write("main.py", SCALED)
+    before = project.run()
+    assert project.run()["derived"] is False
+    after = project.run(**{variable: "5"})  # the same files, another value
+    assert after["value"] != before["value"]
+    assert after["derived"] is True
+    assert after["version"] != before["version"]
+    assert after["version"] == project.fresh_version(**{variable: "5"})
+    assert project.run(**{variable: "5"}) == {**after, "derived": False}
+    assert project.run() == {**before, "derived": False}  # the first one is still remembered
+
+
+CHOSEN = """
+import os
+from persistmemo import memo
+
+step = (lambda x: x + 1) if os.environ.get("CHOICE") else (lambda x: x + 2)
+
+@memo
+def compute(x):
+    return step(x)
+"""
+
+
+def test_a_helper_chosen_at_run_time_from_one_line_gives_its_own_version(
+    project: Project,
+) -> None:
+    project.write("main.py", CHOSEN)
+    before = project.run()
+    after = project.run(CHOICE="1")
+    assert (before["value"], after["value"]) == (5, 4)
+    assert after["derived"] is True
+    assert after["version"] != before["version"]
+    assert after["version"] == project.fresh_version(CHOICE="1")
+
+
+def test_another_python_derives_the_version_again(project: Project) -> None:
+    project.run()
+    assert project.run()["derived"] is False
+    assert project.run(PRETEND_PYTHON="3.99.0 (another build)")["derived"] is True
+
+
+def test_a_file_edited_after_the_process_imported_it_is_not_taken_by_its_stat(
+    project: Project,
+) -> None:
+    project.run()
+    code = (
+        "import json, os, sys, pathlib\n"
+        "sys.path.insert(0, os.environ['PROJECT'])\n"
+        "import main\n"
+        "path = pathlib.Path(os.environ['PROJECT'], 'helpers.py')\n"
+        "path.write_text('def scale(x):\\n    return x * 7\\n')\n"  # the running code: x * 2
+        "print(json.dumps([main.compute(3), main.compute.version()]))\n"
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
+    environment.update(
+        {"PROJECT": str(project.code), "PERSISTMEMO_DIR": str(project.root / "store")}
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=environment, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    value, version = json.loads(done.stdout)
+    assert value == 7
+    # Derived from the code it runs (bytecode), not the remembered version of the old file,
+    # nor a version of the file as it is now.
+    project.write("helpers.py", "def scale(x):\n    return x * 7\n")
+    assert version != project.fresh_version()
+    project.write("helpers.py", "def scale(x):\n    return x * 2\n")
+    assert version != project.run()["version"]
+
+
+def test_remembered_versions_are_not_entries(project: Project) -> None:
+    project.run()
+    code = (
+        "import os\nfrom persistmemo import Store\n"
+        "store = Store(os.environ['STORE'])\nprint(len(store), len(list(store.entries())))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "STORE": str(project.root / "store")},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1"]

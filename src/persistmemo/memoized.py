@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import functools
 import os
+import re
 import sys
 import types
 import weakref
@@ -27,6 +28,7 @@ from persistmemo.closures import (
     UnsupportedCapture,
     is_partial,
 )
+from persistmemo.codec import decode_value, encode_value
 from persistmemo.faults import PersistmemoWarning
 from persistmemo.files import MissingInput
 from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
@@ -34,6 +36,7 @@ from persistmemo.memory import MemoryTier
 from persistmemo.naming import qualified_name
 from persistmemo.options import MemoOptions
 from persistmemo.source_stamps import definition_stamp
+from persistmemo.stores.base import MISSING, VERSION_PREFIX
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import EntryInfo
@@ -140,6 +143,8 @@ def _rechecking(memoized: MemoizedFunction[Any, Any], wrapper: Any) -> Any:
 
 # Versions in the keys of a function that touches no store: never a version of its code.
 _PLACEHOLDER_VERSIONS = frozenset(("disabled", "underived"))
+# A remembered version is served only if it has the shape of a derived one.
+_VERSION_SHAPE = re.compile(r"[0-9a-f]{16}")
 
 
 class CacheInfo(NamedTuple):
@@ -313,14 +318,59 @@ class MemoizedFunction(CallPaths[P, R]):
         )
 
     def _code_version(self) -> str:
-        from persistmemo.versioning import code_version  # parses source: first call only
+        # Imported here: a script run again and again serves its version from the store and
+        # never imports the parsing (ast, dataclasses, inspect: ~8 ms of each cold start).
+        from persistmemo import versioning
 
-        return code_version(
+        options = self.options
+        fingerprint = None
+        if not _defined_interactively(self.code):  # a notebook re-derives on its own terms
+            try:
+                fingerprint = versioning.version_fingerprint(
+                    self.code,
+                    include_globals=options.include_globals,
+                    packages=options.packages,
+                    stamp=self.stamp,
+                )
+            except Exception:  # the fingerprint only saves time: derive as before
+                fingerprint = None
+        if fingerprint is not None:
+            remembered = self._remembered_version(fingerprint)
+            if remembered is not None:
+                return remembered
+        version = versioning.code_version(
             self.code,
-            include_globals=self.options.include_globals,
-            packages=self.options.packages,
+            include_globals=options.include_globals,
+            packages=options.packages,
             stamp=self.stamp,
         )
+        if fingerprint is not None:
+            self._remember_version(fingerprint, version)
+        return version
+
+    def _remembered_version(self, fingerprint: str) -> str | None:
+        """The version remembered in the store for ``fingerprint``, if any: a record sealed
+        with the store's secret, like every entry, so that no one else can plant one."""
+        try:
+            data = self.store.read(VERSION_PREFIX + fingerprint)
+            if data is MISSING:
+                return None
+            version = decode_value(bytes(cast(bytes, data)), allow_pickle=False)
+        except Exception:  # a store fault, a damaged record: derive it
+            return None
+        if isinstance(version, str) and _VERSION_SHAPE.fullmatch(version):
+            return version
+        return None
+
+    def _remember_version(self, fingerprint: str, version: str) -> None:
+        """Remember ``version`` under ``fingerprint`` for the next processes (best effort)."""
+        with contextlib.suppress(Exception):  # remembering only saves the next process time
+            self.store.write(
+                VERSION_PREFIX + fingerprint,
+                encode_value(version, allow_pickle=False),
+                ttl=None,
+                tag=VERSION_PREFIX.rstrip(":"),  # no function's entry: cache_clear counts none
+            )
 
     def _derived_version(self) -> str:
         """The version from the code; if it cannot be derived, the function runs uncached.

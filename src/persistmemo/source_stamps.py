@@ -70,6 +70,17 @@ def file_stat(path: str) -> FileStat | None:
     return FileStat(stat.st_mtime_ns, stat.st_size)
 
 
+def file_identity(path: str) -> tuple[int, int, int, int, int] | None:
+    """(size, mtime_ns, ctime_ns, inode, device) of ``path``: what tells, as git's index
+    does, that a file's content is the one seen before (a rewrite that restores the size and
+    mtime still changes ctime). None when it is not a readable file."""
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+
+
 def unchanged_since_start(stat: FileStat) -> bool:
     """Whether a file with this stat was last written before this process started.
 

@@ -32,19 +32,22 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from persistmemo.keys import UnsupportedType, encode
-from persistmemo.source_index import code_fingerprint, source_index
 from persistmemo.source_stamps import (
     DefinitionStamp,
     FileStat,
     definition_stamp,
+    file_identity,
     stamped_stat,
     unchanged_since_start,
 )
 
-__all__ = ["code_version", "definition_stamp", "explain_version"]
+if TYPE_CHECKING:
+    from persistmemo.source_index import SourceIndex
+
+__all__ = ["code_version", "definition_stamp", "explain_version", "version_fingerprint"]
 
 VERSION_DIGEST_SIZE = 8
 _MAX_LAYERS = 100
@@ -69,6 +72,39 @@ def code_version(
     ``stamp`` is what ``definition_stamp(func)`` returned at decoration.
     """
     return _VersionBasis(func, include_globals, packages, stamp).version()
+
+
+def version_fingerprint(
+    func: Callable[..., Any],
+    *,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
+    stamp: object = None,
+) -> str | None:
+    """A digest of everything ``code_version(func, ...)`` is derived from, read without
+    parsing any source: the same walk through the code, with each source file taken by its
+    stat (path, size, mtime_ns, ctime_ns, inode, device) instead of its syntax tree, and the
+    runtime values (constants, defaults, closures, class attributes) as the walk meets them.
+
+    Equal fingerprints mean equal versions, so a version remembered under its fingerprint
+    (memoized.py) can be served without deriving it again. None when that cannot be told
+    from stats and values alone: a file edited since this process imported it, code without
+    a source file, ``packages=`` (installed versions change outside the code), a value known
+    only by the source of its assignment. Then the version is derived.
+    """
+    try:
+        return _VersionBasis(func, include_globals, packages, stamp, light=True).fingerprint()
+    except _NotByStat:
+        return None
+
+
+class _NotByStat(Exception):
+    """The version depends on more than stats and values: it must be derived."""
+
+
+# Part of every fingerprint: a change to how versions are derived changes them all.
+_FINGERPRINT_FORMAT = 1
+_DERIVING_MODULES = ("versioning.py", "source_index.py", "closures.py", "keys.py", "naming.py")
 
 
 def explain_version(
@@ -96,9 +132,17 @@ class _VersionBasis:
         include_globals: bool,
         packages: Iterable[str] | bool,
         stamp: object,
+        *,
+        light: bool = False,
     ) -> None:
         self.include_globals = include_globals
         self.packages = packages if isinstance(packages, bool) else tuple(packages)
+        # light: the fingerprint's walk, each source file taken by its stat (files), never
+        # parsed; anything it cannot vouch for raises _NotByStat.
+        self.light = light
+        self.files: dict[str, tuple[int, ...]] = {}
+        if light and self.packages not in (False, ()):
+            raise _NotByStat("installed package versions are not in any source file")
         self.stamped: dict[str, FileStat] = (
             dict(stamp.files) if isinstance(stamp, DefinitionStamp) else {}
         )
@@ -126,6 +170,31 @@ class _VersionBasis:
             sorted([name, version] for name, version in self.package_versions.items()),
         ]
         return hashlib.blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
+
+    def fingerprint(self) -> str:
+        own = os.path.dirname(os.path.abspath(__file__))
+        deriving = [[name, file_identity(os.path.join(own, name))] for name in _DERIVING_MODULES]
+        canonical = [
+            _FINGERPRINT_FORMAT,
+            [sys.version, sys.implementation.cache_tag, sys.flags.optimize],
+            self.include_globals,
+            deriving,
+            [[layer["key"], layer["basis"], layer["digest"]] for layer in self.layers],
+            sorted([entry["key"], entry["digest"]] for entry in self.helpers.values()),
+            sorted([key, entry["digest"]] for key, entry in self.constants.items()),
+            sorted([path, list(stat)] for path, stat in self.files.items()),
+        ]
+        return hashlib.blake2b(encode(canonical), digest_size=16).hexdigest()
+
+    def _by_stat(self, path: str) -> None:
+        """Take ``path`` by its stat (light walk): it must hold the code this process runs."""
+        identity = file_identity(path)
+        if identity is None:
+            raise _NotByStat(f"{path}: no source file")
+        size, mtime_ns = identity[0], identity[1]
+        if not self._trusted(path, FileStat(mtime_ns, size)):
+            raise _NotByStat(f"{path}: edited since this process imported it")
+        self.files[path] = identity
 
     def explain(self) -> dict[str, Any]:
         innermost = next(
@@ -290,7 +359,15 @@ class _VersionBasis:
             if path is None or os.path.normcase(function.__code__.co_filename) == path
         ]
         basis, data = "bytecode", b""
-        index = source_index(path) if path is not None else None
+        if self.light:
+            if path is None:
+                raise _NotByStat(f"class {cls.__qualname__}: no source file")
+            self._by_stat(path)
+            # A class the source does not define is versioned by its attributes too.
+            codes = [_code_identity(m.__code__) for m in sorted(methods, key=_qualname)]
+            identity = ["class", path, cls.__qualname__, _attributes(cls), codes]
+            basis, data = "file", encode(identity)
+        index = source_index(path) if path is not None and not self.light else None
         if index is not None and self._trusted(index.path, index.stat):
             name = cls.__qualname__.rsplit(".", 1)[-1]
             definition = index.find(cls.__qualname__, name, None)
@@ -327,10 +404,14 @@ class _VersionBasis:
         namespace = func.__globals__
         code = func.__code__
         names = _names(code)
-        for imported in _imported_modules(code):  # `import tiny` inside the function
-            if self.packages is True:
+        if self.packages is True:
+            for imported in _imported_modules(code):  # `import tiny` inside the function
                 self._library(imported)
-        written = _written_globals(code) | _mutated_globals(func)
+        # The light walk keeps the globals the function mutates (only the source tells
+        # them): more values in the fingerprint, never fewer than in the version.
+        written = _written_globals(code)
+        if not self.light:
+            written |= _mutated_globals(func)
         module = str(namespace.get("__name__", ""))
         for name in sorted(names):
             if name in namespace and name not in written:
@@ -391,6 +472,8 @@ class _VersionBasis:
             if _is_code(item):
                 self._follow(item, keyed=False)
         data = _running_state(value)  # what the process holds, when it can be read
+        if data is None and self.light:
+            raise _NotByStat(f"{module}.{name}: known by the source of its assignment")
         if data is None and "." not in name:
             for origin in _defining_modules(module, name, value):
                 path = _module_file(origin)
@@ -422,6 +505,11 @@ class _VersionBasis:
     def _code_of(self, func: types.FunctionType, *, drop_decorators: bool) -> tuple[str, bytes]:
         """("source", normalized tree) when the file holds the running code, else bytecode."""
         code = func.__code__
+        if self.light:
+            self._by_stat(code.co_filename)
+            # Where, and which code: two lambdas on one line (chosen at run time) differ.
+            where = [code.co_filename, getattr(code, "co_qualname", func.__qualname__)]
+            return "file", encode([*where, _code_identity(code), drop_decorators])
         index = source_index(code.co_filename)
         if index is not None:
             qualname = getattr(code, "co_qualname", func.__qualname__)
@@ -519,17 +607,56 @@ def _methods(cls: type) -> list[types.FunctionType]:
 
 def _class_fingerprint(cls: type, methods: list[types.FunctionType]) -> list[object]:
     """A class without trustworthy source: its bases, methods' code and plain attributes."""
+    return [
+        [_qualified(base) for base in cls.__bases__],
+        [[m.__qualname__, code_fingerprint(m.__code__)] for m in sorted(methods, key=_qualname)],
+        _attributes(cls),
+    ]
+
+
+def _attributes(cls: type) -> list[object]:
     attributes: list[object] = []
     for name, value in sorted(vars(cls).items()):
         if name.startswith("__") and name.endswith("__"):
             continue
         if _encodable(value) and not isinstance(value, type):
             attributes.append([name, value])
+    return attributes
+
+
+def _code_identity(code: types.CodeType) -> list[object]:
+    """A code object as the light walk tells it apart: its position, bytecode, names and
+    constants (nested code included); the Python version is in the fingerprint."""
+    constants: list[object] = []
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            constants.append(_code_identity(constant))
+        else:
+            constants.append([type(constant).__qualname__, repr(constant)])
     return [
-        [_qualified(base) for base in cls.__bases__],
-        [[m.__qualname__, code_fingerprint(m.__code__)] for m in sorted(methods, key=_qualname)],
-        attributes,
+        code.co_name,
+        code.co_firstlineno,
+        code.co_code,
+        list(code.co_names),
+        list(code.co_varnames),
+        list(code.co_freevars),
+        [code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags],
+        constants,
     ]
+
+
+# Parsing imports ast, dataclasses and inspect (~8 ms): only a derivation needs it, never the
+# fingerprint of a version remembered in the store.
+def source_index(path: str) -> SourceIndex | None:
+    from persistmemo.source_index import source_index as index_of
+
+    return index_of(path)
+
+
+def code_fingerprint(code: types.CodeType) -> list[object]:
+    from persistmemo.source_index import code_fingerprint as fingerprint_of
+
+    return fingerprint_of(code)
 
 
 def _names(code: types.CodeType) -> frozenset[str]:
