@@ -72,6 +72,21 @@ EXPRESSIONS = [
     "pandas.Timestamp('2026-11-25 06:30', tz=zoneinfo.ZoneInfo('Europe/Paris'))",
     "pandas.Timedelta(1)",
     "pandas.NaT",
+    # Added with frames and columns (docs/keys.md, ext 28-30; the keys above are unchanged).
+    "pandas.NA",
+    "pandas.DataFrame({'f': [1.5, float('nan')], 's': pandas.array(['a', None], dtype='str'),"
+    " 'd': pandas.to_datetime(['2026-11-25 06:30', None]).astype('M8[ns]')},"
+    " index=pandas.Index([10, 20], name='row'))",
+    "pandas.DataFrame({'o': numpy.array(['x', None], dtype=object)}, dtype=object)",
+    "pandas.Series(pandas.Categorical(['x', 'y', 'x'], categories=['y', 'x']), name='c')",
+    "pandas.Series(pandas.array([1, None], dtype='Int64'), index=pandas.RangeIndex(2))",
+    "pandas.MultiIndex.from_tuples([(1, 'a'), (2, 'b')], names=['n', 's'])",
+    "pandas.date_range('2026-11-25', periods=2, tz=zoneinfo.ZoneInfo('Europe/Paris'))",
+    "pyarrow.table({'a': [1, None], 's': ['x', 'yz']})",
+    "pyarrow.chunked_array([[1.5], [None, 2.5]])",
+    "pyarrow.array(['a', 'bc', None]).slice(1)",
+    "polars.DataFrame({'a': [1, None], 's': ['x', 'yz']})",
+    "polars.Series('t', [1.5, None])",
 ]
 
 
@@ -84,6 +99,8 @@ def namespace() -> dict[str, object]:
 
     import numpy
     import pandas
+    import polars
+    import pyarrow
 
     import golden_types
 
@@ -96,4 +113,6 @@ def namespace() -> dict[str, object]:
         "golden_types": golden_types,
         "numpy": numpy,
         "pandas": pandas,
+        "pyarrow": pyarrow,
+        "polars": polars,
     }
