@@ -44,7 +44,7 @@ import stat
 import struct
 import threading
 import time
-from typing import TYPE_CHECKING, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
@@ -124,9 +124,7 @@ class Sealer:
             position = offset + view.nbytes
         if encoded.area_size > position:
             area_parts.append(bytes(encoded.area_size - position))
-        import blake3  # only values with an area need it
-
-        hasher = blake3.blake3(_key_prefix(key), key=self._area_key, max_threads=_threads(position))
+        hasher = self.area_hasher(key, position)
         for part in area_parts:
             hasher.update(part)
         area_tag = hasher.digest(TAG_SIZE)
@@ -146,7 +144,11 @@ class Sealer:
         return hasher.digest()
 
     def _unseal_out_of_band(
-        self, key: str, stored: bytes | memoryview, mapped: bool
+        self,
+        key: str,
+        stored: bytes | memoryview,
+        mapped: bool,
+        area_check: AreaCheck | None,
     ) -> FramedValue:
         view = memoryview(stored)
         if len(view) < OUT_OF_BAND_HEADER_SIZE:
@@ -162,27 +164,40 @@ class Sealer:
             raise CorruptEntry(_FAILED.format(key))
         area = view[start:]
         if not mapped:
-            import blake3
-
-            hasher = blake3.blake3(
-                _key_prefix(key), key=self._area_key, max_threads=_threads(area_size)
-            )
-            hasher.update(area)
-            if not hmac.compare_digest(view[_BODY : _BODY + TAG_SIZE], hasher.digest(TAG_SIZE)):
+            if area_check is not None and area_check.hashed == (start, area_size):
+                area_tag = area_check.digest()  # hashed while it was read
+            else:
+                hasher = self.area_hasher(key, area_size)
+                hasher.update(area)
+                area_tag = hasher.digest(TAG_SIZE)
+            if not hmac.compare_digest(view[_BODY : _BODY + TAG_SIZE], area_tag):
                 raise CorruptEntry(_FAILED.format(key))
         return FramedValue(document, area, mapped=mapped)
 
+    def area_hasher(self, key: str, size: int) -> Any:
+        """A keyed BLAKE3 hasher of ``key``'s area, fed the area's bytes next."""
+        import blake3  # only values with an area need it
+
+        return blake3.blake3(_key_prefix(key), key=self._area_key, max_threads=_threads(size))
+
     def unseal(
-        self, key: str, stored: bytes | memoryview, *, mapped: bool = False
+        self,
+        key: str,
+        stored: bytes | memoryview,
+        *,
+        mapped: bool = False,
+        area_check: AreaCheck | None = None,
     ) -> bytes | memoryview | FramedValue:
         """The encoded value inside ``stored``; raises CorruptEntry when a tag fails.
 
         ``mapped``: ``stored`` is a read-only map of the entry's file; a value with an area
         is checked up to its area's tag, not over the area (see the module docstring).
+        ``area_check``: the area was hashed while it was read into ``stored`` (the same
+        buffer: what was hashed is what is decoded).
         """
         if len(stored) <= HEADER_SIZE or stored[0] != FRAME_VERSION_BYTE:
             if len(stored) > 0 and stored[0] == FRAME_OUT_OF_BAND[0]:
-                return self._unseal_out_of_band(key, stored, mapped)
+                return self._unseal_out_of_band(key, stored, mapped, area_check)
             raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
         if len(stored) < LARGE_BODY:
             # Small entries: slicing copies a few bytes, cheaper than memoryview objects.
@@ -225,6 +240,44 @@ def _threads(size: int) -> int:
     import blake3
 
     return int(blake3.blake3.AUTO) if size >= _THREADED_FROM else 1
+
+
+class AreaCheck:
+    """Hashes an entry's area while a store reads it, so that the hashing of one part runs
+    while the next is read; ``Sealer.unseal`` then compares the digest.
+
+    The reader calls ``begin`` with the entry's first bytes (where the area starts, or None
+    when the entry has no area), then ``update`` with the area's bytes in order, as they
+    land in the buffer that will be decoded.
+    """
+
+    __slots__ = ("_hasher", "_key", "_sealer", "hashed")
+
+    def __init__(self, sealer: Sealer, key: str) -> None:
+        self._sealer = sealer
+        self._key = key
+        self._hasher: Any = None
+        self.hashed: tuple[int, int] | None = None
+
+    def begin(self, head: bytes | memoryview, size: int) -> int | None:
+        """Where the area starts in an entry of ``size`` bytes beginning with ``head``."""
+        if len(head) < OUT_OF_BAND_HEADER_SIZE or head[0] != FRAME_OUT_OF_BAND[0]:
+            return None
+        document_size, area_size = _LENGTHS.unpack_from(head, _OUT_OF_BAND_LENGTHS)
+        start = aligned(OUT_OF_BAND_HEADER_SIZE + document_size)
+        if start + area_size != size:
+            return None  # not a whole entry: unseal reports it
+        self._hasher = self._sealer.area_hasher(self._key, area_size)
+        self.hashed = (start, area_size)
+        return start
+
+    def update(self, part: memoryview) -> None:
+        """Hash the next bytes of the area."""
+        self._hasher.update(part)
+
+    def digest(self) -> bytes:
+        """The area's tag."""
+        return bytes(self._hasher.digest(TAG_SIZE))
 
 
 class SealedParts:

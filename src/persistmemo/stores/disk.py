@@ -163,7 +163,7 @@ class Store(StoreLifetime):
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return MISSING
         try:
-            found = reader.read(key, time.time(), mapped)
+            found = reader.read(key, time.time(), mapped, self._sealer)
         except CorruptEntry as error:  # a planted or damaged value file
             self.report_fault("corrupt entry", error)
             return MISSING
@@ -175,7 +175,7 @@ class Store(StoreLifetime):
         if found is None:
             return MISSING
         try:  # unseal_or_report, inlined: every hit passes here
-            return self._sealer.unseal(key, found[0], mapped=mapped), found[1]
+            return self._sealer.unseal(key, found[0], mapped=mapped, area_check=found[2]), found[1]
         except CorruptEntry as error:
             self.report_fault("corrupt entry", error)
             return MISSING
