@@ -1000,7 +1000,7 @@ def _encode_arrow_array(value: Any) -> bytes:
 def _encode_arrow_table(value: Any) -> bytes:
     fields = [[field.name, str(field.type), field.nullable] for field in value.schema]
     columns = b"".join(
-        _arrow_metadata(field.metadata) + _arrow_column(value.column(position))
+        _document(_arrow_metadata(field.metadata), _arrow_column(value.column(position)))
         for position, field in enumerate(value.schema)
     )
     kind = type(value).__name__  # Table or RecordBatch
