@@ -44,6 +44,7 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from persistmemo.codec import CorruptEntry
@@ -124,16 +125,18 @@ class Sealer:
             position = offset + view.nbytes
         if encoded.area_size > position:
             area_parts.append(bytes(encoded.area_size - position))
-        hasher = self.area_hasher(key, position)
-        for part in area_parts:
-            hasher.update(part)
-        area_tag = hasher.digest(TAG_SIZE)
-        head_body = area_tag + metadata + _LENGTHS.pack(len(document), encoded.area_size)
-        head_tag = self._head_tag(key, head_body, document)
-        header = FRAME_OUT_OF_BAND + head_tag + head_body
+        lengths = _LENGTHS.pack(len(document), encoded.area_size)
+
+        def header() -> bytes:
+            hasher = self.area_hasher(key, position)
+            for part in area_parts:
+                hasher.update(part)
+            head_body = hasher.digest(TAG_SIZE) + metadata + lengths
+            return bytes(FRAME_OUT_OF_BAND + self._head_tag(key, head_body, document) + head_body)
+
         start = aligned(OUT_OF_BAND_HEADER_SIZE + len(document))
         padding = bytes(start - OUT_OF_BAND_HEADER_SIZE - len(document))
-        return SealedParts([header, document, padding, *area_parts], start + encoded.area_size)
+        return SealedParts([document, padding, *area_parts], start + encoded.area_size, header)
 
     def _head_tag(self, key: str, head_body: bytes | memoryview, document: object) -> bytes:
         hasher = self._blake2b.copy()
@@ -281,20 +284,26 @@ class AreaCheck:
 
 
 class SealedParts:
-    """A sealed entry as the buffers to write one after the other (nothing joined)."""
+    """A sealed entry as the buffers to write one after the other (nothing joined): a
+    header of HEADER_SIZE_OUT_OF_BAND bytes, made by ``header()`` (which hashes the area:
+    a store may run it while it writes the ``body`` parts, and write the header last),
+    then ``body``."""
 
-    __slots__ = ("parts", "size")
+    __slots__ = ("body", "header", "size")
 
-    def __init__(self, parts: list[bytes | memoryview], size: int) -> None:
-        self.parts = parts
+    def __init__(
+        self, body: list[bytes | memoryview], size: int, header: Callable[[], bytes]
+    ) -> None:
+        self.body = body
         self.size = size
+        self.header = header
 
     def __len__(self) -> int:
         return self.size
 
     def joined(self) -> bytes:
         """The entry as one bytes object (a store that cannot write parts)."""
-        return b"".join(self.parts)
+        return b"".join([self.header(), *self.body])
 
 
 def seal(secret: bytes, key: str, encoded: bytes, seconds: float = 0.0) -> bytes:

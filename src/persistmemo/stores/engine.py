@@ -19,7 +19,7 @@ from diskcache import Timeout
 from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
 from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import SealedParts
+from persistmemo.integrity import OUT_OF_BAND_HEADER_SIZE, SealedParts
 from persistmemo.stores.entry_reader import close_with_thread, read_value_file, remove_value_file
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW
 
@@ -61,13 +61,8 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
 
     def store(self, value: Any, read: bool, key: Any = diskcache.core.UNKNOWN) -> Any:
         if type(value) is SealedParts:
-            # A value with an area: written part by part from the arrays' own memory, to a
-            # new file (as every diskcache write is: no file is ever rewritten in place, so
-            # a reader's map of the old one stays valid).
             filename, full_path = self.filename(key, value)
-            parts = (memoryview(part).cast("B") for part in value.parts)
-            size = self._write(full_path, parts, "xb")
-            return size, MODE_BINARY, filename, None
+            return _write_sealed_parts(self, full_path, value), MODE_BINARY, filename, None
         return super().store(value, read, key=key)
 
     def get(self, key: Any, raw: bool) -> Any:
@@ -77,6 +72,34 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
 
     def remove(self, file_path: str) -> None:
         remove_value_file(self._directory, file_path)
+
+
+def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedParts) -> int:
+    """Write a value with an area to a new file (as every diskcache write is: no file is
+    rewritten in place, so a reader's map of an old one stays valid), part by part from the
+    arrays' own memory. The header's tags hash the area: for a large value that runs in a
+    second thread while the parts are written, and the header is written last, before the
+    row that makes the file visible exists."""
+    header_size = OUT_OF_BAND_HEADER_SIZE
+    parts = [bytes(header_size), *(memoryview(part).cast("B") for part in sealed.body)]
+    if sealed.size < _HASH_WHILE_WRITING_FROM:
+        parts[0] = sealed.header()
+        return int(disk._write(full_path, iter(parts), "xb"))
+    made: list[bytes] = []
+    hashing = threading.Thread(target=lambda: made.append(sealed.header()), daemon=True)
+    hashing.start()
+    try:
+        size = int(disk._write(full_path, iter(parts), "xb"))
+    finally:
+        hashing.join()
+    if not made:
+        raise OSError(f"sealing {full_path} failed")
+    with open(full_path, "r+b") as written:
+        written.write(made[0])
+    return size
+
+
+_HASH_WHILE_WRITING_FROM = 16 << 20
 
 
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
