@@ -147,3 +147,22 @@ def test_decorating_a_plain_function_imports_neither_inspect_nor_ast() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+def test_import_persistmemo_loads_the_public_names_on_first_mention() -> None:
+    code = (
+        "import sys\nimport persistmemo\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('persistmemo.'))\n"
+        "from persistmemo import *\n"
+        "print(loaded, memo.__module__, Store.__module__, RedisStore.__name__, "
+        "sorted(set(persistmemo.__all__) - set(dir(persistmemo))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "[]",
+        "persistmemo.decorator",
+        "persistmemo.stores.disk",
+        "RedisStore",
+        "[]",
+    ]
