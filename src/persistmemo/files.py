@@ -368,8 +368,10 @@ def _directory_digest(
         hasher.update(digest)
     digest = hasher.digest()
     with _lock:
-        if len(_directories) >= _DIRECTORIES_KEPT:
-            _directories.clear()
+        _directories.pop(cache_key, None)
+        remembered = sum(len(state[0]) for state in _directories.values())
+        if len(_directories) >= _DIRECTORIES_KEPT or remembered + len(files) > _TABLE_SIZE * 2:
+            _directories.clear()  # (a few hundred bytes a file: bounded memory)
         _directories[cache_key] = (files, directories, digest if all_clean else None, kept)
     # Written when it says something new (a file hashed, added or gone): an unchanged
     # directory reads its record once per process and writes nothing.
