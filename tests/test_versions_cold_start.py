@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -260,3 +261,24 @@ def test_remembered_versions_are_not_entries(project: Project) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1", "1"]
+
+
+def test_a_version_record_planted_without_the_secret_is_not_served(project: Project) -> None:
+    first = project.run()
+    store = project.root / "store"
+    with sqlite3.connect(store / "cache.db") as connection:
+        (key,) = connection.execute(
+            "SELECT key FROM Cache WHERE key LIKE 'pm-version:%'"
+        ).fetchone()
+    plant = (
+        "import sys\nfrom persistmemo import Store\nfrom persistmemo.codec import encode_value\n"
+        "Store(sys.argv[1], secret=b'not the owner secret').write(sys.argv[2], "
+        "encode_value('0123456789abcdef', allow_pickle=False), ttl=None, tag='pm-version')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", plant, str(store), key], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    again = project.run()
+    assert again["version"] == first["version"] != "0123456789abcdef"
+    assert again["derived"] is True

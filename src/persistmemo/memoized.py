@@ -12,7 +12,6 @@ import atexit
 import contextlib
 import functools
 import os
-import re
 import sys
 import types
 import weakref
@@ -143,8 +142,7 @@ def _rechecking(memoized: MemoizedFunction[Any, Any], wrapper: Any) -> Any:
 
 # Versions in the keys of a function that touches no store: never a version of its code.
 _PLACEHOLDER_VERSIONS = frozenset(("disabled", "underived"))
-# A remembered version is served only if it has the shape of a derived one.
-_VERSION_SHAPE = re.compile(r"[0-9a-f]{16}")
+_HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 class CacheInfo(NamedTuple):
@@ -358,7 +356,8 @@ class MemoizedFunction(CallPaths[P, R]):
             version = decode_value(bytes(cast(bytes, data)), allow_pickle=False)
         except Exception:  # a store fault, a damaged record: derive it
             return None
-        if isinstance(version, str) and _VERSION_SHAPE.fullmatch(version):
+        # Served only if it has the shape of a derived version (re is not imported for it).
+        if isinstance(version, str) and len(version) == 16 and _HEX_DIGITS.issuperset(version):
             return version
         return None
 
