@@ -110,6 +110,28 @@ def test_each_change_of_a_frame_gives_another_key(change: str) -> None:
     assert encode(CHANGES[change](mixed_frame())) != encode(mixed_frame())
 
 
+def test_duplicate_column_names_are_keyed_by_position() -> None:
+    twice = pd.DataFrame([[1, 2]], columns=["a", "a"])
+    assert encode(twice) == encode(pd.DataFrame([[1, 2]], columns=["a", "a"]))
+    assert encode(twice) != encode(pd.DataFrame([[2, 1]], columns=["a", "a"]))
+
+
+def test_empty_frames_are_keyed_by_their_shape_and_dtypes() -> None:
+    keys = {
+        encode(pd.DataFrame()),
+        encode(pd.DataFrame({"a": []})),
+        encode(pd.DataFrame({"a": pd.Series([], dtype="int64")})),
+        encode(pd.DataFrame({"b": pd.Series([], dtype="int64")})),
+        encode(pd.DataFrame(index=[1])),
+    }
+    assert len(keys) == 5
+    assert encode(pd.DataFrame({"a": []})) == encode(pd.DataFrame({"a": []}))
+
+
+def test_pandas_na_is_keyed_apart_from_none_and_nan() -> None:
+    assert len({encode(pd.NA), encode(None), encode(float("nan")), encode(pd.NaT)}) == 4
+
+
 def test_a_series_is_keyed_with_its_name_and_index() -> None:
     series = pd.Series([1.0, 2.0], index=["a", "b"], name="x")
     assert encode(series) == encode(pd.Series([1.0, 2.0], index=["a", "b"], name="x"))
@@ -277,6 +299,10 @@ def test_arrow_null_slots_are_keyed_whatever_bytes_they_hold() -> None:
     validity = pa.py_buffer(np.packbits([1, 0, 1], bitorder="little").tobytes())
     hidden_two = pa.Array.from_buffers(pa.int64(), 3, [validity, values.buffers()[1]])
     assert encode(hidden_two) == encode(pa.array([1, None, 3]))
+    words = pa.array(["a", "bb", "c"])  # the null row below still spans "bb"
+    hidden_bb = pa.Array.from_buffers(pa.string(), 3, [validity, *words.buffers()[1:]])
+    assert hidden_bb.to_pylist() == ["a", None, "c"]
+    assert encode(hidden_bb) == encode(pa.array(["a", None, "c"]))
 
 
 def test_arrow_dictionaries_are_keyed_by_their_decoded_values() -> None:
