@@ -370,7 +370,7 @@ def _directory_digest(
     with _lock:
         _directories.pop(cache_key, None)
         remembered = sum(len(state[0]) for state in _directories.values())
-        if len(_directories) >= _DIRECTORIES_KEPT or remembered + len(files) > _TABLE_SIZE * 2:
+        if len(_directories) >= _DIRECTORIES_KEPT or remembered + len(files) > _TABLE_SIZE:
             _directories.clear()  # (a few hundred bytes a file: bounded memory)
         _directories[cache_key] = (files, directories, digest if all_clean else None, kept)
     # Written when it says something new (a file hashed, added or gone): an unchanged
