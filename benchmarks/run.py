@@ -64,7 +64,8 @@ class Settings:
             self.sample_seconds = 0.001
 
 
-def row(scenario: str, system: str, seconds: float, **extra: Any) -> Row:
+def row(scenario: str, system: str, seconds: float | None, **extra: Any) -> Row:
+    """One measured system; ``seconds`` is None for a system skipped (see ``skipped``)."""
     return {"scenario": scenario, "system": system, "seconds": seconds, **extra}
 
 
@@ -149,7 +150,7 @@ def misses(tmp: Path, settings: Settings) -> list[Row]:
         "joblib.Memory": systems.joblib_memory,
         "cachier": systems.cachier_pickle,
     }
-    batches: dict[str, list[list[Callable[[], object]]]] = {}
+    batches: dict[str, list[list[Callable[..., object]]]] = {}
     for number, (name, memoizer) in enumerate(candidates.items()):
         wrapped = memoizer(double, tmp)
         count = (
@@ -175,7 +176,7 @@ def misses(tmp: Path, settings: Settings) -> list[Row]:
     ]
 
 
-def _rounds(calls: list[Callable[[], object]], repeats: int) -> list[list[Callable[[], object]]]:
+def _rounds(calls: list[Callable[..., object]], repeats: int) -> list[list[Callable[..., object]]]:
     size = max(1, len(calls) // repeats)
     return [calls[i * size : (i + 1) * size] for i in range(repeats)]
 
@@ -255,7 +256,7 @@ def compile_bytecode() -> None:
     import persistmemo
 
     for package in (persistmemo, diskcache, platformdirs):
-        compileall.compile_dir(str(Path(package.__file__).parent), quiet=1)
+        compileall.compile_dir(os.path.dirname(str(package.__file__)), quiet=1)
 
 
 def cold_process(tmp: Path, settings: Settings) -> list[Row]:
