@@ -221,6 +221,23 @@ def test_object_columns_of_other_items_are_keyed_item_by_item() -> None:
     assert encode(column({"k": 1}, (1, 2))) == encode(column({"k": 1}, (1, 2)))
 
 
+def test_object_columns_of_text_with_none_and_nan_keep_them_apart() -> None:
+    def column(*items: object) -> pd.Series:
+        return pd.Series(np.array(items, dtype=object), dtype=object)
+
+    keys = [
+        column("a", None, "b"),
+        column("a", np.nan, "b"),
+        column("a", "", "b"),
+        column("a", None, np.nan),
+        column("a", np.nan, None),
+        column("a", 1.5, "b"),
+        column("a", "b", None),
+    ]
+    assert len({encode(key) for key in keys}) == len(keys)
+    assert encode(column("a", None, np.nan)) == encode(column("a", None, float("nan")))
+
+
 def test_an_object_column_of_unsupported_items_is_refused_naming_the_parameter(
     store: Store,
 ) -> None:

@@ -766,14 +766,39 @@ def _encode_values_array(values: Any) -> bytes:
     if not values.dtype.hasobject:
         return _encode_ndarray(_canonical_floats(values))
     items = values.tolist()
-    # Exactly str, not a subclass (numpy.str_, a str with a __dict__): those are keyed apart.
-    if items and set(map(type, items)) == {str}:
-        streams = _Streams()
-        _add_str_objects(streams, items)
-        return _encode(["str-objects", *streams.parts()])
-    # Mixed, missing or other objects: each item keyed as an argument of its own type would
-    # be (None, NaN and "a" stay apart), or the column is refused as that item would be.
+    strings = _str_objects(values, items)
+    if strings is not None:
+        return _encode(strings)
+    # Mixed or other objects: each item keyed as an argument of its own type would be, or
+    # the column is refused as that item would be.
     return _encode(["objects", items])
+
+
+def _str_objects(values: Any, items: list[Any]) -> list[object] | None:
+    """``["str-objects", rows, None rows, lengths, data, NaN rows]`` for items that are all
+    exactly str (not a subclass: numpy.str_, a str with a __dict__ are keyed apart), None or
+    NaN, the usual object column of text; None for any other items."""
+    kinds = list(map(type, items))
+    present = set(kinds)
+    if str not in present or not present <= {str, type(None), float}:
+        return None
+    streams = _Streams()
+    nans: bytes | None = None
+    if len(present) > 1:
+        numpy = _numpy()
+        # isna is one pass in C; it finds None and NaN, and no float that is a number.
+        others = numpy.flatnonzero(sys.modules["pandas"].isna(values))
+        if len(others) != len(items) - kinds.count(str):
+            return None  # a float that is not NaN
+        is_none = numpy.array([kinds[position] is not float for position in others.tolist()])
+        streams.add_nulls(others[is_none])
+        if not is_none.all():
+            nans = digest(_le_int64(others[~is_none]))
+        items = items.copy()
+        for position in others.tolist():
+            items[position] = ""
+    _add_str_objects(streams, items)
+    return ["str-objects", *streams.parts(), nans]
 
 
 def _add_str_objects(streams: _Streams, strings: Any) -> None:
