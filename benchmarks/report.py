@@ -204,7 +204,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             measured, wanted, met = "", "", ours.get("note") or base.get("note", "")
         elif target.kind == "difference":
             added = ours["seconds"] - base["seconds"]
-            measured, wanted = f"+{added * 1e3:.1f} ms", f"≤ +{target.limit * 1e3:g} ms"
+            measured, wanted = f"{added * 1e3:+.1f} ms", f"≤ +{target.limit * 1e3:g} ms"
             met = "met" if added <= target.limit else "not met"
         else:
             ratio = ours["seconds"] / base["seconds"]
@@ -251,7 +251,7 @@ def markdown(results: dict[str, Any]) -> str:
             ]
             notes = [row.get("note", "")]
             if row.get("over_bare") is not None:
-                notes.append(f"+{row['over_bare'] * 1e3:.1f} ms over python -c pass")
+                notes.append(f"{row['over_bare'] * 1e3:+.1f} ms over python -c pass")
             if "mb_per_s" in row:
                 notes.append(f"{row['mb_per_s']:,.0f} MB/s")
             if "hits_per_second" in row:

@@ -565,6 +565,21 @@ def skipped(scenario: str, system: str, reason: str) -> Row:
     return row(scenario, system, None, note=f"skipped: {reason}")
 
 
+def _memory_mapped(array: Any) -> bool:
+    """Whether the array's memory is a map of a file (numpy.memmap, or a view whose base
+    chain reaches an mmap.mmap), not a copy in the process's own memory."""
+    import mmap
+
+    import numpy
+
+    while array is not None:
+        if isinstance(array, (numpy.memmap, mmap.mmap)):
+            return True
+        # numpy.frombuffer(an mmap) keeps the map behind a memoryview
+        array = array.obj if isinstance(array, memoryview) else getattr(array, "base", None)
+    return False
+
+
 def _persistmemo_data(tmp: Path, func: Any, name: str, **options: Any) -> Any:
     store = Store(tmp / f"data-{name}-{time.monotonic_ns()}")
     return memo(store=store, name=f"bench.data.{name}", version="1", **options)(func)
@@ -611,9 +626,14 @@ def _data_arrays(tmp: Path, settings: Settings) -> list[Row]:
     else:
         hits["persistmemo mmap=True"] = lambda: mapped(1)
         # What the option promises: a read-only map of the stored file, not a copy.
-        kind = "a memory map" if isinstance(hit, numpy.memmap) else f"a {type(hit).__name__}"
-        writeable = "writeable" if hit.flags.writeable else "read-only"
-        notes["persistmemo mmap=True"] = f"returns {kind}, {writeable}"
+        kind = type(hit)
+        mapping = "a memory map" if _memory_mapped(hit) else "not a memory map"
+        writeable = (
+            "writeable" if getattr(hit, "flags", None) and hit.flags.writeable else "read-only"
+        )
+        notes["persistmemo mmap=True"] = (
+            f"a hit returns {kind.__module__}.{kind.__qualname__}: {mapping}, {writeable}"
+        )
         del hit
     memory = joblib.Memory(str(tmp / "data-joblib"), verbose=0).cache(data_array)
     memory(1)

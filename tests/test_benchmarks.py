@@ -120,3 +120,22 @@ def test_targets_table_says_met_not_met_and_skipped_against_the_same_run() -> No
     )
     assert any("mmap=True" in line and line.endswith("| skipped: x |") for line in lines)
     assert not any("joblib" in line for line in lines)  # no baseline row measured: no target line
+
+
+def test_mmap_row_tells_a_memory_map_from_a_copy(tmp_path: Path) -> None:
+    import mmap
+
+    import numpy
+
+    run = _benchmark_module("run")
+    path = tmp_path / "a.npy"
+    numpy.save(path, numpy.arange(16.0))
+    mapped = numpy.load(path, mmap_mode="r")
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        view = numpy.frombuffer(raw, dtype="<f8", offset=128)
+        assert run._memory_mapped(view[2:].reshape(2, 7))
+        del view
+    assert run._memory_mapped(mapped)
+    assert run._memory_mapped(mapped[3:])
+    assert not run._memory_mapped(numpy.array(mapped))
+    assert not run._memory_mapped(numpy.arange(3))
