@@ -256,6 +256,22 @@ def test_an_object_column_of_unsupported_items_is_refused_naming_the_parameter(
     assert "sqlite3.Connection is not supported" in message
 
 
+def test_an_object_column_holding_a_cycle_is_refused_naming_the_parameter(
+    store: Store,
+) -> None:
+    @memo(store=store)
+    def rows(frame: pd.DataFrame) -> int:
+        return len(frame)
+
+    looped: list[object] = [1]
+    looped.append(looped)
+    frame = pd.DataFrame({"a": [1, 2], "c": pd.Series([looped, None], dtype=object)})
+    with pytest.raises(TypeError, match=r"argument 'frame' of .*\(it contains itself\)"):
+        rows(frame)
+    with pytest.raises(TypeError, match=r"\(it contains itself\)"):
+        rows(frame["c"])
+
+
 def test_a_memoized_function_of_a_frame_hits_with_an_equal_frame(store: Store) -> None:
     calls = []
 

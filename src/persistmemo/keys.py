@@ -1334,6 +1334,11 @@ def _children(value: object) -> list[Any] | None:
             return [getattr(value, field.name) for field in fields]
         if encoder is _encode_namedtuple:
             return list(cast("tuple[Any, ...]", value))
+        if encoder is _encode_pandas_frame or encoder is _encode_pandas_series:
+            # Only object columns recurse: their items are encoded one by one.
+            frame = cast(Any, value)
+            columns = frame.items() if encoder is _encode_pandas_frame else [(None, frame)]
+            return [column.to_numpy().tolist() for _, column in columns if column.dtype == object]
         if encoder in _SUBCLASS_ENCODERS:
             found: list[Any] = []
             for base in (list, tuple, set, frozenset):
