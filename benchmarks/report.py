@@ -123,6 +123,15 @@ TARGETS = (
     ),
     Target(
         11,
+        "from persistmemo import memo over bare python -c pass",
+        "cold process (*)",
+        "from persistmemo import memo",
+        "python -c pass",
+        0.010,
+        "difference",
+    ),
+    Target(
+        11,
         "miss + store, default settings, vs raw diskcache set",
         "miss + store, distinct keys",
         "persistmemo",

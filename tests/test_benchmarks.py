@@ -72,6 +72,7 @@ def test_data_and_script_path_scenarios_measure_each_system_the_issues_name(
     assert systems["cold process"] >= {
         "python -c pass",
         "import persistmemo",
+        "from persistmemo import memo",
         "persistmemo @memo script, one hit",
         "diskcache memoize script, one hit",
     }
