@@ -18,6 +18,7 @@ long (or fails after running long) makes the next ones claimed again.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
@@ -27,11 +28,12 @@ from persistmemo.codec import (
     UndecodableValue,
     UnstorableValue,
     decode_value,
-    encode_value,
+    encode_result,
 )
 from persistmemo.files import MissingInput
 from persistmemo.locking import compute_once, compute_once_async, lease_for
 from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
+from persistmemo.out_of_band import OUT_OF_BAND_FROM
 from persistmemo.stores.base import MISSING, Missing
 
 if TYPE_CHECKING:
@@ -98,6 +100,10 @@ class CallPaths(Generic[P, R]):
 
     def _sync_wrapper(self) -> Callable[P, R]:
         func, store = self.func, self.store
+        # memo(mmap=True) reads large areas as maps of their files; settled here, not per hit.
+        read = store.read_with_expiry
+        if self.options.mmap:
+            read = functools.partial(read, mapped=True)
 
         memory = self.memory
         if memory is not None:
@@ -115,7 +121,7 @@ class CallPaths(Generic[P, R]):
                     key = keys.key(self.canonical_arguments(args, kwargs))
                 except MissingInput:  # a files= path that does not exist: run, keep nothing
                     return func(*args, **kwargs)
-                found = store.read_with_expiry(key, False)
+                found = read(key, False)
                 if found is not MISSING:
                     try:
                         value = decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
@@ -155,7 +161,7 @@ class CallPaths(Generic[P, R]):
                 key = keys.key(self.canonical_arguments(args, kwargs))
             except MissingInput:
                 return await func(*args, **kwargs)
-            found = self.lookup(store.read(key))
+            found = self.lookup(self.read_entry(key))
             if found is not MISSING:
                 self.hits += 1
                 return found
@@ -174,7 +180,7 @@ class CallPaths(Generic[P, R]):
             if not self.options.lock or self.lease_not_worth_it(key):
                 return await compute()
             value, computed = await compute_once_async(
-                store, key, lambda: self.lookup(store.read(key)), compute
+                store, key, lambda: self.lookup(self.read_entry(key)), compute
             )
             if not computed:
                 self.hits += 1
@@ -242,7 +248,7 @@ class CallPaths(Generic[P, R]):
         kwargs: dict[str, Any],
     ) -> R:
         """A memory miss: the store (or the function), then remember the result."""
-        found = self.store.read_with_expiry(key)
+        found = self.store.read_with_expiry(key, mapped=self.options.mmap)
         if found is not MISSING:
             data, expires_at = cast(tuple[bytes, "float | None"], found)
             value = self.lookup(data)
@@ -274,10 +280,27 @@ class CallPaths(Generic[P, R]):
 
         if not self.options.lock or self.lease_not_worth_it(key):
             return compute()
-        value, computed = compute_once(store, key, lambda: self.lookup(store.read(key)), compute)
+        value, computed = compute_once(
+            store, key, lambda: self.lookup(self.read_entry(key)), compute
+        )
         if not computed:
             self.hits += 1
         return cast(R, value)
+
+    def read_entry(self, key: str) -> Encoded | Missing:
+        """The verified encoded value under ``key``, or MISSING; large areas as read-only
+        maps of their files with ``memo(mmap=True)``."""
+        found = self.store.read_with_expiry(key, False, mapped=self.options.mmap)
+        return MISSING if found is MISSING else found[0]  # type: ignore[index]
+
+    def read_entries(self, keys: list[str]) -> dict[str, Encoded]:
+        """``read_entry`` for many keys, in batches where the store can (``f.map``'s hits);
+        the keys not stored are left out."""
+        read_many = getattr(self.store, "read_many", None)
+        if read_many is not None:
+            return read_many(keys, mapped=self.options.mmap)  # type: ignore[no-any-return]
+        found = {key: self.read_entry(key) for key in keys}
+        return {key: data for key, data in found.items() if data is not MISSING}  # type: ignore[misc]
 
     def computed_in(self, started: float) -> float:
         """Seconds since ``started`` (a miss's computation), counted towards whether this
@@ -306,7 +329,13 @@ class CallPaths(Generic[P, R]):
         store = self.store
         store.open()  # settles pickle_allowed, even when no read opened the store first
         try:
-            data = encode_value(value, allow_pickle=store.pickle_allowed)
+            # Large arrays and pickle buffers go out of band (out_of_band.py): written once
+            # from their memory; with memo(mmap=True) every array does, each hit mapping it.
+            data = encode_result(
+                value,
+                allow_pickle=store.pickle_allowed,
+                out_of_band_from=0 if self.options.mmap else OUT_OF_BAND_FROM,
+            )
         except UnstorableValue as error:
             if store.strict:
                 raise UnstorableValue(

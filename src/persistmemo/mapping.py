@@ -56,6 +56,8 @@ class MapTarget(Protocol):
 
     def lookup(self, data: Any) -> object: ...
 
+    def read_entries(self, keys: list[str]) -> dict[str, Any]: ...
+
 
 def _calls(iterables: Sequence[Iterable[Any]]) -> list[tuple[Any, ...]]:
     if not iterables:
@@ -65,16 +67,11 @@ def _calls(iterables: Sequence[Iterable[Any]]) -> list[tuple[Any, ...]]:
 
 def _read_hits(target: MapTarget, keys: list[str]) -> dict[str, object]:
     """The decoded hits among ``keys``, read in batches where the store can."""
-    store = target.store
-    read_many: Callable[[list[str]], dict[str, Any]] | None = getattr(store, "read_many", None)
     found: dict[str, object] = {}
     unique = sorted(set(keys))  # index order: neighbouring pages of the B-tree
     for start in range(0, len(unique), BATCH):
         batch = unique[start : start + BATCH]
-        raw = read_many(batch) if read_many else {key: store.read(key) for key in batch}
-        for key, data in raw.items():
-            if data is MISSING:
-                continue
+        for key, data in target.read_entries(batch).items():
             value = target.lookup(data)
             if value is not MISSING:
                 found[key] = value
