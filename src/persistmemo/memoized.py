@@ -408,7 +408,9 @@ class MemoizedFunction(CallPaths[P, R]):
                 values = list(keyed_on)
                 skipped = self._store_directories()
                 for position, parameter in self.file_positions:
-                    values[position] = file_key(values[position], parameter, skipped)
+                    values[position] = file_key(
+                        values[position], parameter, skipped, store=self.store
+                    )
                 keyed_on = tuple(values)
         captured = self.captured
         if captured is not None:
