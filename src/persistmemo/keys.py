@@ -806,11 +806,17 @@ def _add_str_objects(streams: _Streams, strings: Any) -> None:
     if not len(strings):
         return  # as an empty Arrow chunk adds nothing
     numpy = _numpy()
-    joined = "".join(strings)
-    data = joined.encode("utf-8", "surrogatepass")
-    if len(data) == len(joined):  # all ASCII: a character is a byte
-        lengths = numpy.fromiter(map(len, strings), numpy.int64, count=len(strings))
-    else:
+    # Joined with NUL, the strings' UTF-8 bytes show where each ends (a NUL byte is only
+    # ever U+0000): the lengths come from C loops, not a len() call per string.
+    joined = "\0".join(strings).encode("utf-8", "surrogatepass")
+    raw = numpy.frombuffer(joined, dtype=numpy.uint8)
+    separators = numpy.flatnonzero(raw == 0)
+    if len(separators) == len(strings) - 1:
+        ends = numpy.append(separators, len(raw))
+        lengths = numpy.diff(ends, prepend=-1) - 1
+        data: bytes | memoryview = memoryview(raw[raw != 0]) if len(separators) else joined
+    else:  # some string holds U+0000
+        data = "".join(strings).encode("utf-8", "surrogatepass")
         lengths = numpy.fromiter(
             (len(item.encode("utf-8", "surrogatepass")) for item in strings),
             numpy.int64,
