@@ -237,6 +237,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"{machine['cpus']} CPUs, {machine['platform']}.",
         f"Packages: {packages}.",
         "",
+    ]
+    if results.get("dates"):
+        runs = "; ".join(f"{part}: {date}" for part, date in results["dates"].items())
+        lines += [f"Scenarios rerun and merged (each scenario from one run): {runs}.", ""]
+    lines += [
         "Medians of repeated runs; every system measured in the same run. Ratios are to the",
         "scenario's baselines (the textbook dict memo, raw diskcache get/set of the same bytes,",
         "np.load/np.save of the same array, joblib.Memory, the same script with diskcache).",

@@ -5,6 +5,7 @@ same run.
     python benchmarks/run.py            # full run: writes benchmarks/results/latest.{md,png,json}
     python benchmarks/run.py --quick    # under a minute, smaller sizes
     python benchmarks/run.py --only data,cold --out /tmp/bench   # some scenarios (see --help)
+    python benchmarks/run.py --only data --merge   # rerun some, keep the other rows in results/
 """
 
 from __future__ import annotations
@@ -960,17 +961,24 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run(mode: str, only: str | list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
-    """Run the scenarios (all, or ``only`` those) and write the table, chart and JSON."""
+def run(
+    mode: str, only: str | list[str] | None = None, out: Path = RESULTS, merge: bool = False
+) -> dict[str, Any]:
+    """Run the scenarios (all, or ``only`` those) and write the table, chart and JSON; with
+    ``merge``, the rows of the scenarios run replace theirs in the JSON already at ``out``."""
     settings = Settings(mode)
+    names = selected(only)
+    earlier = earlier_run(out / "latest.json", settings.quick) if merge else None
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="persistmemo-bench-") as tmp:
-        for name in selected(only):
+        for name in names:
             started = time.monotonic()
             print(f"{name} ...", end=" ", flush=True, file=sys.stderr)
-            rows += SCENARIOS[name](Path(tmp), settings)
+            rows += [{**found, "part": name} for found in SCENARIOS[name](Path(tmp), settings)]
             print(f"{time.monotonic() - started:.1f} s", file=sys.stderr)
     results = {"machine": machine(), "quick": settings.quick, "rows": rows}
+    if earlier is not None:
+        results = merged(earlier, results, names)
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(json.dumps(results, indent=1))
     (out / "latest.md").write_text(report.markdown(results))
@@ -978,8 +986,38 @@ def run(mode: str, only: str | list[str] | None = None, out: Path = RESULTS) -> 
     return results
 
 
+def earlier_run(path: Path, quick: bool) -> dict[str, Any] | None:
+    """The results at ``path`` to merge into, checked before anything runs."""
+    if not path.exists():
+        return None
+    earlier: dict[str, Any] = json.loads(path.read_text())
+    if earlier["quick"] != quick:
+        raise ValueError(
+            f"--merge: {path} holds a {'quick' if earlier['quick'] else 'full'} run; "
+            "rerun with the same sizes (--quick or not) or write elsewhere with --out"
+        )
+    return earlier
+
+
+def merged(earlier: dict[str, Any], results: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """``results`` (of the scenarios ``names``) in place of those scenarios' rows in an
+    earlier run. Every ratio stays within one run: a scenario's rows, its baselines among
+    them, all come from one run or all from the other."""
+    fresh = {found["scenario"] for found in results["rows"]}
+    kept = [
+        found
+        for found in earlier["rows"]
+        if found.get("part") not in names and found["scenario"] not in fresh
+    ]
+    order = {name: index for index, name in enumerate(SCENARIOS)}
+    rows = sorted(kept + results["rows"], key=lambda found: order.get(found.get("part"), -1))
+    dates = dict(earlier.get("dates") or {"earlier run": earlier["machine"]["date"]})
+    dates.update(dict.fromkeys(names, results["machine"]["date"]))
+    return {**results, "rows": rows, "dates": dates}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split(". ")[0].replace("\n", " "))
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
     parser.add_argument(
         "--only",
@@ -990,12 +1028,21 @@ def main() -> None:
         + "; ".join(f"{group} = {','.join(names)}" for group, names in GROUPS.items()),
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="replace only the rerun scenarios' rows in the results already in --out "
+        "(without it, --only writes a report of those scenarios alone)",
+    )
     args = parser.parse_args()
     try:
         only = selected(args.only)
     except ValueError as error:
         parser.error(str(error))
-    results = run("quick" if args.quick else "full", only, args.out)
+    try:
+        results = run("quick" if args.quick else "full", only, args.out, merge=args.merge)
+    except ValueError as error:
+        parser.error(str(error))
     print(report.markdown(results))
 
 

@@ -140,3 +140,22 @@ def test_mmap_row_tells_a_memory_map_from_a_copy(tmp_path: Path) -> None:
     assert run._memory_mapped(mapped[3:])
     assert not run._memory_mapped(numpy.array(mapped))
     assert not run._memory_mapped(numpy.arange(3))
+
+
+def test_merge_replaces_only_the_rerun_scenarios_rows_and_says_when_each_ran(
+    tmp_path: Path,
+) -> None:
+    run = _benchmark_module("run")
+    first = run.run("smoke", "features,keys", out=tmp_path)
+    kept = [row for row in first["rows"] if row["part"] == "features"]
+    second = run.run("smoke", "keys", out=tmp_path, merge=True)
+    assert [row for row in second["rows"] if row["part"] == "features"] == kept
+    keys = [row for row in second["rows"] if row["part"] == "keys"]
+    assert len(keys) == len([row for row in first["rows"] if row["part"] == "keys"])
+    assert [row["part"] for row in second["rows"]] == sorted(
+        (row["part"] for row in second["rows"]), key=list(run.SCENARIOS).index
+    )
+    assert set(second["dates"]) == {"earlier run", "keys"}
+    assert "Scenarios rerun and merged" in (tmp_path / "latest.md").read_text()
+    with pytest.raises(ValueError, match="holds a quick run; rerun with the same sizes"):
+        run.run("full", "features", out=tmp_path, merge=True)
