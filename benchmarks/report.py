@@ -187,7 +187,7 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## targets",
         "",
-        "Each measured against its baseline in this run (ratio = persistmemo / baseline).",
+        "Each measured against its baseline in the same run (ratio = persistmemo / baseline).",
         "",
         "| issue | what | persistmemo | baseline | measured | target | met |",
         "|---|---|---|---|---|---|---|",
