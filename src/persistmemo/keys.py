@@ -778,8 +778,7 @@ def _str_objects(values: Any, items: list[Any]) -> list[object] | None:
     """``["str-objects", rows, None rows, lengths, data, NaN rows]`` for items that are all
     exactly str (not a subclass: numpy.str_, a str with a __dict__ are keyed apart), None or
     NaN, the usual object column of text; None for any other items."""
-    kinds = list(map(type, items))
-    present = set(kinds)
+    present = set(map(type, items))
     if str not in present or not present <= {str, type(None), float}:
         return None
     streams = _Streams()
@@ -788,9 +787,9 @@ def _str_objects(values: Any, items: list[Any]) -> list[object] | None:
         numpy = _numpy()
         # isna is one pass in C; it finds None and NaN, and no float that is a number.
         others = numpy.flatnonzero(sys.modules["pandas"].isna(values))
-        if len(others) != len(items) - kinds.count(str):
+        if len(others) != len(items) - list(map(type, items)).count(str):
             return None  # a float that is not NaN
-        is_none = numpy.array([kinds[position] is not float for position in others.tolist()])
+        is_none = numpy.array([items[position] is None for position in others.tolist()])
         streams.add_nulls(others[is_none])
         if not is_none.all():
             nans = digest(_le_int64(others[~is_none]))
