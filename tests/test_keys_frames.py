@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -108,6 +109,27 @@ def _with_attrs(df: pd.DataFrame) -> pd.DataFrame:
 @pytest.mark.parametrize("change", CHANGES, ids=str)
 def test_each_change_of_a_frame_gives_another_key(change: str) -> None:
     assert encode(CHANGES[change](mixed_frame())) != encode(mixed_frame())
+
+
+def test_how_a_frame_is_laid_out_in_memory_does_not_change_its_key() -> None:
+    values = np.arange(12, dtype="float64").reshape(4, 3)
+    from_rows = pd.DataFrame(values, columns=["a", "b", "c"])  # one 2-d block, strided columns
+    from_columns = pd.DataFrame({name: values[:, i].copy() for i, name in enumerate("abc")})
+    assert encode(from_rows) == encode(from_columns)
+    assert encode(from_rows) == encode(
+        pd.DataFrame(np.asfortranarray(values), columns=["a", "b", "c"])
+    )
+
+
+def test_frames_are_keyed_without_pickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a frame went through pickle")
+
+    expected = encode(mixed_frame())
+    for name in ("dumps", "dump", "Pickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    assert encode(mixed_frame()) == expected
+    assert encode(_arrow_and_polars()) == encode(_arrow_and_polars())
 
 
 def test_duplicate_column_names_are_keyed_by_position() -> None:
