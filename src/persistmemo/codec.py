@@ -61,8 +61,8 @@ from persistmemo.out_of_band import (
 FORMAT_MSGPACK = b"\x01"
 FORMAT_PICKLE = b"\x02"
 FORMAT_PICKLE_OUT_OF_BAND = b"\x03"
-"""A pickle whose large buffers (protocol 5) are in the value's area: msgpack of
-``[pickle bytes, [[offset, length], ...]]``."""
+"""A pickle whose large buffers (protocol 5) are in the value's area: the length of the
+references (u32), the references (msgpack ``[[offset, length], ...]``), the pickle stream."""
 _MSGPACK = FORMAT_MSGPACK[0]
 _PICKLE = FORMAT_PICKLE[0]
 _PICKLE_OUT_OF_BAND = FORMAT_PICKLE_OUT_OF_BAND[0]
@@ -202,8 +202,10 @@ def _pickled(value: object, reason: str, out_of_band_from: int | None) -> bytes 
         raise UnstorableValue(f"the result {reason}, and cannot be pickled: {error!r}") from None
     if collector is None or not references:
         return buffer.getvalue()
-    stream = buffer.getbuffer()[1:]
-    document = FORMAT_PICKLE_OUT_OF_BAND + _packb([stream, references])
+    packed = _packb(references)
+    buffer.seek(0)
+    head = FORMAT_PICKLE_OUT_OF_BAND + len(packed).to_bytes(4, "big") + packed
+    document = head + buffer.getbuffer()[1:]
     return OutOfBand(document, collector.segments, collector.size)
 
 
@@ -260,7 +262,11 @@ def _framed_area() -> tuple[memoryview, bool]:
 
 
 def _unpickle_out_of_band(payload: bytes | memoryview) -> object:
-    stream, references = _unpack_loaded(payload)
+    size = int.from_bytes(payload[:4], "big")
+    if len(payload) < 4 + size:
+        raise CorruptEntry("truncated buffer references")
+    references = _unpack_loaded(payload[4 : 4 + size])
+    stream = payload[4 + size :]
     area, mapped = _framed_area()
     if type(references) is not list:
         raise CorruptEntry("malformed buffer references")

@@ -138,12 +138,23 @@ class Sealer:
         padding = bytes(start - OUT_OF_BAND_HEADER_SIZE - len(document))
         return SealedParts([document, padding, *area_parts], start + encoded.area_size, header)
 
-    def _head_tag(self, key: str, head_body: bytes | memoryview, document: object) -> bytes:
+    def _head_tag(
+        self, key: str, head_body: bytes | memoryview, document: bytes | memoryview
+    ) -> bytes:
+        # The document is small unless a pickle holds large in-band data (a column of
+        # Python strings): keyed BLAKE3 then, as for large frame 1 bodies.
+        prefix = FRAME_OUT_OF_BAND + _key_prefix(key)
+        if len(document) >= LARGE_BODY:
+            import blake3
+
+            large = blake3.blake3(prefix, key=self._blake3_key, max_threads=blake3.blake3.AUTO)
+            large.update(head_body)
+            large.update(document)
+            return bytes(large.digest(TAG_SIZE))
         hasher = self._blake2b.copy()
-        hasher.update(FRAME_OUT_OF_BAND)
-        hasher.update(_key_prefix(key))
+        hasher.update(prefix)
         hasher.update(head_body)
-        hasher.update(document)  # type: ignore[arg-type]
+        hasher.update(document)
         return hasher.digest()
 
     def _unseal_out_of_band(
