@@ -146,8 +146,8 @@ _READ_INTO_FROM = 1 << 20
 _PAGE = 4096
 _COPY_OFFSET = 64
 _HEAD = 64 * 1024  # read first: the frame's header and (usually) its whole document
-_PART = 8 << 20
-_HASH_WHILE_READING_FROM = 2 * _PART
+_PARTS = (1 << 20, 8 << 20)  # the sizes of the parts hashed while the next is read
+_HASH_WHILE_READING_FROM = 4 << 20
 
 
 def _read_into_buffer(
@@ -188,9 +188,10 @@ def _read_into_buffer(
     parts: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
     hashing = threading.Thread(target=_hash_parts, args=(parts, area_check), daemon=True)
     hashing.start()
+    part = max(_PARTS[0], min(_PARTS[1], (size - position) // 8))
     try:
         while position < size:
-            end = min(size, position + _PART)
+            end = min(size, position + part)
             _read_exactly(descriptor, buffer, position, end, filename)
             parts.put(buffer[position:end])
             position = end
