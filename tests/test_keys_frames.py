@@ -383,16 +383,52 @@ def test_each_change_of_an_arrow_table_gives_another_key() -> None:
     assert encode(pa.table({"a": [1, 2], "s": ["x", None]})) == encode(table)
 
 
+def test_arrow_lists_and_structs_are_keyed_by_content_however_sliced_or_chunked() -> None:
+    lists = pa.array([[1], [2, 3], None, [], [4, 5, 6]])
+    structs = pa.array([{"x": 1, "y": "a"}, None, {"x": None, "y": "c"}, {"x": 4, "y": None}])
+    for array in (lists, structs, pa.array([[{"x": [1]}], None, [{"x": None}]])):
+        for start in range(len(array)):
+            sliced = array.slice(start)
+            assert encode(sliced) == encode(pa.array(sliced.to_pylist(), type=array.type))
+        split = pa.chunked_array([array.slice(0, 2), array.slice(2)])
+        assert encode(split) == encode(pa.chunked_array([array]))
+    assert encode(pa.array([[1, 2], [3]])) != encode(pa.array([[1], [2, 3]]))
+    assert encode(pa.array([[]])) != encode(pa.array([None], pa.list_(pa.int64())))
+    null_struct = pa.array([None], pa.struct([("x", pa.int64())]))
+    assert encode(pa.array([{"x": None}])) != encode(null_struct)
+
+
+def test_a_null_list_is_keyed_whatever_values_it_spans() -> None:
+    values = pa.array([1, 2, 3])
+    spanning = pa.ListArray.from_arrays(
+        pa.array([0, 1, 2, 3], pa.int32()), values, mask=pa.array([False, True, False])
+    )
+    assert spanning.to_pylist() == [[1], None, [3]]
+    assert encode(spanning) == encode(pa.array([[1], None, [3]]))
+
+
 def test_arrow_types_without_an_encoding_are_refused() -> None:
-    with pytest.raises(UnsupportedType, match=r"Arrow type list<item: int64>"):
-        encode(pa.array([[1], [2, 3]]))
+    mapping = pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64()))
+    with pytest.raises(
+        UnsupportedType,
+        match=r"MapArray is not supported \(its Arrow type map<string, int64> has no key",
+    ):
+        encode(mapping)
 
 
 # --- polars -----------------------------------------------------------------------------------
 
 
 def test_equal_polars_frames_share_a_key_however_chunked() -> None:
-    frame = pl.DataFrame({"a": [1, None, 3], "s": ["x", "y", None], "f": [0.5, 1.5, None]})
+    frame = pl.DataFrame(
+        {
+            "a": [1, None, 3],
+            "s": ["x", "y", None],
+            "f": [0.5, 1.5, None],
+            "l": [[1], None, [2, 3]],
+            "st": [{"k": 1}, None, {"k": 3}],
+        }
+    )
     stacked = pl.concat([frame[:1], frame[1:]], rechunk=False)
     assert stacked["a"].n_chunks() == 2
     assert encode(stacked) == encode(frame) == encode(frame.rechunk())

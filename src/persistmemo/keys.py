@@ -696,13 +696,19 @@ class _Streams:
     """The digests of one column: which rows are null, and the values of the rows (fixed-width
     bytes; or the UTF-8 bytes of strings, binary, and each row's length in bytes)."""
 
-    __slots__ = ("data", "lengths", "nulls", "rows")
+    __slots__ = ("children", "data", "lengths", "nulls", "rows")
 
     def __init__(self) -> None:
         self.rows = 0
         self.nulls: Any = None  # a hasher of the null rows' positions, from the first null
         self.lengths: list[Any] | None = None  # of each chunk, hashed once all are known
         self.data = _new_hasher()
+        self.children: list[_Streams] = []  # a list's values, a struct's fields
+
+    def child(self, index: int) -> _Streams:
+        while len(self.children) <= index:
+            self.children.append(_Streams())
+        return self.children[index]
 
     def add_nulls(self, positions: Any) -> None:
         """Record the null rows (an int64 array of positions within the current chunk)."""
@@ -711,8 +717,9 @@ class _Streams:
                 self.nulls = _new_hasher()
             self.nulls.update(_le_int64(positions + self.rows))
 
-    def add_variable(self, lengths: Any, data: bytes | memoryview) -> None:
-        """Add rows of bytes: ``data`` cut into rows of ``lengths`` bytes."""
+    def add_variable(self, lengths: Any, data: bytes | memoryview = b"") -> None:
+        """Add rows of bytes: ``data`` cut into rows of ``lengths`` bytes (or, for lists,
+        rows of ``lengths`` values of the child)."""
         if self.lengths is None:
             self.lengths = []
         self.lengths.append(lengths)
@@ -720,7 +727,8 @@ class _Streams:
 
     def parts(self) -> list[object]:
         nulls = None if self.nulls is None else self.nulls.digest(DIGEST_SIZE)
-        return [self.rows, nulls, self._lengths_digest(), self.data.digest(DIGEST_SIZE)]
+        parts = [self.rows, nulls, self._lengths_digest(), self.data.digest(DIGEST_SIZE)]
+        return parts + [child.parts() for child in self.children]
 
     def _lengths_digest(self) -> bytes | None:
         if self.lengths is None:
@@ -966,11 +974,23 @@ def _add_arrow_chunk(streams: _Streams, chunk: Any) -> None:
         _add_arrow_binary(streams, chunk)
     elif _arrow_fixed_width(kind):
         _add_arrow_fixed(streams, chunk)
+    elif types.is_list(kind) or types.is_large_list(kind):
+        lengths = numpy.diff(chunk.offsets.to_numpy())  # offsets of this slice, not rebased
+        if chunk.null_count:
+            # A null row may still span values: it is emptied, and flatten() skips them.
+            lengths[chunk.is_null().to_numpy(zero_copy_only=False)] = 0
+        streams.add_variable(lengths)
+        _add_arrow_chunk(streams.child(0), chunk.flatten())
+    elif types.is_struct(kind):
+        # flatten() slices each field as the struct is sliced, and marks its null rows.
+        for index, field in enumerate(chunk.flatten()):
+            _add_arrow_chunk(streams.child(index), field)
     else:
         raise UnsupportedType(
             type(chunk),
-            f" of Arrow type {kind} (nested and extension Arrow types have no key "
-            "encoding: key the column's parts, or pass a key= function)",
+            f" (its Arrow type {kind} has no key encoding: maps, unions, fixed-size lists, "
+            "run-end encoded arrays and extension types not stored as fixed-width values "
+            "are not keyed)",
         )
     streams.rows += len(chunk)
 
