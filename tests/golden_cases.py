@@ -87,6 +87,8 @@ EXPRESSIONS = [
     "pyarrow.array(['a', 'bc', None]).slice(1)",
     "polars.DataFrame({'a': [1, None], 's': ['x', 'yz']})",
     "polars.Series('t', [1.5, None])",
+    "pyarrow.array([[1, 2], None, []])",
+    "pyarrow.array([{'x': 1, 'y': 'a'}, None])",
 ]
 
 
