@@ -102,6 +102,11 @@ def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedPart
 _HASH_WHILE_WRITING_FROM = 16 << 20
 
 
+_process_id = [os.getpid()]
+if hasattr(os, "register_at_fork"):  # no fork on Windows
+    os.register_at_fork(after_in_child=lambda: _process_id.__setitem__(0, os.getpid()))
+
+
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
     """diskcache's Cache whose write transactions a fork waits for, and which takes its
     SQLite pragmas from the store, never from the Settings table.
@@ -132,7 +137,12 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
 
     @property
     def _con(self) -> Any:
+        # diskcache asks for the connection several times per write: the common case (this
+        # thread's connection, made in this process) is one attribute read and a compare.
         local = self._local
+        connection = getattr(local, "con", None)
+        if connection is not None and getattr(local, "pid", None) == _process_id[0]:
+            return connection
         if getattr(local, "pid", None) != os.getpid():
             self.close()
             local.pid = os.getpid()
