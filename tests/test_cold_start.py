@@ -166,3 +166,37 @@ def test_import_persistmemo_loads_the_public_names_on_first_mention() -> None:
         "RedisStore",
         "[]",
     ]
+
+
+THREADS = """
+import os, sys, threading
+started = []
+original = threading.Thread.start
+def start(self):
+    started.append(self.name)
+    original(self)
+threading.Thread.start = start
+from persistmemo import memo
+
+@memo
+def square(x):
+    return x * x
+
+print(square(3), square.cache_info().hits, started)
+"""
+
+
+def test_an_existing_store_opens_for_a_hit_without_a_thread(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("PERSISTMEMO_")}
+    environment["PERSISTMEMO_DIR"] = str(tmp_path / "store")
+    script = tmp_path / "script.py"
+    script.write_text(THREADS)
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script)], env=environment, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        outputs.append(done.stdout.strip())
+    assert outputs[0].startswith("9 0 ['persistmemo-open'")  # created by diskcache, in a thread
+    assert outputs[1] == "9 1 []"
