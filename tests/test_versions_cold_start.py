@@ -282,3 +282,15 @@ def test_a_version_record_planted_without_the_secret_is_not_served(project: Proj
     again = project.run()
     assert again["version"] == first["version"] != "0123456789abcdef"
     assert again["derived"] is True
+
+
+def test_the_opcodes_of_global_writes_are_those_of_this_python() -> None:
+    import opcode
+
+    from persistmemo.versioning import _GLOBAL_WRITE_OPCODES
+
+    known = _GLOBAL_WRITE_OPCODES.get(sys.version_info[:2])
+    if known is None:
+        pytest.skip("this Python's opcodes are read from the opcode module")
+    names = ("STORE_GLOBAL", "DELETE_GLOBAL", "EXTENDED_ARG")
+    assert known == tuple(opcode.opmap[name] for name in names)

@@ -54,7 +54,7 @@ _MAX_LAYERS = 100
 _REPR_LIMIT = 80
 _USER, _LIBRARY, _OWN = "user", "library", "persistmemo"
 _OWN_DIRECTORY = os.path.normcase(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_STORE_GLOBAL_OPCODES: frozenset[int] | None = None
+_STORE_GLOBAL_OPCODES: tuple[frozenset[int], int] | None = None
 
 _lock = threading.RLock()
 
@@ -753,31 +753,51 @@ def _mutated_globals(func: types.FunctionType) -> frozenset[str]:
 
 def _written_globals(code: types.CodeType) -> frozenset[str]:
     """Names the code assigns with ``global``: state it keeps, not constants it reads."""
-    global _STORE_GLOBAL_OPCODES
-    if _STORE_GLOBAL_OPCODES is None:
-        import opcode
-
-        _STORE_GLOBAL_OPCODES = frozenset(
-            opcode.opmap[name] for name in ("STORE_GLOBAL", "DELETE_GLOBAL") if name in opcode.opmap
-        )
+    writes, extended_arg = _global_write_opcodes()
     written: set[str] = set()
     raw = code.co_code
-    if not any(bytes([op]) in raw for op in _STORE_GLOBAL_OPCODES):
+    if not any(bytes([op]) in raw for op in writes):
         raw = b""  # a quick filter: most functions write no global
     extended = 0
-    extended_arg = 144  # EXTENDED_ARG, stable across versions
     for offset in range(0, len(raw) - 1, 2):
         op, arg = raw[offset], raw[offset + 1] | extended
         if op == extended_arg:
             extended = arg << 8
             continue
         extended = 0
-        if op in _STORE_GLOBAL_OPCODES and arg < len(code.co_names):
+        if op in writes and arg < len(code.co_names):
             written.add(code.co_names[arg])
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
             written |= _written_globals(constant)
     return frozenset(written)
+
+
+# (STORE_GLOBAL, DELETE_GLOBAL, EXTENDED_ARG) of the Pythons persistmemo supports, so that a
+# warm start's fingerprint does not import opcode; another Python asks opcode. EXTENDED_ARG
+# is 144 up to 3.12 and 71 from 3.13 (tests/test_versions_cold_start.py checks the table).
+_GLOBAL_WRITE_OPCODES = {
+    (3, 10): (97, 98, 144),
+    (3, 11): (97, 98, 144),
+    (3, 12): (97, 98, 144),
+    (3, 13): (113, 66, 71),
+}
+
+
+def _global_write_opcodes() -> tuple[frozenset[int], int]:
+    global _STORE_GLOBAL_OPCODES
+    if _STORE_GLOBAL_OPCODES is None:
+        known = _GLOBAL_WRITE_OPCODES.get(sys.version_info[:2])
+        if known is None:
+            import opcode
+
+            store, delete, extended = (
+                opcode.opmap.get(name, -1)
+                for name in ("STORE_GLOBAL", "DELETE_GLOBAL", "EXTENDED_ARG")
+            )
+            known = (store, delete, extended)
+        _STORE_GLOBAL_OPCODES = (frozenset(known[:2]) - {-1}, known[2])
+    return _STORE_GLOBAL_OPCODES
 
 
 # Class attributes and defaults that are not constants: descriptors (code, followed through
