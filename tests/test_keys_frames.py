@@ -377,6 +377,8 @@ def test_each_change_of_an_arrow_table_gives_another_key() -> None:
         pa.table({"a": [1, 2], "s": ["x", ""]}),
         table.replace_schema_metadata({"origin": "x"}),
         pa.record_batch({"a": [1, 2], "s": ["x", None]}),
+        table.select([]),
+        table.slice(1).select([]),
     ]
     keys = {encode(table), *map(encode, changed)}
     assert len(keys) == len(changed) + 1

@@ -1056,6 +1056,7 @@ def _encode_arrow_table(value: Any) -> bytes:
     )
     kind = type(value).__name__  # Table or RecordBatch
     head = _pack(kind) + _encode(fields) + _arrow_metadata(value.schema.metadata)
+    head += _pack(value.num_rows)  # a table without columns still has rows
     return _ext(EXT_ARROW, head + _array_header(len(fields)) + columns)
 
 
