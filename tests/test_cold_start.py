@@ -200,3 +200,38 @@ def test_an_existing_store_opens_for_a_hit_without_a_thread(tmp_path: Path) -> N
         outputs.append(done.stdout.strip())
     assert outputs[0].startswith("9 0 ['persistmemo-open'")  # created by diskcache, in a thread
     assert outputs[1] == "9 1 []"
+
+
+ONLY_HITS = """
+import atexit, sys
+
+# Registered before persistmemo's own exit hook, so it runs after it (last in, first out).
+atexit.register(lambda: print("diskcache" in sys.modules))
+from persistmemo import Store, memo
+
+@memo(store=Store(sys.argv[1]))
+def square(x):
+    return x * x
+
+square(3)
+square(3)
+"""
+
+
+def test_a_run_that_only_hits_records_its_hits_without_importing_diskcache(
+    tmp_path: Path,
+) -> None:
+    store = str(tmp_path / "store")
+    runs = []
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", ONLY_HITS, store], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        runs.append(done.stdout.strip())
+    # The first run computes (diskcache writes the entry and the count row); the next
+    # ones only hit, and add to the count in place.
+    assert runs == ["True", "False", "False"]
+    from persistmemo import Store
+
+    assert sum(Store(store).recorded_hits().values()) == 1 + 2 + 2
