@@ -379,12 +379,13 @@ class EntryReader:
         return rows[0][0] if rows and isinstance(rows[0][0], str) else None
 
     def count_results(self) -> int:
-        """Stored results (``pm1:`` keys, expired ones not yet removed included): leases, hit
-        counts and failure records are bookkeeping, not results."""
+        """Stored results (``pm1:`` and ``pm2:`` keys, expired ones not yet removed
+        included): leases, hit counts and other records are bookkeeping, not results."""
         return int(
             self._held()
             .cursor.execute(
-                "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND key >= 'pm1:' AND key < 'pm1;'"
+                "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND ((key >= 'pm1:' AND key < 'pm1;')"
+                " OR (key >= 'pm2:' AND key < 'pm2;'))"
             )
             .fetchall()[0][0]
         )
