@@ -52,8 +52,8 @@ def test_golden_vectors_hold_fixed(vector: dict[str, Any]) -> None:
 def test_key_layout_names_format_function_and_version() -> None:
     key = KeyBuilder("pkg.mod.load", "abc123").key(encode_arguments([1]))
     fmt, identity, version, digest = key.split(":")
-    assert (fmt, identity, version) == ("pm1", "pkg.mod.load", "abc123")
-    assert len(digest) == 64
+    assert (fmt, identity, version) == ("pm2", "pkg.mod.load", "abc123")
+    assert len(digest) == 32
     int(digest, 16)
 
 

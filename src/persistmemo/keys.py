@@ -4,7 +4,9 @@ Every supported value maps to exactly one msgpack document (the spec is ``docs/k
 equal values give equal bytes in every process whatever ``PYTHONHASHSEED`` or insertion
 order, and values of different types give different bytes. A call's key is
 
-    pm1:<function identity>:<version>:<blake2b-256 of identity, version and arguments>
+    pm2:<function identity>:<version>:<blake2b-128 of identity, version and arguments>
+
+(``pm1`` keys, before, ended in blake2b-256; see docs/keys.md)
 
 Keys are never built from ``hash()``, ``repr()`` of arbitrary objects or pickle. Changing
 anything here that changes a key is a format change: bump ``KEY_FORMAT`` and the golden
@@ -25,8 +27,16 @@ import msgpack
 
 from persistmemo.naming import qualified_name
 
-KEY_FORMAT = "pm1"
-"""Version of the argument encoding and key layout; part of every key."""
+KEY_FORMAT = "pm2"
+"""Version of the argument encoding and key layout; part of every key. ``pm2`` keys end in
+a 128-bit digest (32 hex digits): a store keeps each key twice (its row and its index), and
+``pm1``'s 256-bit digest made a small entry cost 2.3 times diskcache's own."""
+
+RESULT_FORMATS = ("pm1", KEY_FORMAT)
+"""Key formats of stored results. Entries of an older format are never read again (their
+keys are not built any more) but are still counted, listed, cleared and pruned."""
+
+KEY_DIGEST_SIZE = 16
 
 HOOK_NAME = "__persistmemo_key__"
 """Method a type may define to say what its instances are keyed by."""
@@ -181,7 +191,7 @@ class KeyBuilder:
 
     def __init__(self, identity: str, version: str) -> None:
         self.prefix = f"{KEY_FORMAT}:{identity}:{version}:"
-        self._seeded = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        self._seeded = hashlib.blake2b(digest_size=KEY_DIGEST_SIZE)
         # Identity and version are hashed as a length-prefixed array, so the digest alone
         # separates functions and versions, whatever characters their names contain.
         self._seeded.update(encode_arguments([KEY_FORMAT, identity, version]))
@@ -191,6 +201,22 @@ class KeyBuilder:
         hasher = self._seeded.copy()
         hasher.update(canonical_arguments)
         return self.prefix + hasher.hexdigest()
+
+
+def result_key_ranges(function: str | None = None) -> list[tuple[str, str]]:
+    """``[low, high)`` key ranges holding the stored results (of one function, if given),
+    one per format in RESULT_FORMATS. A function's range also holds the functions whose
+    identity extends it past a ':'; callers check each key's identity."""
+    ranges = []
+    for form in RESULT_FORMATS:
+        prefix = f"{form}:" + (f"{function}:" if function else "")
+        ranges.append((prefix, prefix[:-1] + ";"))
+    return ranges
+
+
+def is_result_key(key: object) -> bool:
+    """Whether ``key`` is a stored result's key, of any format in RESULT_FORMATS."""
+    return isinstance(key, str) and key[3:4] == ":" and key[:3] in RESULT_FORMATS
 
 
 def identity_of(key: str) -> str:

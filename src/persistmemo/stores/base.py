@@ -133,11 +133,10 @@ class CheckReport:
 def split_key(key: str, tag: object) -> tuple[str, str]:
     """(function identity, version) of an entry key."""
     # The tag names the function only if the key agrees (a planted row's tag may not).
-    if isinstance(tag, str) and key.startswith(f"{KEY_FORMAT}:{tag}:"):
+    function = identity_of(key)
+    if isinstance(tag, str) and key[4:].startswith(f"{tag}:"):
         function = tag
-    else:
-        function = identity_of(key)
-    rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]
+    rest = key[len(KEY_FORMAT) + 1 + len(function) + 1 :]  # every format is 3 letters
     return function, rest.rsplit(":", 1)[0]
 
 

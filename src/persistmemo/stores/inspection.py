@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import HEADER_READ, Sealer, compute_seconds
-from persistmemo.keys import KEY_FORMAT
+from persistmemo.keys import result_key_ranges
 from persistmemo.stores.base import (
     CheckReport,
     EntryInfo,
@@ -95,25 +95,24 @@ def _header(
 
 def iter_entries(directory: Path, function: str | None = None) -> Iterator[EntryInfo]:
     """Every entry of the store in ``directory`` (of one function, if given)."""
-    prefix = f"{KEY_FORMAT}:" + (f"{function}:" if function else "")
     with _reading(directory) as connection:
-        rows = connection.execute(_ROWS, (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)))
-        for row in rows:
-            entry = _entry_from_row(directory, row)
-            if function is None or entry.function == function:
-                yield entry
+        for low, high in result_key_ranges(function):
+            for row in connection.execute(_ROWS, (low, high)):
+                entry = _entry_from_row(directory, row)
+                if function is None or entry.function == function:
+                    yield entry
 
 
 def iter_keys(directory: Path) -> Iterator[str]:
     """Every entry key of the store in ``directory`` (leases and hit counts left out)."""
     with _reading(directory) as connection:
-        rows = connection.execute(
-            "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?",
-            (f"{KEY_FORMAT}:", f"{KEY_FORMAT};"),
-        )
-        for (key,) in rows:
-            if isinstance(key, str):
-                yield key
+        for low, high in result_key_ranges():
+            rows = connection.execute(
+                "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (low, high)
+            )
+            for (key,) in rows:
+                if isinstance(key, str):
+                    yield key
 
 
 def entry_info(directory: Path, key: str) -> EntryInfo | None:
@@ -200,10 +199,11 @@ def check(store: Store, *, fix: bool = False, progress: Progress | None = None) 
             if line != "ok":
                 report.problems.append(f"sqlite: {line}")
         (total,) = connection.execute("SELECT COUNT(*) FROM Cache WHERE raw = 1").fetchone()
+        (low, _), (_, high) = result_key_ranges()  # every format, in one pass
         rows = connection.execute(
             "SELECT key, mode, filename, value, size FROM Cache"
-            " WHERE raw = 1 AND key >= ? AND key < ?",
-            (f"{KEY_FORMAT}:", f"{KEY_FORMAT};"),
+            " WHERE raw = 1 AND key >= ? AND key < ? AND substr(key, 4, 1) = ':'",
+            (low, high),
         )
         for done, (key, mode, filename, value, size) in enumerate(rows, 1):
             report.entries += 1

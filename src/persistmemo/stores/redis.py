@@ -7,13 +7,13 @@ machines to read each other's entries they must share the sealing secret: set
 
 Layout, under a namespace prefix (``persistmemo:`` by default):
 
-- ``<ns>:pm1:<function>:<version>:<digest>``: a sealed value, with Redis expiry for a TTL;
+- ``<ns>:pm2:<function>:<version>:<digest>``: a sealed value, with Redis expiry for a TTL;
 - ``<ns>:pm-lease:<key>``: a claim while one caller computes (``SET NX PX`` with a random
   token; renewed and released by compare-and-set scripts, so a caller whose claim expired
   cannot release or extend another's);
 - ``<ns>:pm-hits:<function>``: hit counts added by each process at exit.
 
-``cache_clear()`` of one function walks ``SCAN MATCH <ns>:pm1:<function>:*`` and unlinks in
+``cache_clear()`` of one function walks ``SCAN MATCH <ns>:pm[12]:<function>:*`` and unlinks in
 batches: no ``KEYS``, no blocking of the server, and nothing to maintain on the write path;
 its cost grows with the size of the whole database, not of the function.
 
@@ -52,7 +52,7 @@ from persistmemo.integrity import (
     secret_from_text,
     user_secret,
 )
-from persistmemo.keys import KEY_FORMAT, identity_of
+from persistmemo.keys import RESULT_FORMATS, identity_of
 from persistmemo.out_of_band import OutOfBand
 from persistmemo.stores.base import (
     FAILURE_PREFIX,
@@ -134,7 +134,7 @@ _READ_MANY_BATCH = 500
 # The words after the namespace that name persistmemo's kinds of keys. A namespace made of
 # them ("team:pm1") would put its keys inside another namespace's patterns ("team:pm1:*").
 _KEY_KINDS = (
-    f"{KEY_FORMAT}:",
+    *(f"{form}:" for form in RESULT_FORMATS),
     LEASE_PREFIX,
     STATS_PREFIX,
     FAILURE_PREFIX,
@@ -159,7 +159,8 @@ class RedisStore:
     - ``url``: ``redis://host:port/db`` (``rediss://`` for TLS, ``unix://`` sockets).
     - ``namespace``: prefix of every key, so several teams or projects share one server.
       Namespaces may nest (``team`` and ``team:dev`` keep apart); their ``:``-separated
-      parts may not be ``pm1``, ``pm-lease`` or ``pm-hits``, the words of the key layout.
+      parts may not be ``pm1``, ``pm2``, ``pm-lease`` or ``pm-hits``, the words of the key
+      layout.
     - ``timeout``, ``connect_timeout``: seconds a command or a connection may take.
     - ``backoff``: seconds the store stays away from the server after a failure.
     - ``max_value_bytes``: larger results are not sent (a warning; a TieredStore keeps them
@@ -432,12 +433,13 @@ class RedisStore:
         """Remove every entry, lease and hit count of this namespace; returns how many
         entries. Namespaces nested in this one (``team:dev`` in ``team``) are left alone."""
         prefix = _glob_escape(self._prefix)
-        entries, *_ = [self._unlink_matching(f"{prefix}{kind}*") for kind in _KEY_KINDS]
-        return entries
+        removed = [self._unlink_matching(f"{prefix}{kind}*") for kind in _KEY_KINDS]
+        return sum(removed[: len(RESULT_FORMATS)])  # the results; the rest is bookkeeping
 
     def _function_pattern(self, function: str | None) -> str:
         suffix = f"{_glob_escape(function)}:*" if function else "*"
-        return f"{_glob_escape(self._prefix)}{KEY_FORMAT}:{suffix}"
+        formats = "[" + "".join(form[-1] for form in RESULT_FORMATS) + "]"  # pm[12]
+        return f"{_glob_escape(self._prefix)}pm{formats}:{suffix}"
 
     def _of_function(self, function: str) -> Callable[[bytes], bool]:
         """Whether a scanned name is an entry of exactly ``function``: identities may contain
@@ -754,8 +756,8 @@ def _check_namespace(namespace: object) -> None:
         raise ValueError(
             f"RedisStore(namespace={namespace!r}): {reserved[0]!r} is a word of persistmemo's "
             f"key layout, and a namespace with it would overlap another namespace's keys: "
-            "choose a namespace whose ':'-separated parts are not 'pm1', 'pm-lease', 'pm-hits' "
-            "or 'pm-failed'"
+            "choose a namespace whose ':'-separated parts are not 'pm1', 'pm2', 'pm-lease', "
+            "'pm-hits' or 'pm-failed'"
         )
 
 

@@ -1,0 +1,47 @@
+"""Key formats: the current one is short, and entries of the older one stay manageable.
+
+``pm2`` keys end in a 128-bit digest (32 hex digits); ``pm1`` entries (256-bit digests)
+written before are never read again, but are still counted, listed and removed.
+"""
+
+from __future__ import annotations
+
+from persistmemo import Store, memo
+from persistmemo.codec import encode_value
+from persistmemo.keys import KEY_FORMAT
+
+
+def test_keys_are_pm2_with_a_128_bit_digest(store: Store) -> None:
+    @memo(store=store, name="app.square")
+    def square(x: int) -> int:
+        return x * x
+
+    word, identity, version, digest = square.key(3).split(":")
+    assert (word, identity) == (KEY_FORMAT, "app.square") == ("pm2", "app.square")
+    assert len(digest) == 32
+    assert int(digest, 16) >= 0
+    assert len(version) == 16
+
+
+def _old_entry(store: Store, function: str, index: int) -> str:
+    key = f"pm1:{function}:0123456789abcdef:{index:064x}"
+    assert store.write(key, encode_value(index), ttl=None, tag=function)
+    return key
+
+
+def test_old_format_entries_are_counted_listed_and_cleared(store: Store) -> None:
+    @memo(store=store, name="app.square")
+    def square(x: int) -> int:
+        return x * x
+
+    square(2)
+    old = [_old_entry(store, "app.square", index) for index in range(3)]
+    other = _old_entry(store, "app.other", 9)
+    assert len(store) == 5
+    listed = {entry.key for entry in store.entries()}
+    assert set(old) | {other} <= listed
+    assert store.functions()["app.square"].entries == 4
+    assert square.cache_clear() == 4  # the old entries of this function go with the new one
+    assert {entry.key for entry in store.entries()} == {other}
+    assert store.clear() == 1
+    assert len(store) == 0
