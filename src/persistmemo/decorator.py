@@ -7,7 +7,6 @@ the type users see: the original signature (ParamSpec) plus the controls.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import os
 from collections.abc import Callable, Iterable
@@ -27,6 +26,8 @@ from persistmemo.options import MemoOptions
 from persistmemo.stores.base import StoreBackend
 
 if TYPE_CHECKING:
+    import datetime as dt  # annotations only: a cold start does not pay its import
+
     from persistmemo.stores.base import EntryInfo
 
 P = ParamSpec("P")

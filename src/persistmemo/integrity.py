@@ -37,8 +37,6 @@ not be able to rewrite the key that vouches for it. ``$PERSISTMEMO_SECRET`` (any
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import stat
 import struct
@@ -53,6 +51,16 @@ from persistmemo.out_of_band import FramedValue, OutOfBand, aligned
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+try:
+    # hashlib's own blake2b, without hashlib: importing it loads OpenSSL's _hashlib (~3 ms
+    # of a cold start), which nothing on the hit path uses.
+    from _blake2 import blake2b
+except ImportError:  # an interpreter without the builtin module
+    from hashlib import blake2b
+# What hmac.compare_digest is (a constant-time comparison), without hmac, which imports
+# hashlib and so OpenSSL.
+from _operator import _compare_digest as compare_digest
 
 FRAME_VERSION = b"\x01"
 FRAME_OUT_OF_BAND = b"\x02"
@@ -81,9 +89,9 @@ class Sealer:
     __slots__ = ("_area_key", "_blake2b", "_blake3_key")
 
     def __init__(self, secret: bytes) -> None:
-        self._blake2b = hashlib.blake2b(key=secret[:64], digest_size=TAG_SIZE)
-        self._blake3_key = hashlib.blake2b(secret, digest_size=32, person=b"pm-seal-b3").digest()
-        self._area_key = hashlib.blake2b(secret, digest_size=32, person=b"pm-seal-area").digest()
+        self._blake2b = blake2b(key=secret[:64], digest_size=TAG_SIZE)
+        self._blake3_key = blake2b(secret, digest_size=32, person=b"pm-seal-b3").digest()
+        self._area_key = blake2b(secret, digest_size=32, person=b"pm-seal-area").digest()
 
     @overload
     def seal(
@@ -174,7 +182,7 @@ class Sealer:
             raise CorruptEntry(f"entry {key} is truncated or has bytes past its end")
         head_body = view[_BODY:OUT_OF_BAND_HEADER_SIZE]
         document = view[OUT_OF_BAND_HEADER_SIZE:document_end]
-        if not hmac.compare_digest(view[1:_BODY], self._head_tag(key, head_body, document)):
+        if not compare_digest(view[1:_BODY], self._head_tag(key, head_body, document)):
             raise CorruptEntry(_FAILED.format(key))
         area = view[start:]
         if not mapped:
@@ -184,7 +192,7 @@ class Sealer:
                 hasher = self.area_hasher(key, area_size)
                 hasher.update(area)
                 area_tag = hasher.digest(TAG_SIZE)
-            if not hmac.compare_digest(view[_BODY : _BODY + TAG_SIZE], area_tag):
+            if not compare_digest(view[_BODY : _BODY + TAG_SIZE], area_tag):
                 raise CorruptEntry(_FAILED.format(key))
         return FramedValue(document, area, mapped=mapped)
 
@@ -215,11 +223,11 @@ class Sealer:
             raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
         if len(stored) < LARGE_BODY:
             # Small entries: slicing copies a few bytes, cheaper than memoryview objects.
-            if not hmac.compare_digest(stored[1:_BODY], self._tag(key, stored[_BODY:])):
+            if not compare_digest(stored[1:_BODY], self._tag(key, stored[_BODY:])):
                 raise CorruptEntry(_FAILED.format(key))
             return stored[HEADER_SIZE:]
         view = memoryview(stored)
-        if not hmac.compare_digest(view[1:_BODY], self._tag(key, view[_BODY:])):
+        if not compare_digest(view[1:_BODY], self._tag(key, view[_BODY:])):
             raise CorruptEntry(_FAILED.format(key))
         return view[HEADER_SIZE:]
 
@@ -350,12 +358,12 @@ class SecretUnavailable(OSError):
 
 
 _secret_lock = threading.Lock()
-_secrets_by_path: dict[Path, bytes] = {}
+_secrets_by_path: dict[str, bytes] = {}
 
 
 def secret_from_text(text: str) -> bytes:
     """A 32-byte secret from any string (a passphrase shared between machines)."""
-    return hashlib.blake2b(text.encode(), digest_size=32, person=b"persistmemo").digest()
+    return blake2b(text.encode(), digest_size=32, person=b"persistmemo").digest()
 
 
 def default_secret_path() -> Path:
@@ -367,7 +375,7 @@ def default_secret_path() -> Path:
     return Path(platformdirs.user_config_dir("persistmemo", appauthor=False)) / SECRET_FILE_NAME
 
 
-def user_secret(path: Path | None = None) -> bytes:
+def user_secret(path: str | os.PathLike[str] | None = None) -> bytes:
     """The secret of this user: ``$PERSISTMEMO_SECRET``, else the key file (made on first use).
 
     Raises SecretUnavailable, with the way out in its message, when the file cannot be
@@ -378,11 +386,12 @@ def user_secret(path: Path | None = None) -> bytes:
     configured = os.environ.get(ENV_SECRET)
     if configured:
         return secret_from_text(configured)
-    path = path or default_secret_path()
+    # A str from here on: pathlib costs a cold start milliseconds, and os takes strings.
+    name = os.fspath(path or default_secret_path())
     with _secret_lock:
-        if path not in _secrets_by_path:
-            _secrets_by_path[path] = _load_or_create(path)
-        return _secrets_by_path[path]
+        if name not in _secrets_by_path:
+            _secrets_by_path[name] = _load_or_create(name)
+        return _secrets_by_path[name]
 
 
 _SECRET_SIZE = 32
@@ -401,18 +410,19 @@ class _Malformed(Exception):
     """The key file is ours but empty or of a wrong size: it can be replaced."""
 
 
-def _load_or_create(path: Path) -> bytes:
+def _load_or_create(path: str) -> bytes:
     """Read the key file, creating it (or repairing an empty or malformed one of ours)."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _check_key_directory(path.parent)
+        parent = _parent(path)
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        _check_key_directory(parent)
         try:
             return _read_key(path)
         except (FileNotFoundError, _Malformed):
             pass
         # Created (or repaired) under a lock on the directory, so that processes starting
         # at once all end up with the one key that was written first.
-        with _directory_lock(path.parent):
+        with _directory_lock(parent):
             try:
                 return _read_key(path)
             except FileNotFoundError:
@@ -434,7 +444,12 @@ def _load_or_create(path: Path) -> bytes:
         ) from error
 
 
-def _check_key_directory(directory: Path) -> None:
+def _parent(path: str) -> str:
+    """The directory of ``path`` (``Path(path).parent``, as a str)."""
+    return os.path.dirname(path) or os.curdir
+
+
+def _check_key_directory(directory: str) -> None:
     info = os.lstat(directory)
     if stat.S_ISLNK(info.st_mode):
         info = os.stat(directory)  # a config directory may be a link the user made
@@ -451,7 +466,7 @@ def _check_key_directory(directory: Path) -> None:
         )
 
 
-def _read_key(path: Path) -> bytes:
+def _read_key(path: str) -> bytes:
     """The key in ``path``; FileNotFoundError, _Malformed, or SecretUnavailable (unsafe)."""
     try:
         descriptor = os.open(path, _READ_FLAGS)
@@ -486,12 +501,12 @@ def _read_key(path: Path) -> bytes:
     return data
 
 
-def _write_key(path: Path, *, replace: bool) -> bytes:
+def _write_key(path: str, *, replace: bool) -> bytes:
     """Write a new key atomically: a temporary file, fsync, then link (or rename) into place."""
     import tempfile
 
     secret = os.urandom(_SECRET_SIZE)
-    descriptor, temporary = tempfile.mkstemp(prefix=".secret-", dir=path.parent)
+    descriptor, temporary = tempfile.mkstemp(prefix=".secret-", dir=_parent(path))
     try:
         with os.fdopen(descriptor, "wb") as new_file:  # mkstemp makes it 0600
             new_file.write(secret)
@@ -507,11 +522,11 @@ def _write_key(path: Path, *, replace: bool) -> bytes:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
-    _sync_directory(path.parent)
+    _sync_directory(_parent(path))
     return secret
 
 
-def _sync_directory(directory: Path) -> None:
+def _sync_directory(directory: str) -> None:
     try:
         descriptor = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -527,7 +542,7 @@ def _sync_directory(directory: Path) -> None:
 class _directory_lock:
     """An exclusive ``flock`` on a directory (nothing where flock does not exist)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: str) -> None:
         self._directory = directory
         self._descriptor = -1
 
@@ -544,9 +559,9 @@ class _directory_lock:
             os.close(self._descriptor)  # closing releases the lock
 
 
-def untrusted_reason(path: Path) -> str | None:
+def untrusted_reason(path: str | os.PathLike[str]) -> str | None:
     """Why ``path`` cannot be trusted to hold or vouch for secrets, or None when it can."""
-    info = path.stat()
+    info = os.stat(path)
     if hasattr(os, "getuid") and info.st_uid != os.getuid():
         return f"is owned by uid {info.st_uid}, not by this user"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):

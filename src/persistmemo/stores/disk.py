@@ -40,8 +40,6 @@ from persistmemo.stores.disk_opening import (
 from persistmemo.stores.schema import DBNAME, MODE_RAW
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from persistmemo.stores.base import (
         CheckReport,
         EntryInfo,
@@ -125,7 +123,7 @@ class Store(StoreLifetime):
         # later thread after os.chdir (and SQLite's file URIs need absolute paths).
         self._requested = None if directory is None else absolute_path(directory)
         self.shared = bool(shared)
-        self._resolved: tuple[Path, str] | None = None
+        self._resolved: tuple[str, str] | None = None
         self.strict = strict
         self.timeout = float(timeout)
         self.lease = float(lease)
@@ -387,7 +385,7 @@ class Store(StoreLifetime):
 
         try:
             connection = sqlite3.connect(
-                os.path.join(self.directory, DBNAME), timeout=self.timeout, isolation_level=None
+                os.path.join(self._directory, DBNAME), timeout=self.timeout, isolation_level=None
             )
         except sqlite3.Error:
             return False

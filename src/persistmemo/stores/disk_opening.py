@@ -73,17 +73,27 @@ TIMEOUT: type[BaseException] = TimeoutError
 
 def default_directory() -> tuple[Path, str]:
     """Where the default store lives, and why: ``(path, reason)``."""
-    from pathlib import Path  # pathlib costs milliseconds: imported when a store is used
+    from pathlib import Path
 
+    directory, reason = default_location()
+    return Path(directory), reason
+
+
+def default_location() -> tuple[str, str]:
+    """``default_directory()`` with the path as a str (user-expanded, maybe relative).
+
+    What the store itself uses: pathlib costs a cold start ~5-10 ms (it imports
+    urllib.parse, ipaddress, fnmatch), and a script that only hits needs none of it.
+    """
     configured = os.environ.get(ENV_DIRECTORY)
     if configured:
-        return Path(configured).expanduser(), f"${ENV_DIRECTORY}"
+        return os.path.expanduser(configured), f"${ENV_DIRECTORY}"
     found = user_directory("XDG_CACHE_HOME", ".cache")
     if found is None:
         import platformdirs  # other platforms, and unusual homes: platformdirs decides
 
         found = platformdirs.user_cache_dir("persistmemo", appauthor=False)
-    return Path(found), "platform default"
+    return found, "platform default"
 
 
 def user_directory(variable: str, fallback: str) -> str | None:
@@ -109,10 +119,10 @@ def user_directory(variable: str, fallback: str) -> str | None:
     return os.path.join(base, "persistmemo")
 
 
-def absolute_path(directory: str | os.PathLike[str]) -> Path:
-    from pathlib import Path
-
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(directory))))
+def absolute_path(directory: str | os.PathLike[str]) -> str:
+    """``directory`` user-expanded and made absolute (against the working directory of now),
+    as a str: see ``default_location``."""
+    return os.path.abspath(os.path.expanduser(os.fspath(directory)))
 
 
 class StoreLifetime:
@@ -122,8 +132,9 @@ class StoreLifetime:
     operations; everything here is about reaching the database and reporting faults.
     """
 
-    _requested: Path | None
-    _resolved: tuple[Path, str] | None
+    # Directories are str inside (see default_location); ``directory`` is the public Path.
+    _requested: str | None
+    _resolved: tuple[str, str] | None
     shared: bool
     strict: bool
     timeout: float
@@ -156,6 +167,13 @@ class StoreLifetime:
     @property
     def directory(self) -> Path:
         """The store's directory (for the default store, resolved on first use)."""
+        from pathlib import Path  # made when asked for: the store itself works with a str
+
+        return Path(self._location()[0])
+
+    @property
+    def _directory(self) -> str:
+        """``directory`` as a str: what the store opens and reads with."""
         return self._location()[0]
 
     @property
@@ -163,14 +181,14 @@ class StoreLifetime:
         """Why the store lives where it does: ``argument``, ``$PERSISTMEMO_DIR`` or default."""
         return self._location()[1]
 
-    def _location(self) -> tuple[Path, str]:
+    def _location(self) -> tuple[str, str]:
         if self._resolved is None:
             if self._requested is not None:
                 self._resolved = (self._requested, "argument")
             else:
-                path, reason = default_directory()
+                path, reason = default_location()
                 self._resolved = (absolute_path(path), reason)
-                self._faults = FaultReporter(str(self._resolved[0]))
+                self._faults = FaultReporter(self._resolved[0])
         return self._resolved
 
     # --- faults --------------------------------------------------------------------------
@@ -266,7 +284,7 @@ class StoreLifetime:
         full opening (no database yet, a failed probe, anything unusual), which runs in a
         thread and reports what it meets."""
         try:
-            if not (self.directory / DBNAME).exists():
+            if not os.path.exists(os.path.join(self._directory, DBNAME)):
                 return False
             self._open_reader()
         except Exception:  # the opening in a thread meets it again and reports it
@@ -297,7 +315,7 @@ class StoreLifetime:
         failure = self._open_reader()
         if self._reader is not None:
             return
-        directory = self.directory
+        directory = self._directory
         if self._foreign:
             # Nothing may be written here, and nothing can be read yet: typically its
             # write-ahead log's index is missing until the owner opens the store. Tried again.
@@ -319,7 +337,7 @@ class StoreLifetime:
     def _open_reader(self) -> str | None:
         """Directory, secret, and the reader of an existing database that answers a query;
         returns why the database did not answer (None: no database, or it did)."""
-        directory = self.directory
+        directory = self._directory
         self._make_directory(directory)
         problem = untrusted_reason(directory)
         self._foreign = problem is not None and not self.shared
@@ -328,7 +346,7 @@ class StoreLifetime:
         # Whether pickle-fallback values may be written and read here: a plain
         # attribute, as the hit path reads it on every call.
         self.pickle_allowed = self._pickle_trusted and not self.strict
-        if not (directory / DBNAME).exists():
+        if not os.path.exists(os.path.join(directory, DBNAME)):
             return None  # no database yet: the untrusted directory was reported already
         reader = EntryReader(
             directory, timeout=self.timeout, mode="ro" if self._foreign else "normal"
@@ -341,19 +359,21 @@ class StoreLifetime:
         self._reader = reader
         return None
 
-    def _make_directory(self, directory: Path) -> None:
-        if directory.is_dir():
+    def _make_directory(self, directory: str) -> None:
+        if os.path.isdir(directory):
             return
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The mode applies to the store's own directory; parents get the default, as mkdir -p
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         if self.shared:
             # The group shares it: group members write, new files keep the group.
             os.chmod(directory, 0o2770)
 
-    def _read_only_reader(self, directory: Path) -> EntryReader | None:
+    def _read_only_reader(self, directory: str) -> EntryReader | None:
         """A reader for a store this process cannot write, or None (reported) when it cannot
         be read without risking stale values."""
         modes: list[Literal["ro", "immutable"]] = ["ro"]
-        if _file_system_read_only(directory) and not (directory / f"{DBNAME}-wal").exists():
+        wal = os.path.join(directory, f"{DBNAME}-wal")
+        if _file_system_read_only(directory) and not os.path.exists(wal):
             # Nothing can write through this mount; the reader still checks on every read
             # that the database did not change through another (entry_reader.py).
             modes.append("immutable")
@@ -385,7 +405,7 @@ class StoreLifetime:
     def _open_writer(self) -> None:
         """Open diskcache's Cache (creating the database); a read-only store stays read-only,
         and so does one whose Settings table someone else changed (diskcache acts on it)."""
-        directory = self.directory
+        directory = self.directory  # a Path, as the engine takes: diskcache is imported anyway
         from persistmemo.stores import engine
 
         tampered = engine.settings_problem(directory, self._settings, self.timeout)
@@ -436,7 +456,7 @@ class StoreLifetime:
             )
             return open_cache()
 
-    def _load_secret(self, directory: Path, problem: str | None) -> tuple[bytes, bool]:
+    def _load_secret(self, directory: str, problem: str | None) -> tuple[bytes, bool]:
         """The sealing secret, and whether pickle-fallback values may be trusted here."""
         explicit = self._given_secret is not None or bool(os.environ.get(ENV_SECRET))
         if self._given_secret is not None:
@@ -489,18 +509,16 @@ class StoreLifetime:
         self._faults.after_fork()
 
 
-def _secret_path() -> Path | None:
+def _secret_path() -> str | None:
     """The key file where integrity.default_secret_path puts it, without platformdirs where
     the XDG rules name it (None: integrity asks platformdirs)."""
     directory = user_directory("XDG_CONFIG_HOME", ".config")
     if directory is None:
         return None
-    from pathlib import Path
-
-    return Path(directory) / SECRET_FILE_NAME
+    return os.path.join(directory, SECRET_FILE_NAME)
 
 
-def _file_system_read_only(directory: Path) -> bool:
+def _file_system_read_only(directory: str) -> bool:
     try:
         return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
     except (OSError, AttributeError):  # no statvfs (Windows): assume it can be written
@@ -536,7 +554,7 @@ def _out_of_descriptors(error: BaseException) -> bool:
     return False
 
 
-def _is_read_only(directory: Path, error: sqlite3.OperationalError) -> bool:
+def _is_read_only(directory: str | Path, error: sqlite3.OperationalError) -> bool:
     message = str(error).lower()
     if "readonly" in message or "read-only" in message:
         return True

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
-import queue
 import sqlite3
 import stat
 import sys
@@ -43,7 +41,7 @@ from persistmemo.codec import CorruptEntry
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    import queue
 
     from persistmemo.integrity import AreaCheck, Sealer
 
@@ -125,6 +123,8 @@ def read_value_file(
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
         if mapped and wanted and os.pread(descriptor, 1, 0) == _FRAME_OUT_OF_BAND:
+            import mmap  # mmap and queue are for large values only: a cold start skips them
+
             return memoryview(mmap.mmap(descriptor, wanted, access=mmap.ACCESS_READ))
         if wanted >= _READ_INTO_FROM:
             return _read_into_buffer(descriptor, wanted, filename, area_check)
@@ -162,6 +162,8 @@ def _read_into_buffer(
         raw: Any = numpy.empty(size + _PAGE, numpy.uint8)
         address = raw.__array_interface__["data"][0]
     else:
+        import mmap
+
         raw, address = mmap.mmap(-1, size + _PAGE), 0  # page-aligned
     # The file's byte 0 lands 64 bytes past a page boundary: the kernel copies from the page
     # cache at half speed or worse when source and destination are page-aligned alike
@@ -185,6 +187,8 @@ def _read_into_buffer(
         return buffer
     # Each part is hashed by a second thread while the next is read (both release the
     # GIL): a large hit costs about the longer of the two, not their sum.
+    import queue
+
     parts: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
     hashing = threading.Thread(target=_hash_parts, args=(parts, area_check), daemon=True)
     hashing.start()
@@ -261,6 +265,24 @@ def close_with_thread(local: threading.local, connection: sqlite3.Connection) ->
         local.closer = _ThreadConnection(connection, None)
 
 
+_URI_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
+
+
+def file_uri(path: str) -> str:
+    """``Path(path).as_uri()`` of an absolute path, for SQLite's URI filenames.
+
+    On POSIX, every byte but the unreserved ones and ``/`` is percent-encoded, as pathlib
+    does (``%``, ``?`` and ``#`` included, which SQLite would otherwise take for an escape,
+    the query and the fragment); built here, since pathlib costs a cold start milliseconds.
+    """
+    if os.name != "posix":
+        from pathlib import Path  # drives, UNC shares and backslashes: pathlib knows them
+
+        return Path(path).as_uri()
+    encoded = os.fsencode(os.path.abspath(path))
+    return "file://" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in encoded)
+
+
 class _ThreadConnection:
     """One thread's connection; closed when the thread ends (its thread-local dies)."""
 
@@ -289,9 +311,11 @@ class EntryReader:
 
     __slots__ = ("_database", "_directory", "_local", "_mode", "_timeout", "_wal")
 
-    def __init__(self, directory: Path, *, timeout: float, mode: OpenMode = "normal") -> None:
+    def __init__(
+        self, directory: str | os.PathLike[str], *, timeout: float, mode: OpenMode = "normal"
+    ) -> None:
         self._directory = os.fspath(directory)
-        self._database = directory / DBNAME
+        self._database = os.path.join(self._directory, DBNAME)
         self._wal = f"{self._database}-wal"
         self._timeout = timeout
         self._mode: OpenMode = mode
@@ -428,7 +452,7 @@ class EntryReader:
                 signature = self._signature()
             query = "immutable=1" if self._mode == "immutable" else "mode=ro"
             connection = sqlite3.connect(
-                f"{self._database.as_uri()}?{query}",
+                f"{file_uri(self._database)}?{query}",
                 uri=True,
                 timeout=self._timeout,
                 isolation_level=None,
