@@ -340,3 +340,30 @@ def test_a_store_named_with_uri_characters_is_read_read_only(tmp_path: Path, nam
     assert found is not None
     assert store._sealer.unseal(square.key(3), found[0])
     store.close()
+
+
+def test_a_reader_that_wrote_the_hit_counts_is_query_only_again(tmp_path: Path) -> None:
+    import sqlite3
+
+    from persistmemo import Store, memo
+    from persistmemo.stores.entry_reader import EntryReader
+
+    store = Store(tmp_path / "store")
+
+    @memo(store=store)
+    def square(x: int) -> int:
+        return x * x
+
+    square(3)
+    reader = EntryReader(str(tmp_path / "store"), timeout=1.0)
+    changed = reader.write_once("UPDATE Cache SET store_time = store_time WHERE raw = 1", ())
+    assert changed >= 1
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        reader._held().cursor.execute("DELETE FROM Cache")
+    assert reader.read(square.key(3), 0.0) is not None
+    reader.close()
+    read_only = EntryReader(str(tmp_path / "store"), timeout=1.0, mode="ro")
+    with pytest.raises(sqlite3.OperationalError):
+        read_only.write_once("DELETE FROM Cache", ())
+    read_only.close()
+    store.close()

@@ -414,6 +414,20 @@ class EntryReader:
             .fetchall()[0][0]
         )
 
+    def write_once(self, statement: str, parameters: tuple[object, ...]) -> int:
+        """Run one writing ``statement`` on this thread's connection (``normal`` mode only),
+        which is query-only again afterwards; returns the rows it changed. Raises
+        sqlite3.Error (a read-only store, a lock held past the timeout)."""
+        if self._mode != "normal":
+            raise sqlite3.OperationalError(f"a reader opened {self._mode} does not write")
+        cursor = self._held().cursor
+        cursor.execute("PRAGMA query_only = 0")
+        try:
+            cursor.execute("PRAGMA synchronous = NORMAL")  # the store's own setting
+            return int(cursor.execute(statement, parameters).rowcount)
+        finally:
+            cursor.execute("PRAGMA query_only = 1")
+
     def probe(self) -> None:
         """Read the table once: raises sqlite3.Error when the database cannot be read."""
         self._held().cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()
