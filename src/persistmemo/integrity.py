@@ -43,14 +43,10 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, overload
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
 from persistmemo.out_of_band import FramedValue, OutOfBand, aligned
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 try:
     # hashlib's own blake2b, without hashlib: importing it loads OpenSSL's _hashlib (~3 ms
@@ -61,6 +57,12 @@ except ImportError:  # an interpreter without the builtin module
 # What hmac.compare_digest is (a constant-time comparison), without hmac, which imports
 # hashlib and so OpenSSL.
 from _operator import _compare_digest as compare_digest
+
+# typing costs a cold start ~8 ms (it imports re): names for the type checker only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any, overload
 
 FRAME_VERSION = b"\x01"
 FRAME_OUT_OF_BAND = b"\x02"
@@ -93,19 +95,21 @@ class Sealer:
         self._blake3_key = blake2b(secret, digest_size=32, person=b"pm-seal-b3").digest()
         self._area_key = blake2b(secret, digest_size=32, person=b"pm-seal-area").digest()
 
-    @overload
-    def seal(
-        self, key: str, encoded: bytes, seconds: float = 0.0, stored_at: float | None = None
-    ) -> bytes: ...
+    if TYPE_CHECKING:  # the variants, for the type checker: typing.overload is not imported
 
-    @overload
-    def seal(
-        self,
-        key: str,
-        encoded: bytes | OutOfBand,
-        seconds: float = 0.0,
-        stored_at: float | None = None,
-    ) -> bytes | SealedParts: ...
+        @overload
+        def seal(
+            self, key: str, encoded: bytes, seconds: float = 0.0, stored_at: float | None = None
+        ) -> bytes: ...
+
+        @overload
+        def seal(
+            self,
+            key: str,
+            encoded: bytes | OutOfBand,
+            seconds: float = 0.0,
+            stored_at: float | None = None,
+        ) -> bytes | SealedParts: ...
 
     def seal(
         self,

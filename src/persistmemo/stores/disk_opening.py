@@ -38,7 +38,6 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
 
 from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
@@ -52,8 +51,11 @@ from persistmemo.integrity import (
 from persistmemo.stores.entry_reader import EntryReader
 from persistmemo.stores.schema import DBNAME
 
+# typing costs a cold start ~8 ms (it imports re): names for the type checker only.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any, Literal
 
 ENV_DIRECTORY = "PERSISTMEMO_DIR"
 DEFAULT_TIMEOUT = 5.0
