@@ -367,3 +367,30 @@ def test_a_reader_that_wrote_the_hit_counts_is_query_only_again(tmp_path: Path) 
         read_only.write_once("DELETE FROM Cache", ())
     read_only.close()
     store.close()
+
+
+TYPING_FREE = [
+    "faults.py",
+    "integrity.py",
+    "options.py",
+    "stores/disk.py",
+    "stores/disk_opening.py",
+    "stores/entry_reader.py",
+    "stores/registry.py",
+]
+
+
+@pytest.mark.parametrize("module", TYPING_FREE)
+def test_a_cold_start_module_imports_typing_for_the_type_checker_only(module: str) -> None:
+    # typing costs a cold start ~8 ms (with re): these modules must not be why it loads.
+    import ast
+
+    import persistmemo
+
+    source = Path(persistmemo.__file__).parent.joinpath(module).read_text()
+    tree = ast.parse(source)
+    for node in tree.body:  # imports under `if TYPE_CHECKING:` are not at the top level
+        if isinstance(node, ast.Import):
+            assert all(alias.name != "typing" for alias in node.names), module
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module != "typing", module
