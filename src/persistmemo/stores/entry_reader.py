@@ -15,7 +15,9 @@ miss, never a hang, a read of ``/dev/zero`` or a delete outside the store.
 
 Connections: each thread has its own (SQLite connections are not shared between threads),
 reopened after a fork and closed when its thread ends, so that a thousand short-lived threads
-do not leave a thousand descriptors open. How the database is opened:
+do not leave a thousand descriptors open. The one write made through them is
+``write_once`` (a process's hit counts, added at exit without opening diskcache), after
+which the connection is query-only again. How the database is opened:
 
 - ``normal``: read-write open, ``query_only``; SQLite itself falls back to read-only files.
 - ``ro``: ``mode=ro``, for a reader who cannot write the store: it still reads the
