@@ -302,3 +302,60 @@ def mutated_names_in_code(code: types.CodeType, loads: tuple[str, ...]) -> set[s
         if isinstance(constant, types.CodeType):
             state |= mutated_names_in_code(constant, loads)
     return state
+
+
+def mutated_attributes(tree: Any) -> set[str]:
+    """Attribute names through which a syntax tree mutates an object (``self.cache[k] = v``,
+    ``cls.seen.add(x)``, ``Table.rows.append(r)``, ``self.items += [x]``): a class
+    attribute of that name is state the class keeps, not a value it was defined with."""
+    import ast
+
+    state: set[str] = set()
+
+    def attributes_in(node: ast.AST) -> None:
+        while isinstance(node, (ast.Attribute, ast.Subscript)):
+            if isinstance(node, ast.Attribute):
+                state.add(node.attr)
+            node = node.value
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            callee = node.func
+            if isinstance(callee, ast.Attribute) and callee.attr in MUTATING_METHODS:
+                attributes_in(callee.value)
+        elif isinstance(node, (ast.Assign, ast.Delete)):
+            for target in node.targets:
+                if isinstance(target, (ast.Subscript, ast.Attribute)):
+                    attributes_in(target.value)
+        elif isinstance(node, ast.AugAssign):
+            attributes_in(node.target)  # `self.items += [x]` extends a class's list in place
+    return state
+
+
+def mutated_attributes_in_code(code: types.CodeType) -> set[str]:
+    """``mutated_attributes`` from bytecode (no source): an attribute loaded right before a
+    mutating method, an item store or deletion one load later, or an attribute store."""
+    import dis
+
+    state: set[str] = set()
+    instructions = list(dis.get_instructions(code))
+    for index, instruction in enumerate(instructions):
+        if instruction.opname not in ("LOAD_ATTR", "LOAD_METHOD"):
+            continue
+        following = instructions[index + 1 : index + 3]
+        if not following:
+            continue
+        mutating_call = (
+            following[0].opname in ("LOAD_ATTR", "LOAD_METHOD")
+            and following[0].argval in MUTATING_METHODS
+        )
+        if (
+            mutating_call
+            or following[0].opname == "STORE_ATTR"
+            or any(f.opname in ("STORE_SUBSCR", "DELETE_SUBSCR") for f in following)
+        ):
+            state.add(instruction.argval)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            state |= mutated_attributes_in_code(constant)
+    return state

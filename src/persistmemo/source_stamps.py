@@ -5,10 +5,16 @@ compiled at import. ``definition_stamp`` records, at decoration, the ``os.stat``
 that the function's code came from; at the first call, a file whose stat still matches is
 known to hold the running code, and a file that changed is checked (or not trusted) instead.
 
-A stamp only proves something when it is taken while the function's module is being imported
-(the code was compiled moments before): a function decorated later, from a module imported
-long ago, gets no stamp for that file. This module must stay tiny: ``import persistmemo``
-imports it, and the decorator calls it once per decorated function (a few µs).
+A stamp is the file's whole stat (size, mtime, ctime, inode, device: a ``cp -p``, a rewrite
+that restores the mtime, a switched symlink all change it). It proves the file holds the
+running code only when it is taken while the module is being imported (the code was
+compiled moments before). Every decoration also stamps the user modules loaded since the
+last one (``import helpers`` above the decorated function): such a stamp proves only that
+the file did not change after it was taken, so a file that differs from it is not trusted,
+and one that matches is trusted only if it was not changed after the process started (as
+for a file without a stamp). This module must stay tiny: ``import persistmemo`` imports it,
+and the decorator calls it once per decorated function (a few µs, and one stat per newly
+loaded source file).
 """
 
 from __future__ import annotations
@@ -21,10 +27,17 @@ _MAX_LAYERS = 100
 
 
 class FileStat(NamedTuple):
-    """What identifies a file's content cheaply: its modification time and size."""
+    """What tells, as git's index does, that a file's content is the one seen before.
 
-    mtime_ns: int
+    Size and mtime alone miss ``cp -p`` and tools that restore the mtime after a same-size
+    rewrite; the ctime (which no user call sets back) catches those, and the inode and
+    device a path switched to another file (a symlinked release directory switched)."""
+
     size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
 
 
 class DefinitionStamp(NamedTuple):
@@ -33,62 +46,134 @@ class DefinitionStamp(NamedTuple):
     files: tuple[tuple[str, FileStat], ...]
 
 
-# The first stamp per file in this process, taken while its module was being imported: a file
-# whose stat still equals it holds the code every function of that module was compiled from.
-_stamped_files: dict[str, FileStat] = {}
+class Stamp(NamedTuple):
+    """A file's stat as first seen by this process, and whether it was taken while the
+    file's module was being imported (then it proves the file held the code compiled from
+    it; otherwise only that the file has not changed since)."""
+
+    stat: FileStat
+    at_import: bool
+
+
+# The stamp per file in this process: taken while its module was being imported (a
+# decoration in its body, or in a module it imports), or when a decoration first saw the
+# module in sys.modules.
+_stamped_files: dict[str, Stamp] = {}
+_seen_modules: set[str] = set()
+_modules_seen_at: list[int] = [-1]
 
 
 def definition_stamp(func: Any) -> DefinitionStamp:
-    """Record the stat of the files ``func`` (and what it wraps) was compiled from."""
+    """Record the stat of the files ``func`` (and what it wraps) was compiled from, and of
+    every user module loaded so far (see ``stamp_loaded_modules``)."""
     files: list[tuple[str, FileStat]] = []
+    importing: str | None = None
     layer = func
     for _ in range(_MAX_LAYERS):
         layer = getattr(layer, "__func__", layer)  # a bound method, staticmethod, classmethod
         code = getattr(layer, "__code__", None)
-        if code is not None and _being_imported(getattr(layer, "__module__", None)):
+        module = getattr(layer, "__module__", None)
+        if code is not None and _being_imported(module):
+            importing = importing or module
             stat = file_stat(code.co_filename)
             if stat is not None:
                 files.append((code.co_filename, stat))
-                _stamped_files.setdefault(code.co_filename, stat)
+                _record(code.co_filename, stat, at_import=True)
         layer = getattr(layer, "__wrapped__", None)
         if layer is None:
             break
+    stamp_loaded_modules(importing)
     return DefinitionStamp(tuple(files))
 
 
-def stamped_stat(path: str) -> FileStat | None:
-    """The stat recorded for ``path`` while its module was imported in this process, if any."""
+def stamp_loaded_modules(importing: str | None = None) -> None:
+    """Stamp the source file of every module in sys.modules not stamped yet.
+
+    A helper module imported before the decoration (``import helpers`` at the top of the
+    script) is then compared by its whole stat at the first call: a ``cp -p`` over it, or a
+    switched symlink, between now and then is seen. Costs one stat per new source file, and
+    nothing when no module was imported since the last decoration.
+    """
+    modules = sys.modules
+    if len(modules) == _modules_seen_at[0]:
+        return
+    _modules_seen_at[0] = len(modules)
+    names = list(modules)  # in the order imports began (sys.modules keeps insertion order)
+    # Modules imported since `importing` (the module being imported, whose body holds this
+    # decoration) began are, like its own file, compiled moments ago: their stamps prove
+    # what they were compiled from (`from helpers import scale` above `@memo`).
+    within: set[str] = set()
+    if importing is not None and importing in modules:
+        within = set(names[names.index(importing) :])
+    for name in modules.keys() - _seen_modules:
+        _seen_modules.add(name)
+        module = modules.get(name)
+        path = getattr(module, "__file__", None)
+        if not isinstance(path, str) or not path.endswith(".py") or _installed(path):
+            continue
+        stat = file_stat(path)
+        if stat is not None:
+            spec = getattr(module, "__spec__", None)
+            initializing = bool(getattr(spec, "_initializing", False))
+            _record(path, stat, at_import=initializing or name in within)
+
+
+def _record(path: str, stat: FileStat, *, at_import: bool) -> None:
+    # The first stamp stays: a file that differs from it changed after it was taken, even if
+    # a later import (importlib.reload) compiled it again; those functions have their own
+    # DefinitionStamp, and the others are checked against their code.
+    found = _stamped_files.get(path)
+    if found is None or (at_import and not found.at_import and found.stat == stat):
+        _stamped_files[path] = Stamp(stat, at_import)
+
+
+def stamp_of(path: str) -> Stamp | None:
+    """The stamp this process took of ``path``, if any."""
     return _stamped_files.get(path)
 
 
+def holds_running_code(stat: FileStat, stamp: Stamp | None) -> bool:
+    """Whether a file with ``stat`` now holds the code the process compiled from it.
+
+    Yes when it still has the stat of a stamp taken at its import; no when it differs from
+    any stamp (it changed since its module was imported); otherwise (no stamp, or one taken
+    after the import) only when neither its content (mtime) nor its inode (ctime) changed
+    since shortly before the process started, which is known on Linux only.
+    """
+    if stamp is not None:
+        if stamp.stat != stat:
+            return False
+        if stamp.at_import:
+            return True
+    return unchanged_since_start(stat)
+
+
 def file_stat(path: str) -> FileStat | None:
-    """The (mtime_ns, size) of ``path``, or None when it is not a readable file."""
+    """The stat of ``path`` as a FileStat, or None when it is not a readable file."""
     try:
         stat = os.stat(path)
     except (OSError, ValueError):
         return None
-    return FileStat(stat.st_mtime_ns, stat.st_size)
+    return FileStat(stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
 
 
 def file_identity(path: str) -> tuple[int, int, int, int, int] | None:
-    """(size, mtime_ns, ctime_ns, inode, device) of ``path``: what tells, as git's index
-    does, that a file's content is the one seen before (a rewrite that restores the size and
-    mtime still changes ctime). None when it is not a readable file."""
-    try:
-        stat = os.stat(path)
-    except (OSError, ValueError):
-        return None
-    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_dev)
+    """(size, mtime_ns, ctime_ns, inode, device) of ``path``, or None (see FileStat)."""
+    stat = file_stat(path)
+    return None if stat is None else tuple(stat)  # type: ignore[return-value]
 
 
 def unchanged_since_start(stat: FileStat) -> bool:
-    """Whether a file with this stat was last written before this process started.
+    """Whether a file with this stat was last written, and last replaced or renamed (its
+    ctime), before this process started, so that it holds what the process compiled.
 
-    Such a file holds the code the process compiled from it, stamp or not. Known on Linux
-    only (elsewhere: False, and the caller checks the code itself).
+    Known on Linux only (elsewhere: False, and the caller checks the code itself).
     """
     started = _process_start_ns()
-    return started is not None and stat.mtime_ns < started - _START_MARGIN_NS
+    if started is None:
+        return False
+    before = started - _START_MARGIN_NS
+    return stat.mtime_ns < before and stat.ctime_ns < before
 
 
 _START_MARGIN_NS = 2_000_000_000  # coarse file system clocks, and btime's whole seconds
@@ -112,6 +197,23 @@ def _process_start_ns() -> int | None:
             started = None
         _process_start.append(started)
     return _process_start[0]
+
+
+_installed_prefixes: list[tuple[str, ...]] = []
+
+
+def _installed(path: str) -> bool:
+    # The standard library's and installed packages' files are never versioned by source:
+    # not stamped (a cheap test by prefix; what slips through costs one stat).
+    if not _installed_prefixes:
+        # The standard library's directory (lib-dynload holds no .py files); not sys.prefix,
+        # which is the project's directory when a venv is made in it.
+        _installed_prefixes.append((os.path.join(os.path.dirname(os.__file__), ""),))
+    return (
+        path.startswith(_installed_prefixes[0])
+        or "site-packages" in path
+        or "dist-packages" in path
+    )
 
 
 def _being_imported(module_name: object) -> bool:

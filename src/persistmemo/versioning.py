@@ -38,10 +38,12 @@ from persistmemo.keys import UnsupportedType, encode
 from persistmemo.source_stamps import (
     DefinitionStamp,
     FileStat,
+    Stamp,
     definition_stamp,
     file_identity,
-    stamped_stat,
-    unchanged_since_start,
+    file_stat,
+    holds_running_code,
+    stamp_of,
 )
 
 if TYPE_CHECKING:
@@ -163,12 +165,18 @@ class _VersionBasis:
     def version(self) -> str:
         # Module names stay out: the store key names the function, and moving a helper to
         # another module changes nothing it does.
-        canonical = [
+        canonical: list[object] = [
             [[layer["basis"], layer["digest"]] for layer in self.layers],
             sorted([entry["qualname"], entry["digest"]] for entry in self.helpers.values()),
             sorted([entry["name"], entry["digest"]] for entry in self.constants.values()),
             sorted([name, version] for name, version in self.package_versions.items()),
         ]
+        if sys.flags.optimize:
+            # python -O compiles asserts and `if __debug__:` blocks away, which the source
+            # does not show: any -O level is a version of its own (and -OO too, though it
+            # only drops docstrings), for every function, since telling which code reads
+            # __debug__ would mean reading every helper's bytecode.
+            canonical.append(["optimize", sys.flags.optimize])
         return hashlib.blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
 
     def fingerprint(self) -> str:
@@ -188,13 +196,12 @@ class _VersionBasis:
 
     def _by_stat(self, path: str) -> None:
         """Take ``path`` by its stat (light walk): it must hold the code this process runs."""
-        identity = file_identity(path)
-        if identity is None:
+        stat = file_stat(path)
+        if stat is None:
             raise _NotByStat(f"{path}: no source file")
-        size, mtime_ns = identity[0], identity[1]
-        if not self._trusted(path, FileStat(mtime_ns, size)):
+        if not self._trusted(path, stat):
             raise _NotByStat(f"{path}: edited since this process imported it")
-        self.files[path] = identity
+        self.files[path] = tuple(stat)
 
     def explain(self) -> dict[str, Any]:
         innermost = next(
@@ -290,9 +297,21 @@ class _VersionBasis:
         """Default values, computed once at definition (``def helper(x, k=FACTOR)``)."""
         defaults = dict(enumerate(func.__defaults__ or ()))
         named = {**{str(i): v for i, v in defaults.items()}, **(func.__kwdefaults__ or {})}
+        positional = func.__code__.co_varnames[: func.__code__.co_argcount]
+        parameters = {str(i): positional[len(positional) - len(defaults) + i] for i in defaults}
+        state: frozenset[str] | None = None
         for name, value in sorted(named.items()):
-            if isinstance(value, _NOT_CONSTANTS):
+            if isinstance(value, _DESCRIPTORS):
                 continue
+            if isinstance(value, _MUTABLE) and not self.light:
+                # The value at the first call (a default filled from the environment at
+                # import), unless the function itself mutates it (`def f(x, _seen={})`):
+                # that is state it keeps, whose content would give each process its own
+                # version. The light walk keeps every value (never fewer than the version).
+                if state is None:
+                    state = _mutated_parameters(func)
+                if parameters.get(name, name) in state:
+                    continue
             if _is_code(value):
                 self._follow(value, keyed=keyed)
             else:
@@ -368,6 +387,7 @@ class _VersionBasis:
             identity = ["class", path, cls.__qualname__, _attributes(cls), codes]
             basis, data = "file", encode(identity)
         index = source_index(path) if path is not None and not self.light else None
+        definition = None
         if index is not None and self._trusted(index.path, index.stat):
             name = cls.__qualname__.rsplit(".", 1)[-1]
             definition = index.find(cls.__qualname__, name, None)
@@ -382,10 +402,18 @@ class _VersionBasis:
             self.helpers[(key, entry["digest"])] = entry
         for base in cls.__bases__:
             self._class(base, keyed=keyed)
+        state: set[str] | None = None
         for attribute, value in sorted(vars(cls).items()):
             # `k = SCALE`, a dataclass field's default: the value the class body computed.
-            if attribute.startswith("__") or isinstance(value, _NOT_CONSTANTS):
+            if attribute.startswith("__") or isinstance(value, _DESCRIPTORS):
                 continue
+            if isinstance(value, _MUTABLE) and not self.light:
+                # A list/dict/set as it is at the first call (`weights = [1]` filled at
+                # import), unless the class's methods mutate it (a class-level cache): state.
+                if state is None:
+                    state = _mutated_attributes(definition, methods)
+                if attribute in state:
+                    continue
             if _is_code(value):
                 self._follow(value, keyed=keyed)
             else:
@@ -517,7 +545,10 @@ class _VersionBasis:
             if (
                 definition is not None
                 and isinstance(definition.node, _function_nodes())
-                and (self._trusted(index.path, index.stat) or index.compiles_to(definition, code))
+                and (
+                    (self._trusted(index.path, index.stat) and _imported_from_file(func))
+                    or index.compiles_to(definition, code)
+                )
             ):
                 return "source", index.normalized(definition, drop_decorators=drop_decorators)
         return "bytecode", encode(["bytecode", *code_fingerprint(code)])
@@ -528,8 +559,9 @@ class _VersionBasis:
             return True  # linecache's lines of a notebook cell or exec'd text: never edited
         found = self.trusted.get(path)
         if found is None:
-            stamped = self.stamped.get(path) or stamped_stat(path)
-            found = self.trusted[path] = stamped == stat or unchanged_since_start(stat)
+            own = self.stamped.get(path)  # taken at the function's import
+            stamp = Stamp(own, at_import=True) if own is not None else stamp_of(path)
+            found = self.trusted[path] = holds_running_code(stat, stamp)
         return found
 
     def _library(self, module: str) -> None:
@@ -579,6 +611,21 @@ def _layers(obj: Any) -> list[Any]:
             else None
         )
     return layers
+
+
+def _imported_from_file(func: types.FunctionType) -> bool:
+    """Whether ``func`` belongs to the module the import system loaded from its code's file.
+
+    Code run with ``exec(compile(text, "tool.py", "exec"), namespace)`` carries the file's
+    name but not necessarily its text: its namespace is no loaded module's (or the module
+    names another file), and then the source is used only if it compiles to the code.
+    """
+    namespace = func.__globals__
+    module = sys.modules.get(str(namespace.get("__name__", "")))
+    return (
+        getattr(module, "__dict__", None) is namespace
+        and namespace.get("__file__") == func.__code__.co_filename
+    )
 
 
 def _is_code(value: object) -> bool:
@@ -801,19 +848,45 @@ def _global_write_opcodes() -> tuple[frozenset[int], int]:
 
 
 # Class attributes and defaults that are not constants: descriptors (code, followed through
-# the class's methods) and mutable containers, which programs fill at run time (a class-level
-# cache would give each process its own version).
-_NOT_CONSTANTS = (
+# the class's methods).
+_DESCRIPTORS = (
     staticmethod,
     classmethod,
     property,
     types.MemberDescriptorType,
     types.GetSetDescriptorType,
-    list,
-    dict,
-    set,
-    bytearray,
 )
+# Mutable defaults and class attributes: versioned by their value at the first call, unless
+# the code mutates them (a class-level cache would give each process its own version).
+_MUTABLE = (list, dict, set, bytearray)
+
+
+def _mutated_parameters(func: types.FunctionType) -> frozenset[str]:
+    """Parameters ``func`` mutates (``def f(x, _seen={}): _seen[x] = 1``): the source tells
+    (closures.mutated_names), else the bytecode."""
+    from persistmemo.closures import mutated_names, mutated_names_in_code
+
+    code = func.__code__
+    index = source_index(code.co_filename)
+    if index is not None:
+        qualname = getattr(code, "co_qualname", func.__qualname__)
+        definition = index.find(qualname, code.co_name, code.co_firstlineno)
+        if definition is not None:
+            return frozenset(mutated_names(definition.node))
+    return frozenset(mutated_names_in_code(code, ("LOAD_FAST",)))
+
+
+def _mutated_attributes(definition: Any, methods: list[types.FunctionType]) -> set[str]:
+    """Attribute names a class's code mutates through (``self.cache[k] = v``): from the
+    class's source when it is trusted, else from its methods' bytecode."""
+    from persistmemo.closures import mutated_attributes, mutated_attributes_in_code
+
+    if definition is not None:
+        return mutated_attributes(definition.node)
+    found: set[str] = set()
+    for method in methods:
+        found |= mutated_attributes_in_code(method.__code__)
+    return found
 
 
 def _contained(value: Any) -> list[Any]:
