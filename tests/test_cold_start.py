@@ -370,6 +370,7 @@ def test_a_reader_that_wrote_the_hit_counts_is_query_only_again(tmp_path: Path) 
 
 
 TYPING_FREE = [
+    "decorator.py",
     "faults.py",
     "integrity.py",
     "options.py",
@@ -394,3 +395,15 @@ def test_a_cold_start_module_imports_typing_for_the_type_checker_only(module: st
             assert all(alias.name != "typing" for alias in node.names), module
         elif isinstance(node, ast.ImportFrom):
             assert node.module != "typing", module
+
+
+def test_the_public_protocols_subscript_at_run_time_as_in_annotations() -> None:
+    import typing
+
+    from persistmemo import MemoDecorator, Memoized
+
+    def load() -> Memoized[[int], str]: ...  # type: ignore[empty-body]
+
+    hints = typing.get_type_hints(load, localns={"Memoized": Memoized})
+    assert hints["return"] == Memoized[[int], str]
+    assert MemoDecorator.__doc__

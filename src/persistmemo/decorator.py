@@ -9,132 +9,145 @@ from __future__ import annotations
 
 import functools
 import os
+import types
 from collections.abc import Callable, Iterable
-from typing import (
-    TYPE_CHECKING,
-    Any,
-    Concatenate,
-    ParamSpec,
-    Protocol,
-    TypeVar,
-    overload,
-)
 
 from persistmemo.call_paths import is_async
 from persistmemo.memoized import CacheInfo, MemoizedFunction
 from persistmemo.options import MemoOptions
 from persistmemo.stores.base import StoreBackend
 
-if TYPE_CHECKING:
-    import datetime as dt  # annotations only: a cold start does not pay its import
-
-    from persistmemo.stores.base import EntryInfo
-
-P = ParamSpec("P")
-Q = ParamSpec("Q")
-R = TypeVar("R")
-S = TypeVar("S")
-T = TypeVar("T")
-
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
 StoreOption = StoreBackend | str | os.PathLike[str] | None
 
+# typing costs a cold start ~8 ms (it imports re): the protocols and overloads below are
+# for type checkers; at run time ``Memoized`` and ``MemoDecorator`` are plain classes that
+# subscript like generics (``Memoized[[int], str]``), and ``memo`` is one function.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import datetime as dt
+    from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
-class Memoized(Protocol[P, R]):
-    """A memoized function: called like the original, plus its cache controls."""
+    from persistmemo.stores.base import EntryInfo
 
-    __wrapped__: Callable[P, R]
-    store: StoreBackend
+    P = ParamSpec("P")
+    Q = ParamSpec("Q")
+    R = TypeVar("R")
+    S = TypeVar("S")
+    T = TypeVar("T")
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    class Memoized(Protocol[P, R]):
+        """A memoized function: called like the original, plus its cache controls."""
 
-    def cache_info(self) -> CacheInfo:
-        """Hits and misses counted in this process since decoration or cache_clear()."""
-        ...
+        __wrapped__: Callable[P, R]
+        store: StoreBackend
 
-    def cache_clear(self) -> int:
-        """Remove this function's entries (every version) from its store; returns how many."""
-        ...
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
-    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
-        """Remove the entry of this call; True when there was one."""
-        ...
+        def cache_info(self) -> CacheInfo:
+            """Hits and misses counted in this process since decoration or cache_clear()."""
+            ...
 
-    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
-        """The store key of this call."""
-        ...
+        def cache_clear(self) -> int:
+            """Remove this function's entries (every version) from its store; returns how many."""
+            ...
 
-    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run the function for this call and overwrite its entry; returns the new result."""
-        ...
+        def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+            """Remove the entry of this call; True when there was one."""
+            ...
 
-    def version(self) -> str:
-        """The version in this function's keys (pinned, or derived from its code)."""
-        ...
+        def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+            """The store key of this call."""
+            ...
 
-    def version_info(self) -> dict[str, Any]:
-        """What went into the version: the code, helpers followed, constants, packages."""
-        ...
+        def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+            """Run the function for this call and overwrite its entry; returns the new result."""
+            ...
 
-    def map(
-        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
-    ) -> Any:
-        """Call for each tuple of items, computing only the misses; results in input order.
+        def version(self) -> str:
+            """The version in this function's keys (pinned, or derived from its code)."""
+            ...
 
-        A list (``await`` it for ``async def`` functions). See persistmemo.mapping.
+        def version_info(self) -> dict[str, Any]:
+            """What went into the version: the code, helpers followed, constants, packages."""
+            ...
+
+        def map(
+            self,
+            *iterables: Iterable[Any],
+            workers: int | None = None,
+            progress: bool | None = None,
+        ) -> Any:
+            """Call for each tuple of items, computing only the misses; results in input order.
+
+            A list (``await`` it for ``async def`` functions). See persistmemo.mapping.
+            """
+            ...
+
+        # A memoized method binds like a function. Bound, it is typed as what it is at run time:
+        # a callable without self; its controls stay on the class (``Model.predict.key(model, 1)``).
+        @overload
+        def __get__(self, instance: None, owner: type[Any] | None = None) -> Memoized[P, R]: ...
+
+        @overload
+        def __get__(
+            self: Memoized[Concatenate[S, Q], T], instance: S, owner: type[Any] | None = None
+        ) -> Callable[Q, T]: ...
+
+        def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any: ...
+
+        def entries(self) -> list[EntryInfo]:
+            """Metadata of this function's stored entries (every version), newest first."""
+            ...
+
+        def info(self, *args: P.args, **kwargs: P.kwargs) -> EntryInfo | None:
+            """Metadata of this call's entry (when computed, how long it took...), or None."""
+            ...
+
+    class MemoDecorator(Protocol):
+        """What ``memo(...)`` returns: applied to a function, it gives its memoized form."""
+
+        def __call__(self, func: Callable[P, R], /) -> Memoized[P, R]: ...
+
+else:
+
+    class Memoized:
+        """A memoized function: called like the original, plus its cache controls.
+
+        At run time a plain class (typing is not imported for it); type checkers read the
+        protocol above. ``Memoized[P, R]`` subscripts as a generic alias.
         """
-        ...
 
-    # A memoized method binds like a function. Bound, it is typed as what it is at run time:
-    # a callable without self; its controls stay on the class (``Model.predict.key(model, 1)``).
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+    class MemoDecorator:
+        """What ``memo(...)`` returns: applied to a function, it gives its memoized form."""
+
+
+if TYPE_CHECKING:  # memo's two forms, for type checkers
+
     @overload
-    def __get__(self, instance: None, owner: type[Any] | None = None) -> Memoized[P, R]: ...
+    def memo(func: Callable[P, R], /) -> Memoized[P, R]: ...
 
     @overload
-    def __get__(
-        self: Memoized[Concatenate[S, Q], T], instance: S, owner: type[Any] | None = None
-    ) -> Callable[Q, T]: ...
-
-    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any: ...
-
-    def entries(self) -> list[EntryInfo]:
-        """Metadata of this function's stored entries (every version), newest first."""
-        ...
-
-    def info(self, *args: P.args, **kwargs: P.kwargs) -> EntryInfo | None:
-        """Metadata of this call's entry (when computed, how long it took...), or None."""
-        ...
-
-
-class MemoDecorator(Protocol):
-    """What ``memo(...)`` returns: applied to a function, it gives its memoized form."""
-
-    def __call__(self, func: Callable[P, R], /) -> Memoized[P, R]: ...
-
-
-@overload
-def memo(func: Callable[P, R], /) -> Memoized[P, R]: ...
-
-
-@overload
-def memo(
-    func: None = None,
-    /,
-    *,
-    store: StoreOption = None,
-    ttl: float | dt.timedelta | None = None,
-    version: str | int | None = None,
-    ignore: Iterable[str] = (),
-    key: Callable[..., object] | None = None,
-    name: str | None = None,
-    include_globals: bool = True,
-    packages: Iterable[str] | bool = (),
-    files: Iterable[str] = (),
-    lock: bool = True,
-    memory: int | None = None,
-    mmap: bool = False,
-) -> MemoDecorator: ...
+    def memo(
+        func: None = None,
+        /,
+        *,
+        store: StoreOption = None,
+        ttl: float | dt.timedelta | None = None,
+        version: str | int | None = None,
+        ignore: Iterable[str] = (),
+        key: Callable[..., object] | None = None,
+        name: str | None = None,
+        include_globals: bool = True,
+        packages: Iterable[str] | bool = (),
+        files: Iterable[str] = (),
+        lock: bool = True,
+        memory: int | None = None,
+        mmap: bool = False,
+    ) -> MemoDecorator: ...
 
 
 def memo(
