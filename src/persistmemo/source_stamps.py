@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any, NamedTuple
 
 _MAX_LAYERS = 100
@@ -76,8 +77,9 @@ def definition_stamp(func: Any) -> DefinitionStamp:
         if code is not None and _being_imported(module):
             importing = importing or module
             stat = file_stat(code.co_filename)
-            if stat is not None:
+            if stat is not None and not _racy(stat):
                 files.append((code.co_filename, stat))
+            if stat is not None:
                 _record(code.co_filename, stat, at_import=True)
         layer = getattr(layer, "__wrapped__", None)
         if layer is None:
@@ -105,11 +107,20 @@ def stamp_loaded_modules(importing: str | None = None) -> None:
     within: set[str] = set()
     if importing is not None and importing in modules:
         within = set(names[names.index(importing) :])
-    for name in modules.keys() - _seen_modules:
-        _seen_modules.add(name)
+    new = modules.keys() - _seen_modules
+    _seen_modules.update(new)
+    standard_library = _standard_library()
+    for name in new:
         module = modules.get(name)
         path = getattr(module, "__file__", None)
-        if not isinstance(path, str) or not path.endswith(".py") or _installed(path):
+        # The standard library's and installed packages' files are never versioned by
+        # source: not stamped (a cheap test by prefix; what slips through costs one stat).
+        if (
+            type(path) is not str
+            or not path.endswith(".py")
+            or path.startswith(standard_library)
+            or "-packages" in path  # site-packages, dist-packages
+        ):
             continue
         stat = file_stat(path)
         if stat is not None:
@@ -122,9 +133,20 @@ def _record(path: str, stat: FileStat, *, at_import: bool) -> None:
     # The first stamp stays: a file that differs from it changed after it was taken, even if
     # a later import (importlib.reload) compiled it again; those functions have their own
     # DefinitionStamp, and the others are checked against their code.
+    at_import = at_import and not _racy(stat)
     found = _stamped_files.get(path)
     if found is None or (at_import and not found.at_import and found.stat == stat):
         _stamped_files[path] = Stamp(stat, at_import)
+
+
+# A file changed this shortly before its stamp could change again, within the same tick of
+# the kernel's coarse file clock, without its ctime changing (git's "racily clean" entries):
+# such a stamp proves nothing by itself.
+_RACY_NS = 20_000_000
+
+
+def _racy(stat: FileStat) -> bool:
+    return max(stat.mtime_ns, stat.ctime_ns) > time.time_ns() - _RACY_NS
 
 
 def stamp_of(path: str) -> Stamp | None:
@@ -199,21 +221,14 @@ def _process_start_ns() -> int | None:
     return _process_start[0]
 
 
-_installed_prefixes: list[tuple[str, ...]] = []
+_standard_library_directory: list[str] = []
 
 
-def _installed(path: str) -> bool:
-    # The standard library's and installed packages' files are never versioned by source:
-    # not stamped (a cheap test by prefix; what slips through costs one stat).
-    if not _installed_prefixes:
-        # The standard library's directory (lib-dynload holds no .py files); not sys.prefix,
-        # which is the project's directory when a venv is made in it.
-        _installed_prefixes.append((os.path.join(os.path.dirname(os.__file__), ""),))
-    return (
-        path.startswith(_installed_prefixes[0])
-        or "site-packages" in path
-        or "dist-packages" in path
-    )
+def _standard_library() -> str:
+    # Not sys.prefix, which is the project's own directory when a venv is made in it.
+    if not _standard_library_directory:
+        _standard_library_directory.append(os.path.join(os.path.dirname(os.__file__), ""))
+    return _standard_library_directory[0]
 
 
 def _being_imported(module_name: object) -> bool:
