@@ -47,7 +47,7 @@ from persistmemo.source_stamps import (
 )
 
 if TYPE_CHECKING:
-    from persistmemo.source_index import SourceIndex
+    from persistmemo.source_index import Definition, SourceIndex
 
 __all__ = ["code_version", "definition_stamp", "explain_version", "version_fingerprint"]
 
@@ -309,7 +309,7 @@ class _VersionBasis:
                 # that is state it keeps, whose content would give each process its own
                 # version. The light walk keeps every value (never fewer than the version).
                 if state is None:
-                    state = _mutated_parameters(func)
+                    state = _mutated_parameters(func, self._trusted)
                 if parameters.get(name, name) in state:
                     continue
             if _is_code(value):
@@ -439,7 +439,7 @@ class _VersionBasis:
         # them): more values in the fingerprint, never fewer than in the version.
         written = _written_globals(code)
         if not self.light:
-            written |= _mutated_globals(func)
+            written |= _mutated_globals(func, self._trusted)
         module = str(namespace.get("__name__", ""))
         for name in sorted(names):
             if name in namespace and name not in written:
@@ -546,7 +546,7 @@ class _VersionBasis:
                 definition is not None
                 and isinstance(definition.node, _function_nodes())
                 and (
-                    (self._trusted(index.path, index.stat) and _imported_from_file(func))
+                    (self._trusted(index.path, index.stat) and _runs_its_file(index, func))
                     or index.compiles_to(definition, code)
                 )
             ):
@@ -626,6 +626,11 @@ def _imported_from_file(func: types.FunctionType) -> bool:
         getattr(module, "__dict__", None) is namespace
         and namespace.get("__file__") == func.__code__.co_filename
     )
+
+
+def _runs_its_file(index: SourceIndex, func: types.FunctionType) -> bool:
+    # Source from linecache (a notebook cell) is the text the code was compiled from.
+    return index.stat is None or _imported_from_file(func)
 
 
 def _is_code(value: object) -> bool:
@@ -779,7 +784,9 @@ def _imported_modules(code: types.CodeType) -> list[str]:
     return found
 
 
-def _mutated_globals(func: types.FunctionType) -> frozenset[str]:
+def _mutated_globals(
+    func: types.FunctionType, trusted: Callable[[str, FileStat | None], bool]
+) -> frozenset[str]:
     """Globals ``func`` mutates (``_CACHE[k] = v``, ``REGISTRY.append(f)``): state it keeps.
 
     Their content changes as the program runs, so as part of the version they would give
@@ -789,13 +796,31 @@ def _mutated_globals(func: types.FunctionType) -> frozenset[str]:
     from persistmemo.closures import mutated_names, mutated_names_in_code
 
     code = func.__code__
-    index = source_index(code.co_filename)
-    if index is not None:
-        qualname = getattr(code, "co_qualname", func.__qualname__)
-        definition = index.find(qualname, code.co_name, code.co_firstlineno)
-        if definition is not None:
-            return frozenset(mutated_names(definition.node))
+    definition = _running_definition(func, trusted)
+    if definition is not None:
+        return frozenset(mutated_names(definition.node))
     return frozenset(mutated_names_in_code(code, ("LOAD_GLOBAL", "LOAD_NAME")))
+
+
+def _running_definition(
+    func: types.FunctionType, trusted: Callable[[str, FileStat | None], bool]
+) -> Definition | None:
+    """The definition of ``func`` in its source, only if the source holds the running code
+    (an edit since import could add a mutation the running code does not make, and take a
+    value out of the version); the same test as the version's (``_code_of``), cached."""
+    code = func.__code__
+    index = source_index(code.co_filename)
+    if index is None:
+        return None
+    qualname = getattr(code, "co_qualname", func.__qualname__)
+    definition = index.find(qualname, code.co_name, code.co_firstlineno)
+    if definition is None:
+        return None
+    if (trusted(index.path, index.stat) and _runs_its_file(index, func)) or index.compiles_to(
+        definition, code
+    ):
+        return definition
+    return None
 
 
 def _written_globals(code: types.CodeType) -> frozenset[str]:
@@ -861,18 +886,17 @@ _DESCRIPTORS = (
 _MUTABLE = (list, dict, set, bytearray)
 
 
-def _mutated_parameters(func: types.FunctionType) -> frozenset[str]:
+def _mutated_parameters(
+    func: types.FunctionType, trusted: Callable[[str, FileStat | None], bool]
+) -> frozenset[str]:
     """Parameters ``func`` mutates (``def f(x, _seen={}): _seen[x] = 1``): the source tells
     (closures.mutated_names), else the bytecode."""
     from persistmemo.closures import mutated_names, mutated_names_in_code
 
     code = func.__code__
-    index = source_index(code.co_filename)
-    if index is not None:
-        qualname = getattr(code, "co_qualname", func.__qualname__)
-        definition = index.find(qualname, code.co_name, code.co_firstlineno)
-        if definition is not None:
-            return frozenset(mutated_names(definition.node))
+    definition = _running_definition(func, trusted)
+    if definition is not None:
+        return frozenset(mutated_names(definition.node))
     return frozenset(mutated_names_in_code(code, ("LOAD_FAST",)))
 
 
