@@ -15,12 +15,22 @@ The version digests what the function runs:
 - with ``packages``: the versions of the named distributions (or, with ``True``, of every
   installed distribution the code refers to), so that an upgrade is a miss.
 
+Values are taken as the process holds them at the first call: constants, and also lists,
+dicts and sets bound as defaults (``def helper(x, opts={...})``) or class attributes
+(``weights = [1]``), so that one filled at import (from the environment, a file) is in the
+version. Those the code itself mutates (``_CACHE[k] = v``, ``def f(x, _seen={})``,
+``self.cache[k] = v``) are state: left out, as a closure's state is. A value mutated after
+the first call is not seen by this process (the version is derived once per process).
+
 The source says what the process runs only if the file has not changed since the process
-imported it: a file whose stat differs from its stamp at import (source_stamps.py) is used
-only for the definitions that still compile to the running code objects. Other code, and
-code without source (a REPL, ``exec``), is versioned by its code object (bytecode, names,
-constants), a form that changes with the Python version: that can only cost misses, never
-serve a stale result.
+imported it (source_stamps.holds_running_code: its whole stat, size, mtime, ctime, inode and
+device, against a stamp taken at import, or, without one, nothing changed since the process
+started), and only for code the import system loaded from that file (not text exec'd under
+the file's name). Otherwise it is used only for the definitions that still compile to the
+running code objects. Other code, and code without source (a REPL, ``exec``), is versioned
+by its code object (bytecode, names, constants), a form that changes with the Python
+version: that can only cost misses, never serve a stale result. ``python -O`` (any level)
+is a version of its own: asserts and ``if __debug__:`` blocks are not in its code.
 """
 
 from __future__ import annotations
