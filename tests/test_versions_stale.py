@@ -231,3 +231,25 @@ def test_python_with_O_is_not_served_results_computed_without_it(tmp_path: Path)
     assert optimized[0] == "optimized"
     assert plain[1] != optimized[1]
     assert _result(tmp_path, code) == plain  # and -O's entries are not served back
+
+
+def test_a_class_run_with_exec_under_its_modules_name_is_versioned_by_the_code_it_runs(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "shapes.py").write_text(
+        "class Square:\n    def area(self, x):\n        return x * x\n"
+    )
+    (tmp_path / "tool.py").write_text(
+        "from persistmemo import memo\nimport shapes\n\n"
+        "@memo(name='tool.f')\ndef f(x):\n    return shapes.Square().area(x)\n"
+    )
+    # The class's code exec'd, edited, into the imported module's namespace.
+    exec_variant = (
+        OLD_FILES + "import shapes, tool\n"
+        "source = open('shapes.py').read().replace('x * x', 'x * x + 1')\n"
+        "exec(compile(source, shapes.__file__, 'exec'), {'__name__': 'shapes'}, ns := {})\n"
+        "shapes.Square = ns['Square']\n"
+        "print(tool.f(3))\n"
+    )
+    assert _result(tmp_path, exec_variant) == ["10"]
+    assert _result(tmp_path, OLD_FILES + "import tool; print(tool.f(3))") == ["9"]

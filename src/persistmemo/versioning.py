@@ -398,7 +398,11 @@ class _VersionBasis:
             basis, data = "file", encode(identity)
         index = source_index(path) if path is not None and not self.light else None
         definition = None
-        if index is not None and self._trusted(index.path, index.stat):
+        if (
+            index is not None
+            and self._trusted(index.path, index.stat)
+            and all(_runs_its_file(index, method) for method in methods)
+        ):
             name = cls.__qualname__.rsplit(".", 1)[-1]
             definition = index.find(cls.__qualname__, name, None)
             if definition is not None:
