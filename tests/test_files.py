@@ -488,7 +488,6 @@ def test_a_redis_store_keeps_the_digests_for_fresh_processes_as_bookkeeping(
         assert len(store) == 0
 
 
-@pytest.mark.xfail(reason="until memoized.py passes store= to file_key", strict=False)
 def test_a_memoized_call_in_a_fresh_process_does_not_read_an_unchanged_file_again(
     tmp_path: Path,
 ) -> None:

@@ -89,7 +89,8 @@ EXT_NDARRAY = 16
 EXT_NUMPY_SCALAR = 17
 EXT_FLAG = 18
 EXT_NDARRAY_NPY = 19
-"""An array kept in the value's area as a ``.npy`` image: ``[offset, length]``."""
+"""An array kept in the value's area as a ``.npy`` image: ``[offset, length, header]``
+(the image's ``.npy`` header, also in the document: see out_of_band.array_from_segment)."""
 
 _PATH_CLASS_NAMES = frozenset(
     ("PurePath", "PurePosixPath", "PureWindowsPath", "Path", "PosixPath", "WindowsPath")
@@ -671,7 +672,7 @@ def _encode_ndarray(value: Any) -> msgpack.ExtType:
         and type(value) is _numpy().ndarray
         and (segment := npy_segment(value)) is not None
     ):
-        return _ext(EXT_NDARRAY_NPY, collector.add(*segment))
+        return _ext(EXT_NDARRAY_NPY, [*collector.add(*segment), segment[0]])
     plain = type(value) is _numpy().ndarray and value.dtype.fields is None
     if value.dtype.hasobject or not plain or not _dtype_round_trips(value.dtype):
         raise _NeedsPickle(f"numpy array of dtype {value.dtype}")
@@ -689,7 +690,10 @@ def _encode_numpy_scalar(value: Any) -> msgpack.ExtType:
 
 
 def _dtype_round_trips(dtype: Any) -> bool:
-    # dtype.str loses what it cannot spell (variable-width strings, subarrays, metadata).
+    # dtype.str loses what it cannot spell (variable-width strings, subarrays, metadata;
+    # dtype equality ignores metadata, so it is checked apart).
+    if dtype.metadata is not None:
+        return False
     try:
         return bool(_numpy().dtype(dtype.str) == dtype)
     except TypeError:
@@ -940,11 +944,12 @@ def _decode_ndarray(payload: bytes, unpack: _Unpack, _: bool) -> Any:
 
 def _decode_ndarray_npy(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     reference = unpack(payload)
-    if type(reference) is not list or len(reference) != 2:
+    if type(reference) is not list or len(reference) != 3:
         raise CorruptEntry("malformed array reference")
     area, mapped = _framed_area()
     try:
-        return array_from_segment(area, reference[0], reference[1], mapped)
+        offset, length, header = reference
+        return array_from_segment(area, offset, length, header, mapped)
     except ImportError:
         raise UndecodableValue(
             "the value holds a numpy array, and numpy is not installed here"

@@ -44,6 +44,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import decode_value, encode_value
+from persistmemo.hashing_threads import hashing_threads
 from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def _file_digest(path: str, info: os.stat_result, store: StoreBackend | None = N
 def _hash_file(path: str) -> bytes:
     import blake3  # a core dependency, loaded when a file is first keyed
 
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    hasher = blake3.blake3(max_threads=hashing_threads())
     with open(path, "rb") as file:
         while chunk := file.read(_CHUNK):
             hasher.update(chunk)

@@ -46,6 +46,7 @@ from collections.abc import Callable
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
+from persistmemo.hashing_threads import hashing_threads
 from persistmemo.out_of_band import FramedValue, OutOfBand, aligned
 
 try:
@@ -159,7 +160,8 @@ class Sealer:
         if len(document) >= LARGE_BODY:
             import blake3
 
-            large = blake3.blake3(prefix, key=self._blake3_key, max_threads=blake3.blake3.AUTO)
+            threads = hashing_threads(len(document))
+            large = blake3.blake3(prefix, key=self._blake3_key, max_threads=threads)
             large.update(head_body)
             large.update(document)
             return bytes(large.digest(TAG_SIZE))
@@ -204,7 +206,9 @@ class Sealer:
         """A keyed BLAKE3 hasher of ``key``'s area, fed the area's bytes next."""
         import blake3  # only values with an area need it
 
-        return blake3.blake3(_key_prefix(key), key=self._area_key, max_threads=_threads(size))
+        return blake3.blake3(
+            _key_prefix(key), key=self._area_key, max_threads=hashing_threads(size)
+        )
 
     def unseal(
         self,
@@ -240,7 +244,9 @@ class Sealer:
         if len(body) >= LARGE_BODY:
             import blake3  # only large entries need it
 
-            large = blake3.blake3(prefix, key=self._blake3_key, max_threads=blake3.blake3.AUTO)
+            large = blake3.blake3(
+                prefix, key=self._blake3_key, max_threads=hashing_threads(len(body))
+            )
             large.update(body)
             return large.digest(TAG_SIZE)
         hasher = self._blake2b.copy()
@@ -253,19 +259,11 @@ _BODY = 1 + TAG_SIZE
 _OUT_OF_BAND_LENGTHS = 1 + 2 * TAG_SIZE + _METADATA.size
 FRAME_VERSION_BYTE = FRAME_VERSION[0]
 _FAILED = "entry {} fails its integrity check (changed, truncated or moved)"
-_THREADED_FROM = 4 << 20
 
 
 def _key_prefix(key: str) -> bytes:
     key_bytes = key.encode("utf-8", "surrogatepass")
     return len(key_bytes).to_bytes(4, "big") + key_bytes
-
-
-def _threads(size: int) -> int:
-    """BLAKE3's threads: all cores for a large area, one where starting them costs more."""
-    import blake3
-
-    return int(blake3.blake3.AUTO) if size >= _THREADED_FROM else 1
 
 
 class AreaCheck:

@@ -15,7 +15,6 @@ vectors in ``tests/golden_keys.json`` together.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import struct
 import sys
@@ -25,6 +24,12 @@ from typing import Any, cast
 
 import msgpack
 
+try:
+    from _blake2 import blake2b  # hashlib's own, without loading OpenSSL (~3 ms at start)
+except ImportError:  # an interpreter without the module: hashlib's
+    from hashlib import blake2b
+
+from persistmemo.hashing_threads import hashing_threads
 from persistmemo.naming import qualified_name
 
 KEY_FORMAT = "pm2"
@@ -127,7 +132,8 @@ def digest(buffer: bytes | bytearray | memoryview) -> bytes:
     """
     import blake3  # only large arguments need it
 
-    return blake3.blake3(buffer, max_threads=blake3.blake3.AUTO).digest(DIGEST_SIZE)
+    size = buffer.nbytes if isinstance(buffer, memoryview) else len(buffer)
+    return blake3.blake3(buffer, max_threads=hashing_threads(size)).digest(DIGEST_SIZE)
 
 
 def encode(value: object) -> bytes:
@@ -191,7 +197,7 @@ class KeyBuilder:
 
     def __init__(self, identity: str, version: str) -> None:
         self.prefix = f"{KEY_FORMAT}:{identity}:{version}:"
-        self._seeded = hashlib.blake2b(digest_size=KEY_DIGEST_SIZE)
+        self._seeded = blake2b(digest_size=KEY_DIGEST_SIZE)
         # Identity and version are hashed as a length-prefixed array, so the digest alone
         # separates functions and versions, whatever characters their names contain.
         self._seeded.update(encode_arguments([KEY_FORMAT, identity, version]))
@@ -715,7 +721,7 @@ def _encode_pandas_na(value: Any) -> bytes:
 def _new_hasher() -> Any:
     import blake3
 
-    return blake3.blake3(max_threads=blake3.blake3.AUTO)
+    return blake3.blake3(max_threads=hashing_threads())
 
 
 class _Streams:

@@ -117,10 +117,11 @@ class BufferCollector:
 
 def npy_segment(array: Any) -> tuple[bytes, memoryview] | None:
     """An array as a ``.npy`` image: (header, data view). None when ``.npy`` cannot hold the
-    dtype exactly without pickling (objects, dtype metadata)."""
+    dtype exactly without pickling (objects, dtype metadata, an aligned record layout)."""
     numpy = sys.modules["numpy"]
     fmt = numpy.lib.format
-    if array.dtype.hasobject:
+    dtype = array.dtype
+    if dtype.hasobject or dtype.metadata is not None or dtype.isalignedstruct:
         return None
     if not (array.flags.c_contiguous or array.flags.f_contiguous):
         array = numpy.ascontiguousarray(array)
@@ -145,11 +146,18 @@ class BadSegment(ValueError):
     """A segment reference or ``.npy`` header that does not describe stored data."""
 
 
-def array_from_segment(area: memoryview, offset: object, length: object, mapped: bool) -> Any:
+def array_from_segment(
+    area: memoryview, offset: object, length: object, header: object, mapped: bool
+) -> Any:
     """The array stored as a ``.npy`` image at ``area[offset : offset + length]``: a view of
-    the area (read-only when ``mapped``)."""
+    the area (read-only when ``mapped``). ``header`` is the image's ``.npy`` header as the
+    document holds it: the document is covered by the entry's head tag, which a mapped hit
+    checks and the area's tag is not, so the dtype, shape and order come from it, and the
+    area must hold the same bytes."""
     if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
         raise BadSegment(f"bad array reference ({offset!r}, {length!r})")
+    if not isinstance(header, bytes) or len(header) > length:
+        raise BadSegment("bad array header reference")
     if offset + length > len(area):
         raise BadSegment("array reference past the end of the stored data")
     numpy: Any = sys.modules.get("numpy")
@@ -157,16 +165,19 @@ def array_from_segment(area: memoryview, offset: object, length: object, mapped:
         import numpy  # numpy stays optional: only arrays need it
     fmt = numpy.lib.format
     segment = area[offset : offset + length]
-    head = io.BytesIO(segment[: min(length, _MAX_NPY_HEADER + 16)])
+    if segment[: len(header)] != header:
+        raise BadSegment("the stored array's header differs from its entry's")
+    head = io.BytesIO(header)
     version = fmt.read_magic(head)
+    limit = max(_MAX_NPY_HEADER, len(header))  # the encoder wrote it: any size it chose
     if version == (1, 0):
-        shape, fortran_order, dtype = fmt.read_array_header_1_0(head)
+        shape, fortran_order, dtype = fmt.read_array_header_1_0(head, max_header_size=limit)
     elif version == (2, 0):
-        shape, fortran_order, dtype = fmt.read_array_header_2_0(
-            head, max_header_size=_MAX_NPY_HEADER * 16
-        )
+        shape, fortran_order, dtype = fmt.read_array_header_2_0(head, max_header_size=limit)
     else:
         raise BadSegment(f"unsupported .npy version {version}")
+    if head.tell() != len(header):
+        raise BadSegment("array header has bytes past its end")
     if dtype.hasobject:  # the encoder never writes these: it would build objects
         raise BadSegment(f"refused numpy dtype {dtype}")
     count = 1

@@ -292,8 +292,16 @@ class Store(StoreLifetime):
             return int(error.args[0]) if isinstance(error, opening.TIMEOUT) and error.args else 0
 
     def clear(self) -> int:
-        """Remove every entry of every function; returns how many."""
-        return self._with_cache("clear failed", lambda cache: int(cache.clear()), 0)
+        """Remove every entry of every function, and the store's bookkeeping (hit counts,
+        remembered versions and file digests); returns how many entries (results) there
+        were."""
+
+        def clear(cache: Any) -> int:
+            results = len(self)
+            cache.clear()
+            return results
+
+        return self._with_cache("clear failed", clear, 0)
 
     def remove_expired(self) -> int:
         """Remove every expired entry now (they are misses already); returns how many."""

@@ -5,6 +5,7 @@ Imported when a store first opens, not with the package: ``import persistmemo`` 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import sqlite3
@@ -65,6 +66,16 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
             return _write_sealed_parts(self, full_path, value), MODE_BINARY, filename, None
         return super().store(value, read, key=key)
 
+    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
+        # A write that fails part way (disk full, a file size limit) must not leave its
+        # partial file behind: no row will ever name it, so nothing else would remove it.
+        try:
+            return super()._write(full_path, iterator, mode, encoding)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(full_path)
+            raise
+
     def get(self, key: Any, raw: bool) -> Any:
         if not raw:  # a pickled key: planted, as persistmemo's keys are str
             raise CorruptEntry("entry has a pickled key, which persistmemo never writes")
@@ -92,10 +103,15 @@ def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedPart
         size = int(disk._write(full_path, iter(parts), "xb"))
     finally:
         hashing.join()
-    if not made:
-        raise OSError(f"sealing {full_path} failed")
-    with open(full_path, "r+b") as written:
-        written.write(made[0])
+    try:
+        if not made:
+            raise OSError(f"sealing {full_path} failed")
+        with open(full_path, "r+b") as written:
+            written.write(made[0])
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(full_path)
+        raise
     return size
 
 

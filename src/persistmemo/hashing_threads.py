@@ -1,0 +1,30 @@
+"""How many threads a BLAKE3 hash may use: all cores, except in a forked child.
+
+blake3 hashes large inputs on a thread pool of its own (Rust's rayon). A fork copies only the
+forking thread, so in a child forked after the parent hashed anything large (a
+``multiprocessing`` pool with the fork start method, ``f.map(workers=N)``) the pool's threads
+are gone while its state says they exist, and the first multithreaded hash waits for them
+forever. A forked child therefore hashes on one thread; a spawned process, which starts
+afresh, uses every core.
+"""
+
+from __future__ import annotations
+
+import os
+
+_forked = [False]
+
+if hasattr(os, "register_at_fork"):  # no fork on Windows
+    os.register_at_fork(after_in_child=lambda: _forked.__setitem__(0, True))
+
+MULTITHREADED_FROM = 4 << 20
+"""Inputs smaller than this are hashed on one thread: starting the others costs more."""
+
+
+def hashing_threads(size: int | None = None) -> int:
+    """``max_threads`` for a BLAKE3 hasher of ``size`` bytes (None: unknown, maybe large)."""
+    if _forked[0] or (size is not None and size < MULTITHREADED_FROM):
+        return 1
+    import blake3  # the caller is about to hash with it
+
+    return int(blake3.blake3.AUTO)
