@@ -459,3 +459,16 @@ def test_a_failed_large_write_leaves_no_partial_file(tmp_path: Path) -> None:
     run_python(code)
     left = [path.stat().st_size for path in (tmp_path / "s").rglob("*.val")]
     assert left == []
+
+
+def test_a_changed_padding_byte_is_detected_too(store: Store) -> None:
+    store.write(KEY, encode_result([np.arange(100_000.0)], out_of_band_from=0), ttl=None, tag="t")
+    path = _value_file(store)
+    data = bytearray(path.read_bytes())
+    document_size = int.from_bytes(data[49:53], "big")
+    padding_at = 61 + document_size  # the first byte between the document and the area
+    assert padding_at % 64 != 0
+    data[padding_at] ^= 1
+    path.write_bytes(data)
+    with pytest.warns(PersistmemoWarning, match="integrity"):
+        assert store.read(KEY) is MISSING

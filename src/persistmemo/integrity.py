@@ -145,14 +145,19 @@ class Sealer:
             for part in area_parts:
                 hasher.update(part)
             head_body = hasher.digest(TAG_SIZE) + metadata + lengths
-            return bytes(FRAME_OUT_OF_BAND + self._head_tag(key, head_body, document) + head_body)
+            tag = self._head_tag(key, head_body, document, padding)
+            return bytes(FRAME_OUT_OF_BAND + tag + head_body)
 
         start = aligned(OUT_OF_BAND_HEADER_SIZE + len(document))
         padding = bytes(start - OUT_OF_BAND_HEADER_SIZE - len(document))
         return SealedParts([document, padding, *area_parts], start + encoded.area_size, header)
 
     def _head_tag(
-        self, key: str, head_body: bytes | memoryview, document: bytes | memoryview
+        self,
+        key: str,
+        head_body: bytes | memoryview,
+        document: bytes | memoryview,
+        padding: bytes | memoryview,
     ) -> bytes:
         # The document is small unless a pickle holds large in-band data (a column of
         # Python strings): keyed BLAKE3 then, as for large frame 1 bodies.
@@ -164,11 +169,13 @@ class Sealer:
             large = blake3.blake3(prefix, key=self._blake3_key, max_threads=threads)
             large.update(head_body)
             large.update(document)
+            large.update(padding)
             return bytes(large.digest(TAG_SIZE))
         hasher = self._blake2b.copy()
         hasher.update(prefix)
         hasher.update(head_body)
         hasher.update(document)
+        hasher.update(padding)  # every byte of the file is under a tag
         return hasher.digest()
 
     def _unseal_out_of_band(
@@ -188,7 +195,8 @@ class Sealer:
             raise CorruptEntry(f"entry {key} is truncated or has bytes past its end")
         head_body = view[_BODY:OUT_OF_BAND_HEADER_SIZE]
         document = view[OUT_OF_BAND_HEADER_SIZE:document_end]
-        if not compare_digest(view[1:_BODY], self._head_tag(key, head_body, document)):
+        padding = view[document_end:start]
+        if not compare_digest(view[1:_BODY], self._head_tag(key, head_body, document, padding)):
             raise CorruptEntry(_FAILED.format(key))
         area = view[start:]
         if not mapped:
