@@ -472,3 +472,14 @@ def test_a_changed_padding_byte_is_detected_too(store: Store) -> None:
     path.write_bytes(data)
     with pytest.warns(PersistmemoWarning, match="integrity"):
         assert store.read(KEY) is MISSING
+
+
+def test_with_mmap_a_miss_returns_the_same_read_only_maps_as_a_hit(tmp_path: Path) -> None:
+    @memo(store=Store(tmp_path / "s"), mmap=True)
+    def make(n: int) -> np.ndarray:
+        return np.arange(n, dtype=np.float64)
+
+    miss = make(100_000)
+    assert not miss.flags.writeable
+    assert np.array_equal(miss, np.arange(100_000.0))
+    assert not make.refresh(100_000).flags.writeable

@@ -141,7 +141,7 @@ class CallPaths(Generic[P, R]):
             started = time.perf_counter()
             value = func(*args, **kwargs)
             if not self.disabled and self.inputs_unchanged(key, args, kwargs):
-                self.save(key, value, time.perf_counter() - started)
+                value = self.save(key, value, time.perf_counter() - started)
             return value
 
         memoized.refresh = refresh  # type: ignore[attr-defined]
@@ -174,7 +174,7 @@ class CallPaths(Generic[P, R]):
                 finally:
                     seconds = self.computed_in(started)
                 if self.inputs_unchanged(key, args, kwargs):
-                    self.save(key, value, seconds)
+                    value = self.save(key, value, seconds)
                 return value
 
             if not self.options.lock or self.lease_not_worth_it(key):
@@ -195,7 +195,7 @@ class CallPaths(Generic[P, R]):
             started = time.perf_counter()
             value = await func(*args, **kwargs)
             if not self.disabled and self.inputs_unchanged(key, args, kwargs):
-                self.save(key, value, time.perf_counter() - started)
+                value = self.save(key, value, time.perf_counter() - started)
             return value
 
         memoized.refresh = refresh  # type: ignore[attr-defined]
@@ -275,7 +275,7 @@ class CallPaths(Generic[P, R]):
             finally:
                 seconds = self.computed_in(started)
             if self.inputs_unchanged(key, args, kwargs):
-                self.save(key, value, seconds)
+                value = self.save(key, value, seconds)
             return value
 
         if not self.options.lock or self.lease_not_worth_it(key):
@@ -325,7 +325,10 @@ class CallPaths(Generic[P, R]):
             self.store.report_fault(_decode_fault(error), error)
             return MISSING
 
-    def save(self, key: str, value: object, seconds: float) -> None:
+    def save(self, key: str, value: Any, seconds: float) -> Any:
+        """Store ``value`` under ``key``; returns what the caller gets: ``value``, or with
+        ``memo(mmap=True)`` the stored entry as a hit reads it (read-only maps), so that a
+        miss and a hit return the same kind of arrays (joblib's ``mmap_mode`` does too)."""
         store = self.store
         store.open()  # settles pickle_allowed, even when no read opened the store first
         try:
@@ -344,11 +347,16 @@ class CallPaths(Generic[P, R]):
                     "strict=True."
                 ) from None
             store.report_fault("result not stored", error)
-            return
+            return value
         lease = lease_for(key)
-        store.write(
+        stored = store.write(
             key, data, ttl=self.options.ttl, tag=self.identity, seconds=seconds, lease=lease
         )
+        if stored and self.options.mmap:
+            mapped = self.lookup(self.read_entry(key))
+            if mapped is not MISSING:
+                return mapped
+        return value
 
     def _forget_in_memory(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.memory is not None:
