@@ -407,3 +407,54 @@ def test_the_public_protocols_subscript_at_run_time_as_in_annotations() -> None:
     hints = typing.get_type_hints(load, localns={"Memoized": Memoized})
     assert hints["return"] == Memoized[[int], str]
     assert MemoDecorator.__doc__
+
+
+MANY_HITS = """
+import sys, time
+from persistmemo import Store, memo
+
+store = Store(sys.argv[1], timeout=1)
+
+@memo(store=store)
+def one(x):
+    return x
+
+@memo(store=store)
+def two(x):
+    return x
+
+@memo(store=store)
+def three(x):
+    return x
+
+for function in (one, two, three):
+    function(1)
+"""
+
+
+def test_hit_counts_at_exit_wait_for_a_locked_store_once_not_once_per_function(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+    import time
+
+    store = str(tmp_path / "store")
+    for _ in range(2):  # computes, then makes the hit-count rows
+        done = subprocess.run([sys.executable, "-c", MANY_HITS, store], capture_output=True)
+        assert done.returncode == 0, done.stderr
+    holder = sqlite3.connect(str(tmp_path / "store" / "cache.db"), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-c", MANY_HITS, store], capture_output=True, text=True
+        )
+        took = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    # One timeout (1 s) for the first count, then the store is bypassed: before, each of
+    # the three functions waited its timeout, and again through diskcache (about 6 s).
+    assert took < 3.5, took
+    assert done.stderr.count("PersistmemoWarning") == 1, done.stderr

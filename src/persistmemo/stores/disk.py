@@ -382,24 +382,32 @@ class Store(StoreLifetime):
         """Add ``hits`` to the hit count the store keeps for ``function`` (one write)."""
         if hits <= 0:
             return
+        if self._bypass_until and time.monotonic() < self._bypass_until:
+            return  # a locked or failing store: counts are for people, not worth a wait
         in_place = self._cache is None and self._reader is not None
         usable = not (self._read_only or self._foreign or self._broken)
-        if in_place and usable and self._add_hits_in_place(STATS_PREFIX + function, hits):
-            return
+        if in_place and usable:
+            added = self._add_hits_in_place(STATS_PREFIX + function, hits)
+            if added is not None:
+                return
         self._with_cache("write failed", lambda c: c.incr(STATS_PREFIX + function, hits), 0)
 
-    def _add_hits_in_place(self, name: str, hits: int) -> bool:
+    def _add_hits_in_place(self, name: str, hits: int) -> bool | None:
         """Add to an existing hit count row with one statement, without diskcache: a
         script that only hits writes its counts at exit, and importing and opening
-        diskcache for that was a fifth of its run. False (diskcache then does it, and
-        reports any fault) when there is no such row yet, or anything fails."""
+        diskcache for that was a fifth of its run. None when there is no such row yet
+        (diskcache then makes it); True when added; False when the store failed (reported
+        once, and bypassed for a while: a locked store costs one timeout at exit, not one
+        per function)."""
         reader = self._reader
         if reader is None:
-            return False
+            return None
         try:  # the reader's connection: a new one would read the schema again (~0.4 ms)
-            return reader.write_once(_ADD_HITS, (hits, time.time(), name, MODE_RAW)) == 1
-        except Exception:
+            changed = reader.write_once(_ADD_HITS, (hits, time.time(), name, MODE_RAW))
+        except Exception as error:
+            self._io_fault("write failed", error)
             return False
+        return True if changed == 1 else None
 
     def recorded_hits(self) -> dict[str, int]:
         """Hit counts per function, as flushed by processes at their exit."""
