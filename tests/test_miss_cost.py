@@ -97,6 +97,25 @@ def test_the_first_misses_of_a_function_are_claimed(store: Store) -> None:
     assert counts == [2] * FAST_MISSES_TRUSTED + [1, 1]
 
 
+def test_lock_always_claims_every_miss(store: Store) -> None:
+    claimed: list[bool] = []
+
+    @memo(store=store, name="cost.always", version="1", ignore=PROBING, lock="always")
+    def always(x: int) -> int:
+        claimed.append(store.lease_holder(always.key(x)) is not None)
+        return x
+
+    store.write("pm2:other:1:0", b"\x01", ttl=None, tag="other")  # opens the writer
+    counts = [transactions_of(store, lambda x=x: always(x)) for x in range(FAST_MISSES_TRUSTED + 3)]
+    assert claimed == [True] * (FAST_MISSES_TRUSTED + 3)
+    assert counts == [2] * (FAST_MISSES_TRUSTED + 3)
+
+
+def test_lock_takes_true_false_or_always_and_names_itself_otherwise() -> None:
+    with pytest.raises(TypeError, match=r"memo\(lock=...\) takes True, False or 'always'"):
+        memo(lock="sometimes")  # type: ignore[arg-type]
+
+
 def test_a_long_miss_makes_the_following_misses_claimed_again(store: Store) -> None:
     claimed: list[bool] = []
 

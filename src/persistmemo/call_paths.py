@@ -177,7 +177,7 @@ class CallPaths(Generic[P, R]):
                     value = self.save(key, value, seconds)
                 return value
 
-            if not self.options.lock or self.lease_not_worth_it(key):
+            if not self.options.lock or self.claim_not_worth_it(key):
                 return await compute()
             value, computed = await compute_once_async(
                 store, key, lambda: self.lookup(self.read_entry(key)), compute
@@ -278,7 +278,7 @@ class CallPaths(Generic[P, R]):
                 value = self.save(key, value, seconds)
             return value
 
-        if not self.options.lock or self.lease_not_worth_it(key):
+        if not self.options.lock or self.claim_not_worth_it(key):
             return compute()
         value, computed = compute_once(
             store, key, lambda: self.lookup(self.read_entry(key)), compute
@@ -308,6 +308,10 @@ class CallPaths(Generic[P, R]):
         seconds = time.perf_counter() - started
         self.fast_misses = self.fast_misses + 1 if seconds < LEASE_WORTH_IT else 0
         return seconds
+
+    def claim_not_worth_it(self, key: str) -> bool:
+        """``lease_not_worth_it``, unless ``memo(lock="always")`` claims every miss."""
+        return self.options.lock is True and self.lease_not_worth_it(key)
 
     def lease_not_worth_it(self, key: str) -> bool:
         """Whether this miss computes without claiming ``key`` (see the module docstring):

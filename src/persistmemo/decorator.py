@@ -27,7 +27,7 @@ StoreOption = StoreBackend | str | os.PathLike[str] | None
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import datetime as dt
-    from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+    from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
     from persistmemo.stores.base import EntryInfo
 
@@ -144,7 +144,7 @@ if TYPE_CHECKING:  # memo's two forms, for type checkers
         include_globals: bool = True,
         packages: Iterable[str] | bool = (),
         files: Iterable[str] = (),
-        lock: bool = True,
+        lock: bool | Literal["always"] = True,
         memory: int | None = None,
         mmap: bool = False,
     ) -> MemoDecorator: ...
@@ -163,7 +163,7 @@ def memo(
     include_globals: bool = True,
     packages: Iterable[str] | bool = (),
     files: Iterable[str] = (),
-    lock: bool = True,
+    lock: bool | Literal["always"] = True,
     memory: int | None = None,
     mmap: bool = False,
 ) -> Any:
@@ -190,8 +190,12 @@ def memo(
     - ``name``: the function's identity in the store; default ``module.qualname``, with a
       script's ``__main__`` named after its file, so running and importing it agree.
     - ``lock``: when callers in several threads or processes miss the same key at once, one
-      computes and the others wait for its result (default). ``lock=False`` lets each
-      compute, for cheap functions where waiting costs more than computing.
+      computes and the others wait for its result (default). The claim costs a write, so
+      once this process has seen a function's last 3 misses each compute in under 10 ms,
+      its misses skip it unless another caller is computing the key: two callers missing
+      the same new key at the same moment may then both compute it.
+      ``lock="always"`` claims every miss (for functions with side effects, or whose cost
+      varies by argument); ``lock=False`` never claims, for cheap functions.
     - ``memory``: also keep the N most recent results in this process's memory, for hot
       loops (see persistmemo.memory: TTL holds, this process's invalidations are seen,
       other processes' are not until the entry expires).

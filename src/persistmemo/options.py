@@ -55,7 +55,7 @@ class MemoOptions:
     include_globals: bool
     packages: tuple[str, ...] | bool
     files: tuple[str, ...]
-    lock: bool
+    lock: bool | str
     memory: int | None
     mmap: bool
 
@@ -71,7 +71,7 @@ class MemoOptions:
         include_globals: bool,
         packages: tuple[str, ...] | bool,
         files: tuple[str, ...],
-        lock: bool,
+        lock: bool | str,
         memory: int | None,
         mmap: bool = False,
     ) -> None:
@@ -105,7 +105,7 @@ class MemoOptions:
         include_globals: bool,
         packages: object = (),
         files: object = (),
-        lock: bool,
+        lock: bool | str,
         memory: int | None,
         mmap: bool = False,
     ) -> MemoOptions:
@@ -120,7 +120,7 @@ class MemoOptions:
             include_globals=_check_flag("include_globals", include_globals),
             packages=_check_packages(packages),
             files=_check_files(files, key),
-            lock=_check_flag("lock", lock),
+            lock=_check_lock(lock),
             memory=memory,
             mmap=_check_flag("mmap", mmap),
         )
@@ -194,6 +194,12 @@ def _check_files(files: object, key: object) -> tuple[str, ...]:
     if names and key is not None:
         raise TypeError("memo() takes key= or files=, not both: key= decides what is keyed")
     return names
+
+
+def _check_lock(lock: object) -> bool | str:
+    if lock == "always" or isinstance(lock, bool):
+        return lock
+    raise TypeError(f"memo(lock=...) takes True, False or 'always'; got {lock!r}")
 
 
 def _check_flag(option: str, value: object) -> bool:
