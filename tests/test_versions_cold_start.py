@@ -187,6 +187,49 @@ def test_a_value_computed_at_run_time_gives_its_own_version(
     assert project.run() == {**before, "derived": False}  # the first one is still remembered
 
 
+MUTABLES = """
+import os
+from persistmemo import memo
+
+def one(x):
+    return x + 1
+
+def two(x):
+    return x + 2
+
+class Table:
+    weights = [int(os.environ.get("WEIGHT", "2"))]
+    steps = {"first": two if os.environ.get("STEP") else one}
+
+def offset(x, opts={"by": int(os.environ.get("BY", "1"))}):
+    return x + opts["by"]
+
+@memo
+def compute(x):
+    return offset(Table.steps["first"](x) * Table.weights[0])
+"""
+
+MUTABLE_VALUES = {
+    "a class attribute list": "WEIGHT",
+    "a class attribute dispatch table": "STEP",
+    "a helper's mutable default": "BY",
+}
+
+
+@pytest.mark.parametrize("variable", MUTABLE_VALUES.values(), ids=MUTABLE_VALUES.keys())
+def test_a_mutable_value_set_at_import_gives_its_own_version_and_a_warm_start(
+    project: Project, variable: str
+) -> None:
+    project.write("main.py", MUTABLES)
+    before = project.run()
+    assert project.run() == {**before, "derived": False}
+    after = project.run(**{variable: "5"})
+    assert after["value"] != before["value"]
+    assert after["version"] == project.fresh_version(**{variable: "5"})
+    assert project.run(**{variable: "5"}) == {**after, "derived": False}
+    assert project.run() == {**before, "derived": False}
+
+
 CHOSEN = """
 import os
 from persistmemo import memo

@@ -253,3 +253,34 @@ def test_a_class_run_with_exec_under_its_modules_name_is_versioned_by_the_code_i
     )
     assert _result(tmp_path, exec_variant) == ["10"]
     assert _result(tmp_path, OLD_FILES + "import tool; print(tool.f(3))") == ["9"]
+
+
+DISPATCH = """
+import os
+from persistmemo import memo
+
+def one(x):
+    return x + 1
+
+def two(x):
+    return x + 2
+
+class Handlers:
+    table = {"a": one}
+if os.environ.get("H") == "two":
+    Handlers.table["a"] = two        # a dispatch table filled at import
+
+@memo
+def handle(x):
+    return Handlers.table["a"](x)
+"""
+
+
+def test_a_class_attribute_dispatch_table_filled_at_import_is_in_the_version(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "dispatch.py").write_text(DISPATCH)
+    code = OLD_FILES + "import dispatch; print(dispatch.handle(10))"
+    assert _result(tmp_path, code) == ["11"]
+    assert _result(tmp_path, code, H="two") == ["12"]
+    assert _result(tmp_path, code) == ["11"]

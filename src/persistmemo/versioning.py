@@ -735,8 +735,18 @@ def _names(code: types.CodeType) -> frozenset[str]:
 
 def _running_state(value: object) -> bytes | None:
     """Bytes that describe ``value`` as this process holds it, without its source: an
-    instance's attributes when they have a key encoding, else a repr that names no address
-    (``re.compile('a+')``, ``range(0, 2)``). None when neither does."""
+    instance's attributes when they have a key encoding; a container of such values and
+    functions or classes (``{"a": handle_a}``), the code by its name (followed as a helper
+    by the caller); else a repr that names no address (``re.compile('a+')``,
+    ``range(0, 2)``). None when none does."""
+    if isinstance(value, _CONTAINERS):
+        try:
+            seen = [0]
+            structure = _structure(value, 0, seen)
+            if seen[0] <= 900:  # every function in it followed (_contained's limit)
+                return encode(["structure", structure])
+        except (_Opaque, UnsupportedType, TypeError, ValueError, RecursionError):
+            pass
     state = getattr(value, "__dict__", None)
     if isinstance(state, dict) and state and not isinstance(value, (type, types.ModuleType)):
         try:
@@ -750,6 +760,42 @@ def _running_state(value: object) -> bytes | None:
     if " at 0x" in text or len(text) > 100_000:
         return None
     return encode(["repr", type(value).__qualname__, text])
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+class _Opaque(Exception):
+    """A value inside a container that neither the key encoding nor a name describes."""
+
+
+def _structure(value: object, depth: int, seen: list[int]) -> object:
+    # Encodable values as themselves, code by its qualified name, containers item by item
+    # (a set's items sorted by their encoding: its order varies between processes). Code
+    # only where the caller follows it (_contained: two levels, a thousand items at most),
+    # so that a function named here is also versioned by what it does.
+    if depth > 8:
+        raise _Opaque
+    if 0 < depth <= 2:
+        seen[0] += 1
+    if _is_code(value):
+        if depth > 2:
+            raise _Opaque
+        return ["code", _qualified(value).partition(":")[2]]  # no module, as in version()
+    if isinstance(value, dict):
+        pairs = [
+            [_structure(k, depth + 1, seen), _structure(v, depth + 1, seen)]
+            for k, v in value.items()
+        ]
+        return ["dict", pairs]
+    if isinstance(value, (set, frozenset)):
+        items = sorted(encode(_structure(item, depth + 1, seen)) for item in value)
+        return [type(value).__name__, items]
+    if isinstance(value, (list, tuple)):
+        return [type(value).__name__, [_structure(item, depth + 1, seen) for item in value]]
+    if not _encodable(value):
+        raise _Opaque  # a partial, an instance: described otherwise, or not at all
+    return value
 
 
 def _defining_modules(module: str, name: str, value: object) -> list[types.ModuleType]:
