@@ -45,3 +45,26 @@ def test_old_format_entries_are_counted_listed_and_cleared(store: Store) -> None
     assert {entry.key for entry in store.entries()} == {other}
     assert store.clear() == 1
     assert len(store) == 0
+
+
+def test_results_are_stored_without_a_tag_and_cleared_by_their_keys(store: Store) -> None:
+    import sqlite3
+
+    @memo(store=store, name="app.load")
+    def load(x: int) -> int:
+        return x
+
+    @memo(store=store, name="app.load:v2")  # a name that extends the other past a ':'
+    def load_v2(x: int) -> int:
+        return x
+
+    for x in range(3):
+        load(x)
+        load_v2(x)
+    with sqlite3.connect(store.directory / "cache.db") as connection:
+        tags = connection.execute(
+            "SELECT DISTINCT tag FROM Cache WHERE key LIKE 'pm2:%'"
+        ).fetchall()
+    assert tags == [(None,)]
+    assert load.cache_clear() == 3
+    assert sorted(entry.function for entry in store.entries()) == ["app.load:v2"] * 3

@@ -18,6 +18,7 @@ from persistmemo.faults import FaultReporter
 from persistmemo.integrity import (
     secret_from_text,
 )
+from persistmemo.keys import identity_of, is_result_key
 from persistmemo.out_of_band import OutOfBand
 from persistmemo.stores import disk_opening as opening
 from persistmemo.stores.base import (
@@ -254,12 +255,15 @@ class Store(StoreLifetime):
         if self._reader is None:
             self._await(self._reader_ready, self._open)  # the sealer is the opened store's
         sealed = self._sealer.seal(key, encoded, seconds)
+        # A result's key names its function: a tag would store the name a third time (the
+        # row and two indexes) for nothing. Bookkeeping records keep theirs.
+        stored_tag = None if is_result_key(key) else tag
 
         def store(cache: Any) -> bool:
             if lease is None:
-                return bool(cache.set(key, sealed, expire=ttl, tag=tag))
+                return bool(cache.set(key, sealed, expire=ttl, tag=stored_tag))
             with cache.transact():
-                stored = bool(cache.set(key, sealed, expire=ttl, tag=tag))
+                stored = bool(cache.set(key, sealed, expire=ttl, tag=stored_tag))
                 self._engine.delete_if_value(cache, LEASE_PREFIX + key, lease.token)
             lease.released = True
             return stored
@@ -278,12 +282,20 @@ class Store(StoreLifetime):
         )
 
     def delete_tagged(self, tag: str) -> int:
-        """Remove every entry tagged ``tag`` (one function's); returns how many."""
+        """Remove every entry of the function ``tag``; returns how many. Results are found
+        by their keys (which name the function); entries written before ``pm2`` by their
+        tag as well."""
         cache = self._writable_cache()
         if cache is None:
             return 0
         try:
-            return int(cache.evict(tag))
+            removed = int(cache.evict(tag))
+            keys = [key for key in self.iter_keys(tag) if identity_of(key) == tag]
+            for start in range(0, len(keys), READ_MANY_BATCH):
+                with cache.transact():  # one commit per batch, not per entry
+                    batch = keys[start : start + READ_MANY_BATCH]
+                    removed += sum(bool(cache.delete(key)) for key in batch)
+            return removed
         except RecursionError:
             raise  # too deep a stack: locking.py releases the claim once unwound
         except Exception as error:
@@ -467,11 +479,12 @@ class Store(StoreLifetime):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def iter_keys(self) -> Iterator[str]:
-        """Every entry key (leases and hit counts left out), in no particular order."""
+    def iter_keys(self, function: str | None = None) -> Iterator[str]:
+        """Every entry key (leases and hit counts left out), in no particular order; with
+        ``function``, those in its key range (see inspection.iter_keys)."""
         from persistmemo.stores import inspection
 
         try:
-            yield from inspection.iter_keys(self.directory)
+            yield from inspection.iter_keys(self.directory, function)
         except Exception as error:
             self._io_fault("read failed", error)

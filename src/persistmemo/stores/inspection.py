@@ -103,10 +103,12 @@ def iter_entries(directory: Path, function: str | None = None) -> Iterator[Entry
                     yield entry
 
 
-def iter_keys(directory: Path) -> Iterator[str]:
-    """Every entry key of the store in ``directory`` (leases and hit counts left out)."""
+def iter_keys(directory: Path, function: str | None = None) -> Iterator[str]:
+    """Every entry key of the store in ``directory`` (leases and hit counts left out); with
+    ``function``, the keys that begin with its name (check each key's identity: a function
+    whose name extends it past a ':' shares the range)."""
     with _reading(directory) as connection:
-        for low, high in result_key_ranges():
+        for low, high in result_key_ranges(function):
             rows = connection.execute(
                 "SELECT key FROM Cache WHERE raw = 1 AND key >= ? AND key < ?", (low, high)
             )
