@@ -15,7 +15,6 @@ source only then (or when a stamp proves the file unchanged since import).
 from __future__ import annotations
 
 import ast
-import hashlib
 import importlib.util
 import linecache
 import threading
@@ -23,6 +22,11 @@ import types
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+try:
+    from _blake2 import blake2b  # hashlib's own, without loading OpenSSL
+except ImportError:  # an interpreter without the module: hashlib's
+    from hashlib import blake2b
 
 from persistmemo.keys import UnsupportedType, encode
 from persistmemo.source_stamps import FileStat, file_stat
@@ -86,7 +90,7 @@ class SourceIndex:
         """The whole file's normalized tree, digested (computed once per index)."""
         with _lock:
             if self._tree_digest is None:
-                self._tree_digest = hashlib.blake2b(
+                self._tree_digest = blake2b(
                     _normalized_dump(self.tree, drop_decorators=False), digest_size=16
                 ).digest()
             return self._tree_digest

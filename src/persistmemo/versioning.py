@@ -36,13 +36,17 @@ is a version of its own: asserts and ``if __debug__:`` blocks are not in its cod
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
+
+try:
+    from _blake2 import blake2b  # hashlib's own, without loading OpenSSL (~3 ms at start)
+except ImportError:  # an interpreter without the module: hashlib's
+    from hashlib import blake2b
 
 from persistmemo.keys import UnsupportedType, encode
 from persistmemo.source_stamps import (
@@ -187,7 +191,7 @@ class _VersionBasis:
             # only drops docstrings), for every function, since telling which code reads
             # __debug__ would mean reading every helper's bytecode.
             canonical.append(["optimize", sys.flags.optimize])
-        return hashlib.blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
+        return blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
 
     def fingerprint(self) -> str:
         own = os.path.dirname(os.path.abspath(__file__))
@@ -202,7 +206,7 @@ class _VersionBasis:
             sorted([key, entry["digest"]] for key, entry in self.constants.items()),
             sorted([path, list(stat)] for path, stat in self.files.items()),
         ]
-        return hashlib.blake2b(encode(canonical), digest_size=16).hexdigest()
+        return blake2b(encode(canonical), digest_size=16).hexdigest()
 
     def _by_stat(self, path: str) -> None:
         """Take ``path`` by its stat (light walk): it must hold the code this process runs."""
@@ -1004,7 +1008,7 @@ def _qualified(value: object) -> str:
 
 
 def _digest(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=VERSION_DIGEST_SIZE).hexdigest()
+    return blake2b(data, digest_size=VERSION_DIGEST_SIZE).hexdigest()
 
 
 def _entry(
@@ -1037,9 +1041,21 @@ def _origin_of_path(path: str) -> str:
     parts = set(normalized.split(os.sep))
     if "site-packages" in parts or "dist-packages" in parts:
         return _LIBRARY
+    if not normalized.startswith(_install_roots()):
+        return _USER  # outside every installation: no need for sysconfig's paths (~3 ms)
     if any(normalized.startswith(prefix) for prefix in _library_prefixes()):
         return _LIBRARY
     return _USER
+
+
+@functools.lru_cache(maxsize=1)
+def _install_roots() -> tuple[str, ...]:
+    """The directories every library directory lies under: the prefixes and the user base."""
+    import site
+
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    roots.add(getattr(site, "getuserbase", lambda: "")() or "")
+    return tuple(os.path.normcase(os.path.abspath(root)) + os.sep for root in roots if root)
 
 
 @functools.lru_cache(maxsize=1)

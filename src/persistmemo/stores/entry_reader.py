@@ -288,6 +288,13 @@ def file_uri(path: str) -> str:
     return "file://" + "".join(chr(b) if b in _URI_SAFE else f"%{b:02X}" for b in encoded)
 
 
+# This process's id, kept current across forks: os.getpid() is a system call, and the hit
+# path asks on every read whether its connection was made in this process.
+_process_id = [os.getpid()]
+if hasattr(os, "register_at_fork"):  # no fork on Windows
+    os.register_at_fork(after_in_child=lambda: _process_id.__setitem__(0, os.getpid()))
+
+
 class _ThreadConnection:
     """One thread's connection; closed when the thread ends (its thread-local dies)."""
 
@@ -339,7 +346,7 @@ class EntryReader:
         area was hashed while it was read, that hash; or None. ``mapped``: see
         ``read_value_file``."""
         held = getattr(self._local, "held", None)
-        if held is None or held.pid != os.getpid() or self._mode == "immutable":
+        if held is None or held.pid != _process_id[0] or self._mode == "immutable":
             held = self._held()
         # fetchall, not fetchone: it runs the statement to its end, which ends the read
         # transaction; a statement left open would keep SQLite from checkpointing the WAL.
@@ -370,7 +377,7 @@ class EntryReader:
         """``read`` for many keys in one query: what was found, by key (a damaged entry's
         value is the CorruptEntry to report). At most SQLite's variable limit per call."""
         held = getattr(self._local, "held", None)
-        if held is None or held.pid != os.getpid() or self._mode == "immutable":
+        if held is None or held.pid != _process_id[0] or self._mode == "immutable":
             held = self._held()
         marks = ",".join("?" * len(keys))
         rows = held.cursor.execute(
