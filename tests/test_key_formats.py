@@ -9,6 +9,7 @@ from __future__ import annotations
 from persistmemo import Store, memo
 from persistmemo.codec import encode_value
 from persistmemo.keys import KEY_FORMAT
+from persistmemo.stores.base import MISSING
 
 
 def test_keys_are_pm2_with_a_128_bit_digest(store: Store) -> None:
@@ -68,3 +69,29 @@ def test_results_are_stored_without_a_tag_and_cleared_by_their_keys(store: Store
     assert tags == [(None,)]
     assert load.cache_clear() == 3
     assert sorted(entry.function for entry in store.entries()) == ["app.load:v2"] * 3
+
+
+def test_cache_clear_removes_expired_entries_too(store: Store) -> None:
+    import time
+
+    @memo(store=store, name="app.brief", ttl=0.05)
+    def brief(x: int) -> int:
+        return x
+
+    for x in range(3):
+        brief(x)
+    time.sleep(0.1)
+    assert len(store) == 3  # expired, not yet removed
+    assert brief.cache_clear() == 3
+    assert len(store) == 0
+
+
+def test_a_function_named_like_bookkeeping_clears_only_its_own_entries(store: Store) -> None:
+    @memo(store=store, name="pm-file")
+    def odd(x: int) -> int:
+        return x
+
+    store.write("pm-file:fingerprint", encode_value(1), ttl=None, tag="pm-file")
+    odd(1)
+    assert odd.cache_clear() == 1
+    assert store.read("pm-file:fingerprint") is not MISSING

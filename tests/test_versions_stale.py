@@ -284,3 +284,25 @@ def test_a_class_attribute_dispatch_table_filled_at_import_is_in_the_version(
     assert _result(tmp_path, code) == ["11"]
     assert _result(tmp_path, code, H="two") == ["12"]
     assert _result(tmp_path, code) == ["11"]
+
+
+def test_decorating_does_not_run_or_fail_on_a_lazily_loaded_module(tmp_path: Path) -> None:
+    (tmp_path / "heavy.py").write_text("print('heavy ran')\nraise ImportError('deferred')\n")
+    code = f"""
+        import importlib.util, sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        spec = importlib.util.find_spec("heavy")
+        loader = importlib.util.LazyLoader(spec.loader)
+        spec.loader = loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["heavy"] = module
+        loader.exec_module(module)
+        from persistmemo import Store, memo
+
+        @memo(store=Store({str(tmp_path / "store")!r}))
+        def f(x):
+            return x + 1
+
+        print(f(1))
+    """
+    assert run_python(code).stdout.split() == ["2"]

@@ -111,8 +111,15 @@ def stamp_loaded_modules(importing: str | None = None) -> None:
     _seen_modules.update(new)
     standard_library = _standard_library()
     for name in new:
-        module = modules.get(name)
-        path = getattr(module, "__file__", None)
+        # A module's own namespace, read past any __getattribute__ of its class: a lazily
+        # loaded module (importlib.util.LazyLoader) or a proxy must not be run, or fail,
+        # because a function was decorated.
+        try:
+            namespace = object.__getattribute__(modules.get(name), "__dict__")
+            path = namespace.get("__file__")
+            spec = namespace.get("__spec__")
+        except Exception:
+            continue
         # The standard library's and installed packages' files are never versioned by
         # source: not stamped (a cheap test by prefix; what slips through costs one stat).
         if (
@@ -124,8 +131,10 @@ def stamp_loaded_modules(importing: str | None = None) -> None:
             continue
         stat = file_stat(path)
         if stat is not None:
-            spec = getattr(module, "__spec__", None)
-            initializing = bool(getattr(spec, "_initializing", False))
+            try:
+                initializing = bool(getattr(spec, "_initializing", False))
+            except Exception:
+                initializing = False
             _record(path, stat, at_import=initializing or name in within)
 
 

@@ -289,12 +289,15 @@ class Store(StoreLifetime):
         if cache is None:
             return 0
         try:
-            removed = int(cache.evict(tag))
+            # pm1 entries carry their function's name as a tag; the store's bookkeeping
+            # records carry "pm-..." tags, which no function's clear may reach.
+            removed = 0 if tag.startswith("pm-") else int(cache.evict(tag))
             keys = [key for key in self.iter_keys(tag) if identity_of(key) == tag]
+            delete_any = self._engine.delete_any  # expired entries too, as evict does
             for start in range(0, len(keys), READ_MANY_BATCH):
                 with cache.transact():  # one commit per batch, not per entry
                     batch = keys[start : start + READ_MANY_BATCH]
-                    removed += sum(bool(cache.delete(key)) for key in batch)
+                    removed += sum(delete_any(cache, key) for key in batch)
             return removed
         except RecursionError:
             raise  # too deep a stack: locking.py releases the claim once unwound
