@@ -461,3 +461,15 @@ def test_hit_counts_at_exit_wait_for_a_locked_store_once_not_once_per_function(
     # the three functions waited its timeout, and again through diskcache (about 6 s).
     assert took < 3.5, took
     assert done.stderr.count("PersistmemoWarning") == 1, done.stderr
+
+
+def test_isinstance_of_memoized_says_whether_a_callable_has_the_controls(tmp_path: Path) -> None:
+    from persistmemo import Memoized, Store, memo
+
+    @memo(store=Store(tmp_path / "s"))
+    def double(x: int) -> int:
+        return 2 * x
+
+    assert isinstance(double, Memoized)
+    assert not isinstance(len, Memoized)
+    assert not isinstance(double.__wrapped__, Memoized)

@@ -675,7 +675,8 @@ def _encode_ndarray(value: Any) -> msgpack.ExtType:
         return _ext(EXT_NDARRAY_NPY, [*collector.add(*segment), segment[0]])
     plain = type(value) is _numpy().ndarray and value.dtype.fields is None
     if value.dtype.hasobject or not plain or not _dtype_round_trips(value.dtype):
-        raise _NeedsPickle(f"numpy array of dtype {value.dtype}")
+        metadata = " with dtype metadata" if value.dtype.metadata is not None else ""
+        raise _NeedsPickle(f"numpy array of dtype {value.dtype}{metadata}")
     order = "F" if value.flags.f_contiguous and not value.flags.c_contiguous else "C"
     return _ext(EXT_NDARRAY, [value.dtype.str, list(value.shape), order, value.tobytes(order)])
 

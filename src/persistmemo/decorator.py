@@ -112,11 +112,23 @@ if TYPE_CHECKING:
 
 else:
 
-    class Memoized:
+    class _LooksMemoized(type):
+        """``isinstance(f, Memoized)`` says whether ``f`` has a memoized function's
+        controls, as a runtime-checkable protocol would."""
+
+        def __instancecheck__(cls, instance: object) -> bool:
+            return callable(instance) and all(
+                hasattr(instance, name) for name in _MEMOIZED_CONTROLS
+            )
+
+    _MEMOIZED_CONTROLS = ("__wrapped__", "cache_info", "cache_clear", "invalidate", "key")
+
+    class Memoized(metaclass=_LooksMemoized):
         """A memoized function: called like the original, plus its cache controls.
 
         At run time a plain class (typing is not imported for it); type checkers read the
-        protocol above. ``Memoized[P, R]`` subscripts as a generic alias.
+        protocol above. ``Memoized[P, R]`` subscripts as a generic alias, and
+        ``isinstance(f, Memoized)`` checks for the controls.
         """
 
         __class_getitem__ = classmethod(types.GenericAlias)
