@@ -473,3 +473,32 @@ def test_isinstance_of_memoized_says_whether_a_callable_has_the_controls(tmp_pat
     assert isinstance(double, Memoized)
     assert not isinstance(len, Memoized)
     assert not isinstance(double.__wrapped__, Memoized)
+
+
+FORKED_HITS = """
+import os, sys
+from persistmemo import Store, memo
+
+@memo(store=Store(sys.argv[1]))
+def square(x):
+    return x * x
+
+square(3)
+for _ in range(10):
+    square(3)  # 10 hits, the parent's
+child = os.fork()
+if child == 0:
+    square(3)  # one hit, the child's
+    sys.exit(0)  # a normal exit: the child writes its counts too
+os.waitpid(child, 0)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_records_only_its_own_hits(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    done = subprocess.run([sys.executable, "-c", FORKED_HITS, store], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    from persistmemo import Store
+
+    assert sum(Store(store).recorded_hits().values()) == 11

@@ -573,6 +573,17 @@ def _flush_hits_at_exit() -> None:
             memoized.flush_hits()
 
 
+def _hits_so_far_are_the_parents() -> None:
+    # A forked child inherits the parent's unflushed counts, which the parent will write:
+    # the child writes only the hits it makes itself (they were counted twice).
+    for memoized in list(_memoized_functions):
+        memoized.flushed_hits = memoized.hits
+
+
+if hasattr(os, "register_at_fork"):  # no fork on Windows
+    os.register_at_fork(after_in_child=_hits_so_far_are_the_parents)
+
+
 def _check_map_options(workers: object, progress: object) -> None:
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
