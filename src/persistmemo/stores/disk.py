@@ -185,8 +185,11 @@ class Store(StoreLifetime):
             return MISSING
         if found is None:
             return MISSING
+        data, expires_at, area_check = found
         try:  # unseal_or_report, inlined: every hit passes here
-            return self._sealer.unseal(key, found[0], mapped=mapped, area_check=found[2]), found[1]
+            if area_check is None and not mapped:  # a small entry: no keywords to pass
+                return self._sealer.unseal(key, data), expires_at
+            return self._sealer.unseal(key, data, mapped=mapped, area_check=area_check), expires_at
         except CorruptEntry as error:
             self.report_fault("corrupt entry", error)
             return MISSING
