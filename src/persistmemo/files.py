@@ -44,7 +44,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import decode_value, encode_value
-from persistmemo.hashing_threads import hashing_threads
+from persistmemo.hashing import hashing_threads
 from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing
 
 if TYPE_CHECKING:

@@ -42,22 +42,16 @@ import stat
 import struct
 import threading
 import time
+
+# What hmac.compare_digest is (a constant-time comparison), without hmac, which imports
+# hashlib and so OpenSSL.
+from _operator import _compare_digest as compare_digest
 from collections.abc import Callable
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.faults import FaultReporter
-from persistmemo.hashing_threads import hashing_threads
+from persistmemo.hashing import blake2b, hashing_threads
 from persistmemo.out_of_band import FramedValue, OutOfBand, aligned
-
-try:
-    # hashlib's own blake2b, without hashlib: importing it loads OpenSSL's _hashlib (~3 ms
-    # of a cold start), which nothing on the hit path uses.
-    from _blake2 import blake2b
-except ImportError:  # an interpreter without the builtin module
-    from hashlib import blake2b
-# What hmac.compare_digest is (a constant-time comparison), without hmac, which imports
-# hashlib and so OpenSSL.
-from _operator import _compare_digest as compare_digest
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
 TYPE_CHECKING = False

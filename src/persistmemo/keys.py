@@ -24,12 +24,7 @@ from typing import Any, cast
 
 import msgpack
 
-try:
-    from _blake2 import blake2b  # hashlib's own, without loading OpenSSL (~3 ms at start)
-except ImportError:  # an interpreter without the module: hashlib's
-    from hashlib import blake2b
-
-from persistmemo.hashing_threads import hashing_threads
+from persistmemo.hashing import blake2b, hashing_threads
 from persistmemo.naming import qualified_name
 
 KEY_FORMAT = "pm2"

@@ -23,11 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-try:
-    from _blake2 import blake2b  # hashlib's own, without loading OpenSSL
-except ImportError:  # an interpreter without the module: hashlib's
-    from hashlib import blake2b
-
+from persistmemo.hashing import blake2b
 from persistmemo.keys import UnsupportedType, encode
 from persistmemo.source_stamps import FileStat, file_stat
 

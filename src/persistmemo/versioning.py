@@ -43,11 +43,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-try:
-    from _blake2 import blake2b  # hashlib's own, without loading OpenSSL (~3 ms at start)
-except ImportError:  # an interpreter without the module: hashlib's
-    from hashlib import blake2b
-
+from persistmemo.hashing import blake2b
 from persistmemo.keys import UnsupportedType, encode
 from persistmemo.source_stamps import (
     DefinitionStamp,

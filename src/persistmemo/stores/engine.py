@@ -21,7 +21,12 @@ from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import OUT_OF_BAND_HEADER_SIZE, SealedParts
-from persistmemo.stores.entry_reader import close_with_thread, read_value_file, remove_value_file
+from persistmemo.stores.entry_reader import (
+    close_with_thread,
+    process_id,
+    read_value_file,
+    remove_value_file,
+)
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_PICKLE, MODE_RAW
 
 if TYPE_CHECKING:
@@ -118,11 +123,6 @@ def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedPart
 _HASH_WHILE_WRITING_FROM = 16 << 20
 
 
-_process_id = [os.getpid()]
-if hasattr(os, "register_at_fork"):  # no fork on Windows
-    os.register_at_fork(after_in_child=lambda: _process_id.__setitem__(0, os.getpid()))
-
-
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
     """diskcache's Cache whose write transactions a fork waits for, and which takes its
     SQLite pragmas from the store, never from the Settings table.
@@ -157,7 +157,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
         # thread's connection, made in this process) is one attribute read and a compare.
         local = self._local
         connection = getattr(local, "con", None)
-        if connection is not None and getattr(local, "pid", None) == _process_id[0]:
+        if connection is not None and getattr(local, "pid", None) == process_id[0]:
             return connection
         if getattr(local, "pid", None) != os.getpid():
             self.close()

@@ -39,6 +39,7 @@ import threading
 import weakref
 
 from persistmemo.codec import CorruptEntry
+from persistmemo.integrity import FRAME_OUT_OF_BAND, AreaCheck
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     import queue
     from typing import Any, Literal
 
-    from persistmemo.integrity import AreaCheck, Sealer
+    from persistmemo.integrity import Sealer
 
 _SELECT = (
     "SELECT mode, filename, value, expire_time, size FROM Cache"
@@ -127,7 +128,7 @@ def read_value_file(
                 f"value file {filename!r} holds {info.st_size} bytes, its entry says {size}"
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
-        if mapped and wanted and os.pread(descriptor, 1, 0) == _FRAME_OUT_OF_BAND:
+        if mapped and wanted and os.pread(descriptor, 1, 0) == FRAME_OUT_OF_BAND:
             import mmap  # mmap and queue are for large values only: a cold start skips them
 
             return memoryview(mmap.mmap(descriptor, wanted, access=mmap.ACCESS_READ))
@@ -146,7 +147,6 @@ def read_value_file(
     return data
 
 
-_FRAME_OUT_OF_BAND = b"\x02"  # integrity.FRAME_OUT_OF_BAND (stores read files, never seal)
 _READ_INTO_FROM = 1 << 20
 _PAGE = 4096
 _COPY_OFFSET = 64
@@ -290,9 +290,9 @@ def file_uri(path: str) -> str:
 
 # This process's id, kept current across forks: os.getpid() is a system call, and the hit
 # path asks on every read whether its connection was made in this process.
-_process_id = [os.getpid()]
+process_id = [os.getpid()]
 if hasattr(os, "register_at_fork"):  # no fork on Windows
-    os.register_at_fork(after_in_child=lambda: _process_id.__setitem__(0, os.getpid()))
+    os.register_at_fork(after_in_child=lambda: process_id.__setitem__(0, os.getpid()))
 
 
 class _ThreadConnection:
@@ -346,7 +346,7 @@ class EntryReader:
         area was hashed while it was read, that hash; or None. ``mapped``: see
         ``read_value_file``."""
         held = getattr(self._local, "held", None)
-        if held is None or held.pid != _process_id[0] or self._mode == "immutable":
+        if held is None or held.pid != process_id[0] or self._mode == "immutable":
             held = self._held()
         # fetchall, not fetchone: it runs the statement to its end, which ends the read
         # transaction; a statement left open would keep SQLite from checkpointing the WAL.
@@ -359,8 +359,6 @@ class EntryReader:
         if mode == MODE_BINARY and filename:
             check = None
             if sealer is not None and not mapped and (size or 0) >= _READ_INTO_FROM:
-                from persistmemo.integrity import AreaCheck  # large values only
-
                 check = AreaCheck(sealer, key)
             try:
                 found = read_value_file(
@@ -377,7 +375,7 @@ class EntryReader:
         """``read`` for many keys in one query: what was found, by key (a damaged entry's
         value is the CorruptEntry to report). At most SQLite's variable limit per call."""
         held = getattr(self._local, "held", None)
-        if held is None or held.pid != _process_id[0] or self._mode == "immutable":
+        if held is None or held.pid != process_id[0] or self._mode == "immutable":
             held = self._held()
         marks = ",".join("?" * len(keys))
         rows = held.cursor.execute(

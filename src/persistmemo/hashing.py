@@ -1,4 +1,10 @@
-"""How many threads a BLAKE3 hash may use: all cores, except in a forked child.
+"""The hashes persistmemo uses, as cheaply loaded and run as they can be.
+
+``blake2b`` is hashlib's own, taken from its builtin module: importing hashlib loads
+OpenSSL's ``_hashlib`` (~3 ms of a cold start), which nothing on the hit path uses.
+
+``hashing_threads`` says how many threads a BLAKE3 hash may use: all cores, except in a
+forked child.
 
 blake3 hashes large inputs on a thread pool of its own (Rust's rayon). A fork copies only the
 forking thread, so in a child forked after the parent hashed anything large (a
@@ -11,6 +17,13 @@ afresh, uses every core.
 from __future__ import annotations
 
 import os
+
+try:
+    from _blake2 import blake2b
+except ImportError:  # an interpreter without the builtin module: hashlib's
+    from hashlib import blake2b
+
+__all__ = ["MULTITHREADED_FROM", "blake2b", "hashing_threads"]
 
 _forked = [False]
 
