@@ -274,9 +274,10 @@ def rerun_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     environment["XDG_CONFIG_HOME"] = str(home / "config")
     script = home / "script.py"
     script.write_text(RERUN)
-    # A script written less than 2 s before it runs cannot be vouched for by its stat (it
-    # is derived afresh each run): wait until it is a script re-run as users re-run them.
-    time.sleep(2.1)
+    # A script written less than 2 s before its process started cannot be vouched for by its
+    # stat (it is derived afresh each run), and the start is known to the whole second of the
+    # kernel's boot time: wait until it is a script re-run as users re-run them.
+    time.sleep(3.1)
     outputs = []
     # The first run computes, the second makes the hit count's row: the third only hits.
     for _ in range(3):

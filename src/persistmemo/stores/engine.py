@@ -21,6 +21,7 @@ from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import OUT_OF_BAND_HEADER_SIZE, SealedParts
+from persistmemo.stores import connections
 from persistmemo.stores.entry_reader import (
     close_with_thread,
     process_id,
@@ -164,7 +165,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
             local.pid = os.getpid()
         connection = getattr(local, "con", None)
         if connection is None:
-            connection = local.con = sqlite3.connect(
+            connection = local.con = connections.connect(
                 os.path.join(self._directory, DBNAME),
                 timeout=self._timeout,
                 isolation_level=None,
@@ -173,6 +174,12 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
                 self.reset(key, value, update=False)
         close_with_thread(local, connection)  # not when the garbage collector runs
         return connection
+
+    def close(self) -> None:
+        connection = getattr(self._local, "con", None)
+        super().close()
+        if connection is not None:
+            connections.close(connection)
 
     @contextmanager
     def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
@@ -223,11 +230,11 @@ def settings_problem(directory: Path, settings: dict[str, Any], timeout: float) 
     if not database.exists():
         return None
     try:
-        connection = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        connection = connections.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=timeout)
         try:
             rows = connection.execute("SELECT key, value FROM Settings").fetchall()
         finally:
-            connection.close()
+            connections.close(connection)
     except sqlite3.Error:
         return None  # no table yet, or not a database: diskcache's opening deals with it
     pragmas = store_pragmas(settings)
@@ -276,7 +283,7 @@ def reset_settings(directory: Path, settings: dict[str, Any], timeout: float) ->
     """Rewrite the Settings table of the store in ``directory`` with sane values only: the
     store's own, diskcache's defaults where a value is wrong, and the counts recounted."""
     pragmas = store_pragmas(settings)
-    connection = sqlite3.connect(directory / DBNAME, timeout=timeout, isolation_level=None)
+    connection = connections.connect(directory / DBNAME, timeout=timeout, isolation_level=None)
     try:
         connection.execute("BEGIN IMMEDIATE")
         current = dict(connection.execute("SELECT key, value FROM Settings").fetchall())
@@ -293,7 +300,7 @@ def reset_settings(directory: Path, settings: dict[str, Any], timeout: float) ->
         connection.executemany("INSERT INTO Settings VALUES (?, ?)", wanted.items())
         connection.execute("COMMIT")
     finally:
-        connection.close()
+        connections.close(connection)
 
 
 def delete_if_value(cache: diskcache.Cache, key: str, value: str) -> None:

@@ -29,7 +29,6 @@ which the connection is query-only again. How the database is opened:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import sqlite3
@@ -40,6 +39,7 @@ import weakref
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import FRAME_OUT_OF_BAND, AreaCheck
+from persistmemo.stores import connections
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
@@ -307,15 +307,8 @@ class _ThreadConnection:
         self.signature = signature
         # The finalizer holds the connection, not this holder: when the thread's locals are
         # dropped at its end, the holder dies and the connection is closed with it.
-        closer = weakref.finalize(self, _close_quietly, connection, self.pid)
+        closer = weakref.finalize(self, connections.close, connection)
         closer.atexit = False  # at exit, hit counts are still to be written (decorator.py)
-
-
-def _close_quietly(connection: sqlite3.Connection, pid: int) -> None:
-    if pid != os.getpid():
-        return  # a fork's copy: closing would touch the parent's locks
-    with contextlib.suppress(sqlite3.Error):
-        connection.close()
 
 
 class EntryReader:
@@ -452,7 +445,7 @@ class EntryReader:
             # The database changed under an immutable reader (another mount wrote it): its
             # pages may be stale, so it reopens, and reads the log if one appeared.
             self._local.held = None
-            _close_quietly(held.connection, held.pid)
+            connections.close(held.connection)
         if self._mode == "immutable" and os.path.exists(self._wal):
             self._mode = "ro"
         return self._connect()
@@ -464,23 +457,19 @@ class EntryReader:
     def _connect(self) -> _ThreadConnection:
         signature = None
         if self._mode == "normal":
-            connection = sqlite3.connect(
-                self._database,
-                timeout=self._timeout,
-                isolation_level=None,
-                check_same_thread=False,  # used by its thread only; closed by a finalizer
+            connection = connections.connect(
+                self._database, timeout=self._timeout, isolation_level=None
             )
             connection.execute("PRAGMA query_only = 1")
         else:
             if self._mode == "immutable":
                 signature = self._signature()
             query = "immutable=1" if self._mode == "immutable" else "mode=ro"
-            connection = sqlite3.connect(
+            connection = connections.connect(
                 f"{file_uri(self._database)}?{query}",
                 uri=True,
                 timeout=self._timeout,
                 isolation_level=None,
-                check_same_thread=False,
             )
         held = self._local.held = _ThreadConnection(connection, signature)
         return held
@@ -490,4 +479,4 @@ class EntryReader:
         held = getattr(self._local, "held", None)
         if held is not None:
             self._local.held = None
-            _close_quietly(held.connection, held.pid)
+            connections.close(held.connection)

@@ -20,12 +20,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import HEADER_READ, Sealer, compute_seconds
 from persistmemo.keys import result_key_ranges
+from persistmemo.stores import connections
 from persistmemo.stores.base import (
     CheckReport,
     EntryInfo,
@@ -56,15 +57,18 @@ def _connect(directory: Path) -> sqlite3.Connection:
     database = directory / DBNAME
     if not database.exists():
         raise FileNotFoundError(f"no persistmemo store at {directory} ({DBNAME} is missing)")
-    return sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
+    return connections.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
 
 
 @contextmanager
 def _reading(directory: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection; a database that cannot be read raises StoreUnreadable."""
     try:
-        with closing(_connect(directory)) as connection:
+        connection = _connect(directory)
+        try:
             yield connection
+        finally:
+            connections.close(connection)
     except sqlite3.DatabaseError as error:
         raise StoreUnreadable(
             f"{directory / DBNAME} cannot be read ({error}): run `persistmemo check` "
