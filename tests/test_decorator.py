@@ -58,7 +58,8 @@ def test_none_results_are_cached(store: Store) -> None:
 def test_exceptions_are_not_cached(store: Store) -> None:
     attempts = []
 
-    @memo(store=store)
+    # attempts is read back (len), so it would be keyed: ignore= declares it state.
+    @memo(store=store, ignore=["attempts"])
     def flaky(x: int) -> int:
         attempts.append(x)
         if len(attempts) == 1:
@@ -160,7 +161,7 @@ def test_async_functions_store_the_awaited_result(store: Store) -> None:
 def test_async_exceptions_are_not_cached(store: Store) -> None:
     attempts = []
 
-    @memo(store=store)
+    @memo(store=store, ignore=["attempts"])  # read back (len): state declared, not keyed
     async def flaky() -> int:
         attempts.append(1)
         if len(attempts) == 1:
@@ -262,7 +263,7 @@ def test_staticmethods_and_classmethods(store: Store) -> None:
 def test_ttl_expires_entries(store: Store) -> None:
     calls = []
 
-    @memo(store=store, ttl=dt.timedelta(seconds=0.3))
+    @memo(store=store, ttl=dt.timedelta(seconds=0.3), ignore=["calls"])
     def now(x: int) -> int:
         calls.append(x)
         return len(calls)

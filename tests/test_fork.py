@@ -181,10 +181,13 @@ def test_a_childs_results_survive_its_parent_exiting_while_others_write(work: Pa
             with open("child.pid", "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(0.3)                 # the parent has exited by now
+            deadline = time.monotonic() + 30  # never outlive a failed test for long
             for x in range(1, 7):
                 work.double(x)
                 open(f"child-{x}", "w").close()
                 while not os.path.exists(f"other-{x}"):  # writers take turns
+                    if time.monotonic() > deadline:
+                        os._exit(1)
                     time.sleep(0.01)
             os._exit(0)
         """,
@@ -193,8 +196,10 @@ def test_a_childs_results_survive_its_parent_exiting_while_others_write(work: Pa
         work,
         """
         import os, time, work
+        deadline = time.monotonic() + 30
         for x in range(1, 7):
             while not os.path.exists(f"child-{x}"):
+                assert time.monotonic() < deadline, f"the child did not store {x}"
                 time.sleep(0.01)
             work.double(100 + x)
             open(f"other-{x}", "w").close()

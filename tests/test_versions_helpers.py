@@ -161,26 +161,44 @@ def test_a_global_the_function_assigns_is_state_not_a_constant(project: Path) ->
     )
 
 
-def test_a_module_cache_a_helper_fills_is_state_not_a_constant(project: Path) -> None:
+def test_a_global_a_helper_only_writes_is_state_not_a_constant(project: Path) -> None:
     main = """
-        _CACHE = {}
+        _LOG = {}
         COLUMNS = ["a", "b"]
 
         def lookup(x):
-            if x not in _CACHE:
-                _CACHE[x] = x * 2
-            return _CACHE[x]
+            _LOG[x] = _LOG.get(x, 0) + 1
+            return x * 2
 
         def f(x):
             return lookup(x), COLUMNS
     """
     module = load_package(project, {"main.py": main})
     before = code_version(module.f)
-    module.f(3)  # fills _CACHE, as a program would before the first memoized call
-    module._CACHE["other"] = 1
+    module.f(3)  # fills _LOG, as a program would before the first memoized call
+    module._LOG["other"] = 1
     assert code_version(module.f) == before
     constants = [c["name"] for c in explain_version(module.f)["constants"]]
     assert constants == ["COLUMNS"]  # a list nobody mutates is still a constant
+
+
+def test_a_global_a_helper_reads_and_mutates_is_in_the_version(project: Path) -> None:
+    # What the code reads back can change its result (`OPTS.setdefault("scale", 2)` then
+    # `OPTS["scale"]`): its content at the first call is part of the version, so editing
+    # OPTS = {"scale": 3} is seen; a cache filled differently before the first call costs
+    # a miss, never a stale result.
+    main = """
+        OPTS = {{"scale": {scale}}}
+
+        def scale():
+            OPTS.setdefault("scale", 2)
+            return OPTS["scale"]
+
+        def f(x):
+            return x * scale()
+    """
+    three = code_version(load_package(project, {"main.py": main.format(scale=3)}).f)
+    assert code_version(load_package(project, {"main.py": main.format(scale=2)}).f) != three
 
 
 def test_explain_version_describes_what_went_into_the_version(project: Path) -> None:

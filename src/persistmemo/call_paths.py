@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
+from persistmemo.code_watch import never_changed
 from persistmemo.codec import (
     CorruptEntry,
     UndecodableValue,
@@ -70,6 +71,9 @@ class CallPaths(Generic[P, R]):
     # Consecutive misses of this function, in this process, that computed in under
     # LEASE_WORTH_IT (a class default: each function's count starts at zero).
     fast_misses: int = 0
+    # Whether the code the version was derived from changed since (code_watch.py); set by
+    # prepare() with each derivation.
+    code_changed: Callable[[], bool] = staticmethod(never_changed)
 
     def prepare(self) -> KeyBuilder:
         """Settle what the first call needs (memoized.py)."""
@@ -86,8 +90,11 @@ class CallPaths(Generic[P, R]):
     file_positions: tuple[tuple[int, str], ...]
 
     def inputs_unchanged(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        """Whether the files a call was keyed on still hold what they held (files= only): a
-        result computed while one was edited is returned but not stored under the old key."""
+        """Whether the code and the files a call was keyed on are still what they were: a
+        result computed while the code was reloaded or rebound, or one of its files= was
+        edited, is returned but not stored under the old key (it could be either's)."""
+        if self.code_changed():
+            return False
         if not self.file_positions:
             return True
         try:
@@ -113,7 +120,7 @@ class CallPaths(Generic[P, R]):
             def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
                 # The hit path: key, one read, one decode. Kept flat: every call pays.
                 keys = self.keys
-                if keys is None:
+                if keys is None or self.code_changed():
                     keys = self.prepare()
                 if self.disabled:
                     return func(*args, **kwargs)
@@ -153,7 +160,7 @@ class CallPaths(Generic[P, R]):
 
         async def memoized(*args: P.args, **kwargs: P.kwargs) -> Any:
             keys = self.keys
-            if keys is None:
+            if keys is None or self.code_changed():
                 keys = self.prepare()
             if self.disabled:
                 return await func(*args, **kwargs)
@@ -209,6 +216,8 @@ class CallPaths(Generic[P, R]):
             # The memory tier's hit path: a dict lookup by the argument tuple when it can
             # key directly (see memory.py), before any store key is built. The one-argument
             # test is direct_key's, inlined: it is most calls.
+            if self.code_changed():  # reloaded or rebound: these entries may be stale
+                self.prepare()
             direct: tuple[Any, ...] | None
             if kwargs or not direct_allowed:
                 direct = None
@@ -222,7 +231,7 @@ class CallPaths(Generic[P, R]):
                     self.hits += 1
                     return cast(R, entry[0])
             keys = self.keys
-            if keys is None:
+            if keys is None or self.code_changed():
                 keys = self.prepare()
             if self.disabled:
                 return self.func(*args, **kwargs)

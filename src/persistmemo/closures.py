@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from persistmemo.keys import HOOK_NAME
+from persistmemo.origins import LIBRARY, origin_of_path
 
 # Methods whose call on a captured object changes it (list, dict, set, deque, Counter...).
 MUTATING_METHODS = frozenset(
@@ -121,8 +122,8 @@ def _collect(
 ) -> None:
     code = getattr(func, "__code__", None)
     closure = getattr(func, "__closure__", None)
-    if code is None or not closure:
-        return
+    if code is None or not closure or _library_file(code.co_filename):
+        return  # a library's captured internals: its version is packages='s business
     state = state_variables(func)
     for name, cell in zip(code.co_freevars, closure, strict=True):
         qualified = prefix + name
@@ -168,6 +169,11 @@ def _collect_value(
     # Not checked here: an unsupported value fails when the key is built, and the decorator
     # names the captured variable then (checking here would encode every value twice).
     found[name] = value
+
+
+@functools.lru_cache(maxsize=4096)
+def _library_file(path: str) -> bool:
+    return origin_of_path(path) == LIBRARY
 
 
 def _bound_object(value: object) -> object | None:
@@ -225,34 +231,45 @@ def _state_from_source(func: Any) -> frozenset[str] | None:
 
 
 def mutated_names(tree: Any) -> set[str]:
-    """Names a syntax tree rebinds (``nonlocal``/``global``), mutates or advances.
+    """Names a syntax tree rebinds (``nonlocal``/``global``), mutates or advances, and never
+    reads otherwise: state the code keeps, not input.
 
     Mutation: a method call in MUTATING_METHODS on the name (or on an item or attribute of
     it), an item or attribute assignment, augmented assignment or deletion through it, or
-    ``next(name)``. Shared by the closure rules here and the constants of versioning.py.
+    ``next(name)``. A name the code also reads (``opts.setdefault("k", 2); x * opts["k"]``,
+    ``if x in seen``, ``return total``, a mutating call whose result it uses) is input, read
+    and mutated: it stays in the key or the version. Shared by the closure rules here and
+    the constants of versioning.py.
     """
     import ast
 
     state: set[str] = set()
+    writes_only: set[int] = set()  # Name nodes loaded only to write through them
 
-    def base_name(node: ast.AST) -> str | None:
+    def base(node: ast.AST) -> ast.Name | None:
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
-        return node.id if isinstance(node, ast.Name) else None
+        return node if isinstance(node, ast.Name) else None
+
+    def mutated(node: ast.Name | None, *, result_unused: bool) -> None:
+        if node is not None:
+            state.add(node.id)
+            if result_unused:
+                writes_only.add(id(node))
 
     for node in ast.walk(tree):
         if isinstance(node, (ast.Nonlocal, ast.Global)):
             state.update(node.names)
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Call):
+            callee = node.value.func
+            if isinstance(callee, ast.Attribute) and callee.attr in MUTATING_METHODS:
+                mutated(base(callee.value), result_unused=True)  # `calls.append(x)`
         elif isinstance(node, ast.Call):
             callee = node.func
             if isinstance(callee, ast.Attribute) and callee.attr in MUTATING_METHODS:
-                name = base_name(callee.value)
-                if name:
-                    state.add(name)
+                mutated(base(callee.value), result_unused=False)  # `stack.pop()` read too
             elif isinstance(callee, ast.Name) and callee.id == "next" and node.args:
-                name = base_name(node.args[0])
-                if name:
-                    state.add(name)
+                mutated(base(node.args[0]), result_unused=True)  # an iterator advanced
         elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
             targets: list[ast.expr] = (
                 list(node.targets) if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
@@ -265,10 +282,25 @@ def mutated_names(tree: Any) -> set[str]:
                     targets.append(target.value)
                 elif isinstance(target, (ast.Subscript, ast.Attribute)):
                     # Only the object assigned into: in row[COLS[0]] = x, COLS is only read.
-                    name = base_name(target)
-                    if name:
-                        state.add(name)
-    return state
+                    into = base(target)
+                    mutated(into, result_unused=True)
+                    value = getattr(node, "value", None)
+                    if into is not None and value is not None:
+                        # `totals["n"] = totals.get("n", 0) + 1`: read to update itself, a
+                        # counter's read, not an input
+                        writes_only.update(
+                            id(read)
+                            for read in ast.walk(value)
+                            if isinstance(read, ast.Name) and read.id == into.id
+                        )
+    read = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name)
+        and isinstance(node.ctx, ast.Load)
+        and id(node) not in writes_only
+    }
+    return state - read
 
 
 def _state_from_bytecode(code: types.CodeType) -> frozenset[str]:
@@ -280,28 +312,53 @@ def mutated_names_in_code(code: types.CodeType, loads: tuple[str, ...]) -> set[s
     """``mutated_names`` from bytecode, where there is no source (exec, a REPL).
 
     Rebinding is a STORE/DELETE of the name; a mutation is a mutating method or an attribute
-    store right after one of the ``loads`` of it. Item assignment is not seen this way.
+    store right after one of the ``loads`` of it. Item assignment is not seen this way. Any
+    other load of the name (but the one an augmented assignment makes) is a read: a name
+    read and mutated is input, as in ``mutated_names``.
     """
+    state, read = _mutations_in_code(code, loads)
+    return state - read
+
+
+def _mutations_in_code(code: types.CodeType, loads: tuple[str, ...]) -> tuple[set[str], set[str]]:
     import dis
 
     state: set[str] = set()
+    read: set[str] = set()
     instructions = list(dis.get_instructions(code))
     stores = ("STORE_DEREF", "DELETE_DEREF", "STORE_GLOBAL", "DELETE_GLOBAL")
     for index, instruction in enumerate(instructions):
         if instruction.opname in stores:
             state.add(instruction.argval)
-        elif instruction.opname in loads and index + 1 < len(instructions):
-            following = instructions[index + 1]
-            mutating_call = (
-                following.opname in ("LOAD_ATTR", "LOAD_METHOD")
-                and following.argval in MUTATING_METHODS
+        elif instruction.opname in loads:
+            following = instructions[index + 1 : index + 4]
+            mutating_call = bool(following) and (
+                following[0].opname in ("LOAD_ATTR", "LOAD_METHOD")
+                and following[0].argval in MUTATING_METHODS
             )
-            if mutating_call or following.opname in ("STORE_ATTR", "DELETE_ATTR"):
+            if mutating_call or (
+                following and following[0].opname in ("STORE_ATTR", "DELETE_ATTR")
+            ):
                 state.add(instruction.argval)
+            elif not _augmented(following, instruction.argval, stores):
+                read.add(instruction.argval)
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            state |= mutated_names_in_code(constant, loads)
-    return state
+            nested_state, nested_read = _mutations_in_code(constant, loads)
+            state |= nested_state
+            read |= nested_read
+    return state, read
+
+
+def _augmented(following: list[Any], name: str, stores: tuple[str, ...]) -> bool:
+    """Whether a load of ``name`` is an augmented assignment's (``count += 1``): the value,
+    the in-place operation, then a store of the same name."""
+    return (
+        len(following) == 3
+        and (following[1].opname == "BINARY_OP" or following[1].opname.startswith("INPLACE_"))
+        and following[2].opname in stores
+        and following[2].argval == name
+    )
 
 
 def mutated_attributes(tree: Any) -> set[str]:

@@ -27,6 +27,7 @@ from persistmemo.closures import (
     UnsupportedCapture,
     is_partial,
 )
+from persistmemo.code_watch import never_changed
 from persistmemo.codec import decode_value, encode_value
 from persistmemo.faults import PersistmemoWarning
 from persistmemo.files import MissingInput
@@ -72,74 +73,6 @@ def _defined_interactively(func: Callable[..., Any]) -> bool:
     return code.co_filename.startswith("<") or not os.path.exists(code.co_filename)
 
 
-def _watched_globals(func: Callable[..., Any]) -> tuple[tuple[str, object], ...]:
-    """The globals of ``func``'s namespace that it, and the functions of that namespace it
-    reaches by name, read: as (name, value) now."""
-    namespace = getattr(func, "__globals__", {})
-    seen_code: set[int] = set()
-    found: dict[str, object] = {}
-    pending = [getattr(func, "__code__", None)]
-    while pending and len(found) < _WATCHED_AT_MOST:
-        code = pending.pop()
-        if code is None or id(code) in seen_code:
-            continue
-        seen_code.add(id(code))
-        pending += [c for c in code.co_consts if hasattr(c, "co_names")]
-        for name in code.co_names:
-            if name in namespace and name not in found:
-                value = namespace[name]
-                found[name] = value
-                pending += _codes_in_namespace(value, namespace)
-    return tuple(found.items())
-
-
-def _codes_in_namespace(value: object, namespace: dict[str, Any]) -> list[Any]:
-    """Code objects of the notebook's own functions behind ``value``: the function itself,
-    what it wraps (``functools.wraps``), the functions its closure holds, and a class's
-    methods, whose global names are watched too."""
-    codes: list[Any] = []
-    candidates: list[object] = [value]
-    if isinstance(value, type):
-        candidates += [getattr(item, "__func__", item) for item in vars(value).values()]
-    seen: set[int] = set()
-    while candidates:
-        item = candidates.pop()
-        if id(item) in seen or len(seen) > 64:
-            continue
-        seen.add(id(item))
-        if getattr(item, "__globals__", None) is namespace:
-            codes.append(getattr(item, "__code__", None))
-            for cell in getattr(item, "__closure__", None) or ():
-                with contextlib.suppress(ValueError):
-                    candidates.append(cell.cell_contents)
-        wrapped = getattr(item, "__wrapped__", None)
-        if wrapped is not None:
-            candidates.append(wrapped)
-    return codes
-
-
-def _rechecking(memoized: MemoizedFunction[Any, Any], wrapper: Any) -> Any:
-    """``wrapper``, preceded by a check that the globals the version came from are still the
-    same objects (notebook functions only: one dict lookup per watched name and call)."""
-    if is_async(memoized.func):
-
-        @functools.wraps(wrapper)
-        async def recheck_async(*args: Any, **kwargs: Any) -> Any:
-            if memoized.globals_rebound():
-                memoized.forget_version()
-            return await wrapper(*args, **kwargs)
-
-        return recheck_async
-
-    @functools.wraps(wrapper)
-    def recheck(*args: Any, **kwargs: Any) -> Any:
-        if memoized.globals_rebound():
-            memoized.forget_version()
-        return wrapper(*args, **kwargs)
-
-    return recheck
-
-
 # Versions in the keys of a function that touches no store: never a version of its code.
 _PLACEHOLDER_VERSIONS = frozenset(("disabled", "underived"))
 _HEX_DIGITS = frozenset("0123456789abcdef")
@@ -180,11 +113,6 @@ class MemoizedFunction(CallPaths[P, R]):
         _check_name_collision(self)
         self.memory = None if options.memory is None else MemoryTier(options.memory)
         self.wrapper = self._async_wrapper() if is_async(func) else self._sync_wrapper()
-        # In a notebook the version must follow cells re-run after the first call: the
-        # globals it was derived from are watched (see _watch_notebook_globals).
-        self.watched: tuple[tuple[str, object], ...] | None = None
-        if _defined_interactively(self.code):
-            self.wrapper = _rechecking(self, self.wrapper)
         if is_partial(func):
             self.wrapper.__qualname__ = self.wrapper.__name__ = self.code.__qualname__
             self.wrapper.__module__ = self.code.__module__
@@ -213,14 +141,15 @@ class MemoizedFunction(CallPaths[P, R]):
         """Settle what the first call needs: the switch, the version, the key prefix."""
         self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
         version = self.options.version
+        if self.keys is not None and self.memory is not None:
+            self.memory.clear()  # derived again: what the old code computed is not served
+        self.code_changed = never_changed
         if version is None and self.disabled:
             version = "disabled"  # no store is touched: the version would serve nothing
         elif version is None:
             version = self._derived_version()
         self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
         self.keys = KeyBuilder(self.identity, version)
-        if _defined_interactively(self.code):
-            self.watched = _watched_globals(self.code)
         return self.keys
 
     def _store_directories(self) -> frozenset[str]:
@@ -258,27 +187,12 @@ class MemoizedFunction(CallPaths[P, R]):
         return tuple((kept.index(name), name) for name in files)
 
     def keys_now(self) -> KeyBuilder:
-        """The key builder, prepared; for a notebook function, derived again first if a cell
-        rebound a global its version came from (the controls see what a call would)."""
-        if self.watched is not None and self.globals_rebound():
-            self.forget_version()
-        return self.keys or self.prepare()
-
-    def forget_version(self) -> None:
-        """Derive the version again at the next call (the memory tier starts afresh)."""
-        self.keys = None
-        self.watched = None
-        if self.memory is not None:
-            self.memory.clear()
-
-    def globals_rebound(self) -> bool:
-        """Whether a global the version was derived from was rebound since (a notebook cell
-        re-run): then the version is derived again, and the memory tier forgotten."""
-        watched = self.watched
-        if watched is None:
-            return False
-        namespace = getattr(self.code, "__globals__", {})
-        return any(namespace.get(name, _ABSENT) is not value for name, value in watched)
+        """The key builder, prepared, and derived again first if the code it was derived
+        from changed since (the controls see what a call would)."""
+        keys = self.keys
+        if keys is None or self.code_changed():
+            keys = self.prepare()
+        return keys
 
     # --- keys ----------------------------------------------------------------------------
 
@@ -321,29 +235,32 @@ class MemoizedFunction(CallPaths[P, R]):
         from persistmemo import versioning
 
         options = self.options
-        fingerprint = None
+        fingerprinted = None
         if not _defined_interactively(self.code):  # a notebook re-derives on its own terms
             try:
-                fingerprint = versioning.version_fingerprint(
+                fingerprinted = versioning.watched_fingerprint(
                     self.code,
                     include_globals=options.include_globals,
                     packages=options.packages,
                     stamp=self.stamp,
                 )
             except Exception:  # the fingerprint only saves time: derive as before
-                fingerprint = None
-        if fingerprint is not None:
+                fingerprinted = None
+        if fingerprinted is not None:
+            fingerprint, watch = fingerprinted
             remembered = self._remembered_version(fingerprint)
             if remembered is not None:
+                self.code_changed = watch.changed
                 return remembered
-        version = versioning.code_version(
+        version, watch = versioning.watched_version(
             self.code,
             include_globals=options.include_globals,
             packages=options.packages,
             stamp=self.stamp,
         )
-        if fingerprint is not None:
-            self._remember_version(fingerprint, version)
+        self.code_changed = watch.changed
+        if fingerprinted is not None:
+            self._remember_version(fingerprinted[0], version)
         return version
 
     def _remembered_version(self, fingerprint: str) -> str | None:

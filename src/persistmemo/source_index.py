@@ -7,9 +7,9 @@ changes); a definition's normalized form is computed once. The normalized form i
 for the decorated function, without its decorators), so a reformat, a comment or a docstring
 edit gives the same bytes.
 
-A file can change after the process imported it. ``compiles_to`` tells whether a definition
-in the file as it is now compiles to the code object the process runs; the caller uses the
-source only then (or when a stamp proves the file unchanged since import).
+A file can change after the process imported it, and a process can run a stale ``.pyc``.
+``compiles_to`` tells whether the file as it is now compiles to the code object the process
+runs; the caller uses the source only then.
 """
 
 from __future__ import annotations
@@ -161,8 +161,9 @@ class SourceIndex:
                 self._codes.setdefault(nested.co_name, []).append(nested)
         return self._codes
 
-    def compiles_to(self, definition: Definition, code: types.CodeType) -> bool:
-        """Whether ``definition``, as the file is now, compiles to the running ``code``."""
+    def compiles_to(self, code: types.CodeType) -> bool:
+        """Whether the file, as it is now, compiles to the running ``code`` (some function of
+        it, by name, whatever its line numbers)."""
         with _lock:
             known = self._verified.get(id(code))
             if known is not None and known[0] is code:
@@ -175,7 +176,11 @@ class SourceIndex:
                 except (SyntaxError, ValueError, TypeError):
                     self._module_code = _NO_CODE
             candidates = self._codes_by_name.get(code.co_name, ())
-            same = any(same_code(candidate, code) for candidate in candidates)
+            qualname = getattr(code, "co_qualname", None)  # 3.11+: the very definition
+            same = any(
+                same_code(candidate, code) and getattr(candidate, "co_qualname", None) == qualname
+                for candidate in candidates
+            )
             self._verified[id(code)] = (code, same)  # holds `code`: its id stays its own
             return same
 
@@ -229,6 +234,11 @@ def _read_source(path: str, stat: FileStat | None) -> tuple[str, FileStat | None
         return None
 
 
+# Fields that later Python versions added to existing nodes, left out while empty so that the
+# same source gives the same version on 3.10 to 3.13 (3.12: generic type parameters).
+_ADDED_FIELDS = frozenset(("type_params",))
+
+
 def _normalized_dump(node: ast.AST, *, drop_decorators: bool) -> bytes:
     # A compact ast.dump (ast.dump itself is 3x slower, and this runs for every helper):
     # node types and field values in order, without positions, docstrings or (for the
@@ -249,6 +259,8 @@ def _dump_into(node: object, parts: list[str], drop_decorators: bool = False) ->
                 value = value[1:] or [_PASS]
             elif name == "decorator_list" and drop_decorators:
                 value = []
+            elif name in _ADDED_FIELDS and not value:
+                continue  # a field newer Pythons add, unused: the same code, the same bytes
             _dump_into(value, parts)
             parts.append(",")
         parts.append(")")

@@ -19,17 +19,17 @@ Values are taken as the process holds them at the first call: constants, and als
 dicts and sets bound as defaults (``def helper(x, opts={...})``) or class attributes
 (``weights = [1]``), so that one filled at import (from the environment, a file) is in the
 version. Those the code itself mutates (``_CACHE[k] = v``, ``def f(x, _seen={})``,
-``self.cache[k] = v``) are state: left out, as a closure's state is. A value mutated after
-the first call is not seen by this process (the version is derived once per process).
+``self.cache[k] = v``) are state: left out, as a closure's state is. A value mutated in
+place after the first call is not seen by this process.
 
-The source says what the process runs only if the file has not changed since the process
-imported it (source_stamps.holds_running_code: its whole stat, size, mtime, ctime, inode and
-device, against a stamp taken at import, or, without one, nothing changed since the process
-started), and only for code the import system loaded from that file (not text exec'd under
-the file's name). Otherwise it is used only for the definitions that still compile to the
-running code objects. Other code, and code without source (a REPL, ``exec``), is versioned
-by its code object (bytecode, names, constants), a form that changes with the Python
-version: that can only cost misses, never serve a stale result. ``python -O`` (any level)
+The version follows the code that runs. A definition's source is used only when its
+module's file, as it is now, compiles to the running code object (source_index.compiles_to):
+a stale ``.pyc``, an edit under a running process, a reload from an edited file and text
+exec'd under a file's name are versioned by their code objects instead (bytecode, names,
+constants), a form that changes with the Python version: that can only cost misses, never
+serve a stale result. Every name the walk read and every function it versioned is watched at
+each call (code_watch.py): a reload, ``%autoreload`` or any rebinding derives the version
+again before the call is keyed. ``python -O`` (any level)
 is a version of its own: asserts and ``if __debug__:`` blocks are not in its code.
 """
 
@@ -43,8 +43,13 @@ import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from persistmemo.code_watch import CodeWatch
 from persistmemo.hashing import blake2b
 from persistmemo.keys import UnsupportedType, encode
+from persistmemo.origins import LIBRARY as _LIBRARY
+from persistmemo.origins import OWN as _OWN
+from persistmemo.origins import USER as _USER
+from persistmemo.origins import origin_of_path as _origin_of_path
 from persistmemo.source_stamps import (
     DefinitionStamp,
     FileStat,
@@ -59,13 +64,18 @@ from persistmemo.source_stamps import (
 if TYPE_CHECKING:
     from persistmemo.source_index import Definition, SourceIndex
 
-__all__ = ["code_version", "definition_stamp", "explain_version", "version_fingerprint"]
+__all__ = [
+    "code_version",
+    "definition_stamp",
+    "explain_version",
+    "version_fingerprint",
+    "watched_fingerprint",
+    "watched_version",
+]
 
 VERSION_DIGEST_SIZE = 8
 _MAX_LAYERS = 100
 _REPR_LIMIT = 80
-_USER, _LIBRARY, _OWN = "user", "library", "persistmemo"
-_OWN_DIRECTORY = os.path.normcase(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _STORE_GLOBAL_OPCODES: tuple[frozenset[int], int] | None = None
 
 _lock = threading.RLock()
@@ -84,6 +94,33 @@ def code_version(
     ``stamp`` is what ``definition_stamp(func)`` returned at decoration.
     """
     return _VersionBasis(func, include_globals, packages, stamp).version()
+
+
+def watched_version(
+    func: Callable[..., Any],
+    *,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
+    stamp: object = None,
+) -> tuple[str, CodeWatch]:
+    """``code_version``, and the watch of the code and names it was derived from."""
+    basis = _VersionBasis(func, include_globals, packages, stamp)
+    return basis.version(), basis.watch()
+
+
+def watched_fingerprint(
+    func: Callable[..., Any],
+    *,
+    include_globals: bool = True,
+    packages: Iterable[str] | bool = (),
+    stamp: object = None,
+) -> tuple[str, CodeWatch] | None:
+    """``version_fingerprint``, and the watch of the code and names it was taken from."""
+    try:
+        basis = _VersionBasis(func, include_globals, packages, stamp, light=True)
+        return basis.fingerprint(), basis.watch()
+    except _NotByStat:
+        return None
 
 
 def version_fingerprint(
@@ -166,6 +203,9 @@ class _VersionBasis:
         self.seen: set[int] = set()
         self.keep_alive: list[object] = []  # ids in `seen` must not be reused meanwhile
         self.trusted: dict[str, bool] = {}
+        # What the walk read, for the per-call check that it still runs (code_watch.py).
+        self.watched_names: list[tuple[Any, str, object]] = []
+        self.watched_functions: list[types.FunctionType] = []
         with _lock:
             self._root(func)
             self.package_versions = self._package_versions()
@@ -188,6 +228,9 @@ class _VersionBasis:
             # __debug__ would mean reading every helper's bytecode.
             canonical.append(["optimize", sys.flags.optimize])
         return blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
+
+    def watch(self) -> CodeWatch:
+        return CodeWatch(self.watched_names, self.watched_functions)
 
     def fingerprint(self) -> str:
         own = os.path.dirname(os.path.abspath(__file__))
@@ -290,6 +333,7 @@ class _VersionBasis:
             if root:
                 self.layers.append(_entry(key, module, qualname, "library", key, "function"))
             return
+        self.watched_functions.append(func)
         basis, data = self._code_of(func, drop_decorators=root)
         entry = _entry(key, module, qualname, basis, _digest(data), "function")
         if root:
@@ -345,7 +389,9 @@ class _VersionBasis:
                 if _origin_of_module(value) == _LIBRARY:
                     self._library(value.__name__)
                 continue
-            elif not keyed:
+            elif keyed:
+                self._instance_classes(value, keyed=True)  # keyed by value; its methods here
+            else:
                 # A helper reached through a global: nobody keys its captured values at the
                 # call (``scale3 = make_scale(3)``), so they are part of the version.
                 module, _, qualname = key.partition(":")
@@ -398,11 +444,7 @@ class _VersionBasis:
             basis, data = "file", encode(identity)
         index = source_index(path) if path is not None and not self.light else None
         definition = None
-        if (
-            index is not None
-            and self._trusted(index.path, index.stat)
-            and all(_runs_its_file(index, method) for method in methods)
-        ):
+        if index is not None and all(_source_runs(index, method) for method in methods):
             name = cls.__qualname__.rsplit(".", 1)[-1]
             definition = index.find(cls.__qualname__, name, None)
             if definition is not None:
@@ -417,9 +459,14 @@ class _VersionBasis:
         for base in cls.__bases__:
             self._class(base, keyed=keyed)
         state: set[str] | None = None
+        self.watched_functions.extend(methods)
+        attributes = cls.__dict__  # a live view: what is rebound later shows in it
         for attribute, value in sorted(vars(cls).items()):
             # `k = SCALE`, a dataclass field's default: the value the class body computed.
-            if attribute.startswith("__") or isinstance(value, _DESCRIPTORS):
+            if attribute.startswith("__"):
+                continue
+            self.watched_names.append((attributes, attribute, value))
+            if isinstance(value, _DESCRIPTORS):
                 continue
             if isinstance(value, _MUTABLE) and not self.light:
                 # A list/dict/set as it is at the first call (`weights = [1]` filled at
@@ -457,7 +504,13 @@ class _VersionBasis:
         module = str(namespace.get("__name__", ""))
         for name in sorted(names):
             if name in namespace and name not in written:
+                self.watched_names.append((namespace, name, namespace[name]))
                 self._global(module, name, namespace[name], names)
+        if self.include_globals:
+            # `import helpers` / `from .helpers import scale` inside the body: the names the
+            # code reads from those modules, as for a module bound globally.
+            for imported in _modules_imported_in(code, namespace):
+                self._global(module, imported.__name__, imported, names)
 
     def _global(self, module: str, name: str, value: Any, names: frozenset[str]) -> None:
         if isinstance(value, types.ModuleType):
@@ -470,6 +523,7 @@ class _VersionBasis:
                 attributes = vars(value)
                 for attribute in sorted(names):
                     if attribute in attributes:
+                        self.watched_names.append((attributes, attribute, attributes[attribute]))
                         self._global(value.__name__, attribute, attributes[attribute], names)
             return
         if not self.include_globals:
@@ -486,7 +540,15 @@ class _VersionBasis:
         else:
             self._constant(f"{module}:{name}", module, name, value)
 
+    def _instance_classes(self, value: Any, *, keyed: bool) -> None:
+        """The classes of the user's instances in ``value`` (a config dataclass, an Enum
+        member, a NamedTuple, a list of them): the methods the code may call on them run."""
+        for item in (value, *_contained(value)):
+            if not isinstance(item, type) and _origin_of_type(type(item)) == _USER:
+                self._class(type(item), keyed=keyed)
+
     def _constant(self, key: str, module: str, name: str, value: Any) -> None:
+        self._instance_classes(value, keyed=False)
         try:
             data = encode(value)
         except (UnsupportedType, TypeError, ValueError, RecursionError):
@@ -559,10 +621,7 @@ class _VersionBasis:
             if (
                 definition is not None
                 and isinstance(definition.node, _function_nodes())
-                and (
-                    (self._trusted(index.path, index.stat) and _runs_its_file(index, func))
-                    or index.compiles_to(definition, code)
-                )
+                and _source_runs(index, func)
             ):
                 return "source", index.normalized(definition, drop_decorators=drop_decorators)
         return "bytecode", encode(["bytecode", *code_fingerprint(code)])
@@ -627,24 +686,17 @@ def _layers(obj: Any) -> list[Any]:
     return layers
 
 
-def _imported_from_file(func: types.FunctionType) -> bool:
-    """Whether ``func`` belongs to the module the import system loaded from its code's file.
+def _source_runs(index: SourceIndex, func: types.FunctionType) -> bool:
+    """Whether the source as indexed holds the code ``func`` runs: its module's text, as the
+    file is now, compiles to the running code object.
 
-    Code run with ``exec(compile(text, "tool.py", "exec"), namespace)`` carries the file's
-    name but not necessarily its text: its namespace is no loaded module's (or the module
-    names another file), and then the source is used only if it compiles to the code.
+    Always compiled, never vouched for by file stamps: a stale ``.pyc`` (an edit that kept
+    the size and the mtime: ``cp -p``, ``rsync -t``, a same-second edit), an edit under a
+    running process, a reload from another file and ``exec``'d text all run code the file
+    does not hold, and are then versioned by their bytecode. A notebook cell's lines (no
+    file) are the text it was compiled from.
     """
-    namespace = func.__globals__
-    module = sys.modules.get(str(namespace.get("__name__", "")))
-    return (
-        getattr(module, "__dict__", None) is namespace
-        and namespace.get("__file__") == func.__code__.co_filename
-    )
-
-
-def _runs_its_file(index: SourceIndex, func: types.FunctionType) -> bool:
-    # Source from linecache (a notebook cell) is the text the code was compiled from.
-    return index.stat is None or _imported_from_file(func)
+    return index.stat is None or index.compiles_to(func.__code__)
 
 
 def _is_code(value: object) -> bool:
@@ -830,6 +882,65 @@ def _owner_class(func: types.FunctionType) -> type | None:
     return target if isinstance(target, type) else None
 
 
+def _modules_imported_in(code: types.CodeType, namespace: dict[str, Any]) -> list[Any]:
+    """The user's modules ``code`` imports inside itself (nested code included), imported
+    now if the body has not imported them yet (the call about to run would)."""
+    import importlib.util
+
+    found: list[Any] = []
+    for name, level in _import_statements(code):
+        try:
+            target = importlib.util.resolve_name("." * level + name, namespace.get("__package__"))
+        except (ImportError, ValueError, TypeError):
+            continue
+        # `import a.b.c` binds `a` and reads `a.b.c` through it: each package on the way.
+        parts = target.split(".")
+        for depth in range(1, len(parts) + 1):
+            dotted = ".".join(parts[:depth])
+            module = sys.modules.get(dotted)
+            if module is None:
+                module = _import_users(dotted)
+            if module is not None and _origin_of_module(module) == _USER:
+                found.append(module)
+    return found
+
+
+def _import_users(name: str) -> Any:
+    """Import the module ``name`` if it is the user's own (a file outside every installed
+    package and the standard library); None otherwise, or when it fails to import."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    if not isinstance(origin, str) or _origin_of_path(origin) != _USER:
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # the call's own import will raise it
+        return None
+
+
+def _import_statements(code: types.CodeType) -> list[tuple[str, int]]:
+    """(module name, relative level) of each IMPORT_NAME in ``code`` and its nested code."""
+    import dis
+
+    found: list[tuple[str, int]] = []
+    constants: list[object] = []
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("LOAD_CONST", "LOAD_SMALL_INT"):  # 3.14: small ints
+            constants.append(instruction.argval)
+        elif instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
+            level = constants[-2] if len(constants) >= 2 else 0
+            found.append((instruction.argval, level if type(level) is int else 0))
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            found += _import_statements(constant)
+    return found
+
+
 def _imported_modules(code: types.CodeType) -> list[str]:
     """Top-level names of the modules ``code`` imports inside itself (IMPORT_NAME)."""
     import dis
@@ -876,9 +987,7 @@ def _running_definition(
     definition = index.find(qualname, code.co_name, code.co_firstlineno)
     if definition is None:
         return None
-    if (trusted(index.path, index.stat) and _runs_its_file(index, func)) or index.compiles_to(
-        definition, code
-    ):
+    if _source_runs(index, func):
         return definition
     return None
 
@@ -1028,51 +1137,6 @@ def _public(entry: dict[str, str]) -> dict[str, str]:
 
 
 @functools.cache
-def _origin_of_path(path: str) -> str:
-    if not path or path.startswith("<"):
-        return _USER  # exec'd or typed in: the user's, read from its code object
-    normalized = os.path.normcase(os.path.abspath(path))
-    if normalized.startswith(_OWN_DIRECTORY):
-        return _OWN
-    parts = set(normalized.split(os.sep))
-    if "site-packages" in parts or "dist-packages" in parts:
-        return _LIBRARY
-    if not normalized.startswith(_install_roots()):
-        return _USER  # outside every installation: no need for sysconfig's paths (~3 ms)
-    if any(normalized.startswith(prefix) for prefix in _library_prefixes()):
-        return _LIBRARY
-    return _USER
-
-
-@functools.lru_cache(maxsize=1)
-def _install_roots() -> tuple[str, ...]:
-    """The directories every library directory lies under: the prefixes and the user base."""
-    import site
-
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    roots.add(getattr(site, "getuserbase", lambda: "")() or "")
-    return tuple(os.path.normcase(os.path.abspath(root)) + os.sep for root in roots if root)
-
-
-@functools.lru_cache(maxsize=1)
-def _library_prefixes() -> tuple[str, ...]:
-    """The directories of the standard library and installed packages (and the venv's lib)."""
-    import site
-    import sysconfig
-
-    directories: set[str] = set()
-    for scheme_vars in ({}, {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}):
-        paths = sysconfig.get_paths(vars=scheme_vars)
-        directories.update(paths[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
-    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}:
-        directories.update(os.path.join(prefix, lib) for lib in ("lib", "Lib", "lib64"))
-    directories.update(getattr(site, "getsitepackages", list)())
-    user_site = getattr(site, "getusersitepackages", lambda: None)()
-    if isinstance(user_site, str):
-        directories.add(user_site)
-    return tuple(os.path.normcase(os.path.abspath(d)) + os.sep for d in directories if d)
-
-
 def _module_file(module: object) -> str | None:
     path = getattr(module, "__file__", None)
     if path is None:

@@ -22,21 +22,52 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
+import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-# By id: connections do not take weak references. Each is removed when closed through
-# ``close``; the holders that close connections when their threads end call it too.
-_open: dict[int, sqlite3.Connection] = {}
+# By id (connections take no weak references): the connection, the thread that opened it,
+# and what tells whether a statement runs on it now (see ``connect``).
+_open: dict[int, tuple[sqlite3.Connection, int, Callable[[], bool] | None]] = {}
+_busy_at_fork: set[int] = set()
+_forking_thread = [0]
+
+# How long a fork waits for statements under way in other threads: a statement holds its
+# connection's SQLite mutex, which the child would wait for forever if it closed it.
+STATEMENT_WAIT = 2.0
 
 
-def connect(database: str | os.PathLike[str], **options: Any) -> sqlite3.Connection:
-    """``sqlite3.connect`` for a store's database, registered to be closed after a fork."""
+def connect(
+    database: str | os.PathLike[str],
+    *,
+    busy: Callable[[], bool] | None = None,
+    **options: Any,
+) -> sqlite3.Connection:
+    """``sqlite3.connect`` for a store's database, registered to be closed after a fork.
+
+    ``busy`` tells whether a statement runs on the connection now (a reader's flag); a
+    connection opened without it is either guarded by the store's fork lock (diskcache's
+    writes: pass ``idle``) or used within one call by the thread that opened it.
+    """
     connection: sqlite3.Connection = sqlite3.connect(database, check_same_thread=False, **options)
-    _open[id(connection)] = connection
+    _open[id(connection)] = (connection, threading.get_ident(), busy)
     return connection
+
+
+def watch(connection: sqlite3.Connection, busy: Callable[[], bool]) -> None:
+    """Say what tells whether a statement runs on ``connection`` (see ``connect``)."""
+    entry = _open.get(id(connection))
+    if entry is not None:
+        _open[id(connection)] = (entry[0], entry[1], busy)
+
+
+def idle() -> bool:
+    """``busy`` for connections whose statements a fork already waits for (its fork lock)."""
+    return False
 
 
 def close(connection: sqlite3.Connection) -> None:
@@ -51,13 +82,34 @@ def open_count() -> int:
     return len(_open)
 
 
+def _wait_for_statements() -> None:
+    # Runs with the GIL held until the fork, once no statement is under way: no thread can
+    # start one in between (starting one takes Python code).
+    _forking_thread[0] = threading.get_ident()
+    deadline = time.monotonic() + STATEMENT_WAIT
+    while True:
+        busy = {key for key, (_, _, check) in list(_open.items()) if check and check()}
+        if not busy or time.monotonic() > deadline:
+            _busy_at_fork.clear()
+            _busy_at_fork.update(busy)
+            return
+        time.sleep(0.0005)
+
+
 def _close_inherited() -> None:
-    inherited = list(_open.values())
+    inherited = list(_open.items())
     _open.clear()
-    for connection in inherited:
+    for key, (connection, opener, busy) in inherited:
+        if key in _busy_at_fork or (busy is None and opener != _forking_thread[0]):
+            # Under way in a thread that did not survive the fork (a statement that outlasted
+            # the wait, another thread's brief check): closing it would wait forever for
+            # that statement's mutex. Left as it is: this child's own connections to that
+            # database may then share its stale lock record (docs: Guarantees, Forks).
+            continue
         with contextlib.suppress(sqlite3.Error):
             connection.close()
+    _busy_at_fork.clear()
 
 
 if hasattr(os, "register_at_fork"):  # no fork on Windows
-    os.register_at_fork(after_in_child=_close_inherited)
+    os.register_at_fork(before=_wait_for_statements, after_in_child=_close_inherited)

@@ -167,6 +167,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
         if connection is None:
             connection = local.con = connections.connect(
                 os.path.join(self._directory, DBNAME),
+                busy=connections.idle,  # its statements run in _transact, under fork_lock
                 timeout=self._timeout,
                 isolation_level=None,
             )

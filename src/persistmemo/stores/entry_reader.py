@@ -46,6 +46,7 @@ from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import queue
+    from collections.abc import Callable
     from typing import Any, Literal
 
     from persistmemo.integrity import Sealer
@@ -298,10 +299,12 @@ if hasattr(os, "register_at_fork"):  # no fork on Windows
 class _ThreadConnection:
     """One thread's connection; closed when the thread ends (its thread-local dies)."""
 
-    __slots__ = ("__weakref__", "connection", "cursor", "pid", "signature")
+    __slots__ = ("__weakref__", "busy", "connection", "cursor", "pid", "signature")
 
     def __init__(self, connection: sqlite3.Connection, signature: tuple[int, ...] | None) -> None:
         self.connection = connection
+        # True while a statement runs: a fork waits for it (connections.py).
+        self.busy = False
         self.cursor = connection.cursor()
         self.pid = os.getpid()
         self.signature = signature
@@ -309,6 +312,24 @@ class _ThreadConnection:
         # dropped at its end, the holder dies and the connection is closed with it.
         closer = weakref.finalize(self, connections.close, connection)
         closer.atexit = False  # at exit, hit counts are still to be written (decorator.py)
+
+    def run(self, statement: str, parameters: tuple[object, ...] = ()) -> list[Any]:
+        """Run a reading ``statement`` to its end; its rows."""
+        self.busy = True
+        try:
+            return self.cursor.execute(statement, parameters).fetchall()
+        finally:
+            self.busy = False
+
+
+def _busy_flag_of(held: _ThreadConnection) -> Callable[[], bool]:
+    holder = weakref.ref(held)  # the check must not keep the thread's connection open
+
+    def busy() -> bool:
+        found = holder()
+        return found is not None and found.busy
+
+    return busy
 
 
 class EntryReader:
@@ -343,7 +364,11 @@ class EntryReader:
             held = self._held()
         # fetchall, not fetchone: it runs the statement to its end, which ends the read
         # transaction; a statement left open would keep SQLite from checkpointing the WAL.
-        rows = held.cursor.execute(_SELECT, (key, now)).fetchall()
+        held.busy = True
+        try:
+            rows = held.cursor.execute(_SELECT, (key, now)).fetchall()
+        finally:
+            held.busy = False
         if not rows:
             return None
         ((mode, filename, value, expires_at, size),) = rows
@@ -371,11 +396,11 @@ class EntryReader:
         if held is None or held.pid != process_id[0] or self._mode == "immutable":
             held = self._held()
         marks = ",".join("?" * len(keys))
-        rows = held.cursor.execute(
+        rows = held.run(
             "SELECT key, mode, filename, value, expire_time, size FROM Cache"
             f" WHERE key IN ({marks}) AND raw = 1 AND (expire_time IS NULL OR expire_time > ?)",
             (*keys, now),
-        ).fetchall()
+        )
         found: dict[str, tuple[bytes | memoryview | CorruptEntry, float | None]] = {}
         for key, mode, filename, value, expires_at, size in rows:
             if mode == MODE_RAW and type(value) is bytes:
@@ -394,14 +419,10 @@ class EntryReader:
 
     def lease_token(self, name: str, now: float) -> str | None:
         """The token stored as the live lease row ``name`` (raw text rows only), or None."""
-        rows = (
-            self._held()
-            .cursor.execute(
-                "SELECT value FROM Cache WHERE key = ? AND raw = 1 AND mode = ?"
-                " AND (expire_time IS NULL OR expire_time > ?)",
-                (name, MODE_RAW, now),
-            )
-            .fetchall()
+        rows = self._held().run(
+            "SELECT value FROM Cache WHERE key = ? AND raw = 1 AND mode = ?"
+            " AND (expire_time IS NULL OR expire_time > ?)",
+            (name, MODE_RAW, now),
         )
         return rows[0][0] if rows and isinstance(rows[0][0], str) else None
 
@@ -409,12 +430,10 @@ class EntryReader:
         """Stored results (``pm1:`` and ``pm2:`` keys, expired ones not yet removed
         included): leases, hit counts and other records are bookkeeping, not results."""
         return int(
-            self._held()
-            .cursor.execute(
+            self._held().run(
                 "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND ((key >= 'pm1:' AND key < 'pm1;')"
                 " OR (key >= 'pm2:' AND key < 'pm2;'))"
-            )
-            .fetchall()[0][0]
+            )[0][0]
         )
 
     def write_once(self, statement: str, parameters: tuple[object, ...]) -> int:
@@ -423,17 +442,22 @@ class EntryReader:
         sqlite3.Error (a read-only store, a lock held past the timeout)."""
         if self._mode != "normal":
             raise sqlite3.OperationalError(f"a reader opened {self._mode} does not write")
-        cursor = self._held().cursor
-        cursor.execute("PRAGMA query_only = 0")
+        held = self._held()
+        cursor = held.cursor
+        held.busy = True
         try:
-            cursor.execute("PRAGMA synchronous = NORMAL")  # the store's own setting
-            return int(cursor.execute(statement, parameters).rowcount)
+            cursor.execute("PRAGMA query_only = 0")
+            try:
+                cursor.execute("PRAGMA synchronous = NORMAL")  # the store's own setting
+                return int(cursor.execute(statement, parameters).rowcount)
+            finally:
+                cursor.execute("PRAGMA query_only = 1")
         finally:
-            cursor.execute("PRAGMA query_only = 1")
+            held.busy = False
 
     def probe(self) -> None:
         """Read the table once: raises sqlite3.Error when the database cannot be read."""
-        self._held().cursor.execute("SELECT key FROM Cache LIMIT 1").fetchall()
+        self._held().run("SELECT key FROM Cache LIMIT 1")
 
     def _held(self) -> _ThreadConnection:
         held: _ThreadConnection | None = getattr(self._local, "held", None)
@@ -472,6 +496,7 @@ class EntryReader:
                 isolation_level=None,
             )
         held = self._local.held = _ThreadConnection(connection, signature)
+        connections.watch(connection, _busy_flag_of(held))
         return held
 
     def close(self) -> None:
