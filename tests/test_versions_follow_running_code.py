@@ -424,3 +424,32 @@ def test_the_version_of_the_same_source_is_a_golden_vector_on_every_python(
         """,
     )
     assert out == ["1b1e1a60b90f69f0"]
+
+
+def test_a_large_table_is_in_the_version_by_its_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Digested through marshal (a 300,000-row table costs milliseconds, not seconds): the
+    # same rows give the same version in every process, one changed row another.
+    write(
+        tmp_path,
+        {
+            "tables.py": """
+                import os
+                from persistmemo import memo
+
+                TABLE = [{"id": i, "name": f"n{i}", "w": i * 0.5} for i in range(5000)]
+                TABLE[int(os.environ.get("ROW", "0"))]["w"] = -1.0
+                WORDS = frozenset(f"w{i}" for i in range(5000))  # ordered by hash per process
+
+                @memo
+                def weight(i):
+                    return TABLE[i]["w"], f"w{i}" in WORDS
+            """
+        },
+    )
+    call = "import tables; print(tables.weight.version())"
+    first = python(tmp_path, call)
+    assert python(tmp_path, call) == first
+    monkeypatch.setenv("ROW", "4000")
+    assert python(tmp_path, call) != first
