@@ -343,6 +343,16 @@ class StoreLifetime:
         self._make_directory(directory)
         problem = untrusted_reason(directory)
         self._foreign = problem is not None and not self.shared
+        if self.shared and not self._foreign:
+            stranger = strangers_directory(directory)
+            if stranger is not None:
+                self._foreign = True  # read (every entry is sealed), never written
+                self._faults.report(
+                    "shared store",
+                    f"{directory} {stranger}: whoever made it could read every result and "
+                    "plant entries, so nothing is stored here. Set up a team directory: "
+                    "`mkdir DIR && chgrp TEAM DIR && chmod 2770 DIR`, made by a member",
+                )
         self._secret, self._pickle_trusted = self._load_secret(directory, problem)
         self._sealer = Sealer(self._secret)
         # Whether pickle-fallback values may be written and read here: a plain
@@ -428,6 +438,9 @@ class StoreLifetime:
                 raise
             self._read_only = True
             self._read_only_cause = str(error)  # reported with how it is read, if it is
+            return
+        if self.shared:
+            share_database_files(str(directory))
 
     def _open_cache(self, directory: Path) -> Any:
         global IO_ERRORS, TIMEOUT
@@ -509,6 +522,55 @@ class StoreLifetime:
             if self._cache is not None:
                 self._cache.fork_lock = self._fork_lock
         self._faults.after_fork()
+
+
+def strangers_directory(directory: str) -> str | None:
+    """Why a shared store's directory is not a team's, or None: it must not be writable by
+    everyone (a sticky bit does not help: anyone could still plant its subdirectories), and
+    its owner must be this user or a member of its group."""
+    if not hasattr(os, "getuid"):
+        return None
+    info = os.stat(directory)
+    if info.st_mode & 0o002:
+        return "is writable by every user"
+    if info.st_uid == os.getuid():
+        return None
+    import grp
+    import pwd
+
+    try:
+        owner = pwd.getpwuid(info.st_uid)
+        group = grp.getgrgid(info.st_gid)
+    except KeyError:
+        return f"is owned by uid {info.st_uid}, who is not a known user"
+    if owner.pw_gid != info.st_gid and owner.pw_name not in group.gr_mem:
+        return f"is owned by {owner.pw_name}, who is not in its group {group.gr_name}"
+    return None
+
+
+def share_database_files(directory: str) -> None:
+    """Make the database files this user owns readable and writable by the store's group.
+
+    SQLite creates ``cache.db`` 0644 whatever the umask, and gives the write-ahead log and
+    its index the database's mode: without this, once another member merely reads, the
+    ``-wal``/``-shm`` files it creates are its own and no one else can store. Opened without
+    following links, so that a planted link makes nothing else group-writable.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            descriptor = os.open(os.path.join(directory, DBNAME + suffix), flags)
+        except OSError:
+            continue  # not there (yet), or a link
+        try:
+            info = os.fstat(descriptor)
+            wanted = info.st_mode & 0o777 | 0o660
+            if info.st_uid == os.getuid() and info.st_mode & 0o777 != wanted:
+                os.fchmod(descriptor, wanted)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
 
 
 def _secret_path() -> str | None:

@@ -11,7 +11,7 @@ import pickle
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -72,15 +72,21 @@ class _BytesOnlyDisk(diskcache.Disk):  # type: ignore[misc]
             return _write_sealed_parts(self, full_path, value), MODE_BINARY, filename, None
         return super().store(value, read, key=key)
 
-    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
-        # A write that fails part way (disk full, a file size limit) must not leave its
-        # partial file behind: no row will ever name it, so nothing else would remove it.
-        try:
-            return super()._write(full_path, iterator, mode, encoding)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(full_path)
-            raise
+    def _write(
+        self,
+        full_path: str,
+        iterator: Any,
+        mode: str,
+        encoding: str | None = None,
+        header: Callable[[], bytes] | None = None,
+    ) -> int:
+        """Write a new value file whole (``header()``, when given, over its first bytes last)
+        through descriptors: see ``write_value_file``."""
+        relative = os.path.relpath(full_path, self._directory)
+        chunks = (
+            iterator if "b" in mode else (chunk.encode(encoding or "utf-8") for chunk in iterator)
+        )
+        return write_value_file(self._directory, relative, chunks, header)
 
     def get(self, key: Any, raw: bool) -> Any:
         if not raw:  # a pickled key: planted, as persistmemo's keys are str
@@ -105,23 +111,96 @@ def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedPart
     made: list[bytes] = []
     hashing = threading.Thread(target=lambda: made.append(sealed.header()), daemon=True)
     hashing.start()
-    try:
-        size = int(disk._write(full_path, iter(parts), "xb"))
-    finally:
+
+    def header() -> bytes:
         hashing.join()
-    try:
         if not made:
             raise OSError(f"sealing {full_path} failed")
-        with open(full_path, "r+b") as written:
-            written.write(made[0])
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(full_path)
-        raise
-    return size
+        return made[0]
+
+    try:
+        return int(disk._write(full_path, iter(parts), "xb", header=header))
+    finally:
+        hashing.join()
 
 
 _HASH_WHILE_WRITING_FROM = 16 << 20
+_CREATE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_EXCL
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_DIRECTORY_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_DIRECTORY", 0)
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+
+
+def write_value_file(
+    store: str,
+    relative: str,
+    chunks: Iterable[bytes | memoryview],
+    header: Callable[[], bytes] | None = None,
+) -> int:
+    """Create the value file ``relative`` (``ab/cd/name.val``) in the store directory and
+    write ``chunks`` into it, then ``header()`` over its first bytes; returns its size.
+
+    Everything goes through descriptors, never a path that could be followed elsewhere: each
+    subdirectory is made and opened relative to its parent's descriptor without following a
+    link (a co-writer's planted symlink fails the write, it is never written through), the
+    file is created new (``O_EXCL | O_NOFOLLOW``) and written, header included, through its
+    own descriptor, so a file swapped under the name afterwards is not written either. A
+    write that fails part way (disk full, a file size limit) removes its partial file: no
+    row will ever name it. diskcache's own write makes directories and reopens by path.
+    """
+    *directories, name = relative.split(os.sep)
+    for attempt in range(10):  # another process may remove an emptied directory meanwhile
+        descriptor = os.open(store, _DIRECTORY_FLAGS & ~getattr(os, "O_NOFOLLOW", 0))
+        # New subdirectories get the store directory's own mode: a team store's 2770 (its
+        # group writes and keeps its group), whatever this member's umask.
+        mode = os.fstat(descriptor).st_mode & 0o7777
+        try:
+            for directory in directories:
+                made = False
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(directory, 0o700, dir_fd=descriptor)
+                    made = True
+                inner = os.open(directory, _DIRECTORY_FLAGS, dir_fd=descriptor)
+                os.close(descriptor)
+                descriptor = inner
+                if made:
+                    os.fchmod(descriptor, mode)
+            file = os.open(name, _CREATE_FLAGS, 0o666, dir_fd=descriptor)
+        except FileNotFoundError:
+            os.close(descriptor)
+            if attempt == 9:
+                raise
+            continue
+        except BaseException:
+            os.close(descriptor)
+            raise
+        try:
+            size = 0
+            with open(file, "wb", closefd=False) as writer:
+                for chunk in chunks:
+                    size += writer.write(chunk)
+            if header is not None:
+                written = header()
+                if os.pwrite(file, written, 0) != len(written):
+                    raise OSError(f"{relative}: the header was written in part")
+            return size
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=descriptor)
+            raise
+        finally:
+            os.close(file)
+            os.close(descriptor)
+    raise AssertionError("unreachable")
 
 
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]

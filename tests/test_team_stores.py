@@ -1,0 +1,215 @@
+"""Shared stores against a co-writer: nothing outside the store is ever written, whatever
+links are planted in it, and a shared store works for every member of its group."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from persistmemo import PersistmemoWarning, Store, memo
+
+np = pytest.importorskip("numpy")
+
+PRECIOUS = b"precious, outside the store\n" * 1000
+
+
+def victims(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory and a file outside the store that a co-writer wants overwritten."""
+    directory = tmp_path / "victim-dir"
+    directory.mkdir()
+    file = tmp_path / "victim.txt"
+    file.write_bytes(PRECIOUS)
+    return directory, file
+
+
+def test_planted_directory_links_are_never_written_through(tmp_path: Path) -> None:
+    victim_dir, _ = victims(tmp_path)
+    with Store(tmp_path / "store") as store:
+
+        @memo(store=store)
+        def blob(n: int) -> bytes:
+            return bytes([n]) * 100_000  # stored in a value file of its own
+
+        assert blob(0) == bytes(100_000)  # the store exists: plant the links now
+        for prefix in range(256):  # every first-level directory a value file can go into
+            link = tmp_path / "store" / f"{prefix:02x}"
+            if not link.exists():
+                link.symlink_to(victim_dir, target_is_directory=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PersistmemoWarning)  # the writes fail: reported
+            assert [blob(n)[:1] for n in range(1, 6)] == [bytes([n]) for n in range(1, 6)]
+    assert list(victim_dir.iterdir()) == []
+
+
+def test_a_value_file_swapped_for_a_link_while_written_is_not_written_through(
+    tmp_path: Path,
+) -> None:
+    # A large value's header is written last, after its area was hashed on another thread:
+    # reopened by its path then, a file swapped meanwhile for a link sent the header to the
+    # link's target.
+    _, victim = victims(tmp_path)
+    root = tmp_path / "store"
+    done = threading.Event()
+
+    def swap_new_value_files() -> None:
+        seen: set[Path] = set()
+        while not done.is_set():
+            for path in root.glob("*/*/*.val"):
+                if path in seen or path.is_symlink():
+                    continue
+                seen.add(path)
+                with_link = path.with_suffix(".link")
+                with_link.symlink_to(victim)
+                os.replace(with_link, path)
+            time.sleep(0.0005)
+
+    with Store(root) as store:
+
+        @memo(store=store)
+        def big(n: int) -> object:
+            return np.full(3 << 20, float(n))  # 24 MiB: hashed while it is written
+
+        assert big(0)[0] == 0.0
+        swapper = threading.Thread(target=swap_new_value_files, daemon=True)
+        swapper.start()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", PersistmemoWarning)
+                for n in range(1, 4):
+                    assert big(n)[-1] == float(n)
+        finally:
+            done.set()
+            swapper.join()
+    assert victim.read_bytes() == PRECIOUS
+
+
+MEMBER = """
+import json, os, sys, warnings
+os.umask(0o022)  # a typical member's: the store must not depend on it
+from persistmemo import Store, memo
+store = Store(sys.argv[1], shared=True)
+
+@memo(store=store)
+def square(x):
+    return x * x
+
+seen = []
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for x in json.loads(sys.argv[2]):
+        square(x)
+    seen = [square.cache_info().hits, square.cache_info().misses]
+messages = [str(w.message) for w in caught]
+print(json.dumps({"hits": seen[0], "misses": seen[1], "warnings": messages}))
+"""
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> object:
+    """Two throwaway users in a throwaway group, removed afterwards (root only)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("useradd")):
+        pytest.skip("needs root and useradd(8) to make two users")
+    tag = os.urandom(3).hex()
+    group, users = f"pmteam{tag}", [f"pma{tag}", f"pmb{tag}"]
+    made: list[list[str]] = []
+    home = Path(tempfile.mkdtemp(prefix="persistmemo-team-"))  # other users can reach it
+    try:
+        subprocess.run(["groupadd", group], check=True, capture_output=True)
+        made.append(["groupdel", group])
+        for user in users:
+            subprocess.run(
+                ["useradd", "-M", "-N", "-g", group, "-s", "/bin/sh", user],
+                check=True,
+                capture_output=True,
+            )
+            made.append(["userdel", user])
+        import grp
+        import pwd
+
+        gid = grp.getgrnam(group).gr_gid
+        home.chmod(0o755)
+        shared = home / "team"
+        shared.mkdir()
+        os.chown(shared, -1, gid)
+        shared.chmod(0o2770)
+        for user in users:
+            config = home / f"config-{user}"
+            config.mkdir(mode=0o700)
+            os.chown(config, pwd.getpwnam(user).pw_uid, gid)
+        yield home, shared, [(u, pwd.getpwnam(u).pw_uid, gid) for u in users]
+    finally:
+        for command in reversed(made):
+            subprocess.run(command, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def as_member(home: Path, member: tuple[str, int, int], store: Path, calls: list[int]) -> dict:  # type: ignore[type-arg]
+    import json
+    import subprocess
+    import sys
+
+    name, uid, gid = member
+    done = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            f"--groups={gid}",
+            sys.executable,
+            "-c",
+            MEMBER,
+            str(store),
+            json.dumps(calls),
+        ],
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"),
+            "PERSISTMEMO_SECRET": "the team's shared secret",
+            "XDG_CONFIG_HOME": str(home / f"config-{name}"),
+            "HOME": str(home / f"config-{name}"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and "Permission denied" in done.stderr and "python" in done.stderr:
+        pytest.skip(f"user {name} cannot run this interpreter: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    result: dict = json.loads(done.stdout.splitlines()[-1])  # type: ignore[type-arg]
+    return result
+
+
+def test_a_team_store_works_for_every_member(team: tuple[Path, Path, list]) -> None:  # type: ignore[type-arg]
+    home, shared, (first, second) = team
+    store = shared / "store"
+    assert as_member(home, first, store, [1]) == {"hits": 0, "misses": 1, "warnings": []}
+    # The second member only reads: the log files it creates must stay the team's.
+    assert as_member(home, second, store, [1]) == {"hits": 1, "misses": 0, "warnings": []}
+    assert as_member(home, first, store, [1, 2]) == {"hits": 1, "misses": 1, "warnings": []}
+    assert as_member(home, second, store, [2, 3]) == {"hits": 1, "misses": 1, "warnings": []}
+    assert as_member(home, first, store, [1, 2, 3]) == {"hits": 3, "misses": 0, "warnings": []}
+
+
+def test_a_shared_store_in_a_directory_everyone_can_write_is_not_written(tmp_path: Path) -> None:
+    open_to_all = tmp_path / "open"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o777)
+    expected = pytest.warns(PersistmemoWarning, match="writable by every user.*chmod 2770")
+    with expected, Store(open_to_all, shared=True, secret="team") as store:
+
+        @memo(store=store)
+        def triple(x: int) -> int:
+            return 3 * x
+
+        assert [triple(1), triple(1)] == [3, 3]
+        assert triple.cache_info().hits == 0
+    assert not (open_to_all / "cache.db").exists() or len(store) == 0
