@@ -213,3 +213,48 @@ def test_a_shared_store_in_a_directory_everyone_can_write_is_not_written(tmp_pat
         assert [triple(1), triple(1)] == [3, 3]
         assert triple.cache_info().hits == 0
     assert not (open_to_all / "cache.db").exists() or len(store) == 0
+
+
+def test_a_planted_lease_without_an_end_is_taken_over_not_waited_for(tmp_path: Path) -> None:
+    import diskcache
+
+    from persistmemo.stores.base import LEASE_PREFIX
+
+    with Store(tmp_path / "store", lease=1) as store:
+
+        @memo(store=store, lock="always")
+        def slow(x: int) -> int:
+            return x + 1
+
+        assert slow(0) == 1  # the store exists
+        planter = diskcache.Cache(str(tmp_path / "store"))
+        planter.set(LEASE_PREFIX + slow.key(5), "someone|1|forever")  # no expiry at all
+        planter.close()
+        started = time.monotonic()
+        with pytest.warns(PersistmemoWarning, match="planted lease"):
+            assert slow(5) == 6
+        assert time.monotonic() - started < 5
+        assert slow(5) == 6
+        assert slow.cache_info().hits == 1
+
+
+def test_a_planted_redis_lease_without_an_end_is_taken_over_not_waited_for(
+    redis_url: str,
+) -> None:
+    import redis
+
+    from persistmemo import RedisStore
+
+    store = RedisStore(redis_url, secret="team", lease=1)
+
+    @memo(store=store, lock="always")
+    def slow(x: int) -> int:
+        return x + 1
+
+    client = redis.Redis.from_url(redis_url)
+    client.set(store._lease_name(slow.key(5)), b"someone|1|forever")  # no PX
+    started = time.monotonic()
+    with pytest.warns(PersistmemoWarning, match="planted lease"):
+        assert slow(5) == 6
+    assert time.monotonic() - started < 5
+    client.close()

@@ -25,6 +25,14 @@ from persistmemo.keys import KEY_FORMAT, identity_of
 from persistmemo.out_of_band import OutOfBand
 
 LEASE_PREFIX = "pm-lease:"
+
+
+def planted_lease_after(lease: float) -> float:
+    """How far away a lease's end may be before no caller could have set it: twice the
+    store's lease, and at least a minute (members may choose other lease lengths)."""
+    return max(2 * lease, 60.0)
+
+
 STATS_PREFIX = "pm-hits:"
 FAILURE_PREFIX = "pm-failed:"
 """Before a key, the record of its last failed computation (see locking.py): bookkeeping,

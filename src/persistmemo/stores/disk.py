@@ -26,6 +26,7 @@ from persistmemo.stores.base import (
     MISSING,
     STATS_PREFIX,
     Missing,
+    planted_lease_after,
     summarize,
     unseal_or_report,
 )
@@ -440,12 +441,26 @@ class Store(StoreLifetime):
     # --- leases (one computation per key; see locking.py) --------------------------------
 
     def try_lease(self, key: str, token: str) -> bool:
-        """Claim ``key`` for ``lease`` seconds; True when claimed (or the store is unusable)."""
-        return self._with_cache(
-            "lease failed",
-            lambda cache: bool(cache.add(LEASE_PREFIX + key, token, expire=self.lease)),
-            True,
-        )
+        """Claim ``key`` for ``lease`` seconds; True when claimed (or the store is unusable).
+
+        A claim no caller could have made (no expiry, or one further away than
+        ``planted_lease_after``) is removed and reported, then claimed: waiting on it would
+        never end."""
+
+        def claim(cache: Any) -> bool:
+            name = LEASE_PREFIX + key
+            if cache.add(name, token, expire=self.lease):
+                return True
+            if not self._engine.delete_unending_lease(cache, name, planted_lease_after(self.lease)):
+                return False
+            self._faults.report(
+                "planted lease",
+                f"{name} had no end (or one too far away to be a caller's): removed, so that "
+                "callers do not wait for it forever",
+            )
+            return bool(cache.add(name, token, expire=self.lease))
+
+        return self._with_cache("lease failed", claim, True)
 
     def renew_lease(self, key: str, token: str) -> bool:
         """Extend our claim on ``key``; False when it is no longer ours (or cannot be told).

@@ -407,6 +407,19 @@ def touch_if_value(cache: diskcache.Cache, key: str, value: str, expire: float) 
         return bool(cursor.rowcount == 1)
 
 
+def delete_unending_lease(cache: diskcache.Cache, key: str, horizon: float) -> bool:
+    """Delete the lease row ``key`` if it never expires or expires more than ``horizon``
+    seconds from now (planted: callers renew theirs a lease at a time); True when it did."""
+    with cache.transact():
+        cursor = cache._sql(
+            "DELETE FROM Cache WHERE key = ? AND raw = 1"
+            " AND (expire_time IS NULL OR typeof(expire_time) NOT IN ('real', 'integer')"
+            " OR expire_time > ?)",
+            (key, time.time() + horizon),
+        )
+        return bool(cursor.rowcount > 0)
+
+
 def delete_any(cache: diskcache.Cache, key: str) -> bool:
     """Delete ``key`` whether or not it has expired (diskcache's delete skips expired rows,
     so a damaged expired entry would outlive ``check --fix``); its value file goes after

@@ -67,6 +67,7 @@ from persistmemo.stores.base import (
     Missing,
     judge_entry,
     looks_sealed_with_another_secret,
+    planted_lease_after,
     split_key,
     summarize,
     unseal_or_report,
@@ -97,7 +98,12 @@ _RELEASED = "released"
 _RELEASED_MS = 1000
 _CLAIM = """
 local held = redis.call('GET', KEYS[1])
-if held and held ~= ARGV[5] then return {0, held, redis.call('PTTL', KEYS[1])} end
+if held and held ~= ARGV[5] then
+  local left = redis.call('PTTL', KEYS[1])
+  if left >= 0 and left <= tonumber(ARGV[6]) then return {0, held, left} end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {2}
+end
 if not held and ARGV[3] ~= '' and redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
   return {0, ARGV[3], tonumber(ARGV[4])}
@@ -105,6 +111,8 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1}
 """
+# {2}: the lease held had no end, or one too far away for any caller to have set (planted):
+# taken over, so that callers never wait for it forever.
 _RENEW = """
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
@@ -497,10 +505,12 @@ class RedisStore:
         if seen is not None and seen[1] > now:
             holder, left = seen[0], max(1, int((seen[1] - now) * 1000))
 
+        horizon = int(planted_lease_after(self.lease) * 1000)
+
         def claim() -> Any:
             return self._claim(
                 keys=[self._lease_name(key), self._prefix + key],
-                args=[token, milliseconds, holder, left, _RELEASED],
+                args=[token, milliseconds, holder, left, _RELEASED, horizon],
             )
 
         answer = self._call("lease", claim, None)
@@ -508,6 +518,12 @@ class RedisStore:
             return True
         if answer[0]:
             self._leases_seen.pop(key, None)
+            if answer[0] == 2:
+                self._faults.report(
+                    "planted lease",
+                    f"the lease on {key} had no end (or one too far away to be a caller's): "
+                    "taken over, so that callers do not wait for it forever",
+                )
             return True
         remaining = int(answer[2])
         if remaining > 0:  # measured from before we asked: the end is never late
