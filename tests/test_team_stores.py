@@ -258,3 +258,25 @@ def test_a_planted_redis_lease_without_an_end_is_taken_over_not_waited_for(
         assert slow(5) == 6
     assert time.monotonic() - started < 5
     client.close()
+
+
+def test_a_mapped_result_in_a_store_others_write_is_checked_like_any_hit(tmp_path: Path) -> None:
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    team_dir.chmod(0o2770)  # the group writes it: a co-writer may change any file's bytes
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PersistmemoWarning)  # "mapped results": told once
+        with Store(team_dir, shared=True, secret="team") as store:
+
+            @memo(store=store, mmap=True)
+            def sevens(n: int) -> object:
+                return np.full(n, 7.0)
+
+            assert float(sevens(4096)[0]) == 7.0
+            (value_file,) = team_dir.glob("*/*/*.val")
+            data = bytearray(value_file.read_bytes())
+            data[-8:] = np.float64(666.0).tobytes()  # the last array element, chosen
+            value_file.chmod(0o600)
+            value_file.write_bytes(bytes(data))
+            again = sevens(4096)
+            assert float(again[-1]) == 7.0

@@ -174,6 +174,8 @@ class Store(StoreLifetime):
             return MISSING
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return MISSING
+        if mapped:
+            mapped = self._may_map(mapped)
         try:
             found = reader.read(key, time.time(), mapped, self._sealer)
         except CorruptEntry as error:  # a planted or damaged value file
@@ -206,6 +208,7 @@ class Store(StoreLifetime):
             return {}
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return {}
+        mapped = self._may_map(mapped)
         found: dict[str, Encoded] = {}
         now = time.time()
         for start in range(0, len(keys), READ_MANY_BATCH):

@@ -157,6 +157,7 @@ class StoreLifetime:
         self._opening: threading.Thread | None = None
         self._read_only = False
         self._foreign = False  # a directory others can write, not opened as shared
+        self._others_write = False  # others can write the directory (shared or foreign)
         self.moved_aside: Path | None = None  # where a garbage cache.db went, if it did
         self._open_lock = threading.Lock()
         self._reopen_at = 0.0
@@ -194,6 +195,20 @@ class StoreLifetime:
         return self._resolved
 
     # --- faults --------------------------------------------------------------------------
+
+    def _may_map(self, mapped: bool) -> bool:
+        """Whether a value may be returned as a map of its file: not where others can write
+        the store, since a map's bytes are checked when written, not at each hit (a
+        co-writer could choose them, or truncate the file and kill the reader). There the
+        arrays are read and checked like any hit, with one warning."""
+        if mapped and self._others_write:
+            self._faults.report(
+                "mapped results",
+                f"{self._directory} can be written by others: memo(mmap=True) results are read "
+                "and checked whole instead of mapped",
+            )
+            return False
+        return mapped
 
     def report_fault(self, kind: str, error: BaseException) -> None:
         """Warn once per kind of fault; the caller carries on without the store."""
@@ -343,6 +358,7 @@ class StoreLifetime:
         self._make_directory(directory)
         problem = untrusted_reason(directory)
         self._foreign = problem is not None and not self.shared
+        self._others_write = problem is not None
         if self.shared and not self._foreign:
             stranger = strangers_directory(directory)
             if stranger is not None:
