@@ -280,3 +280,44 @@ def test_a_mapped_result_in_a_store_others_write_is_checked_like_any_hit(tmp_pat
             value_file.write_bytes(bytes(data))
             again = sevens(4096)
             assert float(again[-1]) == 7.0
+
+
+def bytes_read_by_this_process() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    pytest.skip("no /proc/self/io")
+
+
+@pytest.mark.parametrize("lengths", ["kept", "rewritten"])
+def test_a_planted_row_naming_a_huge_sparse_file_costs_no_read_of_its_bulk(
+    tmp_path: Path, lengths: str
+) -> None:
+    import sqlite3
+    import struct
+
+    with Store(tmp_path / "store") as store:
+
+        @memo(store=store)
+        def ones(n: int) -> object:
+            return np.full(n, 1.0)
+
+        assert float(ones(3 << 20)[0]) == 1.0  # a 24 MiB value file
+        (value_file,) = (tmp_path / "store").glob("*/*/*.val")
+        head = bytearray(value_file.read_bytes()[: 1 << 16])
+        huge = 1 << 30
+        if lengths == "rewritten":  # the lengths say 1 GiB too (the header's tag then fails)
+            at = 1 + 2 * 16 + 16  # frame byte, two tags, metadata: then the two lengths
+            document, area = struct.unpack_from(">IQ", head, at)
+            grown = area + huge - value_file.stat().st_size
+            struct.pack_into(">IQ", head, at, document, grown)
+        value_file.unlink()
+        with value_file.open("wb") as planted:  # sparse: 1 GiB that takes no disk
+            planted.write(head)
+            planted.truncate(huge)
+        with sqlite3.connect(tmp_path / "store" / "cache.db") as database:
+            database.execute("UPDATE Cache SET size = ? WHERE filename IS NOT NULL", (huge,))
+        before = bytes_read_by_this_process()
+        with pytest.warns(PersistmemoWarning, match="corrupt entry"):
+            assert float(ones(3 << 20)[-1]) == 1.0  # refused, computed again
+        assert bytes_read_by_this_process() - before < 256 << 20

@@ -187,11 +187,8 @@ class Sealer:
         start = aligned(document_end)
         if len(view) != start + area_size:
             raise CorruptEntry(f"entry {key} is truncated or has bytes past its end")
-        head_body = view[_BODY:OUT_OF_BAND_HEADER_SIZE]
+        self.check_head(key, view[:start])
         document = view[OUT_OF_BAND_HEADER_SIZE:document_end]
-        padding = view[document_end:start]
-        if not compare_digest(view[1:_BODY], self._head_tag(key, head_body, document, padding)):
-            raise CorruptEntry(_FAILED.format(key))
         area = view[start:]
         if not mapped:
             if area_check is not None and area_check.hashed == (start, area_size):
@@ -203,6 +200,18 @@ class Sealer:
             if not compare_digest(view[_BODY : _BODY + TAG_SIZE], area_tag):
                 raise CorruptEntry(_FAILED.format(key))
         return FramedValue(document, area, mapped=mapped)
+
+    def check_head(self, key: str, head: memoryview) -> None:
+        """Check the tag over an entry's header and document (``head``: the entry up to its
+        area); raises CorruptEntry when it fails. A store reading a large entry checks it
+        before reading the area, so that a planted file costs no read of its bulk."""
+        document_size, _ = _LENGTHS.unpack_from(head, _OUT_OF_BAND_LENGTHS)
+        document_end = OUT_OF_BAND_HEADER_SIZE + document_size
+        head_body = head[_BODY:OUT_OF_BAND_HEADER_SIZE]
+        document = head[OUT_OF_BAND_HEADER_SIZE:document_end]
+        padding = head[document_end : aligned(document_end)]
+        if not compare_digest(head[1:_BODY], self._head_tag(key, head_body, document, padding)):
+            raise CorruptEntry(_FAILED.format(key))
 
     def area_hasher(self, key: str, size: int) -> Any:
         """A keyed BLAKE3 hasher of ``key``'s area, fed the area's bytes next."""
@@ -286,16 +295,24 @@ class AreaCheck:
         self.hashed: tuple[int, int] | None = None
 
     def begin(self, head: bytes | memoryview, size: int) -> int | None:
-        """Where the area starts in an entry of ``size`` bytes beginning with ``head``."""
+        """Where the area starts in an entry of ``size`` bytes beginning with ``head`` (None
+        when it has no area); raises CorruptEntry when its lengths do not add up to ``size``."""
         if len(head) < OUT_OF_BAND_HEADER_SIZE or head[0] != FRAME_OUT_OF_BAND[0]:
             return None
         document_size, area_size = _LENGTHS.unpack_from(head, _OUT_OF_BAND_LENGTHS)
         start = aligned(OUT_OF_BAND_HEADER_SIZE + document_size)
         if start + area_size != size:
-            return None  # not a whole entry: unseal reports it
+            # Not a whole entry: refused before its bulk is read (a planted row may name a
+            # huge sparse file).
+            raise CorruptEntry(f"entry {self._key} is truncated or has bytes past its end")
         self._hasher = self._sealer.area_hasher(self._key, area_size)
         self.hashed = (start, area_size)
         return start
+
+    def check_head(self, head: memoryview) -> None:
+        """Check the entry's header and document (everything before the area) before the
+        area is read: raises CorruptEntry when their tag fails."""
+        self._sealer.check_head(self._key, head)
 
     def update(self, part: memoryview) -> None:
         """Hash the next bytes of the area."""

@@ -182,10 +182,13 @@ def _read_into_buffer(
     if start is None or area_check is None:
         _read_exactly(descriptor, buffer, head, size, filename)
         return buffer
+    if start > head:
+        _read_exactly(descriptor, buffer, head, start, filename)  # the rest of the document
+    # Checked before the area is read: a planted row naming a large (or sparse) file of
+    # someone else's costs this small read, not the file's bulk.
+    area_check.check_head(buffer[:start])
     if start < head:
         area_check.update(buffer[start:head])
-    else:
-        _read_exactly(descriptor, buffer, head, start, filename)  # the rest of the document
     position = max(start, head)
     if size - position < _HASH_WHILE_READING_FROM:
         _read_exactly(descriptor, buffer, position, size, filename)
