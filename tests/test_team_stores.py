@@ -321,3 +321,28 @@ def test_a_planted_row_naming_a_huge_sparse_file_costs_no_read_of_its_bulk(
         with pytest.warns(PersistmemoWarning, match="corrupt entry"):
             assert float(ones(3 << 20)[-1]) == 1.0  # refused, computed again
         assert bytes_read_by_this_process() - before < 256 << 20
+
+
+def test_a_redis_entry_copied_to_another_namespace_does_not_verify(redis_url: str) -> None:
+    import redis
+
+    from persistmemo import RedisStore
+
+    def pinned(store: object) -> object:
+        @memo(store=store, name="team.fetch", version="1")
+        def fetch(x: int) -> str:
+            return f"dev's {x}"
+
+        return fetch
+
+    dev = RedisStore(redis_url, namespace="team:dev", secret="team")
+    team = RedisStore(redis_url, namespace="team", secret="team")
+    on_dev, on_team = pinned(dev), pinned(team)
+    assert on_dev(1) == "dev's 1"  # type: ignore[operator]
+    client = redis.Redis.from_url(redis_url)
+    key = on_dev.key(1)  # type: ignore[attr-defined]
+    client.set(f"team:{key}", client.get(f"team:dev:{key}"))
+    client.close()
+    with pytest.warns(PersistmemoWarning, match="corrupt entry"):
+        assert on_team(1) == "dev's 1"  # type: ignore[operator]
+    assert on_team.cache_info().hits == 0  # type: ignore[attr-defined]

@@ -209,13 +209,19 @@ def check_decodes(encoded: Encoded) -> None:
             decode_value(encoded, allow_pickle=False)
 
 
-def judge_entry(report: CheckReport, sealer: Sealer, key: str, stored: bytes | memoryview) -> str:
-    """One entry of ``check``: its seal, then whether its value decodes, recorded in
-    ``report``. Returns "verified", "well-formed" (the tag failed on intact bytes: another
-    secret, or damage) or "malformed"; the stores weigh the counts with
-    ``looks_sealed_with_another_secret``."""
+def judge_entry(
+    report: CheckReport,
+    sealer: Sealer,
+    key: str,
+    stored: bytes | memoryview,
+    sealed_as: str | None = None,
+) -> str:
+    """One entry of ``check``: its seal (made over ``sealed_as``, by default the key), then
+    whether its value decodes, recorded in ``report``. Returns "verified", "well-formed" (the
+    tag failed on intact bytes: another secret, or damage) or "malformed"; the stores weigh
+    the counts with ``looks_sealed_with_another_secret``."""
     try:
-        encoded = sealer.unseal(key, stored)
+        encoded = sealer.unseal(sealed_as or key, stored)
     except CorruptEntry as error:
         report.corrupt.append(key)
         report.problems.append(f"{key}: {error}")

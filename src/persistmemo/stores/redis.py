@@ -134,6 +134,7 @@ if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('SET', KEYS[2], ARGV[4]
 return 1
 """  # noqa: E501
 _LEASES_REMEMBERED = 1024
+_DEFAULT_NAMESPACE = "persistmemo"
 
 
 _READ_MANY_BATCH = 500
@@ -180,7 +181,7 @@ class RedisStore:
         self,
         url: str = DEFAULT_URL,
         *,
-        namespace: str = "persistmemo",
+        namespace: str = _DEFAULT_NAMESPACE,
         timeout: float = DEFAULT_TIMEOUT,
         connect_timeout: float | None = None,
         backoff: float = DEFAULT_BACKOFF,
@@ -221,6 +222,10 @@ class RedisStore:
         self._release = self._client.register_script(_RELEASE)
         self._write_and_release = self._client.register_script(_WRITE_AND_RELEASE)
         self._prefix = f"{namespace}:"
+        # What each entry's seal is made over: the key with its namespace, so that an entry
+        # copied from "team:dev" to "team" does not verify. The default namespace seals the
+        # bare key, as every release did (its entries stay readable).
+        self._sealed_as = "" if namespace == _DEFAULT_NAMESPACE else self._prefix
         self._given_secret = secret_from_text(secret) if isinstance(secret, str) else secret
         self._sealer: Sealer | None = None
         self._secret = b""
@@ -360,7 +365,7 @@ class RedisStore:
             expires_at = None
         if stored is None:
             return MISSING
-        encoded = unseal_or_report(sealer, key, stored, self.report_fault)
+        encoded = unseal_or_report(sealer, self._sealed_as + key, stored, self.report_fault)
         return encoded if encoded is MISSING else (encoded, expires_at)  # type: ignore[return-value]
 
     def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
@@ -379,7 +384,9 @@ class RedisStore:
                 return found
             for key, stored in zip(batch, values, strict=True):
                 if stored is not None:
-                    encoded = unseal_or_report(sealer, key, stored, self.report_fault)
+                    encoded = unseal_or_report(
+                        sealer, self._sealed_as + key, stored, self.report_fault
+                    )
                     if encoded is not MISSING:
                         found[key] = encoded  # type: ignore[assignment]
         return found
@@ -395,7 +402,7 @@ class RedisStore:
         lease: Lease | None = None,
     ) -> bool:
         """Seal and send ``encoded``; with ``lease``, release it in the same server step."""
-        sealed = self._sealer_ready().seal(key, encoded, seconds)
+        sealed = self._sealer_ready().seal(self._sealed_as + key, encoded, seconds)
         if type(sealed) is SealedParts:
             sealed = sealed.joined()  # redis-py sends one value
         if len(sealed) > self.max_value_bytes:
@@ -676,7 +683,7 @@ class RedisStore:
                     report.corrupt.append(key)
                     report.problems.append(f"{key}: not a persistmemo value ({stored})")
                     continue
-                outcome = judge_entry(report, sealer, key, stored)
+                outcome = judge_entry(report, sealer, key, stored, self._sealed_as + key)
                 verified += outcome == "verified"
                 well_formed_failures += outcome == "well-formed"
                 if outcome == "malformed":
