@@ -346,3 +346,37 @@ def test_a_redis_entry_copied_to_another_namespace_does_not_verify(redis_url: st
     with pytest.warns(PersistmemoWarning, match="corrupt entry"):
         assert on_team(1) == "dev's 1"  # type: ignore[operator]
     assert on_team.cache_info().hits == 0  # type: ignore[attr-defined]
+
+
+def test_the_command_line_changes_a_team_store_only_when_told_it_is_shared(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    team_dir.chmod(0o2770)
+    with Store(team_dir, shared=True, secret="team") as store:
+
+        @memo(store=store)
+        def double(x: int) -> int:
+            return 2 * x
+
+        assert [double(x) for x in range(3)] == [0, 2, 4]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "persistmemo", "--store", str(team_dir), *args],
+            env={**os.environ, "PERSISTMEMO_SECRET": "team"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    refused = cli("clear", "--yes")
+    assert refused.returncode == 2
+    assert "--shared" in refused.stderr
+    done = cli("--shared", "clear", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "removed 3 entries" in done.stdout

@@ -205,9 +205,26 @@ def _open_store(args: argparse.Namespace) -> Any:
             "--namespace picks the namespace of a Redis store: give --store redis://host:6379/0 "
             "with it (a store directory has no namespaces)"
         )
-    store = Store(args.store, secret=secret) if args.store else Store(secret=secret)
+    shared = bool(getattr(args, "shared", False))
+    store = (
+        Store(args.store, secret=secret, shared=shared)
+        if args.store
+        else Store(secret=secret, shared=shared)
+    )
     if not (store.directory / "cache.db").exists():
         raise FileNotFoundError(f"no persistmemo store at {store.directory}")
+    changes = args.command in ("clear", "prune") or (
+        args.command == "check" and getattr(args, "fix", False)
+    )
+    if changes and not shared:
+        from persistmemo.integrity import untrusted_reason
+
+        problem = untrusted_reason(store.directory)
+        if problem is not None:
+            raise UsageError(
+                f"{store.directory} {problem}: persistmemo changes such a store only when it "
+                "is opened as shared; add --shared (with the team's secret) to change it"
+            )
     return store
 
 
@@ -687,6 +704,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=default,
             help="with a redis:// --store: the namespace of its keys, as RedisStore(namespace=) "
             "(default: persistmemo)",
+        )
+        options.add_argument(
+            "--shared",
+            action="store_true",
+            default=False if default is None else default,
+            help="open the store directory as a team store, as Store(shared=True): without it, "
+            "a directory others can write is read but never changed (clear, prune and check "
+            "--fix then remove nothing)",
         )
         options.add_argument(
             "--secret-file",
