@@ -380,3 +380,29 @@ def test_the_command_line_changes_a_team_store_only_when_told_it_is_shared(
     done = cli("--shared", "clear", "--yes")
     assert done.returncode == 0, done.stderr
     assert "removed 3 entries" in done.stdout
+
+
+def test_check_tells_damage_from_another_secret_by_the_recorded_fingerprints(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    with Store(tmp_path / "store", secret="ours") as store:
+
+        @memo(store=store)
+        def name(x: int) -> str:
+            return f"entry {x}"
+
+        assert [name(1), name(2)] == ["entry 1", "entry 2"]
+    with sqlite3.connect(tmp_path / "store" / "cache.db") as database:  # both damaged
+        rows = database.execute("SELECT key, value FROM Cache WHERE key LIKE 'pm2:%'").fetchall()
+        for key, value in rows:
+            damaged = bytes(value[:-1]) + bytes([value[-1] ^ 1])  # the frame stays well formed
+            database.execute("UPDATE Cache SET value = ? WHERE key = ?", (damaged, key))
+    with Store(tmp_path / "store", secret="theirs") as other:
+        assert other.check().wrong_secret  # nothing of theirs was ever stored here
+    with Store(tmp_path / "store", secret="ours") as store:
+        report = store.check(fix=True)
+        assert not report.wrong_secret  # our secret wrote here: it is damage
+        assert report.removed == 2
+        assert store.check().problems == []

@@ -83,12 +83,18 @@ class Sealer:
     """Seals and opens entries with one secret; what does not depend on the entry is
     prepared once, so that checking a small hit costs one hasher copy and two updates."""
 
-    __slots__ = ("_area_key", "_blake2b", "_blake3_key")
+    __slots__ = ("_area_key", "_blake2b", "_blake3_key", "fingerprint")
 
     def __init__(self, secret: bytes) -> None:
         self._blake2b = blake2b(key=secret[:64], digest_size=TAG_SIZE)
         self._blake3_key = blake2b(secret, digest_size=32, person=b"pm-seal-b3").digest()
         self._area_key = blake2b(secret, digest_size=32, person=b"pm-seal-area").digest()
+        # Which secret this is, told without revealing it (a keyed digest of a constant):
+        # a store records the fingerprints of the secrets that sealed it, so that `check`
+        # tells "sealed with another secret" from "damaged".
+        self.fingerprint = blake2b(
+            b"which secret", key=secret[:64], digest_size=8, person=b"pm-secret-id"
+        ).hexdigest()
 
     if TYPE_CHECKING:  # the variants, for the type checker: typing.overload is not imported
 

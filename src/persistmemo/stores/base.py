@@ -40,6 +40,9 @@ like leases and hit counts, never counted as a result."""
 FINGERPRINT_PREFIX = "pm-file:"
 """Before a file fingerprint (device, inode, size, times), the content digest recorded for it
 (see files.py): bookkeeping, never counted as a result."""
+SECRET_PREFIX = "pm-secret:"
+"""Before the fingerprint of a secret that sealed entries in the store (integrity.Sealer):
+bookkeeping, never counted as a result."""
 VERSION_PREFIX = "pm-version:"
 """Before a fingerprint of a function's source files, the version derived from them (see
 memoized.py): bookkeeping, never counted as a result."""

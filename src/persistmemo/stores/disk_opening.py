@@ -30,6 +30,7 @@ result), never an exception in the caller. What happens to a damaged store:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import sqlite3
@@ -48,6 +49,7 @@ from persistmemo.integrity import (
     untrusted_reason,
     user_secret,
 )
+from persistmemo.stores.base import SECRET_PREFIX
 from persistmemo.stores.entry_reader import EntryReader
 from persistmemo.stores.schema import DBNAME
 
@@ -457,6 +459,13 @@ class StoreLifetime:
             return
         if self.shared:
             share_database_files(str(directory))
+        if self._sealer is not None:
+            # Which secrets sealed this store, for `check` (see integrity.Sealer.fingerprint):
+            # one read per process, and a write the first time a secret writes here.
+            name = SECRET_PREFIX + self._sealer.fingerprint
+            with contextlib.suppress(Exception):  # bookkeeping: the store works without it
+                if self._cache.get(name) is None:
+                    self._cache.add(name, 1)
 
     def _open_cache(self, directory: Path) -> Any:
         global IO_ERRORS, TIMEOUT
