@@ -319,3 +319,70 @@ def test_map_workers_started_by_a_forkserver_keep_working(tmp_path: Path) -> Non
         """,
     )
     assert done.split() == ["3", "True"]
+
+
+def test_a_child_that_never_uses_a_store_never_waits_on_sqlite(work: Path) -> None:
+    # Threads read hits while the main thread forks children that exit at once (what a
+    # subprocess's preexec_fn or another library's worker does): closing the inherited
+    # connections in the fork hook called into SQLite, whose mutexes a reading thread of
+    # the parent could hold, and some children hung for good.
+    done = run(
+        work,
+        """
+        import os, threading, time, work
+        for x in range(4):
+            work.double(x)
+        stop = False
+
+        def hits(x):
+            while not stop:
+                work.double(x)
+
+        readers = [threading.Thread(target=hits, args=(x,)) for x in range(4)]
+        for reader in readers:
+            reader.start()
+        hung = 0
+        for _ in range(60):
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                    break
+                time.sleep(0.002)
+            else:
+                hung += 1
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+        stop = True
+        for reader in readers:
+            reader.join()
+        print(hung)
+        """,
+    )
+    assert done.strip() == "0"
+
+
+def test_map_workers_start_the_way_the_program_chose(work: Path) -> None:
+    (work / "where.py").write_text(
+        "import sys\nfrom persistmemo import Store, memo\n\n"
+        "@memo(store=Store(__import__('os').environ['STORE']))\n"
+        "def main_module(x):\n    return sys.modules['__main__'].__name__\n"
+    )
+    (work / "chooser.py").write_text(
+        "import multiprocessing, where\n\n"
+        "if __name__ == '__main__':\n"
+        "    multiprocessing.set_start_method('spawn')\n"
+        "    print(*set(where.main_module.map(range(4), workers=2)))\n"
+    )
+    process = subprocess.run(
+        [sys.executable, str(work / "chooser.py")],
+        cwd=work,
+        env={**os.environ, "STORE": str(work / "store"), "PYTHONPATH": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    assert process.stdout.split() == ["__mp_main__"]  # spawned, as chosen: not forked

@@ -453,3 +453,206 @@ def test_a_large_table_is_in_the_version_by_its_content(
     assert python(tmp_path, call) == first
     monkeypatch.setenv("ROW", "4000")
     assert python(tmp_path, call) != first
+
+
+def test_a_submodule_imported_by_name_in_the_body_is_in_the_version(tmp_path: Path) -> None:
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/scaling.py": "def scale(x):\n    return x * {n}\n",
+        "pkg/mod.py": """
+            from persistmemo import memo
+
+            @memo
+            def relative(x):
+                from . import scaling
+                return scaling.scale(x)
+
+            @memo
+            def absolute(x):
+                from pkg import scaling as s
+                return s.scale(x)
+        """,
+    }
+    call = "import pkg.mod as m; print(m.relative(10), m.absolute(10))"
+    write(tmp_path, {k: v.replace("{n}", "2") for k, v in files.items()})
+    assert python(tmp_path, call) == ["20", "20"]
+    write(tmp_path, {"pkg/scaling.py": files["pkg/scaling.py"].replace("{n}", "3")})
+    assert python(tmp_path, call) == ["30", "30"]
+
+
+def test_deriving_a_version_never_imports_a_module_the_body_did_not(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "clitool.py": "import sys\nprint('clitool imported')\nsys.exit(2)\n",
+            "app.py": """
+                from persistmemo import memo
+                USE_CLI = False
+
+                @memo
+                def f(x):
+                    if USE_CLI:
+                        import clitool
+                    return x + 1
+            """,
+        },
+    )
+    assert python(tmp_path, "import app; print(app.f(1), app.f(1))") == ["2", "2"]
+
+
+RACE = """
+import importlib, threading, time
+import helpers
+from persistmemo import memo
+
+@memo
+def slow(x):
+    time.sleep(0.5)
+    return helpers.transform(x)
+"""
+
+
+def test_a_result_computed_while_another_thread_re_derived_is_not_stored(tmp_path: Path) -> None:
+    write(tmp_path, {"helpers.py": HELPERS.format(n=100), "racing.py": RACE})
+    out = python(
+        tmp_path,
+        """
+        import importlib, threading, time, helpers, racing
+        results = {}
+        first = threading.Thread(target=lambda: results.update(a=racing.slow(1)))
+        first.start()
+        time.sleep(0.1)
+        with open("helpers.py", "w") as f:
+            f.write("def transform(x):\\n    return x + 200\\n")
+        importlib.reload(helpers)
+        results["b"] = racing.slow(5)  # derives the new version while the first computes
+        first.join()
+        print(results["a"], results["b"])
+        """,
+    )
+    assert out == ["201", "205"]  # the first ran the new helper, keyed under the old version
+    write(tmp_path, {"helpers.py": HELPERS.format(n=100)})
+    # The old code's version must not hold what the thread computed with the new helper.
+    out = python(
+        tmp_path,
+        """
+        import racing
+        from persistmemo.stores.base import MISSING
+        print(racing.slow.store.read(racing.slow.key(1)) is MISSING)
+        """,
+    )
+    assert out == ["True"]
+
+
+def test_a_helpers_captured_variable_rebound_elsewhere_changes_the_version(
+    store: Store,
+) -> None:
+    def make() -> tuple[object, object]:
+        k = 2
+
+        def helper(x: int) -> int:
+            return x * k
+
+        def set_k(value: int) -> None:
+            nonlocal k
+            k = value
+
+        return helper, set_k
+
+    helper, set_k = make()
+
+    @memo(store=store)
+    def f(x: int) -> int:
+        return helper(x)  # type: ignore[operator,no-any-return]
+
+    assert f(10) == 20
+    set_k(3)  # type: ignore[operator]
+    assert f(10) == 30
+
+
+def test_a_rebound_special_method_changes_the_version(store: Store) -> None:
+    class Scaler:
+        def __call__(self, x: int) -> int:
+            return x * 2
+
+    scaler = Scaler()
+
+    @memo(store=store, ignore=["scaler"])  # not keyed; its class is in the version
+    def f(x: int) -> int:
+        return scaler(x)
+
+    assert f(10) == 20
+    Scaler.__call__ = lambda self, x: x * 3  # type: ignore[method-assign,assignment,misc]
+    assert f(10) == 30
+
+
+def test_a_global_helpers_captured_variable_rebound_changes_the_version(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        {
+            "cells.py": """
+                from persistmemo import memo
+
+                def make():
+                    k = 2
+                    calls = 0
+                    def helper(x):
+                        nonlocal calls
+                        calls += 1          # state it keeps: never re-derives the version
+                        return x * k
+                    def set_k(value):
+                        nonlocal k
+                        k = value
+                    return helper, set_k
+
+                helper, set_k = make()
+
+                @memo
+                def f(x):
+                    return helper(x)
+            """
+        },
+    )
+    out = python(
+        tmp_path,
+        """
+        import cells
+        first = [cells.f(10), cells.f(10)]
+        cells.set_k(3)
+        print(*first, cells.f(10), cells.f(10), cells.f.cache_info().misses)
+        """,
+    )
+    assert out == ["20", "20", "30", "30", "2"]
+
+
+def test_the_methods_of_a_config_held_by_a_config_are_in_the_version(tmp_path: Path) -> None:
+    files = {
+        "nested.py": """
+            import dataclasses
+
+            @dataclasses.dataclass
+            class Inner:
+                k: int = 2
+                @property
+                def kk(self):
+                    return self.k * {factor}
+
+            @dataclasses.dataclass
+            class Outer:
+                inner: Inner = dataclasses.field(default_factory=Inner)
+        """,
+        "app.py": """
+            import nested
+            from persistmemo import memo
+
+            CFG = nested.Outer()
+
+            @memo
+            def f(x):
+                return x * CFG.inner.kk
+        """,
+    }
+    write(tmp_path, {k: v.replace("{factor}", "3") for k, v in files.items()})
+    assert python(tmp_path, "import app; print(app.f(2))") == ["12"]
+    write(tmp_path, {"nested.py": files["nested.py"].replace("{factor}", "5")})
+    assert python(tmp_path, "import app; print(app.f(2))") == ["20"]

@@ -74,6 +74,9 @@ class CallPaths(Generic[P, R]):
     # Whether the code the version was derived from changed since (code_watch.py); set by
     # prepare() with each derivation.
     code_changed: Callable[[], bool] = staticmethod(never_changed)
+    # Whether the code that runs is no longer the version's (code_watch.CodeWatch.replaced):
+    # a result computed then is not stored.
+    code_replaced: Callable[[], bool] = staticmethod(never_changed)
 
     def prepare(self) -> KeyBuilder:
         """Settle what the first call needs (memoized.py)."""
@@ -93,7 +96,10 @@ class CallPaths(Generic[P, R]):
         """Whether the code and the files a call was keyed on are still what they were: a
         result computed while the code was reloaded or rebound, or one of its files= was
         edited, is returned but not stored under the old key (it could be either's)."""
-        if self.code_changed():
+        keys = self.keys
+        # Re-derived meanwhile (another thread, a reload): this key's version may not be the
+        # code that computed the result, whichever watch is in force now.
+        if keys is None or not key.startswith(keys.prefix) or self.code_replaced():
             return False
         if not self.file_positions:
             return True

@@ -340,6 +340,8 @@ def _mutations_in_code(code: types.CodeType, loads: tuple[str, ...]) -> tuple[se
                 following and following[0].opname in ("STORE_ATTR", "DELETE_ATTR")
             ):
                 state.add(instruction.argval)
+                if mutating_call and following[0].argval in _RETURNING_CONTENT:
+                    read.add(instruction.argval)  # `x * opts.setdefault("k", 2)`: read too
             elif not _augmented(following, instruction.argval, stores):
                 read.add(instruction.argval)
     for constant in code.co_consts:
@@ -348,6 +350,11 @@ def _mutations_in_code(code: types.CodeType, loads: tuple[str, ...]) -> tuple[se
             state |= nested_state
             read |= nested_read
     return state, read
+
+
+# Mutating methods whose result is part of the content (bytecode cannot tell cheaply whether
+# the result is used: counted as a read, so the value is keyed rather than dropped).
+_RETURNING_CONTENT = frozenset(("setdefault", "pop", "popitem", "popleft"))
 
 
 def _augmented(following: list[Any], name: str, stores: tuple[str, ...]) -> bool:

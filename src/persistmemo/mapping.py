@@ -28,10 +28,11 @@ loop, at most ``workers`` at a time (default 16).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from persistmemo.files import MissingInput
@@ -220,11 +221,12 @@ def _in_processes(
     )
     try:
         futures = {}
-        for key, args in missing.items():
-            try:
-                futures[pool.submit(call, *args)] = key
-            except Exception as error:  # an argument that does not pickle, say
-                raise TypeError(f"{name}.map(workers=...): {error}") from error
+        with _own_threads_only_warning_hidden():
+            for key, args in missing.items():
+                try:
+                    futures[pool.submit(call, *args)] = key  # starts workers as needed
+                except Exception as error:  # an argument that does not pickle, say
+                    raise TypeError(f"{name}.map(workers=...): {error}") from error
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
@@ -268,13 +270,36 @@ def _exit_with_parent(parent: int) -> None:
 
     def watch() -> None:
         if handle is not None:
-            select.select([handle], [], [])
+            try:
+                poller = select.poll()  # not select(): a descriptor past 1023 is refused
+                poller.register(handle, select.POLLIN)
+                poller.poll()
+            except (OSError, ValueError, AttributeError):
+                while _alive(parent):
+                    time.sleep(0.5)
         else:
             while _alive(parent):
                 time.sleep(0.5)
         os._exit(1)
 
     threading.Thread(target=watch, name="persistmemo-parent-watch", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _own_threads_only_warning_hidden() -> Iterator[None]:
+    """Python 3.12+ warns that forking a multi-threaded process may deadlock the child. When
+    the only other threads are persistmemo's own (lease renewal, opening), the stores are
+    fork-safe (stores/connections.py): hidden then; a program's own threads still warn."""
+    import threading
+    import warnings
+
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if not others or not all(t.name.startswith("persistmemo-") for t in others):
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"This process .* is multi-threaded", DeprecationWarning)
+        yield
 
 
 def _alive(pid: int) -> bool:
@@ -288,8 +313,9 @@ def _alive(pid: int) -> bool:
 
 
 def _worker_context() -> Any:
-    """The start method of ``f.map``'s workers: ``fork`` on Linux, the platform's default
-    elsewhere (macOS's system libraries do not survive a fork).
+    """The start method of ``f.map``'s workers: the one the program set
+    (``multiprocessing.set_start_method``), else ``fork`` on Linux, else the platform's
+    default (macOS's system libraries do not survive a fork).
 
     Measured on 2 workers: fork starts a map of 4 items in ~70 ms, spawn in ~270-320 ms,
     and forkserver and spawn run the user's script again in each worker (a script without an
@@ -298,6 +324,9 @@ def _worker_context() -> Any:
     """
     import multiprocessing
 
+    chosen = multiprocessing.get_start_method(allow_none=True)
+    if chosen is not None:
+        return multiprocessing.get_context(chosen)
     if sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context()

@@ -141,16 +141,22 @@ class MemoizedFunction(CallPaths[P, R]):
         """Settle what the first call needs: the switch, the version, the key prefix."""
         self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
         version = self.options.version
-        if self.keys is not None and self.memory is not None:
-            self.memory.clear()  # derived again: what the old code computed is not served
-        self.code_changed = never_changed
+        changed: Callable[[], bool] = never_changed
+        replaced = changed
         if version is None and self.disabled:
             version = "disabled"  # no store is touched: the version would serve nothing
         elif version is None:
-            version = self._derived_version()
+            version, changed, replaced = self._derived_version()
         self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
-        self.keys = KeyBuilder(self.identity, version)
-        return self.keys
+        keys = KeyBuilder(self.identity, version)
+        if self.keys is not None and self.memory is not None:
+            self.memory.clear()  # derived again: what the old code computed is not served
+        # Published together, once derived: meanwhile other threads see the old builder with
+        # the old watch, which tells them it changed (they derive too, never key with it).
+        self.code_changed = changed
+        self.code_replaced = replaced
+        self.keys = keys
+        return keys
 
     def _store_directories(self) -> frozenset[str]:
         """The store's own directory (a disk store's, or a tiered store's local tier): a
@@ -229,7 +235,7 @@ class MemoizedFunction(CallPaths[P, R]):
             parts,
         )
 
-    def _code_version(self) -> str:
+    def _code_version(self) -> tuple[str, Callable[[], bool], Callable[[], bool]]:
         # Imported here: a script run again and again serves its version from the store and
         # never imports the parsing (ast, dataclasses, inspect: ~8 ms of each cold start).
         from persistmemo import versioning
@@ -250,18 +256,16 @@ class MemoizedFunction(CallPaths[P, R]):
             fingerprint, watch = fingerprinted
             remembered = self._remembered_version(fingerprint)
             if remembered is not None:
-                self.code_changed = watch.changed
-                return remembered
+                return remembered, watch.changed, watch.replaced
         version, watch = versioning.watched_version(
             self.code,
             include_globals=options.include_globals,
             packages=options.packages,
             stamp=self.stamp,
         )
-        self.code_changed = watch.changed
         if fingerprinted is not None:
             self._remember_version(fingerprinted[0], version)
-        return version
+        return version, watch.changed, watch.replaced
 
     def _remembered_version(self, fingerprint: str) -> str | None:
         """The version remembered in the store for ``fingerprint``, if any: a record sealed
@@ -288,7 +292,7 @@ class MemoizedFunction(CallPaths[P, R]):
                 tag=VERSION_PREFIX.rstrip(":"),  # no function's entry: cache_clear counts none
             )
 
-    def _derived_version(self) -> str:
+    def _derived_version(self) -> tuple[str, Callable[[], bool], Callable[[], bool]]:
         """The version from the code; if it cannot be derived, the function runs uncached.
 
         Deriving it must never break the call: a source too deeply nested to walk (a
@@ -310,7 +314,7 @@ class MemoizedFunction(CallPaths[P, R]):
                 PersistmemoWarning,
                 stacklevel=4,
             )
-            return "underived"
+            return "underived", never_changed, never_changed
 
     def canonical_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         binder = self.binder
@@ -415,7 +419,7 @@ class MemoizedFunction(CallPaths[P, R]):
         version = keys.prefix.rsplit(":", 2)[1]
         if self.options.version is None and version in _PLACEHOLDER_VERSIONS:
             try:
-                return self._code_version()
+                return self._code_version()[0]
             except Exception as error:
                 raise RuntimeError(
                     f"the version of {self.func_name}() cannot be derived: {error}"

@@ -91,6 +91,25 @@ class SourceIndex:
                 ).digest()
             return self._tree_digest
 
+    def imported_names(self, package: str | None) -> list[str]:
+        """The absolute names of the modules the file imports, anywhere in it (``from .
+        import sub`` names ``package.sub`` too, which may be a submodule)."""
+        names: list[str] = []
+        for node in ast.walk(self.tree):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    try:
+                        base = importlib.util.resolve_name("." * node.level + base, package)
+                    except (ImportError, ValueError):
+                        continue
+                if base:
+                    names.append(base)
+                    names += [f"{base}.{alias.name}" for alias in node.names if alias.name != "*"]
+        return names
+
     def assignment(self, name: str) -> tuple[bytes, frozenset[str]] | None:
         """The normalized last module-level statement assigning ``name`` (also inside ``if``,
         ``try`` or ``with`` blocks, and in tuple targets), and the names its value reads."""
@@ -261,6 +280,9 @@ def _dump_into(node: object, parts: list[str], drop_decorators: bool = False) ->
                 value = []
             elif name in _ADDED_FIELDS and not value:
                 continue  # a field newer Pythons add, unused: the same code, the same bytes
+            elif kind is ast.JoinedStr and name == "values":
+                # 3.12's parser ends a nested format spec (f"{x:>{w}}") with an empty string
+                value = [v for v in value if not (isinstance(v, ast.Constant) and v.value == "")]
             _dump_into(value, parts)
             parts.append(",")
         parts.append(")")

@@ -45,7 +45,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from persistmemo.code_watch import CodeWatch
+from persistmemo.code_watch import ABSENT, CodeWatch
 from persistmemo.hashing import blake2b, hashing_threads
 from persistmemo.keys import UnsupportedType, encode
 from persistmemo.origins import LIBRARY as _LIBRARY
@@ -208,6 +208,7 @@ class _VersionBasis:
         # What the walk read, for the per-call check that it still runs (code_watch.py).
         self.watched_names: list[tuple[Any, str, object]] = []
         self.watched_functions: list[types.FunctionType] = []
+        self.watched_cells: list[tuple[Any, object]] = []
         with _lock:
             self._root(func)
             self.package_versions = self._package_versions()
@@ -232,7 +233,7 @@ class _VersionBasis:
         return blake2b(encode(canonical), digest_size=VERSION_DIGEST_SIZE).hexdigest()
 
     def watch(self) -> CodeWatch:
-        return CodeWatch(self.watched_names, self.watched_functions)
+        return CodeWatch(self.watched_names, self.watched_functions, self.watched_cells)
 
     def fingerprint(self) -> str:
         own = os.path.dirname(os.path.abspath(__file__))
@@ -377,13 +378,23 @@ class _VersionBasis:
 
     def _closure(self, func: types.FunctionType, key: str, *, keyed: bool) -> None:
         cells = func.__closure__ or ()
+        state: frozenset[str] = frozenset()
+        if cells and not keyed:
+            from persistmemo.closures import state_variables
+
+            state = state_variables(func)
         for name, cell in zip(func.__code__.co_freevars, cells, strict=False):
             try:
                 value = cell.cell_contents
             except ValueError:
                 continue  # not assigned yet
-            if name == "__class__":
-                continue  # a method using super(): its own class, followed already
+            if name == "__class__" or name in state:
+                continue  # super()'s class, followed already; a counter the helper keeps
+            if not keyed:
+                # A helper reached through a global: nobody keys its captured values at the
+                # call, so they are in the version, and rebinding one (`nonlocal k; k = 3`
+                # elsewhere) derives it again.
+                self.watched_cells.append((cell, value))
             if _is_code(value):
                 self.captured.add(_qualified(value))
                 self._follow(value, keyed=keyed)
@@ -394,8 +405,6 @@ class _VersionBasis:
             elif keyed:
                 self._instance_classes(value, keyed=True)  # keyed by value; its methods here
             else:
-                # A helper reached through a global: nobody keys its captured values at the
-                # call (``scale3 = make_scale(3)``), so they are part of the version.
                 module, _, qualname = key.partition(":")
                 self._constant(
                     f"{key}.<closure>.{name}", module, f"{qualname}.<closure>.{name}", value
@@ -446,7 +455,12 @@ class _VersionBasis:
             basis, data = "file", encode(identity)
         index = source_index(path) if path is not None and not self.light else None
         definition = None
-        if index is not None and all(_source_runs(index, method) for method in methods):
+        # A method assigned from outside the class body (`Scaler.__call__ = f`) is not in
+        # the class's source: the class is then versioned by its code objects.
+        if index is not None and all(
+            method.__qualname__.startswith(f"{cls.__qualname__}.") and _source_runs(index, method)
+            for method in methods
+        ):
             name = cls.__qualname__.rsplit(".", 1)[-1]
             definition = index.find(cls.__qualname__, name, None)
             if definition is not None:
@@ -465,7 +479,12 @@ class _VersionBasis:
         attributes = cls.__dict__  # a live view: what is rebound later shows in it
         for attribute, value in sorted(vars(cls).items()):
             # `k = SCALE`, a dataclass field's default: the value the class body computed.
+            if _enum_internal(cls, attribute):
+                continue  # Enum's own bookkeeping (3.13 added _unhashable_values_map_)
             if attribute.startswith("__"):
+                if isinstance(value, (types.FunctionType, *_DESCRIPTORS)):
+                    # `Scaler.__call__ = ...` later: the methods the instances run
+                    self.watched_names.append((attributes, attribute, value))
                 continue
             self.watched_names.append((attributes, attribute, value))
             if isinstance(value, _DESCRIPTORS):
@@ -508,11 +527,16 @@ class _VersionBasis:
             if name in namespace and name not in written:
                 self.watched_names.append((namespace, name, namespace[name]))
                 self._global(module, name, namespace[name], names)
-        if self.include_globals:
+        if self.include_globals and _imports_anything(code):
             # `import helpers` / `from .helpers import scale` inside the body: the names the
-            # code reads from those modules, as for a module bound globally.
-            for imported in _modules_imported_in(code, namespace):
+            # code reads from those modules, as for a module bound globally; a module the
+            # body has not imported yet by its source (and what that imports), watched so
+            # that once imported, the version follows its names.
+            loaded, pending = _body_imports(code, namespace)
+            for imported in loaded:
                 self._global(module, imported.__name__, imported, names)
+            for name in pending:
+                self._unimported(name)
 
     def _global(self, module: str, name: str, value: Any, names: frozenset[str]) -> None:
         if isinstance(value, types.ModuleType):
@@ -542,12 +566,37 @@ class _VersionBasis:
         else:
             self._constant(f"{module}:{name}", module, name, value)
 
+    def _unimported(self, name: str) -> None:
+        """A user's module the body imports but this process has not imported yet."""
+        self.watched_names.append((sys.modules, name, ABSENT))
+        if self.light:
+            raise _NotByStat(f"{name}: imported by the body, known by its source")
+        for path, digest in _unimported_source(name, set()):
+            self.constants[f"<import>:{path}"] = {
+                "module": name,
+                "name": f"<source of {os.path.basename(path)}>",
+                "repr": "<not imported yet: its source, and what it imports>",
+                "digest": _digest(digest),
+            }
+
     def _instance_classes(self, value: Any, *, keyed: bool) -> None:
         """The classes of the user's instances in ``value`` (a config dataclass, an Enum
         member, a NamedTuple, a list of them): the methods the code may call on them run."""
-        for item in (value, *_contained(value)):
-            if not isinstance(item, type) and _origin_of_type(type(item)) == _USER:
-                self._class(type(item), keyed=keyed)
+        pending = [(value, 0)]
+        seen: set[int] = set()
+        while pending and len(seen) < _CONTAINED_AT_MOST:
+            item, depth = pending.pop()
+            for inner in (item, *_contained(item)):
+                if id(inner) in seen or isinstance(inner, type):
+                    continue
+                seen.add(id(inner))
+                if _origin_of_type(type(inner)) != _USER:
+                    continue
+                self._class(type(inner), keyed=keyed)
+                # A config holding configs (a dataclass field, an attribute): theirs too.
+                attributes = getattr(inner, "__dict__", None)
+                if isinstance(attributes, dict) and depth < 4:
+                    pending += [(field, depth + 1) for field in list(attributes.values())[:64]]
 
     def _constant(self, key: str, module: str, name: str, value: Any) -> None:
         self._instance_classes(value, keyed=False)
@@ -888,59 +937,140 @@ def _owner_class(func: types.FunctionType) -> type | None:
     return target if isinstance(target, type) else None
 
 
-def _modules_imported_in(code: types.CodeType, namespace: dict[str, Any]) -> list[Any]:
-    """The user's modules ``code`` imports inside itself (nested code included), imported
-    now if the body has not imported them yet (the call about to run would)."""
+def _body_imports(code: types.CodeType, namespace: dict[str, Any]) -> tuple[list[Any], list[str]]:
+    """The modules ``code`` imports inside itself (nested code included): the user's that
+    are imported already, and the names of those not imported yet (never imported here: a
+    module may print, parse the command line or exit when imported)."""
     import importlib.util
 
-    found: list[Any] = []
-    for name, level in _import_statements(code):
+    loaded: list[Any] = []
+    pending: list[str] = []
+    for name, level, fromlist in _import_statements(code):
         try:
             target = importlib.util.resolve_name("." * level + name, namespace.get("__package__"))
         except (ImportError, ValueError, TypeError):
             continue
-        # `import a.b.c` binds `a` and reads `a.b.c` through it: each package on the way.
+        # `import a.b.c` binds `a` and reads `a.b.c` through it: each package on the way;
+        # `from . import sub` may name a submodule.
         parts = target.split(".")
-        for depth in range(1, len(parts) + 1):
-            dotted = ".".join(parts[:depth])
+        candidates = [".".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
+        candidates += [f"{target}.{item}" for item in fromlist if item != "*"]
+        for dotted in candidates:
             module = sys.modules.get(dotted)
             if module is None:
-                module = _import_users(dotted)
-            if module is not None and _origin_of_module(module) == _USER:
-                found.append(module)
+                pending.append(dotted)
+            elif _origin_of_module(module) == _USER:
+                loaded.append(module)
+    return loaded, pending
+
+
+def _unimported_source(name: str, seen: set[str], depth: int = 0) -> list[tuple[str, bytes]]:
+    """(path, digest of the normalized source) of the user's module ``name``, found without
+    importing it, and of the user's modules its source imports, transitively; nothing for a
+    module that is not the user's (or not found)."""
+    path = _source_path_without_import(name)
+    if path is None or path in seen or depth > 20 or _origin_of_path(path) != _USER:
+        return []
+    seen.add(path)
+    index = source_index(path)
+    if index is None:
+        return [(path, b"unreadable")]
+    found = [(path, _what_import_would_run(path, index))]
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    for imported in index.imported_names(package):
+        found += _unimported_source(imported, seen, depth + 1)
     return found
 
 
-def _import_users(name: str) -> Any:
-    """Import the module ``name`` if it is the user's own (a file outside every installed
-    package and the standard library); None otherwise, or when it fails to import."""
+def _what_import_would_run(path: str, index: SourceIndex) -> bytes:
+    """The digest of what importing ``path`` would run: its normalized source, unless the
+    import system would load a ``.pyc`` that does not hold that source (a stale one, after
+    an edit that kept size and mtime), whose code objects are then digested instead."""
     import importlib.util
 
     try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return None
-    origin = getattr(spec, "origin", None)
-    if not isinstance(origin, str) or _origin_of_path(origin) != _USER:
-        return None
+        cached = importlib.util.cache_from_source(path)
+        with open(cached, "rb") as file:
+            data = file.read()
+        info = os.stat(path)
+    except (OSError, NotImplementedError, ValueError):
+        return index.tree_digest()  # no bytecode: the source is what would be compiled
+    if len(data) < 16 or data[:4] != importlib.util.MAGIC_NUMBER:
+        return index.tree_digest()  # not this Python's: recompiled from the source
+    flags = int.from_bytes(data[4:8], "little")
+    if flags == 0:  # checked by the source's mtime and size only
+        mtime = int.from_bytes(data[8:12], "little")
+        size = int.from_bytes(data[12:16], "little")
+        if mtime != int(info.st_mtime) & 0xFFFFFFFF or size != info.st_size & 0xFFFFFFFF:
+            return index.tree_digest()  # out of date by its stamp: recompiled
+    elif flags & 0b10:  # a hash-based .pyc checked against the source: it holds the source
+        return index.tree_digest()
     try:
-        return importlib.import_module(name)
-    except Exception:  # the call's own import will raise it
-        return None
+        loaded = marshal.loads(data[16:])
+        compiled = compile(index.tree, path, "exec", dont_inherit=True)
+    except Exception:
+        return index.tree_digest()
+    from persistmemo.source_index import same_code
+
+    if same_code(loaded, compiled):
+        return index.tree_digest()
+    return blake2b(encode(["bytecode", *code_fingerprint(loaded)]), digest_size=16).digest()
 
 
-def _import_statements(code: types.CodeType) -> list[tuple[str, int]]:
-    """(module name, relative level) of each IMPORT_NAME in ``code`` and its nested code."""
+def _source_path_without_import(name: str) -> str | None:
+    """The source file of module ``name`` as the path finder would find it, without running
+    any package's ``__init__`` (find_spec of ``a.b`` imports ``a``)."""
+    from importlib.machinery import PathFinder
+
+    search: list[str] | None = None
+    spec = None
+    parts = name.split(".")
+    for depth in range(len(parts)):
+        prefix = ".".join(parts[: depth + 1])
+        loaded = sys.modules.get(prefix)
+        if loaded is not None and depth < len(parts) - 1:
+            search = list(getattr(loaded, "__path__", None) or [])
+            continue
+        try:
+            spec = PathFinder.find_spec(prefix, search)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
+    origin = getattr(spec, "origin", None)
+    return origin if isinstance(origin, str) and origin.endswith(".py") else None
+
+
+def _imports_anything(code: types.CodeType) -> bool:
+    """A quick filter: whether ``code`` (or code nested in it) has an IMPORT_NAME at all."""
+    from opcode import opmap  # what dis itself reads: loaded with the parsing anyway
+
+    if opmap["IMPORT_NAME"] in code.co_code[::2]:
+        return True
+    return any(
+        isinstance(constant, types.CodeType) and _imports_anything(constant)
+        for constant in code.co_consts
+    )
+
+
+def _import_statements(code: types.CodeType) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(module name, relative level, names imported from it) of each IMPORT_NAME in
+    ``code`` and its nested code."""
     import dis
 
-    found: list[tuple[str, int]] = []
+    found: list[tuple[str, int, tuple[str, ...]]] = []
     constants: list[object] = []
     for instruction in dis.get_instructions(code):
         if instruction.opname in ("LOAD_CONST", "LOAD_SMALL_INT"):  # 3.14: small ints
             constants.append(instruction.argval)
         elif instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
             level = constants[-2] if len(constants) >= 2 else 0
-            found.append((instruction.argval, level if type(level) is int else 0))
+            fromlist = constants[-1] if constants else None
+            names = (
+                tuple(n for n in fromlist if isinstance(n, str)) if type(fromlist) is tuple else ()
+            )
+            found.append((instruction.argval, level if type(level) is int else 0, names))
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
             found += _import_statements(constant)
@@ -1125,6 +1255,17 @@ def _large_content(value: object) -> bytes | None:
         _large_digests.clear()
     _large_digests[id(value)] = (value, digest)  # holds it: the id stays its own
     return digest
+
+
+def _enum_internal(cls: type, attribute: str) -> bool:
+    """Whether ``attribute`` of ``cls`` is the enum machinery's (``_member_map_``...): its
+    members are versioned as attributes of their own, and Python versions add these."""
+    return (
+        len(attribute) > 2
+        and attribute[0] == "_" != attribute[1]
+        and attribute.endswith("_")
+        and "_member_map_" in vars(cls)
+    )
 
 
 _CONTAINED_AT_MOST = 1000

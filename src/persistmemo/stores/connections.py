@@ -11,8 +11,10 @@ write-ahead log, and the child goes on writing into the unlinked file (or, with 
 writer, into another ``-shm``), so its results are lost and the database can be damaged.
 
 So every connection is opened here, usable from any thread (``check_same_thread=False``:
-the child's one thread closes the connections of all the parent's threads), and the child
-closes them all in its after-fork hook, before it can open one. Closing in the child releases
+the child's one thread closes the connections of all the parent's threads), and a child
+closes them all before it opens its first connection of its own (not in the fork hook: a
+child that never uses a store never calls SQLite). A fork waits for statements under way
+on these connections, so that none is closed mid-statement. Closing in the child releases
 nothing of the parent's: the kernel's locks are the parent's, and the child's unlock asks
 the kernel to release locks the child does not hold.
 """
@@ -53,6 +55,8 @@ def connect(
     connection opened without it is either guarded by the store's fork lock (diskcache's
     writes: pass ``idle``) or used within one call by the thread that opened it.
     """
+    if _inherited:
+        _close_inherited()
     connection: sqlite3.Connection = sqlite3.connect(database, check_same_thread=False, **options)
     _open[id(connection)] = (connection, threading.get_ident(), busy)
     return connection
@@ -82,10 +86,21 @@ def open_count() -> int:
     return len(_open)
 
 
+forking = [False]
+"""True while a fork waits for the statements under way: readers start none meanwhile."""
+
+
+def wait_for_fork() -> None:
+    """Called by a reader that found ``forking`` set: wait until the fork is done."""
+    while forking[0]:
+        time.sleep(0.0005)
+
+
 def _wait_for_statements() -> None:
     # Runs with the GIL held until the fork, once no statement is under way: no thread can
-    # start one in between (starting one takes Python code).
+    # start one in between (starting one takes Python code), and readers wait at the gate.
     _forking_thread[0] = threading.get_ident()
+    forking[0] = True
     deadline = time.monotonic() + STATEMENT_WAIT
     while True:
         busy = {key for key, (_, _, check) in list(_open.items()) if check and check()}
@@ -96,9 +111,23 @@ def _wait_for_statements() -> None:
         time.sleep(0.0005)
 
 
-def _close_inherited() -> None:
-    inherited = list(_open.items())
+_inherited: list[tuple[int, tuple[sqlite3.Connection, int, Callable[[], bool] | None]]] = []
+
+
+def _forget_inherited() -> None:
+    # In the child, at the fork: nothing is closed yet. Closing calls into SQLite, which a
+    # thread of the parent may have been inside (its memory or file-lock mutex, held by a
+    # thread that does not exist here): a child that never uses a store (a subprocess's
+    # preexec_fn, a worker of another library) must never wait for that. The connections
+    # are closed at the child's first connection of its own, before it opens one.
+    forking[0] = False
+    _inherited.extend(_open.items())  # a child that forks before it connected: both
     _open.clear()
+
+
+def _close_inherited() -> None:
+    inherited = list(_inherited)
+    _inherited.clear()
     for key, (connection, opener, busy) in inherited:
         if key in _busy_at_fork or (busy is None and opener != _forking_thread[0]):
             # Under way in a thread that did not survive the fork (a statement that outlasted
@@ -112,4 +141,8 @@ def _close_inherited() -> None:
 
 
 if hasattr(os, "register_at_fork"):  # no fork on Windows
-    os.register_at_fork(before=_wait_for_statements, after_in_child=_close_inherited)
+    os.register_at_fork(
+        before=_wait_for_statements,
+        after_in_parent=lambda: forking.__setitem__(0, False),
+        after_in_child=_forget_inherited,
+    )

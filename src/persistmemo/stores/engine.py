@@ -109,7 +109,9 @@ def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedPart
         parts[0] = sealed.header()
         return int(disk._write(full_path, iter(parts), "xb"))
     made: list[bytes] = []
-    hashing = threading.Thread(target=lambda: made.append(sealed.header()), daemon=True)
+    hashing = threading.Thread(
+        target=lambda: made.append(sealed.header()), name="persistmemo-hash", daemon=True
+    )
     hashing.start()
 
     def header() -> bytes:

@@ -40,6 +40,7 @@ import weakref
 from persistmemo.codec import CorruptEntry
 from persistmemo.integrity import FRAME_OUT_OF_BAND, AreaCheck
 from persistmemo.stores import connections
+from persistmemo.stores.connections import forking, wait_for_fork
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
@@ -199,7 +200,9 @@ def _read_into_buffer(
     import queue
 
     parts: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
-    hashing = threading.Thread(target=_hash_parts, args=(parts, area_check), daemon=True)
+    hashing = threading.Thread(
+        target=_hash_parts, args=(parts, area_check), name="persistmemo-hash", daemon=True
+    )
     hashing.start()
     part = max(_PARTS[0], min(_PARTS[1], (size - position) // 8))
     try:
@@ -319,6 +322,10 @@ class _ThreadConnection:
     def run(self, statement: str, parameters: tuple[object, ...] = ()) -> list[Any]:
         """Run a reading ``statement`` to its end; its rows."""
         self.busy = True
+        if forking[0]:
+            self.busy = False
+            wait_for_fork()
+            self.busy = True
         try:
             return self.cursor.execute(statement, parameters).fetchall()
         finally:
@@ -368,6 +375,10 @@ class EntryReader:
         # fetchall, not fetchone: it runs the statement to its end, which ends the read
         # transaction; a statement left open would keep SQLite from checkpointing the WAL.
         held.busy = True
+        if forking[0]:  # a fork waits for statements under way: start none until it is done
+            held.busy = False
+            wait_for_fork()
+            held.busy = True
         try:
             rows = held.cursor.execute(_SELECT, (key, now)).fetchall()
         finally:
@@ -448,6 +459,10 @@ class EntryReader:
         held = self._held()
         cursor = held.cursor
         held.busy = True
+        if forking[0]:
+            held.busy = False
+            wait_for_fork()
+            held.busy = True
         try:
             cursor.execute("PRAGMA query_only = 0")
             try:
