@@ -319,13 +319,17 @@ class _ThreadConnection:
         closer = weakref.finalize(self, connections.close, connection)
         closer.atexit = False  # at exit, hit counts are still to be written (decorator.py)
 
-    def run(self, statement: str, parameters: tuple[object, ...] = ()) -> list[Any]:
-        """Run a reading ``statement`` to its end; its rows."""
+    def begin(self) -> None:
+        """Mark a statement under way, once no fork is waiting for statements to end."""
         self.busy = True
         if forking[0]:
             self.busy = False
             wait_for_fork()
             self.busy = True
+
+    def run(self, statement: str, parameters: tuple[object, ...] = ()) -> list[Any]:
+        """Run a reading ``statement`` to its end; its rows."""
+        self.begin()
         try:
             return self.cursor.execute(statement, parameters).fetchall()
         finally:
@@ -374,11 +378,9 @@ class EntryReader:
             held = self._held()
         # fetchall, not fetchone: it runs the statement to its end, which ends the read
         # transaction; a statement left open would keep SQLite from checkpointing the WAL.
-        held.busy = True
+        held.busy = True  # held.begin(), inlined: the hit path
         if forking[0]:  # a fork waits for statements under way: start none until it is done
-            held.busy = False
-            wait_for_fork()
-            held.busy = True
+            held.begin()
         try:
             rows = held.cursor.execute(_SELECT, (key, now)).fetchall()
         finally:
@@ -458,11 +460,7 @@ class EntryReader:
             raise sqlite3.OperationalError(f"a reader opened {self._mode} does not write")
         held = self._held()
         cursor = held.cursor
-        held.busy = True
-        if forking[0]:
-            held.busy = False
-            wait_for_fork()
-            held.busy = True
+        held.begin()
         try:
             cursor.execute("PRAGMA query_only = 0")
             try:
