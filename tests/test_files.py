@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_python
 from persistmemo import Store, files, memo
-from persistmemo.stores.base import MISSING
+from persistmemo.stores.base import MISSING, secret_scoped
 
 
 @pytest.fixture
@@ -375,7 +375,10 @@ def test_planted_or_garbage_fingerprint_records_are_ignored(tmp_path: Path) -> N
     data, store_dir = tmp_path / "data.txt", tmp_path / "store"
     data.write_text("the real content")
     wrong, late = bytes(32), 2**62  # taken long after the file's times: trusted if believed
-    key = files._file_record_key(str(data), files._fingerprint(os.stat(data)))
+    with Store(store_dir) as reader:  # records are kept per sealing secret: the reader's
+        key = secret_scoped(
+            reader, files._file_record_key(str(data), files._fingerprint(os.stat(data)))
+        )
     planted: list[tuple[str | None, bytes]] = [
         ("a co-user without the secret", files.encode_value({"digest": wrong, "at": late})),
         (None, files.encode_value({"digest": "not bytes", "at": "never"})),
@@ -399,7 +402,7 @@ def test_fingerprint_records_are_not_counted_as_results(tmp_path: Path) -> None:
     keyed_in_a_fresh_process(data, store_dir)
     with Store(store_dir) as store:
         key = files._file_record_key(str(data), files._fingerprint(os.stat(data)))
-        assert store.read(key) is not MISSING  # recorded ...
+        assert store.read(secret_scoped(store, key)) is not MISSING  # recorded ...
         assert len(store) == 0  # ... but not a result
         assert list(store.entries()) == []
 

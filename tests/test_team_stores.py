@@ -406,3 +406,48 @@ def test_check_tells_damage_from_another_secret_by_the_recorded_fingerprints(
         assert not report.wrong_secret  # our secret wrote here: it is damage
         assert report.removed == 2
         assert store.check().problems == []
+
+
+def test_members_with_their_own_secrets_keep_their_own_bookkeeping(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    team_dir.chmod(0o2770)
+    (tmp_path / "data.txt").write_text("rows")
+    (tmp_path / "member.py").write_text(
+        "import sys, warnings\n"
+        "from persistmemo import Store, memo\n"
+        "store = Store(sys.argv[1], shared=True)\n\n"
+        "@memo(store=store, files=['path'])\n"
+        "def load(path):\n"
+        "    return open(path).read()\n\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    load(sys.argv[2])\n"
+        "bookkeeping = ('pm-version:', 'pm-file:')\n"
+        "print(len([w for w in caught if any(k in str(w.message) for k in bookkeeping)]))\n"
+    )
+    time.sleep(2.1)  # the data file's stamp is trusted, so its digest record is written
+
+    def member(secret: str) -> str:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(tmp_path / "member.py"),
+                str(team_dir),
+                str(tmp_path / "data.txt"),
+            ],
+            env={**os.environ, "PERSISTMEMO_SECRET": secret},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    # Each reads the store after the other wrote its version and file records: a record
+    # sealed with the other secret used to be read, fail its seal and be overwritten.
+    assert [member("alice's"), member("bob's"), member("alice's"), member("bob's")] == ["0"] * 4

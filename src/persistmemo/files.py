@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from persistmemo.codec import decode_value, encode_value
 from persistmemo.hashing import hashing_threads
-from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing
+from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing, secret_scoped
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import StoreBackend
@@ -212,7 +212,7 @@ def _read_record(store: StoreBackend, key: str) -> Any:
     """The decoded record under ``key``, or None: absent, unusable (a store fault, a seal
     that fails: the store has reported it) or not of our making."""
     try:
-        data = store.read(key)
+        data = store.read(secret_scoped(store, key))
         if isinstance(data, Missing):
             return None
         return decode_value(data, allow_pickle=False)
@@ -234,7 +234,7 @@ def _write_record(store: StoreBackend, key: str, record: object) -> None:
     # A fingerprint not kept costs a hash later, never the call.
     with contextlib.suppress(Exception):
         store.write(
-            key,
+            secret_scoped(store, key),
             encode_value(record, allow_pickle=False),
             ttl=FINGERPRINT_TTL,
             tag=FINGERPRINT_PREFIX.rstrip(":"),

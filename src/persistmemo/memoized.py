@@ -36,7 +36,7 @@ from persistmemo.memory import MemoryTier
 from persistmemo.naming import qualified_name
 from persistmemo.options import MemoOptions
 from persistmemo.source_stamps import definition_stamp
-from persistmemo.stores.base import MISSING, VERSION_PREFIX
+from persistmemo.stores.base import MISSING, VERSION_PREFIX, secret_scoped
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import EntryInfo
@@ -271,7 +271,7 @@ class MemoizedFunction(CallPaths[P, R]):
         """The version remembered in the store for ``fingerprint``, if any: a record sealed
         with the store's secret, like every entry, so that no one else can plant one."""
         try:
-            data = self.store.read(VERSION_PREFIX + fingerprint)
+            data = self.store.read(secret_scoped(self.store, VERSION_PREFIX + fingerprint))
             if data is MISSING:
                 return None
             version = decode_value(bytes(cast(bytes, data)), allow_pickle=False)
@@ -286,7 +286,7 @@ class MemoizedFunction(CallPaths[P, R]):
         """Remember ``version`` under ``fingerprint`` for the next processes (best effort)."""
         with contextlib.suppress(Exception):  # remembering only saves the next process time
             self.store.write(
-                VERSION_PREFIX + fingerprint,
+                secret_scoped(self.store, VERSION_PREFIX + fingerprint),
                 encode_value(version, allow_pickle=False),
                 ttl=None,
                 tag=VERSION_PREFIX.rstrip(":"),  # no function's entry: cache_clear counts none

@@ -43,6 +43,24 @@ FINGERPRINT_PREFIX = "pm-file:"
 SECRET_PREFIX = "pm-secret:"
 """Before the fingerprint of a secret that sealed entries in the store (integrity.Sealer):
 bookkeeping, never counted as a result."""
+
+
+def secret_scoped(store: object, key: str) -> str:
+    """A bookkeeping record's ``key`` (``pm-version:...``, ``pm-file:...``) within the store's
+    sealing secret: members of a team store who seal with their own secrets keep records of
+    their own, rather than overwrite each other's (each failing the other's seal)."""
+    secret = getattr(store, "secret", None)
+    if not isinstance(secret, bytes):
+        return key
+    scope = _secret_scopes.get(secret)
+    if scope is None:
+        scope = _secret_scopes[secret] = Sealer(secret).fingerprint
+    prefix, _, rest = key.partition(":")
+    return f"{prefix}:{scope}:{rest}"
+
+
+_secret_scopes: dict[bytes, str] = {}
+
 VERSION_PREFIX = "pm-version:"
 """Before a fingerprint of a function's source files, the version derived from them (see
 memoized.py): bookkeeping, never counted as a result."""
