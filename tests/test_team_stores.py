@@ -451,3 +451,77 @@ def test_members_with_their_own_secrets_keep_their_own_bookkeeping(tmp_path: Pat
     # Each reads the store after the other wrote its version and file records: a record
     # sealed with the other secret used to be read, fail its seal and be overwritten.
     assert [member("alice's"), member("bob's"), member("alice's"), member("bob's")] == ["0"] * 4
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo", "hard link"])
+@pytest.mark.parametrize("name", ["cache.db", "cache.db-wal"])
+def test_a_planted_database_file_is_neither_followed_nor_waited_on(
+    tmp_path: Path, planted: str, name: str
+) -> None:
+    import subprocess
+    import sys
+
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    team_dir.chmod(0o2770)
+    import sqlite3
+
+    victim = tmp_path / "notes.db"  # a member's own database, outside the store
+    with sqlite3.connect(victim) as notes:
+        notes.execute("CREATE TABLE Notes (text)")
+    notes.close()
+    absent = tmp_path / "made-outside.db"
+    target = team_dir / name
+    if planted == "link":
+        target.symlink_to(absent if name == "cache.db" else victim)
+    elif planted == "fifo":
+        os.mkfifo(target)  # blocks a member who can only read it (not root): guarded here
+    else:
+        os.link(victim, target)
+    code = (
+        "import sys, warnings\n"
+        "from persistmemo import Store, memo\n"
+        "warnings.simplefilter('ignore')\n"
+        "store = Store(sys.argv[1], shared=True, secret='team')\n\n"
+        "@memo(store=store)\n"
+        "def double(x):\n"
+        "    return 2 * x\n\n"
+        "print(double(21), double(21))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(team_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,  # a FIFO opened by SQLite blocked this for good
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["42", "42"]
+    assert not absent.exists()
+    with sqlite3.connect(victim) as notes:
+        tables = [row[0] for row in notes.execute("SELECT name FROM sqlite_master")]
+    notes.close()
+    assert tables == ["Notes"]
+
+
+def test_value_files_of_a_team_store_are_readable_by_the_group_whatever_the_umask(
+    tmp_path: Path,
+) -> None:
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    team_dir.chmod(0o2770)
+    before = os.umask(0o077)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PersistmemoWarning)
+            with Store(team_dir, shared=True, secret="team") as store:
+
+                @memo(store=store)
+                def blob(n: int) -> bytes:
+                    return bytes([n]) * 100_000
+
+                blob(1)
+    finally:
+        os.umask(before)
+    (value_file,) = team_dir.glob("*/*/*.val")
+    assert value_file.stat().st_mode & 0o777 == 0o640
+    assert value_file.parent.stat().st_mode & 0o7777 == 0o2770

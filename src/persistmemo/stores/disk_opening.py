@@ -160,6 +160,7 @@ class StoreLifetime:
         self._read_only = False
         self._foreign = False  # a directory others can write, not opened as shared
         self._others_write = False  # others can write the directory (shared or foreign)
+        self._planted: str | None = None  # a database file someone else put there
         self.moved_aside: Path | None = None  # where a garbage cache.db went, if it did
         self._open_lock = threading.Lock()
         self._reopen_at = 0.0
@@ -335,7 +336,7 @@ class StoreLifetime:
         if self._reader is not None:
             return
         directory = self._directory
-        if self._foreign:
+        if self._foreign or self._planted is not None:
             # Nothing may be written here, and nothing can be read yet: typically its
             # write-ahead log's index is missing until the owner opens the store. Tried again.
             self._reopen_at = time.monotonic() + REOPEN_AFTER
@@ -376,6 +377,19 @@ class StoreLifetime:
         # Whether pickle-fallback values may be written and read here: a plain
         # attribute, as the hit path reads it on every call.
         self.pickle_allowed = self._pickle_trusted and not self.strict
+        self._planted = None
+        if self._others_write:
+            # Someone else could have put a link, a FIFO or a hard link to another file of
+            # yours where the database goes: SQLite would follow it, or block on it.
+            self._planted = planted_database_file(directory)
+            if self._planted is not None:
+                self._reopen_at = time.monotonic() + REOPEN_AFTER
+                self._faults.report(
+                    "planted database file",
+                    f"{self._planted}: not a file the store made, so it is neither read nor "
+                    "written (calls run without the store); remove it to use the store",
+                )
+                return None
         if not os.path.exists(os.path.join(directory, DBNAME)):
             return None  # no database yet: the untrusted directory was reported already
         reader = EntryReader(
@@ -395,8 +409,16 @@ class StoreLifetime:
         # The mode applies to the store's own directory; parents get the default, as mkdir -p
         os.makedirs(directory, mode=0o700, exist_ok=True)
         if self.shared:
-            # The group shares it: group members write, new files keep the group.
-            os.chmod(directory, 0o2770)
+            # The group shares it: group members write, new files keep the group. Changed
+            # through a descriptor opened without following a link: in a directory others
+            # can write, the new store could be swapped for a link to a file of yours.
+            flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+            descriptor = os.open(directory, flags)
+            try:
+                if os.fstat(descriptor).st_uid == os.getuid():
+                    os.fchmod(descriptor, 0o2770)
+            finally:
+                os.close(descriptor)
 
     def _read_only_reader(self, directory: str) -> EntryReader | None:
         """A reader for a store this process cannot write, or None (reported) when it cannot
@@ -449,6 +471,8 @@ class StoreLifetime:
                 "store directory)",
             )
             return
+        if self.shared:
+            share_database_files(str(directory))  # ours, made 0644 by an older release
         try:
             self._cache = self._open_cache(directory)
         except sqlite3.OperationalError as error:
@@ -456,6 +480,18 @@ class StoreLifetime:
                 raise
             self._read_only = True
             self._read_only_cause = str(error)  # reported with how it is read, if it is
+            if self._reader is not None:  # read already: say now that nothing is stored
+                self._faults.report(
+                    "read-only store",
+                    f"{self._read_only_cause}; existing entries are served, new results are "
+                    "not saved"
+                    + (
+                        " (in a team store, the member who owns cache.db and its -wal/-shm "
+                        "files can make them group-writable by opening it shared once)"
+                        if self.shared
+                        else ""
+                    ),
+                )
             return
         if self.shared:
             share_database_files(str(directory))
@@ -570,6 +606,26 @@ def strangers_directory(directory: str) -> str | None:
         return f"is owned by uid {info.st_uid}, who is not a known user"
     if owner.pw_gid != info.st_gid and owner.pw_name not in group.gr_mem:
         return f"is owned by {owner.pw_name}, who is not in its group {group.gr_name}"
+    return None
+
+
+def planted_database_file(directory: str) -> str | None:
+    """The database file (``cache.db`` or its ``-wal``/``-shm``) that is not a regular file
+    of its own (a symlink, a FIFO, a device, a file with other hard links), or None."""
+    import stat
+
+    for suffix in ("", "-wal", "-shm"):
+        path = os.path.join(directory, DBNAME + suffix)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return f"{path} cannot be examined"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{path} is not a regular file"
+        if info.st_nlink != 1:
+            return f"{path} has {info.st_nlink} hard links"
     return None
 
 

@@ -176,7 +176,7 @@ def write_value_file(
                 descriptor = inner
                 if made:
                     os.fchmod(descriptor, mode)
-            file = os.open(name, _CREATE_FLAGS, 0o666, dir_fd=descriptor)
+            file = os.open(name, _CREATE_FLAGS, 0o600, dir_fd=descriptor)
         except FileNotFoundError:
             os.close(descriptor)
             if attempt == 9:
@@ -186,6 +186,9 @@ def write_value_file(
             os.close(descriptor)
             raise
         try:
+            # Readable by the store's group where the store directory is (a team store),
+            # whatever this member's umask; never by others.
+            os.fchmod(file, 0o600 | (mode & 0o040))
             size = 0
             with open(file, "wb", closefd=False) as writer:
                 for chunk in chunks:
