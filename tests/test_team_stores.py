@@ -525,3 +525,32 @@ def test_value_files_of_a_team_store_are_readable_by_the_group_whatever_the_umas
     (value_file,) = team_dir.glob("*/*/*.val")
     assert value_file.stat().st_mode & 0o777 == 0o640
     assert value_file.parent.stat().st_mode & 0o7777 == 0o2770
+
+
+def test_a_planted_lease_with_a_text_expiry_is_taken_over(tmp_path: Path) -> None:
+    import sqlite3
+
+    from persistmemo.stores.base import LEASE_PREFIX
+
+    with Store(tmp_path / "store", lease=1) as store:
+
+        @memo(store=store, lock="always")
+        def slow(x: int) -> int:
+            return x + 1
+
+        assert slow(0) == 1
+        name = LEASE_PREFIX + slow.key(5)
+        with sqlite3.connect(tmp_path / "store" / "cache.db") as database:
+            database.execute(
+                "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count,"
+                " tag, size, mode, filename, value) VALUES (?, 1, 0, 'abc', 0, 0, NULL, 0, 1,"
+                " NULL, 'someone|1|forever')",
+                (name,),
+            )
+        database.close()
+        with pytest.warns(PersistmemoWarning, match="planted lease"):
+            assert slow(5) == 6
+        with sqlite3.connect(tmp_path / "store" / "cache.db") as database:
+            left = database.execute("SELECT count(*) FROM Cache WHERE key = ?", (name,)).fetchone()
+        database.close()
+        assert left == (0,)

@@ -452,8 +452,11 @@ class Store(StoreLifetime):
 
         def claim(cache: Any) -> bool:
             name = LEASE_PREFIX + key
-            if cache.add(name, token, expire=self.lease):
-                return True
+            try:
+                if cache.add(name, token, expire=self.lease):
+                    return True
+            except TypeError:  # an expiry of another type (text, a blob): planted as well
+                pass
             if not self._engine.delete_unending_lease(cache, name, planted_lease_after(self.lease)):
                 return False
             self._faults.report(
