@@ -554,3 +554,22 @@ def test_a_planted_lease_with_a_text_expiry_is_taken_over(tmp_path: Path) -> Non
             left = database.execute("SELECT count(*) FROM Cache WHERE key = ?", (name,)).fetchone()
         database.close()
         assert left == (0,)
+
+
+def test_a_planted_oversized_redis_value_is_refused_by_its_length(redis_url: str) -> None:
+    import redis
+
+    from persistmemo import RedisStore
+
+    store = RedisStore(redis_url, secret="team", max_value_bytes=1 << 20)
+
+    @memo(store=store)
+    def small(x: int) -> int:
+        return x + 1
+
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"persistmemo:{small.key(1)}", bytes(8 << 20))  # 8 MiB nobody sealed
+    client.close()
+    with pytest.warns(PersistmemoWarning, match="oversized entry"):
+        assert small(1) == 2
+    assert small.cache_info().misses == 1
