@@ -133,28 +133,6 @@ if ARGV[2] == '' then redis.call('SET', KEYS[1], ARGV[1]) else redis.call('SET',
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[5]) end
 return 1
 """  # noqa: E501
-# Reads are capped at max_value_bytes: a planted huge value is refused by its length, never
-# downloaded (nor left to time the connection out, which would bypass the whole store).
-_READ = """
-local n = redis.call('STRLEN', KEYS[1])
-if n == 0 then return {0} end
-if n > tonumber(ARGV[1]) then return {1, n} end
-local value = redis.call('GET', KEYS[1])
-if ARGV[2] == '1' then return {0, value, redis.call('PTTL', KEYS[1])} end
-return {0, value}
-"""
-_READ_MANY = """
-local found = {}
-for i, key in ipairs(KEYS) do
-  local n = redis.pcall('STRLEN', key)
-  if type(n) ~= 'number' or n == 0 or n > tonumber(ARGV[1]) then
-    found[i] = false
-  else
-    found[i] = redis.call('GET', key)
-  end
-end
-return found
-"""
 _LEASES_REMEMBERED = 1024
 _DEFAULT_NAMESPACE = "persistmemo"
 
@@ -240,8 +218,6 @@ class RedisStore:
                 f"redis://host:6379/0, rediss://host:6380/0 (TLS) or unix:///path/redis.sock"
             ) from None
         self._claim = self._client.register_script(_CLAIM)
-        self._read = self._client.register_script(_READ)
-        self._read_many = self._client.register_script(_READ_MANY)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
         self._write_and_release = self._client.register_script(_WRITE_AND_RELEASE)
@@ -373,20 +349,33 @@ class RedisStore:
         round trip, so the plain hit path asks without it."""
         sealer = self._sealer or self._sealer_ready()
         name = self._prefix + key
-        cap, flag = self.max_value_bytes, "1" if with_expiry else "0"
-        answer = self._call("read", lambda: self._read(keys=[name], args=[cap, flag]), None)
-        if not answer or len(answer) < 2:
+        # GETRANGE, not GET: at most max_value_bytes + 1 bytes come back, so a planted huge
+        # value is refused by its length, never downloaded (nor left to time the connection
+        # out, which would bypass the whole store). A missing key reads as b"".
+        last = self.max_value_bytes
+        if with_expiry:
+
+            def fetch() -> tuple[Any, Any]:
+                pipeline = self._client.pipeline(transaction=False)
+                pipeline.getrange(name, 0, last)
+                pipeline.pttl(name)
+                stored, remaining = pipeline.execute()
+                return stored, remaining
+
+            stored, remaining = self._call("read", fetch, (None, -2))
+            expires_at = time.time() + remaining / 1000 if remaining and remaining > 0 else None
+        else:
+            stored = self._call("read", lambda: self._client.getrange(name, 0, last), None)
+            expires_at = None
+        if not stored:
             return MISSING
-        if answer[0] == 1:
+        if len(stored) > last:
             self._faults.report(
                 "oversized entry",
-                f"{name} holds {int(answer[1]):,} bytes, more than max_value_bytes="
-                f"{self.max_value_bytes:,} (never written by persistmemo): not read, a miss",
+                f"{name} holds more than max_value_bytes={last:,} bytes (persistmemo never "
+                "writes such a value): not read, a miss",
             )
             return MISSING
-        stored = answer[1]
-        remaining = int(answer[2]) if len(answer) > 2 else -2
-        expires_at = time.time() + remaining / 1000 if remaining > 0 else None
         encoded = unseal_or_report(sealer, self._sealed_as + key, stored, self.report_fault)
         return encoded if encoded is MISSING else (encoded, expires_at)  # type: ignore[return-value]
 
@@ -399,7 +388,18 @@ class RedisStore:
             names = [self._prefix + key for key in batch]
 
             def fetch(names: list[str] = names) -> list[Any] | None:
-                return list(self._read_many(keys=names, args=[self.max_value_bytes]))
+                # GETRANGE for each, in one round trip: capped as single reads are; a key of
+                # another type answers with its error, a miss like a missing key.
+                pipeline = self._client.pipeline(transaction=False)
+                for each in names:
+                    pipeline.getrange(each, 0, self.max_value_bytes)
+                answers = pipeline.execute(raise_on_error=False)
+                return [
+                    answer
+                    if isinstance(answer, bytes) and 0 < len(answer) <= self.max_value_bytes
+                    else None
+                    for answer in answers
+                ]
 
             values = self._call("read", fetch, None)
             if values is None:
