@@ -588,14 +588,15 @@ class StoreLifetime:
 def strangers_directory(directory: str) -> str | None:
     """Why a shared store's directory is not a team's, or None: it must not be writable by
     everyone (a sticky bit does not help: anyone could still plant its subdirectories), and
-    its owner must be this user or a member of its group."""
+    its owner must be this user, root (an administrator's ``root:team 2770``) or a member of
+    its group."""
     if not hasattr(os, "getuid"):
         return None
     info = os.stat(directory)
     if info.st_mode & 0o002:
         return "is writable by every user"
-    if info.st_uid == os.getuid():
-        return None
+    if info.st_uid in (os.getuid(), 0):
+        return None  # ours, or the administrator's (who can read every store anyway)
     import grp
     import pwd
 
