@@ -236,8 +236,8 @@ class CallPaths(Generic[P, R]):
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
                     return cast(R, entry[0])
-            keys = self.keys
-            if keys is None or self.code_changed():
+            keys = self.keys  # checked against the code at the top of this call
+            if keys is None:
                 keys = self.prepare()
             if self.disabled:
                 return self.func(*args, **kwargs)

@@ -29,7 +29,7 @@ _IN_BULK = 8  # names of one namespace (or functions) from which C-level compari
 class CodeWatch:
     """The names (namespace, name, object) and functions a version was derived from."""
 
-    __slots__ = ("changed", "replaced", "size")
+    __slots__ = ("changed", "replaced")
 
     def __init__(
         self,
@@ -46,12 +46,10 @@ class CodeWatch:
         grouped: dict[int, tuple[Mapping[str, Any], dict[str, object]]] = {}
         for namespace, name, value in names:
             grouped.setdefault(id(namespace), (namespace, {}))[1].setdefault(name, value)
-        size = 0
         bound["absent"] = ABSENT
         imports: list[str] = []
         for index, (namespace, found) in enumerate(grouped.values()):
             bound[f"n{index}"] = namespace
-            size += len(found)
             for name in [name for name, value in found.items() if value is ABSENT]:
                 del found[name]  # a module not imported yet: watched until it is
                 imports.append(f"n{index}.get({name!r}, absent) is not absent")
@@ -67,7 +65,6 @@ class CodeWatch:
                 bound[f"v{index}_{position}"] = value
                 tests.append(f"n{index}[{name!r}] is not v{index}_{position}")
         unique = list({id(function): function for function in functions}.values())
-        size += len(unique)
         if len(unique) >= _IN_BULK:
             bound["fs"], bound["cs"] = tuple(unique), tuple(map(_code_of, unique))
             tests.append("tuple(map(code_of, fs)) != cs")
@@ -79,8 +76,6 @@ class CodeWatch:
             # A helper's captured variable, rebound through nonlocal by other code.
             bound[f"k{index}"], bound[f"w{index}"] = cell, value
             tests.append(f"k{index}.cell_contents is not w{index}")
-            size += 1
-        self.size = size + len(imports)
         # changed(): derive again (a module the body imports has been imported meanwhile:
         # the version then follows its names). replaced(): the code that ran is not the
         # code of the version, so its result must not be stored; a module imported by the
@@ -91,9 +86,6 @@ class CodeWatch:
         self.changed = self.replaced
         if imports:
             self.changed = _compiled(bound, [*imports, *tests])
-
-    def __len__(self) -> int:
-        return self.size
 
 
 def _compiled(bound: dict[str, object], tests: list[str]) -> Callable[[], bool]:

@@ -46,9 +46,6 @@ R = TypeVar("R")
 
 ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
-_ABSENT = object()
-_WATCHED_AT_MOST = 256
-
 
 _CO_COROUTINE = 0x80
 

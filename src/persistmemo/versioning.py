@@ -143,10 +143,10 @@ def version_fingerprint(
     a source file, ``packages=`` (installed versions change outside the code), a value known
     only by the source of its assignment. Then the version is derived.
     """
-    try:
-        return _VersionBasis(func, include_globals, packages, stamp, light=True).fingerprint()
-    except _NotByStat:
-        return None
+    found = watched_fingerprint(
+        func, include_globals=include_globals, packages=packages, stamp=stamp
+    )
+    return None if found is None else found[0]
 
 
 class _NotByStat(Exception):

@@ -81,11 +81,6 @@ def close(connection: sqlite3.Connection) -> None:
         connection.close()
 
 
-def open_count() -> int:
-    """How many connections this process has open through ``connect``."""
-    return len(_open)
-
-
 forking = [False]
 """True while a fork waits for the statements under way: readers start none meanwhile."""
 
