@@ -29,8 +29,8 @@ import report
 import systems
 
 from persistmemo import Store, memo
-from persistmemo.codec import encode_value
-from persistmemo.integrity import Sealer
+from persistmemo._codec import encode_value
+from persistmemo._sealing import Sealer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 Row = dict[str, Any]

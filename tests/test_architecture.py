@@ -115,13 +115,13 @@ def test_stores_and_the_layers_below_never_import_the_decorator() -> None:
     graph = import_graph()
     above_stores = {
         "persistmemo",
-        "persistmemo.decorator",
-        "persistmemo.memoized",
-        "persistmemo.call_paths",
-        "persistmemo.options",
-        "persistmemo.mapping",
+        "persistmemo._memo.decorator",
+        "persistmemo._memo.memoized",
+        "persistmemo._memo.call_paths",
+        "persistmemo._memo.options",
+        "persistmemo._memo.mapping",
         "persistmemo.cli",
-        "persistmemo.demo",
+        "persistmemo._demo",
         "persistmemo.__main__",
     }
     for module, imports in graph.items():
@@ -133,5 +133,9 @@ def test_the_decorator_depends_on_the_store_interface_only() -> None:
     graph = import_graph()
     concrete = {name for name in graph if name.startswith("persistmemo.stores.")}
     concrete.discard("persistmemo.stores.base")
-    for module in ("persistmemo.decorator", "persistmemo.memoized", "persistmemo.call_paths"):
+    for module in (
+        "persistmemo._memo.decorator",
+        "persistmemo._memo.memoized",
+        "persistmemo._memo.call_paths",
+    ):
         assert not graph[module] & concrete, f"{module} imports {graph[module] & concrete}"

@@ -23,16 +23,15 @@ from hypothesis import strategies as st
 from conftest import run_python
 from golden_types import Color, Pair, Point
 from persistmemo import Store, memo
-from persistmemo.codec import (
+from persistmemo._codec import (
     EXT_TUPLE,
     FORMAT_MSGPACK,
     MAX_EXT_DEPTH,
-    CorruptEntry,
-    UnstorableValue,
     decode_value,
     encode_value,
     is_pickled,
 )
+from persistmemo.errors import CorruptEntry, UnstorableValue
 
 
 def round_trip(value: object) -> Any:
@@ -280,7 +279,8 @@ def test_a_planted_deeply_nested_document_is_refused_without_crashing_a_thread()
     output = run_python(
         f"""
         import threading
-        from persistmemo.codec import CorruptEntry, decode_value
+        from persistmemo._codec import decode_value
+        from persistmemo.errors import CorruptEntry
 
         def read():
             try:

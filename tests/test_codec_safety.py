@@ -13,17 +13,16 @@ import pytest
 
 from conftest import run_python
 from golden_types import Color, Pair, Point
-from persistmemo.codec import (
+from persistmemo._codec import (
     EXT_DATACLASS,
     EXT_ENUM,
     EXT_FLAG,
     EXT_NAMEDTUPLE,
     FORMAT_MSGPACK,
     FORMAT_PICKLE,
-    CorruptEntry,
-    UndecodableValue,
     decode_value,
 )
+from persistmemo.errors import CorruptEntry, UndecodableValue
 
 
 def planted(code: int, module: str, qualname: str, state: object) -> bytes:
@@ -111,7 +110,8 @@ def test_a_module_that_is_not_loaded_is_imported_only_where_pickles_are_allowed(
         """
         import sys
         import msgpack
-        from persistmemo.codec import EXT_ENUM, FORMAT_MSGPACK, UndecodableValue, decode_value
+        from persistmemo._codec import EXT_ENUM, FORMAT_MSGPACK, decode_value
+        from persistmemo.errors import UndecodableValue
 
         assert "http" not in sys.modules
         payload = msgpack.packb([["http", "HTTPStatus"], "OK"])
@@ -145,8 +145,9 @@ def test_a_module_next_to_the_script_is_never_imported_to_read_a_value(tmp_path:
         """
         import sys
         import msgpack
-        from persistmemo.codec import EXT_DATACLASS, FORMAT_MSGPACK, UndecodableValue
-        from persistmemo.codec import decode_value
+        from persistmemo._codec import EXT_DATACLASS, FORMAT_MSGPACK
+        from persistmemo.errors import UndecodableValue
+        from persistmemo._codec import decode_value
 
         payload = msgpack.packb([["sidemod", "Thing"], {"x": 1}])
         data = FORMAT_MSGPACK + msgpack.packb(msgpack.ExtType(EXT_DATACLASS, payload))
@@ -263,7 +264,7 @@ def test_reading_a_script_class_elsewhere_is_a_miss_and_never_runs_the_script(
     directory, env, top_log = script
     (directory / "encode_plain.py").write_text(
         "import os, sys\n"
-        "from persistmemo.codec import encode_value\n"
+        "from persistmemo._codec import encode_value\n"
         "open(os.environ['TOP_LOG'], 'a').write(f'{os.getpid()}\\n')\n"
         "class Plain:\n"
         "    pass\n"
@@ -275,7 +276,8 @@ def test_reading_a_script_class_elsewhere_is_a_miss_and_never_runs_the_script(
     output = run_python(
         f"""
         import sys
-        from persistmemo.codec import UndecodableValue, decode_value
+        from persistmemo._codec import decode_value
+        from persistmemo.errors import UndecodableValue
         try:
             decode_value(bytes.fromhex("{data}"), allow_pickle=True)
         except UndecodableValue as error:
@@ -405,7 +407,7 @@ def test_script_names_are_written_into_pickles_for_classes_of_main(tmp_path: Pat
     # Checked at the byte level: the pickle holds the script's name, never __main__.
     (tmp_path / "namedscript.py").write_text(
         "import sys\n"
-        "from persistmemo.codec import encode_value\n"
+        "from persistmemo._codec import encode_value\n"
         "class Plain:\n"
         "    pass\n"
         "sys.stdout.write(encode_value([Plain(), Plain]).hex())\n"

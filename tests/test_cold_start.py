@@ -24,7 +24,7 @@ PLATFORM_CASES = {
 AGREEMENT = """
 import json, platformdirs
 from persistmemo.stores import disk_opening
-from persistmemo.integrity import default_secret_path
+from persistmemo._sealing import default_secret_path
 ours_cache = disk_opening.user_directory("XDG_CACHE_HOME", ".cache")
 ours_secret = disk_opening._secret_path()
 print(json.dumps({
@@ -121,9 +121,9 @@ def test_a_plain_function_binds_as_inspect_signature_says_without_importing_it(
 ) -> None:
     import inspect
 
-    from persistmemo.binding import _KIND_NAMES, _NO_DEFAULT, _plain_parameters
-    from persistmemo.call_paths import is_async as inspect_is_async
-    from persistmemo.memoized import is_async
+    from persistmemo._memo.binding import _KIND_NAMES, _NO_DEFAULT, _plain_parameters
+    from persistmemo._memo.call_paths import is_async as inspect_is_async
+    from persistmemo._memo.memoized import is_async
 
     read = _plain_parameters(func)  # type: ignore[arg-type]
     assert read is not None
@@ -161,8 +161,8 @@ def test_import_persistmemo_loads_the_public_names_on_first_mention() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [
-        "[]",
-        "persistmemo.decorator",
+        "['persistmemo._moved']",
+        "persistmemo._memo.decorator",
         "persistmemo.stores.disk",
         "RedisStore",
         "[]",
@@ -374,10 +374,10 @@ def test_a_reader_that_wrote_the_hit_counts_is_query_only_again(tmp_path: Path) 
 
 
 TYPING_FREE = [
-    "decorator.py",
-    "faults.py",
-    "integrity.py",
-    "options.py",
+    "_memo/decorator.py",
+    "_faults.py",
+    "_sealing.py",
+    "_memo/options.py",
     "stores/disk.py",
     "stores/disk_opening.py",
     "stores/entry_reader.py",

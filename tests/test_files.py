@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_python
-from persistmemo import Store, files, memo
+from persistmemo import Store, memo
+from persistmemo._memo import files
 from persistmemo.stores.base import MISSING, secret_scoped
 
 
@@ -265,7 +266,8 @@ def test_a_store_inside_a_directory_argument_is_left_out_of_its_key(tmp_path: Pa
 # opened: an audit hook sees every open, so the count holds as root (chmod 000 would not).
 KEYED = """
 import json, os, sys
-from persistmemo import RedisStore, Store, files
+from persistmemo import RedisStore, Store
+from persistmemo._memo import files
 
 data, store_dir, racy = sys.argv[1], sys.argv[2], sys.argv[3]
 if racy != "default":
@@ -451,7 +453,7 @@ def test_within_a_process_only_the_edited_file_of_a_directory_is_read_again(
         (folder / name).write_text(name)
     code = f"""
         import os, sys, time
-        from persistmemo import files
+        from persistmemo._memo import files
         files.RACY_NANOSECONDS = {QUICK}
         folder = {str(folder)!r}
         opened = []

@@ -308,7 +308,7 @@ def test_map_workers_started_by_a_forkserver_keep_working(tmp_path: Path) -> Non
         """
         import multiprocessing, os
         from concurrent.futures import ProcessPoolExecutor
-        from persistmemo.mapping import _exit_with_parent
+        from persistmemo._memo.mapping import _exit_with_parent
 
         context = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(

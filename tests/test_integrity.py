@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo.codec import FORMAT_MSGPACK, FORMAT_PICKLE, CorruptEntry, decode_value
-from persistmemo.integrity import HEADER_SIZE, seal, unseal
+from persistmemo._codec import FORMAT_MSGPACK, FORMAT_PICKLE, decode_value
+from persistmemo._sealing import HEADER_SIZE, seal, unseal
+from persistmemo.errors import CorruptEntry
 
 SECRET = b"s" * 32
 

@@ -28,7 +28,8 @@ from conftest import run_python
 from golden_cases import GOLDEN_IDENTITY, GOLDEN_VERSION, namespace
 from golden_types import Color, Keyed, Labelled, Pair, Point, Stamp
 from persistmemo import KEY_FORMAT, Store, memo
-from persistmemo.keys import KeyBuilder, UnsupportedType, encode, encode_arguments
+from persistmemo._keys import KeyBuilder, encode, encode_arguments
+from persistmemo.errors import UnsupportedType
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_keys.json").read_text())
 
@@ -210,7 +211,7 @@ def test_key_is_the_same_in_fresh_interpreters_with_other_hash_seeds(tmp_path: P
     code = """
         import datetime, decimal
         from golden_types import Point, Color
-        from persistmemo.keys import KeyBuilder, encode_arguments
+        from persistmemo._keys import KeyBuilder, encode_arguments
         value = [{"b": {3, 2, 1}, "a": frozenset("xyz")}, Point(1, 2), Color.GREEN,
                  {("t", 1): decimal.Decimal("2.5"), "s": {"q", "r", "s"}},
                  datetime.datetime(2026, 1, 1, 12)]
@@ -305,7 +306,7 @@ flat_items = st.lists(
 
 @given(flat_items)
 def test_the_c_packed_fast_path_equals_the_item_by_item_encoding(items: list[Any]) -> None:
-    from persistmemo import keys
+    from persistmemo import _keys as keys
 
     item_by_item = keys._array_header(len(items)) + keys._concat(items)
     assert keys.encode(items) == item_by_item

@@ -18,9 +18,10 @@ import pytest
 from tests.conftest import run_python
 
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo.codec import CorruptEntry, decode_value, encode_result
-from persistmemo.integrity import FRAME_OUT_OF_BAND, SealedParts, Sealer
-from persistmemo.out_of_band import FramedValue, OutOfBand
+from persistmemo._codec import decode_value, encode_result
+from persistmemo._codec.out_of_band import FramedValue, OutOfBand
+from persistmemo._sealing import FRAME_OUT_OF_BAND, SealedParts, Sealer
+from persistmemo.errors import CorruptEntry
 from persistmemo.stores.base import MISSING
 
 pd = pytest.importorskip("pandas")

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO
 from persistmemo import Store, memo
-from persistmemo.call_paths import FAST_MISSES_TRUSTED, LEASE_WORTH_IT
+from persistmemo._memo.call_paths import FAST_MISSES_TRUSTED, LEASE_WORTH_IT
 
 WAL_HEADER = 32
 FRAME_HEADER = 24

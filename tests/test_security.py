@@ -25,7 +25,7 @@ import pytest
 
 from conftest import REPO, run_python
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo.codec import FORMAT_MSGPACK, encode_value
+from persistmemo._codec import FORMAT_MSGPACK, encode_value
 
 needs_root = pytest.mark.skipif(
     not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")),
@@ -401,7 +401,7 @@ def test_a_reader_who_started_before_the_owner_opened_the_store_tries_again(
 
 SECRET_PRINTER = """
 import os, sys, time
-from persistmemo.integrity import user_secret
+from persistmemo._sealing import user_secret
 start = float(sys.argv[1])
 while time.time() < start:
     pass

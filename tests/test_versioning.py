@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from conftest import run_python
-from persistmemo.versioning import code_version
+from persistmemo._versioning.versions import code_version
 
 _counter = itertools.count()
 
@@ -233,7 +233,8 @@ def test_a_disabled_function_derives_no_version(tmp_path: Path) -> None:
     (tmp_path / "deep.py").write_text(
         "from persistmemo import memo\n\n@memo\ndef f(x):\n    return x" + " + 1" * 2500 + "\n"
     )
-    code = "import deep, sys; print(deep.f(1)); print('persistmemo.versioning' in sys.modules)"
+    code = "import deep, sys; print(deep.f(1)); "
+    code += "print('persistmemo._versioning.versions' in sys.modules)"
     env = {"PERSISTMEMO_DIR": str(tmp_path / "s"), "PERSISTMEMO_DISABLE": "1"}
     assert run_python(code, cwd=tmp_path, env=env).stdout.split() == ["2501", "False"]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from persistmemo import source_index
-from persistmemo.versioning import code_version
+from persistmemo._versioning import sources as source_index
+from persistmemo._versioning.versions import code_version
 
 
 def test_each_source_file_is_parsed_once_for_every_function_that_uses_it(
@@ -52,7 +52,7 @@ value = main.compute(3)
 print(json.dumps({
     "value": value,
     "version": main.compute.version(),
-    "derived": "persistmemo.source_index" in sys.modules,
+    "derived": "persistmemo._versioning.sources" in sys.modules,
 }))
 """
 
@@ -314,7 +314,7 @@ def test_a_version_record_planted_without_the_secret_is_not_served(project: Proj
             "SELECT key FROM Cache WHERE key LIKE 'pm-version:%'"
         ).fetchone()
     plant = (
-        "import sys\nfrom persistmemo import Store\nfrom persistmemo.codec import encode_value\n"
+        "import sys\nfrom persistmemo import Store\nfrom persistmemo._codec import encode_value\n"
         "Store(sys.argv[1], secret=b'not the owner secret').write(sys.argv[2], "
         "encode_value('0123456789abcdef', allow_pickle=False), ttl=None, tag='pm-version')"
     )
@@ -330,7 +330,7 @@ def test_a_version_record_planted_without_the_secret_is_not_served(project: Proj
 def test_the_opcodes_of_global_writes_are_those_of_this_python() -> None:
     import opcode
 
-    from persistmemo.versioning import _GLOBAL_WRITE_OPCODES
+    from persistmemo._versioning.versions import _GLOBAL_WRITE_OPCODES
 
     known = _GLOBAL_WRITE_OPCODES.get(sys.version_info[:2])
     if known is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from persistmemo import Store, memo
-from persistmemo.source_index import _normalized_dump
+from persistmemo._versioning.sources import _normalized_dump
 
 
 def write(directory: Path, files: dict[str, str]) -> None:
@@ -374,7 +374,7 @@ def test_version_info_says_when_a_function_is_versioned_by_its_bytecode(store: S
 
 @pytest.mark.parametrize("points", [0, 4, 40])
 def test_the_watch_sees_every_rebinding_and_code_swap(points: int) -> None:
-    from persistmemo.code_watch import CodeWatch
+    from persistmemo._versioning.code_watch import CodeWatch
 
     namespace = {f"name{i}": object() for i in range(points)}
 
@@ -418,7 +418,7 @@ def test_the_version_of_the_same_source_is_a_golden_vector_on_every_python(
     out = python(
         tmp_path,
         """
-        from persistmemo.versioning import code_version
+        from persistmemo._versioning.versions import code_version
         import golden_version
         print(code_version(golden_version.transform))
         """,

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from persistmemo.versioning import code_version, explain_version
+from persistmemo._versioning.versions import code_version, explain_version
 
 _counter = itertools.count()
 

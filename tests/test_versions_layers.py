@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-from persistmemo.versioning import code_version, explain_version
+from persistmemo._versioning.versions import code_version, explain_version
 
 _counter = itertools.count()
 

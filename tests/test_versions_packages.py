@@ -18,7 +18,7 @@ def f(x):
 
 PRINT_VERSIONS = """
 import json, main
-from persistmemo.versioning import code_version, explain_version
+from persistmemo._versioning.versions import code_version, explain_version
 print(json.dumps([
     code_version(main.f),
     code_version(main.f, packages=True),
@@ -65,7 +65,7 @@ def test_a_package_upgrade_changes_the_version_and_a_downgrade_restores_it(
 def test_a_named_package_that_is_not_installed_is_part_of_the_version(tmp_path: Path) -> None:
     (tmp_path / "main.py").write_text("def f(x):\n    return x\n")
     described = run_python(
-        "import main; from persistmemo.versioning import explain_version; "
+        "import main; from persistmemo._versioning.versions import explain_version; "
         "print(explain_version(main.f, packages=['no-such-dist'])['packages'])",
         cwd=tmp_path,
     ).stdout.strip()
@@ -79,7 +79,7 @@ def test_a_package_imported_inside_the_function_is_found_by_packages_true(
     (tmp_path / "main.py").write_text(
         "def f(x):\n    import tinydist\n    return tinydist.tiny(x)\n"
     )
-    code = "import json, main\nfrom persistmemo.versioning import explain_version\n"
+    code = "import json, main\nfrom persistmemo._versioning.versions import explain_version\n"
     code += "print(json.dumps(explain_version(main.f, packages=True)['packages']))"
     found = []
     for version in ("1.0", "2.0"):

@@ -49,7 +49,7 @@ def test_editing_another_function_of_the_file_after_import_keeps_the_source_vers
     versions = run_python(
         f"""
         import pathlib, pricing
-        from persistmemo.versioning import explain_version
+        from persistmemo._versioning.versions import explain_version
         pathlib.Path("pricing.py").write_text({edited!r})
         print(pricing.price.version(), explain_version(pricing.price)["function"]["basis"])
         """,

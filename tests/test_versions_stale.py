@@ -20,12 +20,12 @@ from conftest import run_python
 # The process "started" in the far future: every file looks older than it, as a checkout
 # made long before the worker started does.
 OLD_FILES = (
-    "import time, persistmemo.source_stamps as stamps\n"
+    "import time, persistmemo._versioning.source_stamps as stamps\n"
     "stamps._process_start[:] = [time.time_ns() + 10**15]\n"
 )
 # The process started now, with no margin: files the test wrote before it are old.
 STARTED_NOW = (
-    "import time, persistmemo.source_stamps as stamps\n"
+    "import time, persistmemo._versioning.source_stamps as stamps\n"
     "stamps._process_start[:] = [time.time_ns()]\n"
     "stamps._START_MARGIN_NS = 0\n"
 )

@@ -9,15 +9,23 @@
 # nothing, and `from persistmemo import memo` loads what the decorator needs, not the extras
 # (redis-py, the tiered store). `TYPE_CHECKING = False` rather than typing's: importing
 # typing costs a cold start ~9 ms, and type checkers read this block either way.
+from persistmemo import _moved
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from persistmemo.codec import CorruptEntry, UndecodableValue, UnstorableValue
-    from persistmemo.decorator import MemoDecorator, Memoized, memo
-    from persistmemo.faults import PersistmemoWarning
-    from persistmemo.files import MissingInput
-    from persistmemo.keys import KEY_FORMAT
-    from persistmemo.locking import ComputationFailed
-    from persistmemo.memoized import CacheInfo
+    from persistmemo._keys import KEY_FORMAT
+    from persistmemo._memo.decorator import MemoDecorator, Memoized, memo
+    from persistmemo._memo.memoized import CacheInfo
+    from persistmemo.errors import (
+        ComputationFailed,
+        CorruptEntry,
+        MissingInput,
+        PersistmemoError,
+        PersistmemoWarning,
+        UndecodableValue,
+        UnstorableValue,
+        UnsupportedType,
+    )
     from persistmemo.stores.base import CheckReport, EntryInfo, FunctionSummary
     from persistmemo.stores.disk import Store, default_directory
     from persistmemo.stores.redis import RedisStore
@@ -35,38 +43,44 @@ __all__ = [
     "MemoDecorator",
     "Memoized",
     "MissingInput",
+    "PersistmemoError",
     "PersistmemoWarning",
     "RedisStore",
     "Store",
     "TieredStore",
     "UndecodableValue",
     "UnstorableValue",
+    "UnsupportedType",
     "default_directory",
     "default_store",
     "memo",
 ]
 __version__ = "0.1.0"
 
+_moved.install()
+
 _HOMES = {
-    "KEY_FORMAT": "persistmemo.keys",
-    "CacheInfo": "persistmemo.memoized",
+    "KEY_FORMAT": "persistmemo._keys",
+    "CacheInfo": "persistmemo._memo.memoized",
     "CheckReport": "persistmemo.stores.base",
-    "ComputationFailed": "persistmemo.locking",
-    "CorruptEntry": "persistmemo.codec",
+    "ComputationFailed": "persistmemo.errors",
+    "CorruptEntry": "persistmemo.errors",
     "EntryInfo": "persistmemo.stores.base",
     "FunctionSummary": "persistmemo.stores.base",
-    "MemoDecorator": "persistmemo.decorator",
-    "Memoized": "persistmemo.decorator",
-    "MissingInput": "persistmemo.files",
-    "PersistmemoWarning": "persistmemo.faults",
+    "MemoDecorator": "persistmemo._memo.decorator",
+    "Memoized": "persistmemo._memo.decorator",
+    "MissingInput": "persistmemo.errors",
+    "PersistmemoError": "persistmemo.errors",
+    "PersistmemoWarning": "persistmemo.errors",
     "RedisStore": "persistmemo.stores.redis",
     "Store": "persistmemo.stores.disk",
     "TieredStore": "persistmemo.stores.tiered",
-    "UndecodableValue": "persistmemo.codec",
-    "UnstorableValue": "persistmemo.codec",
+    "UndecodableValue": "persistmemo.errors",
+    "UnstorableValue": "persistmemo.errors",
+    "UnsupportedType": "persistmemo.errors",
     "default_directory": "persistmemo.stores.disk",
     "default_store": "persistmemo.stores.registry",
-    "memo": "persistmemo.decorator",
+    "memo": "persistmemo._memo.decorator",
 }
 
 

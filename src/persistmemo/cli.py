@@ -37,8 +37,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from persistmemo.closures import MEMOIZED_MARK
-from persistmemo.memoized import MemoizedFunction
+from persistmemo import _environment as environment
+from persistmemo._memo.memoized import MemoizedFunction
+from persistmemo._versioning.closures import MEMOIZED_MARK
+from persistmemo.errors import CommandError, UsageError
 from persistmemo.stores.base import EntryInfo, FunctionSummary
 from persistmemo.stores.disk import Store, default_directory
 from persistmemo.stores.inspection import directory_size
@@ -53,14 +55,6 @@ _NAMES_LISTED = 10  # functions named in a "no entries for ..." message
 _UNPRINTABLE_CATEGORIES = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class UsageError(Exception):
-    """A command line that cannot be carried out as written (exit code 2)."""
-
-
-class CommandError(Exception):
-    """A command that ran and found nothing to act on, or a problem (exit code 1)."""
 
 
 # --- formatting ----------------------------------------------------------------------------
@@ -182,10 +176,10 @@ class Progress:
 
 def _open_store(args: argparse.Namespace) -> Any:
     secret = _secret(args)
-    if not args.store and os.environ.get("PERSISTMEMO_URL"):
+    if not args.store and environment.url():
         # The library's default store is then Redis (with $PERSISTMEMO_DIR, a local tier in
         # front of it): the command looks at the shared one.
-        args.store = os.environ["PERSISTMEMO_URL"]
+        args.store = environment.url()
     if args.store and "://" in args.store:
         try:
             from persistmemo.stores.redis import RedisStore
@@ -217,7 +211,7 @@ def _open_store(args: argparse.Namespace) -> Any:
         args.command == "check" and getattr(args, "fix", False)
     )
     if changes and not shared:
-        from persistmemo.integrity import untrusted_reason
+        from persistmemo._sealing import untrusted_reason
 
         problem = untrusted_reason(store.directory)
         if problem is not None:
@@ -675,7 +669,7 @@ def _cmd_path(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from persistmemo.demo import run  # the demo module defines a memoized function
+    from persistmemo._demo import run  # the demo module defines a memoized function
 
     return run(args.store, args.samples)
 
@@ -811,7 +805,7 @@ def _one_line_warnings() -> None:
     import logging
     import warnings
 
-    from persistmemo.faults import LOGGER_NAME
+    from persistmemo._faults import LOGGER_NAME
 
     logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
 

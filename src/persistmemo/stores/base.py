@@ -13,16 +13,17 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
-from persistmemo.codec import CorruptEntry, Encoded, UndecodableValue, decode_value, is_pickled
-from persistmemo.integrity import (
+from persistmemo._codec import Encoded, decode_value, is_pickled
+from persistmemo._codec.out_of_band import OutOfBand
+from persistmemo._keys import KEY_FORMAT, identity_of
+from persistmemo._sealing import (
     FRAME_OUT_OF_BAND,
     FRAME_VERSION,
     HEADER_SIZE,
     OUT_OF_BAND_HEADER_SIZE,
     Sealer,
 )
-from persistmemo.keys import KEY_FORMAT, identity_of
-from persistmemo.out_of_band import OutOfBand
+from persistmemo.errors import CorruptEntry, UndecodableValue
 
 LEASE_PREFIX = "pm-lease:"
 
@@ -128,10 +129,6 @@ class FunctionSummary:
             f"FunctionSummary({self.function!r}, entries={self.entries}, size={self.size}, "
             f"versions={sorted(self.versions)}, compute_seconds={self.compute_seconds:.3f})"
         )
-
-
-class StoreUnreadable(OSError):
-    """The store's database cannot be read (not a database, malformed, unreadable)."""
 
 
 class CheckReport:

@@ -13,13 +13,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from persistmemo.codec import CorruptEntry, Encoded
-from persistmemo.faults import FaultReporter
-from persistmemo.integrity import (
+from persistmemo._codec import Encoded
+from persistmemo._codec.out_of_band import OutOfBand
+from persistmemo._faults import FaultReporter
+from persistmemo._keys import identity_of, is_result_key
+from persistmemo._sealing import (
     secret_from_text,
 )
-from persistmemo.keys import identity_of, is_result_key
-from persistmemo.out_of_band import OutOfBand
+from persistmemo.errors import CorruptEntry
 from persistmemo.stores import disk_opening as opening
 from persistmemo.stores.base import (
     LEASE_PREFIX,
@@ -150,7 +151,7 @@ class Store(StoreLifetime):
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
         # An upward reach, for convenience: the decorator sits above the stores.
-        from persistmemo.decorator import memo
+        from persistmemo._memo.decorator import memo
 
         decorate = memo(store=self, **options)
         return decorate if func is None else decorate(func)

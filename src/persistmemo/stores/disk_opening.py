@@ -40,15 +40,10 @@ import time
 import weakref
 from collections.abc import Callable
 
-from persistmemo.faults import FaultReporter
-from persistmemo.integrity import (
-    ENV_SECRET,
-    SECRET_FILE_NAME,
-    Sealer,
-    SecretUnavailable,
-    untrusted_reason,
-    user_secret,
-)
+from persistmemo import _environment as environment
+from persistmemo._faults import FaultReporter
+from persistmemo._sealing import SECRET_FILE_NAME, Sealer, untrusted_reason, user_secret
+from persistmemo.errors import SecretUnavailable
 from persistmemo.stores.base import SECRET_PREFIX
 from persistmemo.stores.entry_reader import EntryReader
 from persistmemo.stores.schema import DBNAME
@@ -59,7 +54,6 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Any, Literal
 
-ENV_DIRECTORY = "PERSISTMEMO_DIR"
 DEFAULT_TIMEOUT = 5.0
 """Seconds an operation (or the opening) waits for a locked database before giving up."""
 
@@ -89,9 +83,9 @@ def default_location() -> tuple[str, str]:
     What the store itself uses: pathlib costs a cold start ~5-10 ms (it imports
     urllib.parse, ipaddress, fnmatch), and a script that only hits needs none of it.
     """
-    configured = os.environ.get(ENV_DIRECTORY)
+    configured = environment.directory()
     if configured:
-        return os.path.expanduser(configured), f"${ENV_DIRECTORY}"
+        return configured, f"${environment.DIRECTORY}"
     found = user_directory("XDG_CACHE_HOME", ".cache")
     if found is None:
         import platformdirs  # other platforms, and unusual homes: platformdirs decides
@@ -534,7 +528,7 @@ class StoreLifetime:
 
     def _load_secret(self, directory: str, problem: str | None) -> tuple[bytes, bool]:
         """The sealing secret, and whether pickle-fallback values may be trusted here."""
-        explicit = self._given_secret is not None or bool(os.environ.get(ENV_SECRET))
+        explicit = self._given_secret is not None or environment.secret() is not None
         if self._given_secret is not None:
             secret = self._given_secret
         else:
@@ -550,8 +544,8 @@ class StoreLifetime:
                 self._faults.report(
                     "shared store",
                     f"{directory} {problem}; pickle-fallback results are neither stored nor "
-                    f"loaded: give every user the same secret (${ENV_SECRET} or secret=) to "
-                    "allow them",
+                    "loaded: give every user the same secret "
+                    f"(${environment.SECRET} or secret=) to allow them",
                 )
             return secret, explicit
         if problem:

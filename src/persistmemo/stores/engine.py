@@ -19,8 +19,8 @@ import diskcache
 from diskcache import Timeout
 from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
-from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import OUT_OF_BAND_HEADER_SIZE, SealedParts
+from persistmemo._sealing import OUT_OF_BAND_HEADER_SIZE, SealedParts
+from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.entry_reader import (
     close_with_thread,

@@ -37,8 +37,8 @@ import sys
 import threading
 import weakref
 
-from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import FRAME_OUT_OF_BAND, AreaCheck
+from persistmemo._sealing import FRAME_OUT_OF_BAND, AreaCheck
+from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.connections import forking, wait_for_fork
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Literal
 
-    from persistmemo.integrity import Sealer
+    from persistmemo._sealing import Sealer
 
 _SELECT = (
     "SELECT mode, filename, value, expire_time, size FROM Cache"

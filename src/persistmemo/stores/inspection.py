@@ -23,16 +23,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from persistmemo.codec import CorruptEntry
-from persistmemo.integrity import HEADER_READ, Sealer, compute_seconds
-from persistmemo.keys import result_key_ranges
+from persistmemo._keys import result_key_ranges
+from persistmemo._sealing import HEADER_READ, Sealer, compute_seconds
+from persistmemo.errors import CorruptEntry, StoreUnreadable
 from persistmemo.stores import connections
 from persistmemo.stores.base import (
     SECRET_PREFIX,
     CheckReport,
     EntryInfo,
     Progress,
-    StoreUnreadable,
     judge_entry,
     looks_sealed_with_another_secret,
     split_key,

@@ -40,20 +40,20 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistmemo.codec import Encoded
-from persistmemo.faults import FaultReporter
-from persistmemo.integrity import (
-    ENV_SECRET,
+from persistmemo import _environment as environment
+from persistmemo._codec import Encoded
+from persistmemo._codec.out_of_band import OutOfBand
+from persistmemo._faults import FaultReporter
+from persistmemo._keys import RESULT_FORMATS, identity_of
+from persistmemo._sealing import (
     HEADER_READ,
     SealedParts,
     Sealer,
-    SecretUnavailable,
     entry_metadata,
     secret_from_text,
     user_secret,
 )
-from persistmemo.keys import RESULT_FORMATS, identity_of
-from persistmemo.out_of_band import OutOfBand
+from persistmemo.errors import SecretUnavailable
 from persistmemo.stores.base import (
     FAILURE_PREFIX,
     FINGERPRINT_PREFIX,
@@ -304,11 +304,11 @@ class RedisStore:
         if self._given_secret is not None:
             self.pickle_allowed = not self.strict
             return self._given_secret
-        if not os.environ.get(ENV_SECRET):
+        if not environment.secret():
             self._faults.report(
                 "no shared secret",
                 f"entries are sealed with this user's local key, so other machines cannot "
-                f"use them: set ${ENV_SECRET} (the same passphrase everywhere) to share",
+                f"use them: set ${environment.SECRET} (the same passphrase everywhere) to share",
             )
         try:
             secret = user_secret()
@@ -757,7 +757,7 @@ class RedisStore:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
-        from persistmemo.decorator import memo  # an upward reach: the decorator sits above
+        from persistmemo._memo.decorator import memo  # an upward reach: the decorator sits above
 
         decorate: Any = memo(store=self, **options)
         return decorate if func is None else decorate(func)

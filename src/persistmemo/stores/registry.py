@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 import threading
 
+from persistmemo import _environment as environment
 from persistmemo.stores.base import StoreBackend
 from persistmemo.stores.disk import Store
-from persistmemo.stores.disk_opening import ENV_DIRECTORY
-
-ENV_URL = "PERSISTMEMO_URL"
 
 _default_store: StoreBackend | None = None
 _stores_by_directory: dict[str, StoreBackend] = {}
@@ -41,13 +39,13 @@ def default_store() -> StoreBackend:
     global _default_store
     with _registry_lock:
         if _default_store is None:
-            url = os.environ.get(ENV_URL)
+            url = environment.url()
             if url:
                 from persistmemo.stores.redis import RedisStore
                 from persistmemo.stores.tiered import TieredStore
 
                 remote = RedisStore(url)
-                local = os.environ.get(ENV_DIRECTORY)
+                local = environment.directory()
                 chosen: StoreBackend = TieredStore(Store(local), remote) if local else remote
             else:
                 chosen = Store()

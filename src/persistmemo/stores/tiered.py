@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from persistmemo.codec import Encoded
-from persistmemo.keys import identity_of
-from persistmemo.out_of_band import FramedValue, OutOfBand
+from persistmemo._codec import Encoded
+from persistmemo._codec.out_of_band import FramedValue, OutOfBand
+from persistmemo._keys import identity_of
 from persistmemo.stores.base import MISSING, Missing
 from persistmemo.stores.disk import Store
 from persistmemo.stores.registry import store_at
@@ -216,7 +216,7 @@ class TieredStore:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store."""
-        from persistmemo.decorator import memo  # an upward reach: the decorator sits above
+        from persistmemo._memo.decorator import memo  # an upward reach: the decorator sits above
 
         decorate: Any = memo(store=self, **options)
         return decorate if func is None else decorate(func)

@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from persistmemo.hashing import blake2b
-from persistmemo.keys import UnsupportedType, encode
-from persistmemo.source_stamps import FileStat, file_stat
+from persistmemo._hashing import blake2b
+from persistmemo._keys import encode
+from persistmemo._versioning.source_stamps import FileStat, file_stat
+from persistmemo.errors import UnsupportedType
 
 _DEFINITIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)

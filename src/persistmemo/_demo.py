@@ -14,10 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from persistmemo.decorator import memo
+from persistmemo._memo.decorator import memo
 
 SAMPLES = 8_000_000
-_CHILD_CODE = "from persistmemo.demo import _child; _child()"
+_CHILD_CODE = "from persistmemo._demo import _child; _child()"
 
 
 @memo

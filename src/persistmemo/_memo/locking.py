@@ -50,9 +50,10 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from persistmemo.codec import CorruptEntry, UnstorableValue, decode_value, encode_value
-from persistmemo.keys import identity_of
-from persistmemo.naming import module_name
+from persistmemo._codec import decode_value, encode_value
+from persistmemo._keys import identity_of
+from persistmemo._naming import module_name
+from persistmemo.errors import ComputationFailed, CorruptEntry, UnstorableValue
 from persistmemo.stores.base import FAILURE_PREFIX, MISSING, Lease
 
 if TYPE_CHECKING:
@@ -64,14 +65,6 @@ T = TypeVar("T")
 IDLE_INTERVAL = 60.0
 FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
-
-
-class ComputationFailed(RuntimeError):
-    """The computation this call waited for failed in another process.
-
-    Raised where the original exception cannot be rebuilt (pickles are not allowed in this
-    store); the message carries its type and text.
-    """
 
 
 _held: contextvars.ContextVar[dict[str, Lease]] = contextvars.ContextVar("persistmemo_leases")

@@ -27,8 +27,8 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from persistmemo.keys import HOOK_NAME
-from persistmemo.origins import LIBRARY, origin_of_path
+from persistmemo._keys import HOOK_NAME
+from persistmemo._versioning.origins import LIBRARY, origin_of_path
 
 # Methods whose call on a captured object changes it (list, dict, set, deque, Counter...).
 MUTATING_METHODS = frozenset(
@@ -66,10 +66,6 @@ MEMOIZED_MARK = "__persistmemo_memoized__"
 
 # How deep captured functions are followed (a function capturing a function capturing...).
 FOLLOW_DEPTH = 8
-
-
-class UnsupportedCapture(TypeError):
-    """A captured variable whose value cannot be keyed."""
 
 
 class CapturedInputs:

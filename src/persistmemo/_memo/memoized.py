@@ -18,24 +18,19 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
 
-from persistmemo.binding import CallBinder
-from persistmemo.call_paths import CallPaths
-from persistmemo.call_paths import is_async as _inspect_is_async
-from persistmemo.closures import (
-    MEMOIZED_MARK,
-    CapturedInputs,
-    UnsupportedCapture,
-    is_partial,
-)
-from persistmemo.code_watch import never_changed
-from persistmemo.codec import decode_value, encode_value
-from persistmemo.faults import PersistmemoWarning
-from persistmemo.files import MissingInput
-from persistmemo.keys import HOOK_NAME, KeyBuilder, UnsupportedType, encode, encode_arguments
-from persistmemo.memory import MemoryTier
-from persistmemo.naming import qualified_name
-from persistmemo.options import MemoOptions
-from persistmemo.source_stamps import definition_stamp
+from persistmemo import _environment as environment
+from persistmemo._codec import decode_value, encode_value
+from persistmemo._keys import HOOK_NAME, KeyBuilder, encode, encode_arguments
+from persistmemo._memo.binding import CallBinder
+from persistmemo._memo.call_paths import CallPaths
+from persistmemo._memo.call_paths import is_async as _inspect_is_async
+from persistmemo._memo.memory import MemoryTier
+from persistmemo._memo.options import MemoOptions
+from persistmemo._naming import qualified_name
+from persistmemo._versioning.closures import MEMOIZED_MARK, CapturedInputs, is_partial
+from persistmemo._versioning.code_watch import never_changed
+from persistmemo._versioning.source_stamps import definition_stamp
+from persistmemo.errors import MissingInput, PersistmemoWarning, UnsupportedCapture, UnsupportedType
 from persistmemo.stores.base import MISSING, VERSION_PREFIX, secret_scoped
 
 if TYPE_CHECKING:
@@ -43,8 +38,6 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
 
 _CO_COROUTINE = 0x80
@@ -136,7 +129,7 @@ class MemoizedFunction(CallPaths[P, R]):
 
     def prepare(self) -> KeyBuilder:
         """Settle what the first call needs: the switch, the version, the key prefix."""
-        self.disabled = os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false")
+        self.disabled = environment.disabled()
         version = self.options.version
         changed: Callable[[], bool] = never_changed
         replaced = changed
@@ -235,7 +228,7 @@ class MemoizedFunction(CallPaths[P, R]):
     def _code_version(self) -> tuple[str, Callable[[], bool], Callable[[], bool]]:
         # Imported here: a script run again and again serves its version from the store and
         # never imports the parsing (ast, dataclasses, inspect: ~8 ms of each cold start).
-        from persistmemo import versioning
+        from persistmemo._versioning import versions as versioning
 
         options = self.options
         fingerprinted = None
@@ -321,7 +314,7 @@ class MemoizedFunction(CallPaths[P, R]):
         else:
             keyed_on = binder.bind(args, kwargs)
             if self.file_positions:
-                from persistmemo.files import file_key
+                from persistmemo._memo.files import file_key
 
                 values = list(keyed_on)
                 skipped = self._store_directories()
@@ -426,8 +419,8 @@ class MemoizedFunction(CallPaths[P, R]):
     def map(
         self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
     ) -> list[Any]:
-        """Call for each tuple of items, computing only the misses (see persistmemo.mapping)."""
-        from persistmemo.mapping import map_sync
+        """Call for each tuple of items, computing only the misses (see _memo/mapping.py)."""
+        from persistmemo._memo.mapping import map_sync
 
         _check_map_options(workers, progress)
         if self.keys_now() and self.disabled:
@@ -438,7 +431,7 @@ class MemoizedFunction(CallPaths[P, R]):
         self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
     ) -> list[Any]:
         """``map`` for ``async def`` functions: misses run concurrently, ``workers`` at most."""
-        from persistmemo.mapping import map_async
+        from persistmemo._memo.mapping import map_async
 
         _check_map_options(workers, progress)
         call = cast(Callable[..., Awaitable[Any]], self.wrapper)
@@ -452,7 +445,7 @@ class MemoizedFunction(CallPaths[P, R]):
         pinned = self.options.version
         if pinned is not None:
             return {"version": pinned, "pinned": True}
-        from persistmemo.versioning import explain_version
+        from persistmemo._versioning.versions import explain_version
 
         described = explain_version(
             self.code,

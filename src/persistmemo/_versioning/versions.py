@@ -4,7 +4,7 @@ The version digests what the function runs:
 
 - every layer of the function, from the object ``memo`` received down its ``__wrapped__``
   chain (a decorator below ``@memo`` and the user's function): the normalized syntax tree of
-  each (see source_index.py: a reformat, a comment, a docstring or a decorator edit changes
+  each (see sources.py: a reformat, a comment, a docstring or a decorator edit changes
   nothing; changing the code changes the version, changing it back finds the old entries);
 - the functions and classes captured in their closures (their captured *values* are keyed
   at each call by the decorator, see closures.py);
@@ -23,7 +23,7 @@ version. Those the code itself mutates (``_CACHE[k] = v``, ``def f(x, _seen={})`
 place after the first call is not seen by this process.
 
 The version follows the code that runs. A definition's source is used only when its
-module's file, as it is now, compiles to the running code object (source_index.compiles_to):
+module's file, as it is now, compiles to the running code object (sources.compiles_to):
 a stale ``.pyc``, an edit under a running process, a reload from an edited file and text
 exec'd under a file's name are versioned by their code objects instead (bytecode, names,
 constants), a form that changes with the Python version: that can only cost misses, never
@@ -45,14 +45,14 @@ import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from persistmemo.code_watch import ABSENT, CodeWatch
-from persistmemo.hashing import blake2b, hashing_threads
-from persistmemo.keys import UnsupportedType, encode
-from persistmemo.origins import LIBRARY as _LIBRARY
-from persistmemo.origins import OWN as _OWN
-from persistmemo.origins import USER as _USER
-from persistmemo.origins import origin_of_path as _origin_of_path
-from persistmemo.source_stamps import (
+from persistmemo._hashing import blake2b, hashing_threads
+from persistmemo._keys import encode
+from persistmemo._versioning.code_watch import ABSENT, CodeWatch
+from persistmemo._versioning.origins import LIBRARY as _LIBRARY
+from persistmemo._versioning.origins import OWN as _OWN
+from persistmemo._versioning.origins import USER as _USER
+from persistmemo._versioning.origins import origin_of_path as _origin_of_path
+from persistmemo._versioning.source_stamps import (
     DefinitionStamp,
     FileStat,
     Stamp,
@@ -62,9 +62,10 @@ from persistmemo.source_stamps import (
     holds_running_code,
     stamp_of,
 )
+from persistmemo.errors import UnsupportedType
 
 if TYPE_CHECKING:
-    from persistmemo.source_index import Definition, SourceIndex
+    from persistmemo._versioning.sources import Definition, SourceIndex
 
 __all__ = [
     "code_version",
@@ -155,7 +156,20 @@ class _NotByStat(Exception):
 
 # Part of every fingerprint: a change to how versions are derived changes them all.
 _FINGERPRINT_FORMAT = 1
-_DERIVING_MODULES = ("versioning.py", "source_index.py", "closures.py", "keys.py", "naming.py")
+
+
+@functools.cache
+def _deriving_files() -> tuple[str, ...]:
+    """The files of the code that derives versions and keys (this package, ``_keys``,
+    ``_naming``): a new release of persistmemo derives versions afresh."""
+    root = os.path.dirname(os.path.abspath(sys.modules["persistmemo"].__file__ or ""))
+    found = [os.path.join(root, "_naming.py")]
+    for package in ("_versioning", "_keys"):
+        directory = os.path.join(root, package)
+        found += sorted(
+            os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".py")
+        )
+    return tuple(found)
 
 
 def explain_version(
@@ -236,8 +250,7 @@ class _VersionBasis:
         return CodeWatch(self.watched_names, self.watched_functions, self.watched_cells)
 
     def fingerprint(self) -> str:
-        own = os.path.dirname(os.path.abspath(__file__))
-        deriving = [[name, file_identity(os.path.join(own, name))] for name in _DERIVING_MODULES]
+        deriving = [[os.path.basename(path), file_identity(path)] for path in _deriving_files()]
         canonical = [
             _FINGERPRINT_FORMAT,
             [sys.version, sys.implementation.cache_tag, sys.flags.optimize],
@@ -380,7 +393,7 @@ class _VersionBasis:
         cells = func.__closure__ or ()
         state: frozenset[str] = frozenset()
         if cells and not keyed:
-            from persistmemo.closures import state_variables
+            from persistmemo._versioning.closures import state_variables
 
             state = state_variables(func)
         for name, cell in zip(func.__code__.co_freevars, cells, strict=False):
@@ -821,13 +834,13 @@ def _code_identity(code: types.CodeType) -> list[object]:
 # Parsing imports ast, dataclasses and inspect (~8 ms): only a derivation needs it, never the
 # fingerprint of a version remembered in the store.
 def source_index(path: str) -> SourceIndex | None:
-    from persistmemo.source_index import source_index as index_of
+    from persistmemo._versioning.sources import source_index as index_of
 
     return index_of(path)
 
 
 def code_fingerprint(code: types.CodeType) -> list[object]:
-    from persistmemo.source_index import code_fingerprint as fingerprint_of
+    from persistmemo._versioning.sources import code_fingerprint as fingerprint_of
 
     return fingerprint_of(code)
 
@@ -1010,7 +1023,7 @@ def _what_import_would_run(path: str, index: SourceIndex) -> bytes:
         compiled = compile(index.tree, path, "exec", dont_inherit=True)
     except Exception:
         return index.tree_digest()
-    from persistmemo.source_index import same_code
+    from persistmemo._versioning.sources import same_code
 
     if same_code(loaded, compiled):
         return index.tree_digest()
@@ -1100,7 +1113,7 @@ def _mutated_globals(
     each process its own version (misses everywhere); like a closure's state, they are left
     out. The rules are the closures' (see closures.mutated_names).
     """
-    from persistmemo.closures import mutated_names, mutated_names_in_code
+    from persistmemo._versioning.closures import mutated_names, mutated_names_in_code
 
     code = func.__code__
     definition = _running_definition(func, trusted)
@@ -1196,7 +1209,7 @@ def _mutated_parameters(
 ) -> frozenset[str]:
     """Parameters ``func`` mutates (``def f(x, _seen={}): _seen[x] = 1``): the source tells
     (closures.mutated_names), else the bytecode."""
-    from persistmemo.closures import mutated_names, mutated_names_in_code
+    from persistmemo._versioning.closures import mutated_names, mutated_names_in_code
 
     code = func.__code__
     definition = _running_definition(func, trusted)
@@ -1208,7 +1221,7 @@ def _mutated_parameters(
 def _mutated_attributes(definition: Any, methods: list[types.FunctionType]) -> set[str]:
     """Attribute names a class's code mutates through (``self.cache[k] = v``): from the
     class's source when it is trusted, else from its methods' bytecode."""
-    from persistmemo.closures import mutated_attributes, mutated_attributes_in_code
+    from persistmemo._versioning.closures import mutated_attributes, mutated_attributes_in_code
 
     if definition is not None:
         return mutated_attributes(definition.node)

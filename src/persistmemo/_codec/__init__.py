@@ -48,8 +48,7 @@ from typing import Any
 
 import msgpack
 
-from persistmemo.naming import module_name
-from persistmemo.out_of_band import (
+from persistmemo._codec.out_of_band import (
     BadSegment,
     BufferCollector,
     FramedValue,
@@ -57,6 +56,8 @@ from persistmemo.out_of_band import (
     array_from_segment,
     npy_segment,
 )
+from persistmemo._naming import module_name
+from persistmemo.errors import CorruptEntry, UndecodableValue, UnstorableValue
 
 FORMAT_MSGPACK = b"\x01"
 FORMAT_PICKLE = b"\x02"
@@ -108,24 +109,6 @@ _MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
 # Every class made by collections.namedtuple (typing.NamedTuple included) shares this code
 # object for _make: it tells a real NamedTuple from any tuple subclass with a _make.
 _NAMEDTUPLE_MAKE = collections.namedtuple("_Probe", "x")._make.__func__.__code__  # type: ignore[attr-defined]
-
-
-class CorruptEntry(ValueError):
-    """Stored bytes that do not decode to a value: the entry is treated as a miss."""
-
-
-class UndecodableValue(CorruptEntry):
-    """Well-formed stored bytes that cannot be rebuilt in this process: also a miss.
-
-    The value names a class that is gone or not loaded here, a class that is not the kind
-    its tag says (refused), fields that changed, or it is a pickle where pickles are
-    refused. It is a ``CorruptEntry``, so code that catches that keeps working; catch it
-    first to tell "written by other code" from "damaged bytes".
-    """
-
-
-class UnstorableValue(TypeError):
-    """A result that the store cannot keep (strict store, or neither msgpack nor pickle)."""
 
 
 class _NeedsPickle(Exception):

@@ -24,8 +24,9 @@ from typing import Any, cast
 
 import msgpack
 
-from persistmemo.hashing import blake2b, hashing_threads
-from persistmemo.naming import qualified_name
+from persistmemo._hashing import blake2b, hashing_threads
+from persistmemo._naming import qualified_name
+from persistmemo.errors import UnsupportedNesting, UnsupportedType, type_label
 
 KEY_FORMAT = "pm2"
 """Version of the argument encoding and key layout; part of every key. ``pm2`` keys end in
@@ -90,33 +91,6 @@ _CANONICAL_NAN = struct.pack(">Bd", 0xCB, math.nan)
 # No `default=` hook, so packing never calls back into Python and one packer can serve
 # every thread.
 _pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True, strict_types=True).pack
-
-
-class UnsupportedType(TypeError):
-    """Raised when a value of a type with no defined key encoding is met."""
-
-    def __init__(self, unsupported: type, reason: str = "") -> None:
-        self.unsupported = unsupported
-        self.reason = reason
-        super().__init__(f"type {type_label(unsupported)} is not supported{reason}")
-
-
-class UnsupportedNesting(UnsupportedType):
-    """Raised for a value that contains itself or is nested deeper than ``MAX_NESTING``.
-
-    Its type is supported; this value of it has no finite (or no reachable) encoding.
-    """
-
-    def __init__(self, unsupported: type, reason: str) -> None:
-        super().__init__(unsupported, reason)
-        self.args = (f"a {type_label(unsupported)} value is not supported{reason}",)
-
-
-def type_label(cls: type) -> str:
-    """Name a type for error messages: ``sqlite3.Connection``, ``int``."""
-    module = getattr(cls, "__module__", "")
-    name = getattr(cls, "__qualname__", cls.__name__)
-    return name if module == "builtins" else f"{module}.{name}"
 
 
 def digest(buffer: bytes | bytearray | memoryview) -> bytes:

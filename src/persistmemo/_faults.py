@@ -12,6 +12,8 @@ import sys
 import threading
 import warnings
 
+from persistmemo.errors import PersistmemoWarning
+
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,10 +21,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 LOGGER_NAME = "persistmemo"
-
-
-class PersistmemoWarning(UserWarning):
-    """A store fault or an entry that could not be kept; the call itself went on."""
 
 
 class FaultReporter:

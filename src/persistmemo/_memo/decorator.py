@@ -12,12 +12,10 @@ import os
 import types
 from collections.abc import Callable, Iterable
 
-from persistmemo.call_paths import is_async
-from persistmemo.memoized import CacheInfo, MemoizedFunction
-from persistmemo.options import MemoOptions
+from persistmemo._memo.call_paths import is_async
+from persistmemo._memo.memoized import CacheInfo, MemoizedFunction
+from persistmemo._memo.options import MemoOptions
 from persistmemo.stores.base import StoreBackend
-
-ENV_DISABLE = "PERSISTMEMO_DISABLE"
 
 StoreOption = StoreBackend | str | os.PathLike[str] | None
 
@@ -81,7 +79,7 @@ if TYPE_CHECKING:
         ) -> Any:
             """Call for each tuple of items, computing only the misses; results in input order.
 
-            A list (``await`` it for ``async def`` functions). See persistmemo.mapping.
+            A list (``await`` it for ``async def`` functions). See persistmemo._memo.mapping.
             """
             ...
 
@@ -195,7 +193,7 @@ def memo(
       refers to) whose installed versions are part of the version: an upgrade is a miss.
     - ``files``: parameter names whose values are paths (or lists of paths): keyed by the
       path and the content of the file, or of every file under a directory, so editing
-      one is a miss (see persistmemo.files). A path that does not exist runs uncached.
+      one is a miss (see persistmemo._memo.files). A path that does not exist runs uncached.
     - ``ignore``: parameter names left out of the key (by position or keyword alike), and
       captured variables of a closure left out of the key.
     - ``key``: a callable taking the function's arguments and returning the value to key on.
@@ -209,7 +207,7 @@ def memo(
       ``lock="always"`` claims every miss (for functions with side effects, or whose cost
       varies by argument); ``lock=False`` never claims, for cheap functions.
     - ``memory``: also keep the N most recent results in this process's memory, for hot
-      loops (see persistmemo.memory: TTL holds, this process's invalidations are seen,
+      loops (see persistmemo._memo.memory: TTL holds, this process's invalidations are seen,
       other processes' are not until the entry expires).
     - ``mmap``: arrays in a result (at the top level, inside containers, a DataFrame's
       columns) come back as read-only memory maps of the stored file, so a hit costs the
@@ -218,7 +216,7 @@ def memo(
 
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
     ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError. The
-    variables a closure captures are keyed like arguments (see persistmemo.closures).
+    variables a closure captures are keyed like arguments (see persistmemo._versioning.closures).
     """
     options = MemoOptions.checked(
         store=store,

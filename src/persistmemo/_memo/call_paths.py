@@ -23,24 +23,18 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
-from persistmemo.code_watch import never_changed
-from persistmemo.codec import (
-    CorruptEntry,
-    UndecodableValue,
-    UnstorableValue,
-    decode_value,
-    encode_result,
-)
-from persistmemo.files import MissingInput
-from persistmemo.locking import compute_once, compute_once_async, lease_for
-from persistmemo.memory import DIRECT_TYPES, MemoryTier, direct_key
-from persistmemo.out_of_band import OUT_OF_BAND_FROM
+from persistmemo._codec import decode_value, encode_result
+from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM
+from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
+from persistmemo._memo.memory import DIRECT_TYPES, MemoryTier, direct_key
+from persistmemo._versioning.code_watch import never_changed
+from persistmemo.errors import CorruptEntry, MissingInput, UndecodableValue, UnstorableValue
 from persistmemo.stores.base import MISSING, Missing
 
 if TYPE_CHECKING:
-    from persistmemo.codec import Encoded
-    from persistmemo.keys import KeyBuilder
-    from persistmemo.options import MemoOptions
+    from persistmemo._codec import Encoded
+    from persistmemo._keys import KeyBuilder
+    from persistmemo._memo.options import MemoOptions
     from persistmemo.stores.base import StoreBackend
 
 P = ParamSpec("P")

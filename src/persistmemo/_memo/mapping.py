@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from persistmemo.files import MissingInput
+from persistmemo.errors import MissingInput
 from persistmemo.stores.base import MISSING
 
 BATCH = 512

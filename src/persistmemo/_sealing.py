@@ -48,10 +48,11 @@ import time
 from _operator import _compare_digest as compare_digest
 from collections.abc import Callable
 
-from persistmemo.codec import CorruptEntry
-from persistmemo.faults import FaultReporter
-from persistmemo.hashing import blake2b, hashing_threads
-from persistmemo.out_of_band import FramedValue, OutOfBand, aligned
+from persistmemo import _environment as environment
+from persistmemo._codec.out_of_band import FramedValue, OutOfBand, aligned
+from persistmemo._faults import FaultReporter
+from persistmemo._hashing import blake2b, hashing_threads
+from persistmemo.errors import CorruptEntry, SecretUnavailable
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
 TYPE_CHECKING = False
@@ -68,7 +69,6 @@ _LENGTHS = struct.Struct(">IQ")
 OUT_OF_BAND_HEADER_SIZE = 1 + 2 * TAG_SIZE + _METADATA.size + _LENGTHS.size
 HEADER_READ = 64
 """Bytes to read from an entry to find its metadata, whatever its frame."""
-ENV_SECRET = "PERSISTMEMO_SECRET"
 SECRET_FILE_NAME = "secret.key"
 
 
@@ -380,10 +380,6 @@ def compute_seconds(stored: bytes) -> float | None:
     return None if metadata is None else metadata[0]
 
 
-class SecretUnavailable(OSError):
-    """The user's secret key file cannot be read or created safely."""
-
-
 _secret_lock = threading.Lock()
 _secrets_by_path: dict[str, bytes] = {}
 
@@ -410,7 +406,7 @@ def user_secret(path: str | os.PathLike[str] | None = None) -> bytes:
     a symlink or not a regular file, in a directory others can write): such a key vouches
     for nothing. An empty or malformed key file of this user's is replaced, with a warning.
     """
-    configured = os.environ.get(ENV_SECRET)
+    configured = environment.secret()
     if configured:
         return secret_from_text(configured)
     # A str from here on: pathlib costs a cold start milliseconds, and os takes strings.
@@ -467,7 +463,7 @@ def _load_or_create(path: str) -> bytes:
     except OSError as error:
         raise SecretUnavailable(
             f"secret key {path} cannot be read or created: {error}; fix its directory's "
-            f"permissions, or set ${ENV_SECRET}"
+            f"permissions, or set ${environment.SECRET}"
         ) from error
 
 
@@ -484,12 +480,12 @@ def _check_key_directory(directory: str) -> None:
         raise SecretUnavailable(
             f"secret key directory {directory} is owned by uid {info.st_uid}, not by this "
             f"user: whoever owns it can replace the key. Use a directory of your own "
-            f"($XDG_CONFIG_HOME) or set ${ENV_SECRET}"
+            f"($XDG_CONFIG_HOME) or set ${environment.SECRET}"
         )
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
         raise SecretUnavailable(
             f"secret key directory {directory} is writable by other users, who could replace "
-            f"the key: chmod go-w {directory}, or set ${ENV_SECRET}"
+            f"the key: chmod go-w {directory}, or set ${environment.SECRET}"
         )
 
 
@@ -503,12 +499,12 @@ def _read_key(path: str) -> bytes:
         if stat.S_ISLNK(os.lstat(path).st_mode):
             raise SecretUnavailable(
                 f"secret key {path} is a symbolic link, which is not followed: remove it "
-                f"(a new key is made) or set ${ENV_SECRET}"
+                f"(a new key is made) or set ${environment.SECRET}"
             ) from None
         raise
     with os.fdopen(descriptor, "rb") as key_file:
         info = os.fstat(descriptor)
-        remedy = f"remove it (a new key is made) or set ${ENV_SECRET}"
+        remedy = f"remove it (a new key is made) or set ${environment.SECRET}"
         if not stat.S_ISREG(info.st_mode):
             raise SecretUnavailable(f"secret key {path} is not a regular file: {remedy}")
         if hasattr(os, "getuid") and info.st_uid != os.getuid():
@@ -519,7 +515,7 @@ def _read_key(path: str) -> bytes:
             raise SecretUnavailable(
                 f"secret key {path} is readable or writable by other users (mode "
                 f"{stat.S_IMODE(info.st_mode):04o}): anyone who read it can forge entries, "
-                f"so make a new one: remove it, or set ${ENV_SECRET}"
+                f"so make a new one: remove it, or set ${environment.SECRET}"
             )
         data = key_file.read(_SECRET_LIMITS[1] + 1)
     low, high = _SECRET_LIMITS

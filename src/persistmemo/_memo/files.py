@@ -43,8 +43,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from persistmemo.codec import decode_value, encode_value
-from persistmemo.hashing import hashing_threads
+from persistmemo._codec import decode_value, encode_value
+from persistmemo._hashing import hashing_threads
+from persistmemo.errors import MissingInput
 from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing, secret_scoped
 
 if TYPE_CHECKING:
@@ -55,10 +56,6 @@ RACY_NANOSECONDS = 2_000_000_000
 call (coarse file-system timestamps: 2 s on FAT, 1 s on some network file systems)."""
 
 _CHUNK = 1 << 22
-
-
-class MissingInput(Exception):
-    """A path named in ``files=`` does not exist: the call runs uncached."""
 
 
 FINGERPRINT_TTL = 30 * 24 * 3600.0

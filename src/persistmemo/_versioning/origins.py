@@ -16,7 +16,9 @@ import os
 import sys
 
 USER, LIBRARY, OWN = "user", "library", "persistmemo"
-OWN_DIRECTORY = os.path.normcase(os.path.dirname(os.path.abspath(__file__))) + os.sep
+OWN_DIRECTORY = (
+    os.path.normcase(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) + os.sep
+)
 
 
 def origin_of_path(path: str) -> str:
