@@ -1,6 +1,8 @@
-"""The store contract: what every store (disk, Redis, tiered) promises the decorator and tools.
+"""The store contract: what every store (disk, Redis, tiered, and a toy backend under the
+sealed layer) promises the decorator and tools.
 
-A new backend plugs in by passing this suite: add it to the ``any_store`` fixture.
+A new store plugs in by passing this suite: add it to the ``any_store`` fixture (a new
+backend also passes tests/test_backend_contract.py).
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ from typing import Any
 
 import pytest
 
+from memory_backend import MemoryBackend
 from persistmemo import Store, memo
 from persistmemo._codec import encode_value
 from persistmemo._keys import KeyBuilder, identity_of
 from persistmemo.stores.disk import MISSING
+from persistmemo.stores.sealed import SealedStore
 
 SECRET = "contract suite secret"
 
 
-@pytest.fixture(params=["disk", "redis", "tiered"])
+@pytest.fixture(params=["disk", "redis", "tiered", "memory"])
 def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     if request.param == "disk":
         store: Any = Store(tmp_path / "store", secret=SECRET, lease=0.5)
+    elif request.param == "memory":
+        store = SealedStore(MemoryBackend(), secret=SECRET, lease=0.5)
     else:
         from persistmemo import RedisStore, TieredStore
 

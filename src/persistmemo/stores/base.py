@@ -206,6 +206,22 @@ def looks_sealed_with_another_secret(*, verified: int, well_formed_failures: int
     return well_formed_failures >= 1 and well_formed_failures > verified
 
 
+def sealed_with_another_secret(
+    recorded: set[str], sealer: Sealer, *, verified: int, well_formed_failures: int
+) -> bool:
+    """Whether the tag failures of ``check`` say "another secret" rather than "damage". The
+    fingerprints of the secrets that wrote the store settle it when it keeps them: only
+    ours means damage; others but not ours, another secret. Otherwise the counts decide
+    (``looks_sealed_with_another_secret``)."""
+    if recorded == {sealer.fingerprint}:
+        return False
+    if recorded and sealer.fingerprint not in recorded:
+        return well_formed_failures > 0
+    return looks_sealed_with_another_secret(
+        verified=verified, well_formed_failures=well_formed_failures
+    )
+
+
 def frame_is_well_formed(stored: object) -> bool:
     """Whether ``stored`` has the shape of a sealed entry (frame version, header, body),
     whatever its tag: what ``looks_sealed_with_another_secret`` counts as a failure."""

@@ -1,0 +1,459 @@
+"""SealedStore: everything a store does, written once above a ``Backend``.
+
+Sealing (every value carries a keyed tag over its key, checked before it is decoded), leases
+(one computation per key), hit counts, bookkeeping records, listing entries, ``check``,
+``prune``, fault reporting (a fault is one warning and a miss, never an exception in the
+user's call) and ``memo()``. A backend (``stores/api.py``) only keeps bytes; the disk and
+Redis stores are this class over their backends, and a new one needs nothing from here.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from persistmemo._faults import FaultReporter
+from persistmemo._keys import RESULT_FORMATS, identity_of, is_result_key
+from persistmemo._sealing import Sealer, compute_seconds, entry_metadata, secret_from_text
+from persistmemo.errors import CorruptEntry
+from persistmemo.stores.api import Refused
+from persistmemo.stores.base import (
+    LEASE_PREFIX,
+    MISSING,
+    STATS_PREFIX,
+    WRONG_SECRET,
+    CheckReport,
+    EntryInfo,
+    judge_entry,
+    planted_lease_after,
+    split_key,
+    summarize,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from typing import Any, TypeVar
+
+    from persistmemo._codec import Encoded
+    from persistmemo._codec.out_of_band import OutOfBand
+    from persistmemo.stores.api import Backend, Found, Row
+    from persistmemo.stores.base import FunctionSummary, Lease, Missing, Progress
+
+    T = TypeVar("T")
+
+_MAX_SECONDS = 1e9
+"""Compute seconds above this (31 years) are a planted header, not a measurement."""
+
+_MOST_HITS = 2**62
+"""A larger (or negative) count was not added by persistmemo: planted, left out."""
+
+
+class SealedStore:
+    """A store of memoized results over ``backend``: sealed values, leases, records.
+
+    - ``strict=True`` refuses results that need the pickle fallback.
+    - ``lease``: seconds a computing caller's claim on a key lasts if it dies.
+    - ``secret``: the key that seals entries (bytes or a passphrase); by default the
+      backend's choice (``resolve_secret``).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        strict: bool = False,
+        lease: float = 10.0,
+        secret: bytes | str | None = None,
+    ) -> None:
+        if not lease > 0:
+            raise ValueError("lease=... must be positive seconds")
+        self.backend = backend
+        self.strict = strict
+        self.lease = float(lease)
+        self._given_secret = secret_from_text(secret) if isinstance(secret, str) else secret
+        self._sealer: Sealer | None = None
+        self._secret = b""
+        self.pickle_allowed = False
+        self._sealer_lock = threading.Lock()
+        self._faults = FaultReporter(backend.where)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.backend.where!r})"
+
+    # --- the secret ----------------------------------------------------------------------
+
+    def resolve_secret(self) -> tuple[bytes, bool]:
+        """``(secret, pickles allowed)``: the given secret, else the user's key file (a
+        subclass decides where its backend's secret comes from)."""
+        from persistmemo._sealing import user_secret  # the key file: only when none is given
+
+        if self._given_secret is not None:
+            return self._given_secret, not self.strict
+        return user_secret(), not self.strict
+
+    def _sealer_ready(self) -> Sealer:
+        if self._sealer is None:
+            with self._sealer_lock:
+                if self._sealer is None:
+                    self._secret, self.pickle_allowed = self.resolve_secret()
+                    self._sealer = Sealer(self._secret)
+        return self._sealer
+
+    @property
+    def secret(self) -> bytes:
+        """The key that seals this store's entries."""
+        self._sealer_ready()
+        return self._secret
+
+    def open(self) -> bool:
+        """Settle the secret; True when the backend is usable."""
+        self._sealer_ready()
+        return self.backend.usable()
+
+    # --- faults --------------------------------------------------------------------------
+
+    def report_fault(self, kind: str, error: BaseException) -> None:
+        """Warn once per kind of fault."""
+        self._faults.report(kind, f"{type(error).__name__}: {error}")
+
+    def _call(self, kind: str, operation: Callable[[], T], default: T) -> T:
+        """``operation()``, or ``default`` when the backend is away or faults (reported
+        once per kind, in the backend's words where it has them)."""
+        if not self.backend.usable():
+            return default
+        try:
+            return operation()
+        except RecursionError:
+            raise  # too deep a stack: the claim is released once unwound (_memo/locking.py)
+        except Refused as refused:
+            self._faults.report(refused.kind, refused.message)
+        except CorruptEntry as error:
+            self.report_fault("corrupt entry", error)
+        except Exception as error:
+            named = self.backend.fault(kind, error)
+            if named is not None:
+                self._faults.report(named[0], named[1])
+        return default
+
+    # --- entries -------------------------------------------------------------------------
+
+    def read(self, key: str) -> Encoded | Missing:
+        """The verified encoded value under ``key``, or MISSING (absent, expired, unusable)."""
+        found = self.read_with_expiry(key, False)
+        return found if found is MISSING else found[0]  # type: ignore[index]
+
+    def read_with_expiry(
+        self, key: str, with_expiry: bool = True, *, mapped: bool = False
+    ) -> tuple[Encoded, float | None] | Missing:
+        """``(encoded value, expiry or None)`` under ``key``, or MISSING. ``mapped``: a value
+        with an area may come back as a read-only map (backends that keep files)."""
+        sealer = self._sealer or self._sealer_ready()
+        mapped = mapped and self.backend.mappable
+        found = self._call("read failed", lambda: self.backend.get(key, mapped=mapped), None)
+        if found is None:
+            return MISSING
+        return self._unsealed(sealer, key, found, mapped)
+
+    def _unsealed(
+        self, sealer: Sealer, key: str, found: Found, mapped: bool
+    ) -> tuple[Encoded, float | None] | Missing:
+        value, expires_at, area_check = found
+        if not isinstance(value, (bytes, memoryview)):
+            self.report_fault("corrupt entry", CorruptEntry(f"{key}: not a sealed value"))
+            return MISSING
+        try:
+            if area_check is None and not mapped:  # a small entry: no keywords to pass
+                return sealer.unseal(self.backend.seal_prefix + key, value), expires_at
+            sealed_as = self.backend.seal_prefix + key
+            return sealer.unseal(sealed_as, value, mapped=mapped, area_check=area_check), expires_at
+        except CorruptEntry as error:
+            self.report_fault("corrupt entry", error)
+            return MISSING
+
+    def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
+        """The verified encoded values of those ``keys`` that are stored, in few round trips."""
+        sealer = self._sealer or self._sealer_ready()
+        mapped = mapped and self.backend.mappable
+        rows = self._call("read failed", lambda: self.backend.get_many(keys, mapped=mapped), {})
+        found: dict[str, Encoded] = {}
+        for key, each in rows.items():
+            if isinstance(each, CorruptEntry):
+                self.report_fault("corrupt entry", each)
+                continue
+            unsealed = self._unsealed(sealer, key, each, mapped)
+            if unsealed is not MISSING:
+                found[key] = unsealed[0]  # type: ignore[index]
+        return found
+
+    def write(
+        self,
+        key: str,
+        encoded: bytes | OutOfBand,
+        *,
+        ttl: float | None,
+        tag: str,
+        seconds: float = 0.0,
+        lease: Lease | None = None,
+    ) -> bool:
+        """Seal and store ``encoded`` (computed in ``seconds``) under ``key``, releasing
+        ``lease`` (our claim on the key) in the same step. False (and a warning) when the
+        store cannot keep it."""
+        sealer = self._sealer_ready()
+        sealed = sealer.seal(self.backend.seal_prefix + key, encoded, seconds)
+        # A result's key names its function: a tag would store the name again for nothing.
+        stored_tag = None if is_result_key(key) else tag
+        release = None if lease is None else (LEASE_PREFIX + key, lease.token)
+
+        def put() -> bool:
+            return self.backend.put(key, sealed, ttl=ttl, tag=stored_tag, release=release)
+
+        stored = bool(self._call("write failed", put, False))
+        if lease is not None and stored:
+            lease.released = True
+        return stored
+
+    def delete(self, key: str) -> bool:
+        """Remove one entry; True when it was there."""
+        return bool(self._call("delete failed", lambda: self.backend.delete(key), False))
+
+    def purge(self, key: str) -> bool:
+        """Remove one entry, expired or not; True when it was there."""
+        return self.delete(key)
+
+    def _result_keys(self, function: str | None = None) -> list[str]:
+        """The keys of stored results (of exactly ``function``, if given)."""
+
+        def scan() -> list[str]:
+            keys = []
+            for form in RESULT_FORMATS:
+                prefix = f"{form}:" + (f"{function}:" if function else "")
+                keys += [row.key for row in self.backend.scan(prefix) if is_result_key(row.key)]
+            return keys
+
+        keys = self._call("read failed", scan, [])
+        # Identities may contain ':': ``app.load:*`` also holds ``app.load:v2``'s entries.
+        return keys if function is None else [key for key in keys if identity_of(key) == function]
+
+    def delete_tagged(self, tag: str) -> int:
+        """Remove every entry of the function ``tag``; returns how many."""
+        if tag.startswith("pm-"):  # bookkeeping records are no function's to clear
+            return 0
+        keys = self._result_keys(tag)
+        return int(self._call("delete failed", lambda: self.backend.delete_many(keys), 0))
+
+    def clear(self) -> int:
+        """Remove every entry and the store's bookkeeping; returns how many results."""
+        results = len(self)
+        self._call("clear failed", self.backend.clear, None)
+        return results
+
+    def remove_expired(self) -> int:
+        """Remove every expired entry now (they are misses already); returns how many."""
+        return int(self._call("delete failed", self.backend.purge_expired, 0))
+
+    def __len__(self) -> int:
+        """Number of stored results (leases, hit counts and records are not results)."""
+        return len(self._result_keys())
+
+    # --- leases (one computation per key; see _memo/locking.py) ---------------------------
+
+    def try_lease(self, key: str, token: str) -> bool:
+        """Claim ``key`` for ``lease`` seconds; True when claimed (or the store is unusable).
+        A claim no caller could have made (no end, or one too far away) is taken over and
+        reported: waiting on it would never end."""
+        horizon = planted_lease_after(self.lease)
+
+        def claim() -> bool:
+            claimed, planted = self.backend.claim(LEASE_PREFIX + key, token, self.lease, horizon)
+            if planted:
+                self._faults.report(
+                    "planted lease",
+                    f"the lease on {key} had no end (or one too far away to be a caller's): "
+                    "taken over, so that callers do not wait for it forever",
+                )
+            return claimed
+
+        return bool(self._call("lease failed", claim, True))
+
+    def renew_lease(self, key: str, token: str) -> bool:
+        """Extend our claim on ``key``; False when it is no longer ours (or cannot be told).
+        Runs in the lease keeper's thread: it never raises and never warns."""
+        try:
+            return self.backend.usable() and bool(
+                self.backend.expire_if(LEASE_PREFIX + key, token, self.lease)
+            )
+        except Exception:
+            return False
+
+    def lease_holder(self, key: str) -> str | None:
+        """The token of the live lease on ``key``, or None (none, or unknown)."""
+        try:
+            found = self.backend.get(LEASE_PREFIX + key) if self.backend.usable() else None
+        except Exception:
+            return None
+        return found[0] if found is not None and isinstance(found[0], str) else None
+
+    def release_lease(self, key: str, token: str) -> None:
+        """Drop our claim on ``key``, unless it expired and someone else holds it now."""
+        self._call("lease failed", lambda: self.backend.delete_if(LEASE_PREFIX + key, token), 0)
+
+    # --- hit counts ----------------------------------------------------------------------
+
+    def record_hits(self, function: str, hits: int) -> None:
+        """Add ``hits`` to the hit count the store keeps for ``function``."""
+        if hits > 0:
+            self._call("write failed", lambda: self.backend.incr(STATS_PREFIX + function, hits), 0)
+
+    def recorded_hits(self) -> dict[str, int]:
+        """Hit counts per function, as flushed by processes at their exit."""
+
+        def counts() -> dict[str, int]:
+            names = [row.key for row in self.backend.scan(STATS_PREFIX)]
+            found = self.backend.get_many(names) if names else {}
+            # Whoever can write the store can plant any name and value here: a count that
+            # incr could not have made is left out, not trusted.
+            return {
+                name[len(STATS_PREFIX) :]: each[0]
+                for name, each in found.items()
+                if type(each) is tuple and type(each[0]) is int and 0 <= each[0] < _MOST_HITS
+            }
+
+        return self._call("read failed", counts, {})
+
+    def forget_hits(self, function: str) -> None:
+        """Drop the recorded hit count of ``function`` (its entries were cleared)."""
+        self._call("delete failed", lambda: self.backend.delete(STATS_PREFIX + function), 0)
+
+    # --- looking inside ------------------------------------------------------------------
+
+    def entries(self, function: str | None = None) -> Iterator[EntryInfo]:
+        """Every entry's metadata (of one function identity, if given), without decoding."""
+
+        def rows() -> list[Row]:
+            found = []
+            for form in RESULT_FORMATS:
+                prefix = f"{form}:" + (f"{function}:" if function else "")
+                found += [row for row in self.backend.scan(prefix) if is_result_key(row.key)]
+            return found
+
+        for row in self._call("read failed", rows, []):
+            entry = _entry_of(row)
+            if function is None or entry.function == function:
+                yield entry
+
+    def entry_info(self, key: str) -> EntryInfo | None:
+        """Metadata of the entry under ``key``, or None."""
+        return next((entry for entry in self.entries(identity_of(key)) if entry.key == key), None)
+
+    def functions(self) -> dict[str, FunctionSummary]:
+        """Per-function summaries: entries, bytes, versions, oldest/newest, compute stored."""
+        return summarize(self.entries())
+
+    def check(self, *, fix: bool = False, progress: Progress | None = None) -> CheckReport:
+        """Check the backend's own integrity and every entry's seal (expired ones too) and
+        that each sealed value decodes; ``fix`` removes entries whose seal fails.
+
+        When well-formed entries failing their tag outnumber those that verify, the store
+        was sealed with another secret: that is reported and nothing is removed."""
+        report = CheckReport()
+        sealer = self._sealer_ready()
+        self.backend.check_storage(report, fix=fix)
+        keys = self._result_keys()
+        verified = well_formed_failures = 0
+        malformed: list[str] = []
+        for done, key in enumerate(keys, 1):
+            try:
+                stored = self.backend.read_all(key)
+            except CorruptEntry as error:
+                report.entries += 1
+                report.corrupt.append(key)
+                report.problems.append(f"{key}: {error}")
+                continue
+            if stored is None:
+                continue  # removed since the scan
+            report.entries += 1
+            outcome = judge_entry(report, sealer, key, stored, self.backend.seal_prefix + key)
+            verified += outcome == "verified"
+            well_formed_failures += outcome == "well-formed"
+            if outcome == "malformed":
+                malformed.append(key)
+            if progress is not None:
+                progress(done, len(keys))
+        if self.backend.sealed_with_another_secret(
+            sealer, verified=verified, well_formed_failures=well_formed_failures
+        ):
+            report.wrong_secret = True
+            kept = [f"{key}: not a persistmemo value" for key in malformed]
+            report.problems = [
+                f"{well_formed_failures} of {report.entries} {WRONG_SECRET}; nothing was removed",
+                *[problem for problem in report.problems if not problem.startswith("pm")],
+                *kept,
+            ]
+        elif fix:
+            report.removed = sum(self.purge(key) for key in report.corrupt)
+        return report
+
+    def prune(
+        self,
+        *,
+        expired: bool = True,
+        older_than: float | None = None,
+        keep_versions: Mapping[str, Iterable[str]] | None = None,
+        progress: Progress | None = None,
+    ) -> int:
+        """Remove expired entries, entries stored more than ``older_than`` seconds ago, and
+        entries of the functions named in ``keep_versions`` whose version is not listed;
+        returns how many."""
+        keep = {name: set(versions) for name, versions in (keep_versions or {}).items()}
+        cutoff = None if older_than is None else time.time() - older_than
+        removed = self.remove_expired() if expired else 0
+        # Expired entries count too: one older than the cutoff is old, whatever its TTL says.
+        doomed = [
+            entry.key
+            for entry in self.entries()
+            if (cutoff is not None and entry.stored_at < cutoff)
+            or (entry.function in keep and entry.version not in keep[entry.function])
+        ]
+        for done, key in enumerate(doomed, 1):
+            removed += self.purge(key)
+            if progress is not None:
+                progress(done, len(doomed))
+        return removed
+
+    # --- the rest ------------------------------------------------------------------------
+
+    def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
+        # The one upward reach of the stores, for convenience: the decorator sits above them.
+        from persistmemo._memo.decorator import memo
+
+        decorate: Any = memo(store=self, **options)
+        return decorate if func is None else decorate(func)
+
+    def close(self) -> None:
+        """Close the backend's connections and files (they reopen when used again)."""
+        self.backend.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _entry_of(row: Row) -> EntryInfo:
+    """An entry's metadata from its row; every field is untrusted (a co-writer may plant)."""
+    identity, version = split_key(row.key, row.tag)
+    seconds = compute_seconds(row.head)
+    metadata = entry_metadata(row.head)
+    stored_at = row.stored_at if row.stored_at is not None else (metadata or (0.0, 0.0))[1]
+    return EntryInfo(
+        key=row.key,
+        function=identity,
+        version=version,
+        stored_at=stored_at,
+        expires_at=row.expires_at,
+        size=row.size,
+        compute_seconds=seconds if seconds is not None and 0 <= seconds < _MAX_SECONDS else None,
+    )

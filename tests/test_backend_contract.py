@@ -1,0 +1,146 @@
+"""The backend contract: the ten operations every backend (stores/api.py) provides.
+
+The sealed layer (stores/sealed.py) builds seals, leases, counts and listings on these and
+nothing else; a new backend that passes this file and tests/test_store_contract.py is done.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from memory_backend import MemoryBackend
+
+from persistmemo.stores.api import Backend
+
+
+@pytest.fixture(params=["memory", "disk", "redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made: Any
+    if request.param == "memory":
+        made = MemoryBackend()
+    elif request.param == "disk":
+        from persistmemo import Store
+
+        store = Store(tmp_path / "store", secret="backend contract")
+        store.open()
+        made = store.backend
+    else:
+        from persistmemo import RedisStore
+
+        store = RedisStore(request.getfixturevalue("redis_url"), namespace="backend-contract")
+        store.clear()
+        made = store.backend
+    yield made
+    made.close()
+
+
+def test_put_then_get_returns_the_value_and_its_expiry(backend: Backend) -> None:
+    assert backend.get("pm2:app.f:1:a") is None
+    assert backend.put("pm2:app.f:1:a", b"value", ttl=60)
+    found = backend.get("pm2:app.f:1:a")
+    assert found is not None
+    assert bytes(found[0]) == b"value"  # type: ignore[arg-type]
+    assert found[1] is not None and 50 < found[1] - time.time() <= 60
+    assert backend.put("pm2:app.f:1:b", b"forever")
+    found = backend.get("pm2:app.f:1:b")
+    assert found is not None and found[1] is None
+
+
+def test_an_expired_value_reads_as_absent(backend: Backend) -> None:
+    backend.put("pm2:app.f:1:c", b"soon gone", ttl=0.2)
+    time.sleep(0.3)
+    assert backend.get("pm2:app.f:1:c") is None
+    assert backend.get_many(["pm2:app.f:1:c"]) == {}
+
+
+def test_get_many_returns_present_keys_only(backend: Backend) -> None:
+    for name in ("a", "b"):
+        backend.put(f"pm2:app.m:1:{name}", name.encode())
+    found = backend.get_many(["pm2:app.m:1:a", "pm2:app.m:1:b", "pm2:app.m:1:z"])
+    assert {key: bytes(each[0]) for key, each in found.items()} == {  # type: ignore[arg-type]
+        "pm2:app.m:1:a": b"a",
+        "pm2:app.m:1:b": b"b",
+    }
+
+
+def test_add_stores_only_when_absent(backend: Backend) -> None:
+    assert backend.add("pm-lease:k", "first", 5)
+    assert not backend.add("pm-lease:k", "second", 5)
+    found = backend.get("pm-lease:k")
+    assert found is not None and found[0] == "first"
+
+
+def test_add_is_atomic_between_threads(backend: Backend) -> None:
+    winners = []
+    start = threading.Barrier(8)
+
+    def contend(token: str) -> None:
+        start.wait()
+        if backend.add("pm-lease:race", token, 5):
+            winners.append(token)
+
+    threads = [threading.Thread(target=contend, args=(str(n),)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+
+
+def test_delete_if_and_expire_if_act_only_on_the_value_held(backend: Backend) -> None:
+    backend.add("pm-lease:c", "mine", 5)
+    assert not backend.delete_if("pm-lease:c", "theirs")
+    assert not backend.expire_if("pm-lease:c", "theirs", 60)
+    assert backend.expire_if("pm-lease:c", "mine", 60)
+    found = backend.get("pm-lease:c")
+    assert found is not None and found[1] is not None and found[1] - time.time() > 30
+    assert backend.delete_if("pm-lease:c", "mine")
+    assert backend.get("pm-lease:c") is None
+
+
+def test_put_releases_the_lease_it_is_given_in_the_same_step(backend: Backend) -> None:
+    backend.add("pm-lease:pm2:app.r:1:a", "token", 5)
+    assert backend.put("pm2:app.r:1:a", b"v", release=("pm-lease:pm2:app.r:1:a", "token"))
+    assert backend.get("pm-lease:pm2:app.r:1:a") is None
+    backend.add("pm-lease:pm2:app.r:1:b", "other", 5)
+    backend.put("pm2:app.r:1:b", b"v", release=("pm-lease:pm2:app.r:1:b", "token"))
+    found = backend.get("pm-lease:pm2:app.r:1:b")
+    assert found is not None and found[0] == "other"
+
+
+def test_delete_removes_a_key_and_says_whether_it_was_there(backend: Backend) -> None:
+    backend.put("pm2:app.d:1:a", b"v")
+    assert backend.delete("pm2:app.d:1:a")
+    assert not backend.delete("pm2:app.d:1:a")
+    assert backend.get("pm2:app.d:1:a") is None
+
+
+def test_scan_lists_the_keys_under_a_prefix_with_their_sizes(backend: Backend) -> None:
+    backend.put("pm2:app.s:1:a", b"x" * 100, ttl=60)
+    backend.put("pm2:app.s:1:b", b"y" * 10)
+    backend.put("pm2:app.t:1:a", b"z")
+    rows = {row.key: row for row in backend.scan("pm2:app.s:")}
+    assert set(rows) == {"pm2:app.s:1:a", "pm2:app.s:1:b"}
+    assert rows["pm2:app.s:1:a"].size == 100
+    assert rows["pm2:app.s:1:a"].head == b"x" * len(rows["pm2:app.s:1:a"].head)
+    assert rows["pm2:app.s:1:a"].expires_at is not None
+    assert rows["pm2:app.s:1:b"].expires_at is None
+
+
+def test_incr_adds_to_a_count(backend: Backend) -> None:
+    backend.incr("pm-hits:app.h", 3)
+    backend.incr("pm-hits:app.h", 4)
+    found = backend.get("pm-hits:app.h")
+    assert found is not None and found[0] == 7
+
+
+def test_a_closed_backend_reopens_when_used(backend: Backend) -> None:
+    backend.put("pm2:app.o:1:a", b"kept")
+    backend.close()
+    found = backend.get("pm2:app.o:1:a")
+    assert found is not None and bytes(found[0]) == b"kept"  # type: ignore[arg-type]
