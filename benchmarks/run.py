@@ -348,8 +348,8 @@ def store_sizes(tmp: Path, settings: Settings) -> list[Row]:
 def _fill(store: Store, wrapped: Any, size: int) -> None:
     """Write ``size`` entries the way a miss would, in large transactions (fast to build)."""
     store.open()
-    cache = store._cache
-    sealer = store._sealer
+    cache = store.backend._writable_cache()
+    sealer = store.backend.opened_sealer()
     batch = 5_000
     for start in range(0, size, batch):
         with cache.transact():
@@ -848,7 +848,7 @@ def feature_costs(tmp: Path, settings: Settings) -> list[Row]:
     wrapped(1)
     key = wrapped.key(1)
     stored = _stored_bytes(store, key)
-    sealer = store._sealer
+    sealer = store.backend.opened_sealer()
     hit = measure.per_call(lambda: wrapped(1), calls=settings.calls, repeats=settings.repeats)
     unseal = measure.per_call(
         lambda: sealer.unseal(key, stored), calls=settings.calls, repeats=settings.repeats

@@ -329,6 +329,7 @@ def test_a_database_uri_is_the_one_pathlib_makes(tmp_path: Path, name: str) -> N
 @pytest.mark.parametrize("name", URI_NAMES)
 def test_a_store_named_with_uri_characters_is_read_read_only(tmp_path: Path, name: str) -> None:
     from persistmemo import Store, memo
+    from persistmemo._sealing import Sealer
     from persistmemo.stores.entry_reader import EntryReader
 
     store = Store(tmp_path / name)
@@ -342,7 +343,7 @@ def test_a_store_named_with_uri_characters_is_read_read_only(tmp_path: Path, nam
     found = reader.read(square.key(3), 0.0)
     reader.close()
     assert found is not None
-    assert store._sealer.unseal(square.key(3), found[0])
+    assert Sealer(store.secret).unseal(square.key(3), found[0])
     store.close()
 
 

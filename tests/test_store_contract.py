@@ -18,7 +18,7 @@ from memory_backend import MemoryBackend
 from persistmemo import Store, memo
 from persistmemo._codec import encode_value
 from persistmemo._keys import KeyBuilder, identity_of
-from persistmemo.stores.disk import MISSING
+from persistmemo.stores.base import MISSING
 from persistmemo.stores.sealed import SealedStore
 
 SECRET = "contract suite secret"

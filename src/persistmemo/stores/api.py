@@ -19,6 +19,8 @@ from __future__ import annotations
 import abc
 import time
 
+from persistmemo._faults import FaultReporter
+from persistmemo.errors import CorruptEntry
 from persistmemo.stores.base import SECRET_PREFIX, sealed_with_another_secret
 
 TYPE_CHECKING = False
@@ -80,8 +82,18 @@ class Backend(abc.ABC):
     """Prepended to a key before it is sealed, binding an entry to this place: an entry
     copied elsewhere does not verify (Redis: the namespace)."""
 
-    mappable: bool = False
-    """Whether ``get(..., mapped=True)`` may return read-only maps of files."""
+    @property
+    def faults(self) -> FaultReporter:
+        """The store's reporter: one warning per kind of fault (made on first use)."""
+        reporter: FaultReporter | None = self.__dict__.get("_faults")
+        if reporter is None:
+            reporter = self.__dict__["_faults"] = FaultReporter(self.where)
+        return reporter
+
+    def may_map(self) -> bool:
+        """Whether ``get(..., mapped=True)`` may return read-only maps of files (asked before
+        each mapped read: a backend may refuse where others can write the files)."""
+        return False
 
     @abc.abstractmethod
     def get(self, key: str, *, mapped: bool = False) -> Found | None:
@@ -142,6 +154,22 @@ class Backend(abc.ABC):
         value = None if found is None else found[0]
         return value if isinstance(value, (bytes, memoryview)) else None
 
+    def keys(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix`` (``scan`` without the rest of each row)."""
+        return [row.key for row in self.scan(prefix)]
+
+    def values(self, prefix: str) -> Iterator[tuple[str, bytes | memoryview | CorruptEntry]]:
+        """Every key under ``prefix`` with its whole stored value, expired ones too (what
+        ``check`` verifies), or the CorruptEntry saying why it cannot be read."""
+        for key in self.keys(prefix):
+            try:
+                value = self.read_all(key)
+            except CorruptEntry as error:
+                yield key, error
+                continue
+            if value is not None:
+                yield key, value
+
     def delete_many(self, keys: list[str]) -> int:
         """Delete ``keys``; returns how many were there."""
         return sum(self.delete(key) for key in keys)
@@ -177,6 +205,7 @@ class Backend(abc.ABC):
     def check_storage(self, report: CheckReport, *, fix: bool) -> None:
         """Check what the backend keeps beneath the entries (a database's integrity),
         adding problems to ``report``; ``fix`` repairs what can be. Nothing by default."""
+        return
 
     def sealed_with_another_secret(
         self, sealer: Sealer, *, verified: int, well_formed_failures: int

@@ -212,29 +212,31 @@ class StoreLifetime:
         self._faults.report(kind, f"{type(error).__name__}: {error}")
 
     def _io_fault(self, kind: str, error: BaseException) -> None:
+        named = self._fault_words(kind, error)
+        self._faults.report(*named)
+
+    def _fault_words(self, kind: str, error: BaseException) -> tuple[str, str]:
+        """The kind and message of a fault of the database; a corrupt one is bypassed for
+        the rest of the process, a locked one for a while."""
         if _out_of_descriptors(error):
             # SQLite says "unable to open database file" (or "locked"): name the cause.
-            self._faults.report(
-                "too many open files",
+            return "too many open files", (
                 f"{type(error).__name__}: {error}; the process is out of file descriptors "
-                "(raise `ulimit -n`, or close files): calls run without the store meanwhile",
+                "(raise `ulimit -n`, or close files): calls run without the store meanwhile"
             )
-            return
         if isinstance(error, sqlite3.DatabaseError) and not isinstance(
             error, sqlite3.OperationalError
         ):
             # Malformed pages: nothing this process reads from it can be relied on.
             self._broken = True
-            self._faults.report(
-                "corrupt database",
+            return "corrupt database", (
                 f"{error}; the store is bypassed for the rest of this process "
-                "(run `persistmemo check`, or delete the store directory)",
+                "(run `persistmemo check`, or delete the store directory)"
             )
-            return
         if isinstance(error, TIMEOUT) or "locked" in str(error):
             self._bypass_until = time.monotonic() + BYPASS_AFTER_TIMEOUT
             kind = "database locked"
-        self.report_fault(_fault_cause(error) or kind, error)
+        return _fault_cause(error) or kind, f"{type(error).__name__}: {error}"
 
     # --- lifetime ------------------------------------------------------------------------
 

@@ -388,14 +388,15 @@ def reset_settings(directory: Path, settings: dict[str, Any], timeout: float) ->
         connections.close(connection)
 
 
-def delete_if_value(cache: diskcache.Cache, key: str, value: str) -> None:
+def delete_if_value(cache: diskcache.Cache, key: str, value: object) -> bool:
     """Delete ``key`` only if it holds ``value``: one statement, so compare and delete are
-    one atomic step (diskcache has no compare-and-delete of its own)."""
+    one atomic step (diskcache has no compare-and-delete of its own); True when it did."""
     with cache.transact():
-        cache._sql(
+        cursor = cache._sql(
             "DELETE FROM Cache WHERE key = ? AND raw = 1 AND mode = ? AND value = ?",
             (key, MODE_RAW, value),
         )
+        return bool(cursor.rowcount > 0)
 
 
 def touch_if_value(cache: diskcache.Cache, key: str, value: str, expire: float) -> bool:

@@ -433,6 +433,17 @@ class EntryReader:
                 found[key] = (CorruptEntry(f"entry {key} has diskcache mode {mode}"), expires_at)
         return found
 
+    def plain(self, key: str, now: float) -> tuple[object, object] | None:
+        """``(value, expire_time)`` of the live raw row ``key`` (a lease's token, a count),
+        or None. Either may be of any SQLite type: whoever can write the store chose it."""
+        rows = self._held().run(
+            "SELECT value, expire_time FROM Cache WHERE key = ? AND raw = 1 AND mode = ?"
+            " AND (expire_time IS NULL OR typeof(expire_time) NOT IN ('real', 'integer')"
+            " OR expire_time > ?)",
+            (key, MODE_RAW, now),
+        )
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def lease_token(self, name: str, now: float) -> str | None:
         """The token stored as the live lease row ``name`` (raw text rows only), or None."""
         rows = self._held().run(

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
-from persistmemo._faults import FaultReporter
 from persistmemo._keys import RESULT_FORMATS, identity_of, is_result_key
 from persistmemo._sealing import Sealer, compute_seconds, entry_metadata, secret_from_text
-from persistmemo.errors import CorruptEntry
+from persistmemo.errors import CorruptEntry, StoreUnreadable
 from persistmemo.stores.api import Refused
 from persistmemo.stores.base import (
     LEASE_PREFIX,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from persistmemo._codec import Encoded
     from persistmemo._codec.out_of_band import OutOfBand
+    from persistmemo._faults import FaultReporter
     from persistmemo.stores.api import Backend, Found, Row
     from persistmemo.stores.base import FunctionSummary, Lease, Missing, Progress
 
@@ -76,7 +77,10 @@ class SealedStore:
         self._secret = b""
         self.pickle_allowed = False
         self._sealer_lock = threading.Lock()
-        self._faults = FaultReporter(backend.where)
+
+    @property
+    def _faults(self) -> FaultReporter:
+        return self.backend.faults
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.backend.where!r})"
@@ -126,15 +130,20 @@ class SealedStore:
             return operation()
         except RecursionError:
             raise  # too deep a stack: the claim is released once unwound (_memo/locking.py)
-        except Refused as refused:
-            self._faults.report(refused.kind, refused.message)
-        except CorruptEntry as error:
-            self.report_fault("corrupt entry", error)
         except Exception as error:
+            self._failed(kind, error)
+        return default
+
+    def _failed(self, kind: str, error: Exception) -> None:
+        """Report ``error`` of an operation of ``kind``, once per kind of fault."""
+        if isinstance(error, Refused):
+            self._faults.report(error.kind, error.message)
+        elif isinstance(error, CorruptEntry):
+            self.report_fault("corrupt entry", error)
+        else:
             named = self.backend.fault(kind, error)
             if named is not None:
-                self._faults.report(named[0], named[1])
-        return default
+                self._faults.report(*named)
 
     # --- entries -------------------------------------------------------------------------
 
@@ -148,12 +157,20 @@ class SealedStore:
     ) -> tuple[Encoded, float | None] | Missing:
         """``(encoded value, expiry or None)`` under ``key``, or MISSING. ``mapped``: a value
         with an area may come back as a read-only map (backends that keep files)."""
-        sealer = self._sealer or self._sealer_ready()
-        mapped = mapped and self.backend.mappable
-        found = self._call("read failed", lambda: self.backend.get(key, mapped=mapped), None)
+        backend = self.backend
+        if mapped:
+            mapped = backend.may_map()
+        try:  # _call, inlined: every hit passes here
+            found = backend.get(key, mapped=mapped)
+        except RecursionError:
+            raise  # too deep a stack: the claim is released once unwound (_memo/locking.py)
+        except Exception as error:
+            self._failed("read failed", error)
+            return MISSING
         if found is None:
             return MISSING
-        return self._unsealed(sealer, key, found, mapped)
+        # After the read: the backend may have opened (and settled its secret) to make it.
+        return self._unsealed(self._sealer or self._sealer_ready(), key, found, mapped)
 
     def _unsealed(
         self, sealer: Sealer, key: str, found: Found, mapped: bool
@@ -173,9 +190,13 @@ class SealedStore:
 
     def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
         """The verified encoded values of those ``keys`` that are stored, in few round trips."""
+        if mapped:
+            mapped = self.backend.may_map()
+        nothing: dict[str, Found] = {}
+        rows = self._call(
+            "read failed", lambda: self.backend.get_many(keys, mapped=mapped), nothing
+        )
         sealer = self._sealer or self._sealer_ready()
-        mapped = mapped and self.backend.mappable
-        rows = self._call("read failed", lambda: self.backend.get_many(keys, mapped=mapped), {})
         found: dict[str, Encoded] = {}
         for key, each in rows.items():
             if isinstance(each, CorruptEntry):
@@ -223,23 +244,31 @@ class SealedStore:
 
     def _result_keys(self, function: str | None = None) -> list[str]:
         """The keys of stored results (of exactly ``function``, if given)."""
-
-        def scan() -> list[str]:
-            keys = []
-            for form in RESULT_FORMATS:
-                prefix = f"{form}:" + (f"{function}:" if function else "")
-                keys += [row.key for row in self.backend.scan(prefix) if is_result_key(row.key)]
-            return keys
-
-        keys = self._call("read failed", scan, [])
+        keys = []
+        for form in RESULT_FORMATS:
+            prefix = f"{form}:" + (f"{function}:" if function else "")
+            keys += [key for key in self.backend.keys(prefix) if is_result_key(key)]
         # Identities may contain ':': ``app.load:*`` also holds ``app.load:v2``'s entries.
         return keys if function is None else [key for key in keys if identity_of(key) == function]
 
+    def _inspect(self, operation: Callable[[], T], default: T) -> T:
+        """``operation()`` of looking inside. A store that cannot be read at all (a damaged
+        or missing database) raises, for the tools to say so; another fault is a warning
+        and ``default``."""
+        if not self.backend.usable():
+            return default
+        try:
+            return operation()
+        except (StoreUnreadable, FileNotFoundError, RecursionError):
+            raise
+        except Exception as error:
+            self._failed("read failed", error)
+            return default
+
     def delete_tagged(self, tag: str) -> int:
         """Remove every entry of the function ``tag``; returns how many."""
-        if tag.startswith("pm-"):  # bookkeeping records are no function's to clear
-            return 0
-        keys = self._result_keys(tag)
+        none: list[str] = []
+        keys = self._call("read failed", lambda: self._result_keys(tag), none)
         return int(self._call("delete failed", lambda: self.backend.delete_many(keys), 0))
 
     def clear(self) -> int:
@@ -254,7 +283,8 @@ class SealedStore:
 
     def __len__(self) -> int:
         """Number of stored results (leases, hit counts and records are not results)."""
-        return len(self._result_keys())
+        none: list[str] = []
+        return len(self._call("read failed", self._result_keys, none))
 
     # --- leases (one computation per key; see _memo/locking.py) ---------------------------
 
@@ -303,7 +333,8 @@ class SealedStore:
     def record_hits(self, function: str, hits: int) -> None:
         """Add ``hits`` to the hit count the store keeps for ``function``."""
         if hits > 0:
-            self._call("write failed", lambda: self.backend.incr(STATS_PREFIX + function, hits), 0)
+            name = STATS_PREFIX + function
+            self._call("write failed", lambda: self.backend.incr(name, hits), None)
 
     def recorded_hits(self) -> dict[str, int]:
         """Hit counts per function, as flushed by processes at their exit."""
@@ -337,7 +368,8 @@ class SealedStore:
                 found += [row for row in self.backend.scan(prefix) if is_result_key(row.key)]
             return found
 
-        for row in self._call("read failed", rows, []):
+        none: list[Row] = []
+        for row in self._inspect(rows, none):
             entry = _entry_of(row)
             if function is None or entry.function == function:
                 yield entry
@@ -359,27 +391,30 @@ class SealedStore:
         report = CheckReport()
         sealer = self._sealer_ready()
         self.backend.check_storage(report, fix=fix)
-        keys = self._result_keys()
+        no_keys: list[str] = []
+        total = len(self._inspect(self._result_keys, no_keys))
         verified = well_formed_failures = 0
         malformed: list[str] = []
-        for done, key in enumerate(keys, 1):
-            try:
-                stored = self.backend.read_all(key)
-            except CorruptEntry as error:
+        no_values: list[tuple[str, bytes | memoryview | CorruptEntry]] = []
+        done = 0
+        for form in RESULT_FORMATS:
+            found = self._inspect(partial(_listed, self.backend.values, f"{form}:"), no_values)
+            for key, stored in found:
+                if not is_result_key(key):
+                    continue
+                done += 1
                 report.entries += 1
-                report.corrupt.append(key)
-                report.problems.append(f"{key}: {error}")
-                continue
-            if stored is None:
-                continue  # removed since the scan
-            report.entries += 1
-            outcome = judge_entry(report, sealer, key, stored, self.backend.seal_prefix + key)
-            verified += outcome == "verified"
-            well_formed_failures += outcome == "well-formed"
-            if outcome == "malformed":
-                malformed.append(key)
-            if progress is not None:
-                progress(done, len(keys))
+                if isinstance(stored, CorruptEntry):
+                    report.corrupt.append(key)
+                    report.problems.append(f"{key}: {stored}")
+                    continue
+                outcome = judge_entry(report, sealer, key, stored, self.backend.seal_prefix + key)
+                verified += outcome == "verified"
+                well_formed_failures += outcome == "well-formed"
+                if outcome == "malformed":
+                    malformed.append(key)
+                if progress is not None:
+                    progress(done, max(total, done))
         if self.backend.sealed_with_another_secret(
             sealer, verified=verified, well_formed_failures=well_formed_failures
         ):
@@ -457,3 +492,8 @@ def _entry_of(row: Row) -> EntryInfo:
         size=row.size,
         compute_seconds=seconds if seconds is not None and 0 <= seconds < _MAX_SECONDS else None,
     )
+
+
+def _listed(listing: Callable[[str], Iterable[T]], prefix: str) -> list[T]:
+    """``listing(prefix)`` read to its end (inside the fault handling, not after it)."""
+    return list(listing(prefix))
