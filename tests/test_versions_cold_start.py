@@ -330,7 +330,7 @@ def test_a_version_record_planted_without_the_secret_is_not_served(project: Proj
 def test_the_opcodes_of_global_writes_are_those_of_this_python() -> None:
     import opcode
 
-    from persistmemo._versioning.versions import _GLOBAL_WRITE_OPCODES
+    from persistmemo._versioning.kept_state import _GLOBAL_WRITE_OPCODES
 
     known = _GLOBAL_WRITE_OPCODES.get(sys.version_info[:2])
     if known is None:

@@ -12,7 +12,7 @@ The rules (also in ``docs/keys.md``):
   method call such as ``append``/``add``/``update``/``pop``, by item or attribute
   assignment or deletion, or advanced with ``next()``;
 - captured functions are followed: their own captured values are keyed the same way
-  (their code is in the version, see versioning.py); captured classes are versioned by
+  (their code is in the version, see basis.py); captured classes are versioned by
   their code, and captured modules are ignored;
 - the names in ``ignore=`` that are not parameters opt captured variables out;
 - anything else raises a TypeError naming the captured variable and the remedies.
@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import functools
 import types
-from collections.abc import Callable, Iterable
-from typing import Any
 
 from persistmemo._keys import HOOK_NAME
 from persistmemo._versioning.origins import LIBRARY, origin_of_path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 # Methods whose call on a captured object changes it (list, dict, set, deque, Counter...).
 MUTATING_METHODS = frozenset(
@@ -144,7 +147,7 @@ def _collect_value(
     if isinstance(value, types.ModuleType) or name in ignored:
         return
     if isinstance(value, type):
-        return  # versioned by its code (versioning.py): a class is code, not data
+        return  # versioned by its code (basis.py): a class is code, not data
     if callable(value) and not hasattr(type(value), HOOK_NAME):
         bound_to = _bound_object(value)
         if bound_to is not None:
@@ -235,7 +238,7 @@ def mutated_names(tree: Any) -> set[str]:
     ``next(name)``. A name the code also reads (``opts.setdefault("k", 2); x * opts["k"]``,
     ``if x in seen``, ``return total``, a mutating call whose result it uses) is input, read
     and mutated: it stays in the key or the version. Shared by the closure rules here and
-    the constants of versioning.py.
+    kept_state.py (the globals, defaults and class attributes a version leaves out).
     """
     import ast
 

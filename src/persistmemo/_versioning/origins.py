@@ -1,5 +1,5 @@
-"""Whose code a file holds: the user's, a library's (standard library, installed packages)
-or persistmemo's own.
+"""Whose code a file, function, class or module holds: the user's, a library's (standard
+library, installed packages) or persistmemo's own.
 
 Versions follow the user's code only: the standard library and installed packages change
 with their versions (``packages=``), never by an edit that should stop results being served,
@@ -14,6 +14,10 @@ from __future__ import annotations
 import functools
 import os
 import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import types
 
 USER, LIBRARY, OWN = "user", "library", "persistmemo"
 OWN_DIRECTORY = (
@@ -37,6 +41,51 @@ def origin_of_path(path: str) -> str:
     if any(normalized.startswith(prefix) for prefix in _library_prefixes()):
         return LIBRARY
     return USER
+
+
+def origin_of_function(func: types.FunctionType) -> str:
+    """Whose code ``func`` is, by the file its code came from (or its module's, if none)."""
+    path = func.__code__.co_filename
+    if path.startswith("<"):
+        # "<frozen posixpath>" is the standard library's; "<string>" is exec'd text, whose
+        # module says whose it is (a dataclass's generated __init__ is its module's).
+        if path.startswith("<frozen"):
+            return LIBRARY
+        module = sys.modules.get(getattr(func, "__module__", None) or "")
+        return USER if module is None else _origin_of_defining_module(module)
+    return origin_of_path(path)
+
+
+def origin_of_type(cls: type) -> str:
+    """Whose code ``cls`` is, by the module that defines it."""
+    module = sys.modules.get(getattr(cls, "__module__", "") or "")
+    if module is None:
+        return LIBRARY if cls.__module__ == "builtins" else USER
+    return _origin_of_defining_module(module)
+
+
+def origin_of_module(module: types.ModuleType) -> str:
+    """Whose code ``module`` is, by its file (a module without one is a library's)."""
+    path = module_file(module)
+    return LIBRARY if path is None else origin_of_path(path)
+
+
+def _origin_of_defining_module(module: types.ModuleType) -> str:
+    if getattr(module, "__file__", None) is None and not hasattr(module, "__path__"):
+        # builtins and frozen modules are the interpreter's; __main__ in a REPL is the user's
+        return USER if module.__name__ == "__main__" else LIBRARY
+    return origin_of_module(module)
+
+
+@functools.cache
+def module_file(module: object) -> str | None:
+    """The normalized path of ``module``'s file (a namespace package's first directory)."""
+    path = getattr(module, "__file__", None)
+    if path is None:
+        # A namespace package has no file: its directories say whose it is.
+        locations = list(getattr(module, "__path__", None) or ())
+        path = str(locations[0]) + os.sep if locations else None
+    return os.path.normcase(os.path.abspath(path)) if isinstance(path, str) else None
 
 
 @functools.lru_cache(maxsize=1)

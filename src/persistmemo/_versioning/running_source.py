@@ -1,0 +1,92 @@
+"""The source of the code that runs: parsed only to derive a version, used only if it runs.
+
+A definition's source is used only when its module's file, as it is now, compiles to the
+running code object (sources.compiles_to): a stale ``.pyc``, an edit under a running
+process, a reload from an edited file and text exec'd under a file's name are versioned by
+their code objects instead (bytecode, names, constants), a form that changes with the Python
+version: that can only cost misses, never serve a stale result. Parsing imports ast,
+dataclasses and inspect, so sources.py is imported here on the first use, never by the
+fingerprint of a version remembered in the store.
+"""
+
+from __future__ import annotations
+
+from persistmemo._versioning.code_objects import qualified, qualname_of
+from persistmemo._versioning.constants import class_attributes
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import types
+    from collections.abc import Callable
+
+    from persistmemo._versioning.source_stamps import FileStat
+    from persistmemo._versioning.sources import Definition, SourceIndex
+
+
+def source_index(path: str) -> SourceIndex | None:
+    # Imported on first use: a warm start's fingerprint parses nothing (see the docstring).
+    from persistmemo._versioning.sources import source_index as index_of
+
+    return index_of(path)
+
+
+def code_fingerprint(code: types.CodeType) -> list[object]:
+    # Imported on first use, as source_index: only a derivation reads bytecode this way.
+    from persistmemo._versioning.sources import code_fingerprint as fingerprint_of
+
+    return fingerprint_of(code)
+
+
+def same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    # Imported on first use, as source_index: only a derivation compares compiled code.
+    from persistmemo._versioning.sources import same_code as same
+
+    return same(a, b)
+
+
+def function_nodes() -> tuple[type, ...]:
+    """The syntax nodes of a ``def`` and an ``async def``."""
+    import ast
+
+    return (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def source_runs(index: SourceIndex, func: types.FunctionType) -> bool:
+    """Whether the source as indexed holds the code ``func`` runs: its module's text, as the
+    file is now, compiles to the running code object.
+
+    Always compiled, never vouched for by file stamps: a stale ``.pyc`` (an edit that kept
+    the size and the mtime: ``cp -p``, ``rsync -t``, a same-second edit), an edit under a
+    running process, a reload from another file and ``exec``'d text all run code the file
+    does not hold, and are then versioned by their bytecode. A notebook cell's lines (no
+    file) are the text it was compiled from.
+    """
+    return index.stat is None or index.compiles_to(func.__code__)
+
+
+def running_definition(
+    func: types.FunctionType, trusted: Callable[[str, FileStat | None], bool]
+) -> Definition | None:
+    """The definition of ``func`` in its source, only if the source holds the running code
+    (an edit since import could add a mutation the running code does not make, and take a
+    value out of the version); the same test as the version's (basis.py), cached."""
+    code = func.__code__
+    index = source_index(code.co_filename)
+    if index is None:
+        return None
+    qualname = getattr(code, "co_qualname", func.__qualname__)
+    definition = index.find(qualname, code.co_name, code.co_firstlineno)
+    if definition is None:
+        return None
+    if source_runs(index, func):
+        return definition
+    return None
+
+
+def class_fingerprint(cls: type, methods: list[types.FunctionType]) -> list[object]:
+    """A class without trustworthy source: its bases, methods' code and plain attributes."""
+    return [
+        [qualified(base) for base in cls.__bases__],
+        [[m.__qualname__, code_fingerprint(m.__code__)] for m in sorted(methods, key=qualname_of)],
+        class_attributes(cls),
+    ]
