@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -243,15 +244,19 @@ import atexit, sys
 
 # Registered before persistmemo's exit hook (which writes the hit count), so it runs after it.
 atexit.register(lambda: print(" ".join(sorted(sys.modules))))
-from persistmemo import memo
+from persistmemo import {names}
 
-@memo
+@memo{options}
 def square(x):
     return x * x
 
 square(3)
 print(square.cache_info().hits)
 """
+RERUNS = {
+    "default store": RERUN.format(names="memo", options=""),
+    "Store(directory)": RERUN.format(names="Store, memo", options="(store=Store(sys.argv[1]))"),
+}
 
 # What a script that only hits an existing store has no use for: pathlib (the store keeps
 # its directory as a str), OpenSSL through hashlib or hmac (BLAKE2b and the constant-time
@@ -263,7 +268,8 @@ OPENSSL = ["_hashlib", "hashlib"]
 
 
 @pytest.fixture(scope="module")
-def rerun_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def rerun_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
+    """The modules loaded by the end of each script's third run: one that only hits."""
     home = tmp_path_factory.mktemp("rerun")
     environment = {
         k: v
@@ -272,37 +278,113 @@ def rerun_modules(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
     }
     environment["XDG_CACHE_HOME"] = str(home / "cache")
     environment["XDG_CONFIG_HOME"] = str(home / "config")
-    script = home / "script.py"
-    script.write_text(RERUN)
-    # A script written less than 2 s before its process started cannot be vouched for by its
-    # stat (it is derived afresh each run), and the start is known to the whole second of the
-    # kernel's boot time: wait until it is a script re-run as users re-run them.
-    time.sleep(3.1)
-    outputs = []
-    # The first run computes, the second makes the hit count's row: the third only hits.
-    for _ in range(3):
-        done = subprocess.run(
-            [sys.executable, str(script)], env=environment, capture_output=True, text=True
-        )
+    scripts = {}
+    for name, text in RERUNS.items():
+        scripts[name] = home / f"script{len(scripts)}.py"
+        scripts[name].write_text(text)
+    written = time.monotonic()
+    outputs: dict[str, list[list[str]]] = {name: [] for name in scripts}
+
+    def run(name: str) -> None:
+        command = [sys.executable, str(scripts[name]), str(home / "store")]
+        done = subprocess.run(command, env=environment, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-        outputs.append(done.stdout.split("\n"))
-    assert [lines[0] for lines in outputs] == ["0", "1", "1"]
-    return set(outputs[-1][1].split())
+        outputs[name].append(done.stdout.split("\n"))
+
+    for name in scripts:
+        run(name)  # computes (a script this young is versioned by parsing its source)
+    # A script changed less than 2 s before its process started cannot be vouched for by its
+    # stat, and the start is known to the whole second of the kernel's boot time: wait until
+    # it is a script re-run as users re-run them. (os.utime cannot age it: the stamp reads
+    # the ctime too, which only the clock moves.)
+    time.sleep(max(0.0, written + 3.1 - time.monotonic()))
+    for name in scripts:
+        run(name)  # hits; derives the version once more, remembers it, makes the count's row
+        run(name)  # only hits: the version is the one remembered, the count added in place
+    for name, runs in outputs.items():
+        assert [lines[0] for lines in runs] == ["0", "1", "1"], name
+    return {name: set(runs[-1][1].split()) for name, runs in outputs.items()}
 
 
+@pytest.mark.parametrize("script", RERUNS)
 @pytest.mark.parametrize("module", NOT_ON_THE_HIT_PATH)
 def test_a_rerun_script_that_hits_an_existing_store_does_not_import(
-    rerun_modules: set[str], module: str
+    rerun_modules: dict[str, set[str]], script: str, module: str
 ) -> None:
-    assert "persistmemo.stores.disk" in rerun_modules  # the listing is the script's
-    assert module not in rerun_modules
+    assert "persistmemo.stores.disk" in rerun_modules[script]  # the listing is the script's
+    assert module not in rerun_modules[script]
 
 
+@pytest.mark.parametrize("script", RERUNS)
 @pytest.mark.parametrize("module", OPENSSL)
 def test_a_rerun_script_that_hits_an_existing_store_does_not_load_openssl(
-    rerun_modules: set[str], module: str
+    rerun_modules: dict[str, set[str]], script: str, module: str
 ) -> None:
-    assert module not in rerun_modules
+    assert module not in rerun_modules[script]
+
+
+# The cold-start budget (docs/architecture.md): each costs every re-run milliseconds, and
+# typing imports the other two.
+NEVER_ON_A_RERUN = ("typing", "re", "enum")
+# Standard modules that load one of them when imported (inspect, dataclasses: re; ast: enum;
+# linecache: tokenize, re): a module on the re-run path defers them to where they are needed.
+LOADS_THEM = {*NEVER_ON_A_RERUN, "inspect", "dataclasses", "ast", "tokenize", "linecache"}
+# Packages being split elsewhere (issue 22) whose modules still import typing or enum at the
+# top: while they do, the budget test is expected to fail for them and them only. Remove this
+# and the xfail below when the split lands.
+SPLIT_ELSEWHERE = ("persistmemo._keys", "persistmemo._codec", "persistmemo._versioning")
+
+
+def imported_at_run_time(path: Path) -> set[str]:
+    """The modules a file imports outside functions and outside ``if TYPE_CHECKING:``."""
+    found: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                found.add(node.module or "")
+            elif isinstance(node, ast.If):
+                test = node.test  # `TYPE_CHECKING` or `typing.TYPE_CHECKING`
+                if getattr(test, "id", getattr(test, "attr", None)) != "TYPE_CHECKING":
+                    visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, *(h.body for h in node.handlers), node.orelse):
+                    visit(block)
+                visit(node.finalbody)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def importers_of_the_budget(modules: set[str]) -> dict[str, list[str]]:
+    """persistmemo's modules among ``modules`` that import, at their top, what the budget
+    leaves out (or what loads it)."""
+    import persistmemo
+
+    package = Path(persistmemo.__file__).parent
+    importers = {}
+    for name in sorted(m for m in modules if m.startswith("persistmemo.")):
+        path = package.joinpath(*name.split(".")[1:])
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        names = {m.partition(".")[0] for m in imported_at_run_time(path)} & LOADS_THEM
+        if names:
+            importers[name] = sorted(names)
+    return importers
+
+
+@pytest.mark.parametrize("script", RERUNS)
+def test_a_rerun_script_loads_neither_typing_nor_re_nor_enum(
+    rerun_modules: dict[str, set[str]], script: str
+) -> None:
+    modules = rerun_modules[script]
+    loaded = [name for name in NEVER_ON_A_RERUN if name in modules]
+    importers = importers_of_the_budget(modules)
+    if loaded and importers and all(name.startswith(SPLIT_ELSEWHERE) for name in importers):
+        pytest.xfail(f"{loaded} loaded: imported at the top of {importers} (issue 22)")
+    assert not loaded, f"imported at the top of {importers or 'no module: inside a function'}"
 
 
 def test_the_store_directory_stays_a_path_for_its_users(tmp_path: Path) -> None:
@@ -372,34 +454,6 @@ def test_a_reader_that_wrote_the_hit_counts_is_query_only_again(tmp_path: Path) 
         read_only.write_once("DELETE FROM Cache", ())
     read_only.close()
     store.close()
-
-
-TYPING_FREE = [
-    "_memo/decorator.py",
-    "_faults.py",
-    "_sealing.py",
-    "_memo/options.py",
-    "stores/disk.py",
-    "stores/disk_opening.py",
-    "stores/entry_reader.py",
-    "stores/registry.py",
-]
-
-
-@pytest.mark.parametrize("module", TYPING_FREE)
-def test_a_cold_start_module_imports_typing_for_the_type_checker_only(module: str) -> None:
-    # typing costs a cold start ~8 ms (with re): these modules must not be why it loads.
-    import ast
-
-    import persistmemo
-
-    source = Path(persistmemo.__file__).parent.joinpath(module).read_text()
-    tree = ast.parse(source)
-    for node in tree.body:  # imports under `if TYPE_CHECKING:` are not at the top level
-        if isinstance(node, ast.Import):
-            assert all(alias.name != "typing" for alias in node.names), module
-        elif isinstance(node, ast.ImportFrom):
-            assert node.module != "typing", module
 
 
 def test_the_public_protocols_subscript_at_run_time_as_in_annotations() -> None:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from types import FunctionType
-from typing import Any
+
+# No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # Parameter kinds, as inspect names them, without importing inspect (~9 ms with ast, dis
 # and tokenize) for the plain functions that most scripts memoize.

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable, Hashable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
+import types
+from collections.abc import Callable, Hashable
 
 from persistmemo._codec import decode_value, encode_result
 from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM
@@ -31,14 +31,33 @@ from persistmemo._versioning.code_watch import never_changed
 from persistmemo.errors import CorruptEntry, MissingInput, UndecodableValue, UnstorableValue
 from persistmemo.stores.base import MISSING, Missing
 
+# No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
+# At run time P and R do not exist (a type expression that is evaluated quotes them), ``cast``
+# is the value itself and ``Generic`` a base that subscripts.
+TYPE_CHECKING = False
+if not TYPE_CHECKING:
+
+    def cast(_type: object, value: object) -> object:
+        """typing.cast without typing: the value itself."""
+        return value
+
+    class Generic:
+        """typing.Generic without typing: ``CallPaths["P", "R"]`` is a generic alias."""
+
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from typing import Any, Generic, ParamSpec, TypeVar, cast
+
     from persistmemo._codec import Encoded
     from persistmemo._keys import KeyBuilder
     from persistmemo._memo.options import MemoOptions
     from persistmemo.stores.base import StoreBackend
 
-P = ParamSpec("P")
-R = TypeVar("R")
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 LEASE_WORTH_IT = 0.01
 """Seconds of computation from which a miss is worth a lease. A lease costs about 0.2-0.5
@@ -49,7 +68,7 @@ FAST_MISSES_TRUSTED = 3
 """Consecutive fast misses in this process after which a function's misses go unclaimed."""
 
 
-class CallPaths(Generic[P, R]):
+class CallPaths(Generic["P", "R"]):
     """The hit and miss paths; the state they read is set up by ``MemoizedFunction``."""
 
     func: Callable[P, R]
@@ -136,7 +155,7 @@ class CallPaths(Generic[P, R]):
                         store.report_fault(_decode_fault(error), error)
                     else:
                         self.hits += 1
-                        return cast(R, value)
+                        return cast("R", value)
                 return self._miss(key, args, kwargs)
 
         def refresh(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -155,7 +174,7 @@ class CallPaths(Generic[P, R]):
         return memoized
 
     def _async_wrapper(self) -> Callable[P, R]:
-        func = cast(Callable[P, Awaitable[Any]], self.func)
+        func = cast("Callable[P, Awaitable[Any]]", self.func)
         store = self.store
 
         async def memoized(*args: P.args, **kwargs: P.kwargs) -> Any:
@@ -206,7 +225,7 @@ class CallPaths(Generic[P, R]):
             return value
 
         memoized.refresh = refresh  # type: ignore[attr-defined]
-        return cast(Callable[P, R], memoized)
+        return cast("Callable[P, R]", memoized)
 
     def _memory_wrapper(self, memory: MemoryTier) -> Callable[P, R]:
         entries, now = memory.entries, time.time
@@ -229,7 +248,7 @@ class CallPaths(Generic[P, R]):
                 entry = entries.get(direct)
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
-                    return cast(R, entry[0])
+                    return cast("R", entry[0])
             keys = self.keys  # checked against the code at the top of this call
             if keys is None:
                 keys = self.prepare()
@@ -243,7 +262,7 @@ class CallPaths(Generic[P, R]):
                 entry = entries.get(key)
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
-                    return cast(R, entry[0])
+                    return cast("R", entry[0])
             return self._through_memory(memory, direct or key, key, args, kwargs)
 
         return memoized
@@ -259,12 +278,12 @@ class CallPaths(Generic[P, R]):
         """A memory miss: the store (or the function), then remember the result."""
         found = self.store.read_with_expiry(key, mapped=self.options.mmap)
         if found is not MISSING:
-            data, expires_at = cast(tuple[bytes, "float | None"], found)
+            data, expires_at = cast("tuple[bytes, float | None]", found)
             value = self.lookup(data)
             if value is not MISSING:
                 self.hits += 1
                 memory.put(memory_key, value, expires_at)
-                return cast(R, value)
+                return cast("R", value)
         started = time.time()
         value = self._miss(key, args, kwargs)
         ttl = self.options.ttl
@@ -294,7 +313,7 @@ class CallPaths(Generic[P, R]):
         )
         if not computed:
             self.hits += 1
-        return cast(R, value)
+        return cast("R", value)
 
     def read_entry(self, key: str) -> Encoded | Missing:
         """The verified encoded value under ``key``, or MISSING; large areas as read-only

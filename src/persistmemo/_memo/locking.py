@@ -48,7 +48,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistmemo._codec import decode_value, encode_value
 from persistmemo._keys import identity_of
@@ -56,10 +55,14 @@ from persistmemo._naming import module_name
 from persistmemo.errors import ComputationFailed, CorruptEntry, UnstorableValue
 from persistmemo.stores.base import FAILURE_PREFIX, MISSING, Lease
 
+# No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from persistmemo.stores.base import StoreBackend as Store
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 
 IDLE_INTERVAL = 60.0

@@ -9,14 +9,14 @@ that importing a module costs no parsing. The call paths are ``CallPaths``' (cal
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import functools
 import os
 import sys
 import types
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple, ParamSpec, TypeVar, cast
+from collections.abc import Callable, Iterable
 
 from persistmemo import _environment as environment
 from persistmemo._codec import decode_value, encode_value
@@ -33,11 +33,24 @@ from persistmemo._versioning.source_stamps import definition_stamp
 from persistmemo.errors import MissingInput, PersistmemoWarning, UnsupportedCapture, UnsupportedType
 from persistmemo.stores.base import MISSING, VERSION_PREFIX, secret_scoped
 
+# No typing at run time (the cold-start budget, docs/architecture.md): for type checkers
+# (P and R are quoted where evaluated, as in call_paths.py).
+TYPE_CHECKING = False
+if not TYPE_CHECKING:
+
+    def cast(_type: object, value: object) -> object:
+        """typing.cast without typing: the value itself."""
+        return value
+
+
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+    from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
+
     from persistmemo.stores.base import EntryInfo
 
-P = ParamSpec("P")
-R = TypeVar("R")
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 
 _CO_COROUTINE = 0x80
@@ -68,14 +81,20 @@ _PLACEHOLDER_VERSIONS = frozenset(("disabled", "underived"))
 _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
-class CacheInfo(NamedTuple):
-    """Hits and misses of one memoized function in this process."""
+if TYPE_CHECKING:
 
-    hits: int
-    misses: int
+    class CacheInfo(NamedTuple):
+        """Hits and misses of one memoized function in this process."""
+
+        hits: int
+        misses: int
+
+else:  # the same tuple made as functools makes its own, without typing
+    CacheInfo = collections.namedtuple("CacheInfo", ["hits", "misses"])
+    CacheInfo.__doc__ = "Hits and misses of one memoized function in this process."
 
 
-class MemoizedFunction(CallPaths[P, R]):
+class MemoizedFunction(CallPaths["P", "R"]):
     """The state behind one memoized function; ``wrapper`` is what users call."""
 
     def __init__(self, func: Callable[P, R], options: MemoOptions) -> None:
@@ -83,7 +102,7 @@ class MemoizedFunction(CallPaths[P, R]):
         self.options = options
         self.store = options.store
         # A functools.partial is memoized as its function with the bound arguments keyed.
-        self.code = cast(Callable[..., Any], func.func if is_partial(func) else func)  # type: ignore[attr-defined]
+        self.code = cast("Callable[..., Any]", func.func if is_partial(func) else func)  # type: ignore[attr-defined]
         self.identity = options.name or _identity_of(func)
         free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
         parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
@@ -434,7 +453,7 @@ class MemoizedFunction(CallPaths[P, R]):
         from persistmemo._memo.mapping import map_async
 
         _check_map_options(workers, progress)
-        call = cast(Callable[..., Awaitable[Any]], self.wrapper)
+        call = cast("Callable[..., Awaitable[Any]]", self.wrapper)
         if self.keys_now() and self.disabled:
             return [await call(*args) for args in zip(*iterables, strict=False)]
         return await map_async(self, call, iterables, workers, progress, self.func_name)

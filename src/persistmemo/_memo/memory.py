@@ -20,9 +20,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Hashable
-from typing import Any
 
 from persistmemo.stores.base import MISSING
+
+# No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DIRECT_TYPES = frozenset((int, str, bytes, type(None)))
 
