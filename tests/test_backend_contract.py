@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memory_backend import MemoryBackend
 
+from memory_backend import MemoryBackend
 from persistmemo.stores.api import Backend
 
 
@@ -45,10 +45,12 @@ def test_put_then_get_returns_the_value_and_its_expiry(backend: Backend) -> None
     found = backend.get("pm2:app.f:1:a")
     assert found is not None
     assert bytes(found[0]) == b"value"  # type: ignore[arg-type]
-    assert found[1] is not None and 50 < found[1] - time.time() <= 60
+    assert found[1] is not None
+    assert 50 < found[1] - time.time() <= 60
     assert backend.put("pm2:app.f:1:b", b"forever")
     found = backend.get("pm2:app.f:1:b")
-    assert found is not None and found[1] is None
+    assert found is not None
+    assert found[1] is None
 
 
 def test_an_expired_value_reads_as_absent(backend: Backend) -> None:
@@ -72,7 +74,8 @@ def test_add_stores_only_when_absent(backend: Backend) -> None:
     assert backend.add("pm-lease:k", "first", 5)
     assert not backend.add("pm-lease:k", "second", 5)
     found = backend.get("pm-lease:k")
-    assert found is not None and found[0] == "first"
+    assert found is not None
+    assert found[0] == "first"
 
 
 def test_add_is_atomic_between_threads(backend: Backend) -> None:
@@ -98,7 +101,9 @@ def test_delete_if_and_expire_if_act_only_on_the_value_held(backend: Backend) ->
     assert not backend.expire_if("pm-lease:c", "theirs", 60)
     assert backend.expire_if("pm-lease:c", "mine", 60)
     found = backend.get("pm-lease:c")
-    assert found is not None and found[1] is not None and found[1] - time.time() > 30
+    assert found is not None
+    assert found[1] is not None
+    assert found[1] - time.time() > 30
     assert backend.delete_if("pm-lease:c", "mine")
     assert backend.get("pm-lease:c") is None
 
@@ -110,7 +115,8 @@ def test_put_releases_the_lease_it_is_given_in_the_same_step(backend: Backend) -
     backend.add("pm-lease:pm2:app.r:1:b", "other", 5)
     backend.put("pm2:app.r:1:b", b"v", release=("pm-lease:pm2:app.r:1:b", "token"))
     found = backend.get("pm-lease:pm2:app.r:1:b")
-    assert found is not None and found[0] == "other"
+    assert found is not None
+    assert found[0] == "other"
 
 
 def test_delete_removes_a_key_and_says_whether_it_was_there(backend: Backend) -> None:
@@ -136,11 +142,13 @@ def test_incr_adds_to_a_count(backend: Backend) -> None:
     backend.incr("pm-hits:app.h", 3)
     backend.incr("pm-hits:app.h", 4)
     found = backend.get("pm-hits:app.h")
-    assert found is not None and found[0] == 7
+    assert found is not None
+    assert found[0] == 7
 
 
 def test_a_closed_backend_reopens_when_used(backend: Backend) -> None:
     backend.put("pm2:app.o:1:a", b"kept")
     backend.close()
     found = backend.get("pm2:app.o:1:a")
-    assert found is not None and bytes(found[0]) == b"kept"  # type: ignore[arg-type]
+    assert found is not None
+    assert bytes(found[0]) == b"kept"  # type: ignore[arg-type]

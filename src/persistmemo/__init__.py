@@ -88,6 +88,10 @@ def __getattr__(name: str) -> object:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'persistmemo' has no attribute {name!r}")
+    if home.startswith("persistmemo._memo"):
+        # The decorator learns from the store registry (a layer above it) how a path, a URL
+        # or None names a store: the entry point loads both.
+        __import__("persistmemo.stores.registry")
     value = getattr(__import__(home, fromlist=[name]), name)
     globals()[name] = value  # looked up once
     return value

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from persistmemo._memo.decorator import memo
+from persistmemo import memo
 
 SAMPLES = 8_000_000
 _CHILD_CODE = "from persistmemo._demo import _child; _child()"

@@ -38,12 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from persistmemo import _environment as environment
+from persistmemo._faults import LOGGER_NAME
 from persistmemo._memo.memoized import MemoizedFunction
+from persistmemo._sealing import untrusted_reason
 from persistmemo._versioning.closures import MEMOIZED_MARK
 from persistmemo.errors import CommandError, UsageError
 from persistmemo.stores.base import EntryInfo, FunctionSummary
 from persistmemo.stores.disk import Store, default_directory
 from persistmemo.stores.inspection import directory_size
+from persistmemo.stores.redis import RedisStore
 
 WIDTH = 80
 EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a tool killed by SIGPIPE
@@ -182,8 +185,6 @@ def _open_store(args: argparse.Namespace) -> Any:
         args.store = environment.url()
     if args.store and "://" in args.store:
         try:
-            from persistmemo.stores.redis import RedisStore
-
             namespace = {} if args.namespace is None else {"namespace": args.namespace}
             remote = RedisStore(args.store, secret=secret, **namespace)
         except ImportError as error:
@@ -211,8 +212,6 @@ def _open_store(args: argparse.Namespace) -> Any:
         args.command == "check" and getattr(args, "fix", False)
     )
     if changes and not shared:
-        from persistmemo._sealing import untrusted_reason
-
         problem = untrusted_reason(store.directory)
         if problem is not None:
             raise UsageError(
@@ -804,8 +803,6 @@ def _one_line_warnings() -> None:
     warning and the logger's last-resort handler), nor with a line of our source."""
     import logging
     import warnings
-
-    from persistmemo._faults import LOGGER_NAME
 
     logging.getLogger(LOGGER_NAME).addHandler(logging.NullHandler())
 

@@ -245,9 +245,7 @@ class MemoizedFunction(CallPaths["P", "R"]):
         )
 
     def _code_version(self) -> tuple[str, Callable[[], bool], Callable[[], bool]]:
-        # Imported here: a script run again and again serves its version from the store and
-        # never imports the parsing (ast, dataclasses, inspect: ~8 ms of each cold start).
-        from persistmemo._versioning import versions as versioning
+        versioning = _versioning()
 
         options = self.options
         fingerprinted = None
@@ -439,24 +437,26 @@ class MemoizedFunction(CallPaths["P", "R"]):
         self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
     ) -> list[Any]:
         """Call for each tuple of items, computing only the misses (see _memo/mapping.py)."""
-        from persistmemo._memo.mapping import map_sync
-
         _check_map_options(workers, progress)
         if self.keys_now() and self.disabled:
             return [self.wrapper(*args) for args in zip(*iterables, strict=False)]  # type: ignore[call-arg]
-        return map_sync(self, self.wrapper, iterables, workers, progress, self.func_name)
+        results: list[Any] = _mapping().map_sync(
+            self, self.wrapper, iterables, workers, progress, self.func_name
+        )
+        return results
 
     async def map_async(
         self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
     ) -> list[Any]:
         """``map`` for ``async def`` functions: misses run concurrently, ``workers`` at most."""
-        from persistmemo._memo.mapping import map_async
-
         _check_map_options(workers, progress)
         call = cast("Callable[..., Awaitable[Any]]", self.wrapper)
         if self.keys_now() and self.disabled:
             return [await call(*args) for args in zip(*iterables, strict=False)]
-        return await map_async(self, call, iterables, workers, progress, self.func_name)
+        results: list[Any] = await _mapping().map_async(
+            self, call, iterables, workers, progress, self.func_name
+        )
+        return results
 
     def version_info(self) -> dict[str, Any]:
         """What went into the version: the code, helpers followed, constants, packages."""
@@ -464,9 +464,7 @@ class MemoizedFunction(CallPaths["P", "R"]):
         pinned = self.options.version
         if pinned is not None:
             return {"version": pinned, "pinned": True}
-        from persistmemo._versioning.versions import explain_version
-
-        described = explain_version(
+        described = _versioning().explain_version(
             self.code,
             include_globals=self.options.include_globals,
             packages=self.options.packages,
@@ -600,3 +598,19 @@ def _fingerprint_of_code(code: Any) -> bytes:
         for c in code.co_consts
     ]
     return b"\0".join([code.co_code, repr(code.co_names).encode(), *constants])
+
+
+def _versioning() -> types.ModuleType:
+    """The derivation of versions, imported when a version is first derived: a script run
+    again and again serves its version from the store and never imports the parsing (a seam
+    of the cold-start budget, docs/architecture.md)."""
+    from persistmemo._versioning import versions
+
+    return versions
+
+
+def _mapping() -> types.ModuleType:
+    """``f.map``'s machinery (workers, progress), imported at the first ``map`` call."""
+    from persistmemo._memo import mapping
+
+    return mapping

@@ -126,24 +126,31 @@ class MemoOptions:
         )
 
 
+class StoreNames:
+    """What a path, a URL or None names: set by stores/registry.py, which sits above this
+    layer (the concrete stores offer ``store.memo``, so they import the decorator; the
+    decorator knows the store interface alone, and is told how names become stores)."""
+
+    default_store: Callable[[], StoreBackend] | None = None
+    store_at: Callable[[str | os.PathLike[str]], StoreBackend] | None = None
+
+
 def _resolve_store(store: object) -> StoreBackend:
-    # The decorator depends on the store interface only; a path, a URL or None names a
-    # concrete store, which only this convenience reaches up for. None first: checking an
-    # object against the runtime Protocol costs ~0.1 ms, and @memo alone is the common case.
-    if store is None:
-        from persistmemo.stores.registry import default_store
-
-        return default_store()
-    if isinstance(store, StoreBackend):
+    # None first: checking an object against the runtime Protocol costs ~0.1 ms, and @memo
+    # alone is the common case.
+    if store is not None and isinstance(store, StoreBackend):
         return store
-    from persistmemo.stores.registry import store_at
-
-    if isinstance(store, (str, os.PathLike)):
-        return store_at(store)
-    raise TypeError(
-        "memo(store=...) takes a Store, RedisStore or TieredStore, a directory path or None; "
-        f"got {type(store).__name__}"
-    )
+    if store is not None and not isinstance(store, (str, os.PathLike)):
+        raise TypeError(
+            "memo(store=...) takes a Store, RedisStore or TieredStore, a directory path or None; "
+            f"got {type(store).__name__}"
+        )
+    if StoreNames.default_store is None or StoreNames.store_at is None:
+        raise RuntimeError(
+            "persistmemo's stores are not loaded: import memo from persistmemo "
+            "(`from persistmemo import memo`), not from a private module"
+        )
+    return StoreNames.default_store() if store is None else StoreNames.store_at(store)
 
 
 def _ttl_seconds(ttl: object) -> float | None:

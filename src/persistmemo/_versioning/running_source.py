@@ -23,25 +23,24 @@ if TYPE_CHECKING:
     from persistmemo._versioning.sources import Definition, SourceIndex
 
 
-def source_index(path: str) -> SourceIndex | None:
-    # Imported on first use: a warm start's fingerprint parses nothing (see the docstring).
-    from persistmemo._versioning.sources import source_index as index_of
+def _sources() -> types.ModuleType:
+    """The parser of source files, imported on first use: a warm start's fingerprint parses
+    nothing (ast and tokenize stay off a re-run's path; see the docstring)."""
+    from persistmemo._versioning import sources
 
-    return index_of(path)
+    return sources
+
+
+def source_index(path: str) -> SourceIndex | None:
+    return _sources().source_index(path)  # type: ignore[no-any-return]
 
 
 def code_fingerprint(code: types.CodeType) -> list[object]:
-    # Imported on first use, as source_index: only a derivation reads bytecode this way.
-    from persistmemo._versioning.sources import code_fingerprint as fingerprint_of
-
-    return fingerprint_of(code)
+    return _sources().code_fingerprint(code)  # type: ignore[no-any-return]
 
 
 def same_code(a: types.CodeType, b: types.CodeType) -> bool:
-    # Imported on first use, as source_index: only a derivation compares compiled code.
-    from persistmemo._versioning.sources import same_code as same
-
-    return same(a, b)
+    return _sources().same_code(a, b)  # type: ignore[no-any-return]
 
 
 def function_nodes() -> tuple[type, ...]:

@@ -1,7 +1,61 @@
-"""The stores: the interface and shared words (``base``), and the stores side by side.
+"""The stores: where memoized results are kept, and the interface to add one of your own.
 
-``disk`` (``Store``: SQLite through diskcache, with ``entry_reader``, ``engine``, ``schema`` and
-``inspection`` beside it), ``redis`` (``RedisStore``, extra ``persistmemo[redis]``) and
-``tiered`` (``TieredStore``). The Redis and tiered stores load when first named: the core
-import never needs redis-py.
+``Store`` (a directory: SQLite through diskcache), ``RedisStore`` (a Redis server; extra
+``persistmemo[redis]``) and ``TieredStore`` (a local store in front of a remote one). Each is a
+``SealedStore``: everything a store does (seals, leases, listing, check, prune, faults),
+written once above a ``Backend`` of ten byte operations. A new place to keep results is a
+``Backend`` subclass (see docs/architecture.md). Names load when first used: importing this
+package imports no store, and never redis-py.
 """
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from persistmemo.stores.api import Backend, Refused, Row
+    from persistmemo.stores.base import (
+        MISSING,
+        CheckReport,
+        EntryInfo,
+        FunctionSummary,
+        Lease,
+        StoreBackend,
+    )
+    from persistmemo.stores.disk import Store, default_directory
+    from persistmemo.stores.redis import RedisStore
+    from persistmemo.stores.registry import default_store
+    from persistmemo.stores.sealed import SealedStore
+    from persistmemo.stores.tiered import TieredStore
+
+_HOMES = {
+    "Backend": "persistmemo.stores.api",
+    "Refused": "persistmemo.stores.api",
+    "Row": "persistmemo.stores.api",
+    "MISSING": "persistmemo.stores.base",
+    "CheckReport": "persistmemo.stores.base",
+    "EntryInfo": "persistmemo.stores.base",
+    "FunctionSummary": "persistmemo.stores.base",
+    "Lease": "persistmemo.stores.base",
+    "StoreBackend": "persistmemo.stores.base",
+    "Store": "persistmemo.stores.disk",
+    "default_directory": "persistmemo.stores.disk",
+    "RedisStore": "persistmemo.stores.redis",
+    "default_store": "persistmemo.stores.registry",
+    "SealedStore": "persistmemo.stores.sealed",
+    "TieredStore": "persistmemo.stores.tiered",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'persistmemo.stores' has no attribute {name!r}")
+    module = __import__(home, fromlist=[name])
+    if home != "persistmemo.stores.registry":
+        __import__("persistmemo.stores.registry")  # a store's memo() needs the registry wired
+    value = getattr(module, name)
+    globals()[name] = value  # looked up once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,6 +16,7 @@ import time
 
 from persistmemo._faults import FaultReporter
 from persistmemo._sealing import secret_from_text
+from persistmemo.stores import disk_opening as opening
 from persistmemo.stores import inspection
 from persistmemo.stores.api import Backend, Row
 from persistmemo.stores.base import LEASE_PREFIX, STATS_PREFIX
@@ -273,6 +274,7 @@ class DiskBackend(StoreLifetime, Backend):
             moved_aside=self.moved_aside,
             settings=self._settings,
             timeout=self.timeout,
+            engine=opening.load_engine(),
             fix=fix,
         )
 
@@ -319,13 +321,12 @@ class Store(SealedStore):
         **settings: Any,
     ) -> None:
         if settings:
-            from persistmemo.stores.engine import DEFAULT_SETTINGS
-
-            unknown = set(settings).difference(DEFAULT_SETTINGS)
+            known = opening.load_engine().DEFAULT_SETTINGS
+            unknown = set(settings).difference(known)
             if unknown:
                 raise TypeError(
                     f"Store() got unknown settings {sorted(unknown)}; diskcache settings are "
-                    f"{sorted(DEFAULT_SETTINGS)}"
+                    f"{sorted(known)}"
                 )
         for name in ("size_limit", "cull_limit", "disk_min_file_size"):
             value = settings.get(name)

@@ -37,6 +37,7 @@ import sqlite3
 import sys
 import threading
 import time
+import types
 import weakref
 from collections.abc import Callable
 
@@ -67,6 +68,15 @@ BYPASS_AFTER_TIMEOUT = 5.0
 # imported (a store opening): no diskcache call can raise before that.
 IO_ERRORS: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
 TIMEOUT: type[BaseException] = TimeoutError
+
+
+def load_engine() -> types.ModuleType:
+    """stores/engine.py, with diskcache, imported when the store is first written (or
+    checked): a process that only hits reads with SQL alone (a seam of the cold-start budget,
+    docs/architecture.md)."""
+    from persistmemo.stores import engine
+
+    return engine
 
 
 def default_directory() -> tuple[Path, str]:
@@ -454,7 +464,7 @@ class StoreLifetime:
         """Open diskcache's Cache (creating the database); a read-only store stays read-only,
         and so does one whose Settings table someone else changed (diskcache acts on it)."""
         directory = self.directory  # a Path, as the engine takes: diskcache is imported anyway
-        from persistmemo.stores import engine
+        engine = load_engine()
 
         tampered = engine.settings_problem(directory, self._settings, self.timeout)
         if tampered is not None:
@@ -501,7 +511,7 @@ class StoreLifetime:
 
     def _open_cache(self, directory: Path) -> Any:
         global IO_ERRORS, TIMEOUT
-        from persistmemo.stores import engine
+        engine = load_engine()
 
         IO_ERRORS, TIMEOUT = (sqlite3.Error, OSError, engine.Timeout), engine.Timeout
         self._engine = engine

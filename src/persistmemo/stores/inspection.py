@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,7 @@ def check_database(
     moved_aside: Path | None,
     settings: dict[str, Any],
     timeout: float,
+    engine: types.ModuleType,
     fix: bool,
 ) -> None:
     """What ``check`` looks at beneath the entries: a garbage cache.db moved aside at
@@ -180,8 +182,6 @@ def check_database(
             "one was started"
             + (f"; {len(orphans)} value files are orphaned ({named})" if orphans else "")
         )
-    from persistmemo.stores import engine  # diskcache's words: only check needs them
-
     tampered = engine.settings_problem(directory, settings, timeout)
     if tampered is not None:
         report.problems.append(

@@ -11,8 +11,14 @@ import os
 import threading
 
 from persistmemo import _environment as environment
+from persistmemo._memo.options import StoreNames
 from persistmemo.stores.base import StoreBackend
 from persistmemo.stores.disk import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from persistmemo.stores.redis import RedisStore
+    from persistmemo.stores.tiered import TieredStore
 
 _default_store: StoreBackend | None = None
 _stores_by_directory: dict[str, StoreBackend] = {}
@@ -41,9 +47,7 @@ def default_store() -> StoreBackend:
         if _default_store is None:
             url = environment.url()
             if url:
-                from persistmemo.stores.redis import RedisStore
-                from persistmemo.stores.tiered import TieredStore
-
+                RedisStore, TieredStore = _remote_stores()
                 remote = RedisStore(url)
                 local = environment.directory()
                 chosen: StoreBackend = TieredStore(Store(local), remote) if local else remote
@@ -73,11 +77,7 @@ def store_at(directory: str | os.PathLike[str]) -> StoreBackend:
         with _registry_lock:
             remote = _stores_by_directory.get(text)
             if remote is None:
-                # backends/ sits above this module (it imports Store): imported here, and
-                # only when a URL asks for it, so the core never imports redis-py.
-                from persistmemo.stores.redis import RedisStore
-
-                remote = _stores_by_directory[text] = RedisStore(text)
+                remote = _stores_by_directory[text] = _remote_stores()[0](text)
             return remote
     path = os.path.abspath(os.path.expanduser(text))
     with _registry_lock:
@@ -85,3 +85,17 @@ def store_at(directory: str | os.PathLike[str]) -> StoreBackend:
         if store is None:
             store = _stores_by_directory[path] = Store(path)
         return store
+
+
+def _remote_stores() -> tuple[type[RedisStore], type[TieredStore]]:
+    """RedisStore and TieredStore, imported when a URL names a remote store: a script on
+    the disk store never reads their modules (a seam of the cold-start budget)."""
+    from persistmemo.stores.redis import RedisStore
+    from persistmemo.stores.tiered import TieredStore
+
+    return RedisStore, TieredStore
+
+
+# The decorator (a layer below) learns here how a path, a URL or None names a store.
+StoreNames.default_store = default_store
+StoreNames.store_at = store_at

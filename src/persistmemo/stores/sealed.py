@@ -14,7 +14,14 @@ import time
 from functools import partial
 
 from persistmemo._keys import RESULT_FORMATS, identity_of, is_result_key
-from persistmemo._sealing import Sealer, compute_seconds, entry_metadata, secret_from_text
+from persistmemo._memo.decorator import memo as decorator
+from persistmemo._sealing import (
+    Sealer,
+    compute_seconds,
+    entry_metadata,
+    secret_from_text,
+    user_secret,
+)
 from persistmemo.errors import CorruptEntry, StoreUnreadable
 from persistmemo.stores.api import Refused
 from persistmemo.stores.base import (
@@ -90,8 +97,6 @@ class SealedStore:
     def resolve_secret(self) -> tuple[bytes, bool]:
         """``(secret, pickles allowed)``: the given secret, else the user's key file (a
         subclass decides where its backend's secret comes from)."""
-        from persistmemo._sealing import user_secret  # the key file: only when none is given
-
         if self._given_secret is not None:
             return self._given_secret, not self.strict
         return user_secret(), not self.strict
@@ -460,10 +465,7 @@ class SealedStore:
 
     def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
         """``memo`` with this store: ``@store.memo`` or ``@store.memo(ttl=60)``."""
-        # The one upward reach of the stores, for convenience: the decorator sits above them.
-        from persistmemo._memo.decorator import memo
-
-        decorate: Any = memo(store=self, **options)
+        decorate: Any = decorator(store=self, **options)
         return decorate if func is None else decorate(func)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from persistmemo._codec import Encoded
@@ -23,7 +23,7 @@ from persistmemo._codec.out_of_band import FramedValue, OutOfBand
 from persistmemo._keys import identity_of
 from persistmemo.stores.base import MISSING, Missing
 from persistmemo.stores.disk import Store
-from persistmemo.stores.registry import store_at
+from persistmemo.stores.sealed import SealedStore
 
 if TYPE_CHECKING:
     from persistmemo.stores.base import (
@@ -40,12 +40,11 @@ class TieredStore:
     """``local`` (a Store or a directory) in front of ``remote`` (a RedisStore)."""
 
     def __init__(self, local: Store | str | os.PathLike[str], remote: StoreBackend) -> None:
-        chosen = local if isinstance(local, Store) else store_at(local)
-        if not isinstance(chosen, Store):
+        if not isinstance(local, Store) and "://" in os.fspath(local):
             raise ValueError(
                 f"TieredStore(local={local!r}): the local tier is a directory or a Store, not a URL"
             )
-        self.local = chosen
+        self.local = local if isinstance(local, Store) else Store(local)
         self.remote = remote
         self.strict = self.local.strict or remote.strict
         self.lease = remote.lease
@@ -214,12 +213,9 @@ class TieredStore:
         }
         return max(self.local.prune(**options), self.remote.prune(**options))
 
-    def memo(self, func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-        """``memo`` with this store."""
-        from persistmemo._memo.decorator import memo  # an upward reach: the decorator sits above
-
-        decorate: Any = memo(store=self, **options)
-        return decorate if func is None else decorate(func)
+    memo = SealedStore.memo
+    __enter__ = SealedStore.__enter__
+    __exit__ = SealedStore.__exit__
 
     def close(self) -> None:
         self.local.close()
