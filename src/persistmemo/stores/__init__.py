@@ -42,7 +42,23 @@ _HOMES = {
     "SealedStore": "persistmemo.stores.sealed",
     "TieredStore": "persistmemo.stores.tiered",
 }
-__all__ = sorted(_HOMES)
+__all__ = [
+    "MISSING",
+    "Backend",
+    "CheckReport",
+    "EntryInfo",
+    "FunctionSummary",
+    "Lease",
+    "RedisStore",
+    "Refused",
+    "Row",
+    "SealedStore",
+    "Store",
+    "StoreBackend",
+    "TieredStore",
+    "default_directory",
+    "default_store",
+]
 
 
 def __getattr__(name: str) -> object:
