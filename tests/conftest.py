@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import persistmemo._sealing
+import persistmemo._secret
 import persistmemo.stores.registry
 from persistmemo import Store
 
@@ -32,7 +32,7 @@ def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.delenv("PERSISTMEMO_DISABLE", raising=False)
     monkeypatch.delenv("PERSISTMEMO_SECRET", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    persistmemo._sealing.forget_cached_secrets()
+    persistmemo._secret.forget_cached_secrets()
     # The default store resolves its directory once per process: give each test its own.
     monkeypatch.setattr(persistmemo.stores.registry, "_default_store", None)
 

@@ -1,16 +1,18 @@
-"""The layers point one way: no import circle among persistmemo's modules.
+"""The layers point one way, as docs/architecture.md draws them, with no import circle.
 
-Counted: imports at module level, including those under ``if TYPE_CHECKING:`` and in
-``try`` blocks. Imports inside functions are the documented upward reaches (``store.memo``,
-the CLI's demo) and are left out, as docs/architecture.md says.
+Counted: every import of a persistmemo module, at module level, under ``if TYPE_CHECKING:``,
+in ``try`` blocks and inside functions (those are the named seams of the architecture's
+table of deferred imports, and nothing else).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "src" / "persistmemo"
+ARCHITECTURE = PACKAGE.parent.parent / "docs" / "architecture.md"
 
 
 def module_name(path: Path) -> str:
@@ -20,49 +22,63 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def module_level_imports(path: Path, modules: set[str]) -> set[str]:
-    """The persistmemo modules ``path`` imports outside of functions."""
+def imports_of(path: Path, modules: set[str]) -> tuple[set[str], set[str]]:
+    """The persistmemo modules ``path`` imports: (outside functions, inside functions)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
+    outside: set[str] = set()
+    inside: set[str] = set()
 
     def target(module: str) -> str:
         while module not in modules and "." in module:
             module = module.rpartition(".")[0]
         return module
 
-    def visit(statements: list[ast.stmt]) -> None:
-        for node in statements:
-            if isinstance(node, ast.Import):
-                found.update(target(a.name) for a in node.names if a.name.startswith("persistmemo"))
-            elif isinstance(node, ast.ImportFrom):
-                module = node.module or ""
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    module = ".".join([*base, module] if module else base)
-                if module.startswith("persistmemo"):
-                    for alias in node.names:
-                        submodule = f"{module}.{alias.name}"
-                        found.add(submodule if submodule in modules else target(module))
-            elif isinstance(node, ast.If):
-                visit(node.body)
-                visit(node.orelse)
-            elif isinstance(node, ast.Try):
-                visit(node.body)
-                for handler in node.handlers:
-                    visit(handler.body)
-                visit(node.orelse)
-                visit(node.finalbody)
+    def imported(node: ast.Import | ast.ImportFrom) -> set[str]:
+        if isinstance(node, ast.Import):
+            return {target(a.name) for a in node.names if a.name.startswith("persistmemo")}
+        module = node.module or ""
+        if node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            module = ".".join([*base, module] if module else base)
+        if not module.startswith("persistmemo"):
+            return set()
+        found = set()
+        for alias in node.names:
+            submodule = f"{module}.{alias.name}"
+            found.add(submodule if submodule in modules else target(module))
+        return found
 
-    visit(ast.parse(path.read_text()).body)
-    found.discard(name)
-    return found
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                (inside if in_function else outside).update(imported(child))
+            functional = isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            visit(child, in_function or functional)
+
+    visit(ast.parse(path.read_text()), False)
+    outside.discard(name)
+    inside.discard(name)
+    return outside, inside
+
+
+def deferred_imports() -> dict[str, set[str]]:
+    """Imports inside functions, by module."""
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(path) for path in paths}
+    found = {module_name(path): imports_of(path, modules)[1] for path in paths}
+    return {name: imports for name, imports in found.items() if imports}
 
 
 def import_graph() -> dict[str, set[str]]:
+    """Every import of each module, inside functions included."""
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {module_name(path) for path in paths}
-    return {module_name(path): module_level_imports(path, modules) for path in paths}
+    graph = {}
+    for path in paths:
+        outside, inside = imports_of(path, modules)
+        graph[module_name(path)] = outside | inside
+    return graph
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -111,31 +127,70 @@ def test_the_circle_finder_finds_a_circle() -> None:
     assert circles(graph) == [["a", "b", "c"]]
 
 
-def test_stores_and_the_layers_below_never_import_the_decorator() -> None:
+def table(heading: str) -> list[list[str]]:
+    """The rows of the first table under ``heading`` in docs/architecture.md, cells split."""
+    text = ARCHITECTURE.read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def names(cell: str) -> list[str]:
+    """The `code` names in a cell, as module names."""
+    found = re.findall(r"`([^`]+)`", cell)
+    return [name if name == "persistmemo" else f"persistmemo.{name}" for name in found]
+
+
+def layers() -> tuple[dict[str, str], dict[str, set[str]]]:
+    """(module pattern -> layer, layer -> the layers it may import) from the layer table."""
+    patterns: dict[str, str] = {}
+    allowed: dict[str, set[str]] = {}
+    for layer, modules, may_import, _ in table("Layers, bottom to top"):
+        for pattern in names(modules):
+            patterns[pattern] = layer
+        allowed[layer] = {layer, *(word.strip() for word in may_import.split(","))}
+    return patterns, allowed
+
+
+def layer_of(module: str, patterns: dict[str, str]) -> str | None:
+    if module in patterns:
+        return patterns[module]
+    for pattern, layer in patterns.items():
+        if pattern.endswith(".*") and module.startswith(pattern[:-1]):
+            return layer
+    return None
+
+
+def test_every_module_is_in_one_layer_of_the_table() -> None:
+    patterns, _ = layers()
     graph = import_graph()
-    above_stores = {
-        "persistmemo",
-        "persistmemo._memo.decorator",
-        "persistmemo._memo.memoized",
-        "persistmemo._memo.call_paths",
-        "persistmemo._memo.options",
-        "persistmemo._memo.mapping",
-        "persistmemo.cli",
-        "persistmemo._demo",
-        "persistmemo.__main__",
-    }
+    assert [module for module in graph if layer_of(module, patterns) is None] == []
+    named = [pattern for pattern in patterns if not pattern.endswith(".*")]
+    assert [pattern for pattern in named if pattern not in graph] == []
+
+
+def test_every_import_goes_to_a_layer_the_table_allows() -> None:
+    patterns, allowed = layers()
+    wrong = []
+    for module, imports in import_graph().items():
+        layer = layer_of(module, patterns)
+        for imported in imports:
+            if layer_of(imported, patterns) not in allowed[str(layer)]:
+                wrong.append(f"{module} ({layer}) imports {imported}")
+    assert wrong == []
+
+
+def test_the_imports_inside_functions_are_the_named_seams() -> None:
+    documented: dict[str, set[str]] = {}
+    for module, _, imports, _ in table("Deferred imports"):
+        documented.setdefault(names(module)[0], set()).update(names(imports))
+    assert deferred_imports() == documented
+    assert sum(len(imports) for imports in documented.values()) <= 10
+
+
+def test_the_memo_layer_knows_the_store_interface_only() -> None:
+    graph = import_graph()
     for module, imports in graph.items():
-        if module.startswith("persistmemo.stores"):
-            assert not imports & above_stores, f"{module} imports {imports & above_stores}"
-
-
-def test_the_decorator_depends_on_the_store_interface_only() -> None:
-    graph = import_graph()
-    concrete = {name for name in graph if name.startswith("persistmemo.stores.")}
-    concrete.discard("persistmemo.stores.base")
-    for module in (
-        "persistmemo._memo.decorator",
-        "persistmemo._memo.memoized",
-        "persistmemo._memo.call_paths",
-    ):
-        assert not graph[module] & concrete, f"{module} imports {graph[module] & concrete}"
+        if module.startswith("persistmemo._memo"):
+            stores = {name for name in imports if name.startswith("persistmemo.stores")}
+            assert stores <= {"persistmemo.stores.base", "persistmemo.stores.api"}, module

@@ -25,7 +25,7 @@ PLATFORM_CASES = {
 AGREEMENT = """
 import json, platformdirs
 from persistmemo.stores import disk_opening
-from persistmemo._sealing import default_secret_path
+from persistmemo._secret import default_secret_path
 ours_cache = disk_opening.user_directory("XDG_CACHE_HOME", ".cache")
 ours_secret = disk_opening._secret_path()
 print(json.dumps({

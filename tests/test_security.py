@@ -401,7 +401,7 @@ def test_a_reader_who_started_before_the_owner_opened_the_store_tries_again(
 
 SECRET_PRINTER = """
 import os, sys, time
-from persistmemo._sealing import user_secret
+from persistmemo._secret import user_secret
 start = float(sys.argv[1])
 while time.time() < start:
     pass

@@ -14,6 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from persistmemo import _environment as environment
 from persistmemo import memo
 
 SAMPLES = 8_000_000
@@ -44,7 +45,7 @@ def _child() -> None:
 def run(store_directory: str | None = None, samples: int = SAMPLES) -> int:
     """Run the demo against ``store_directory`` (a fresh temporary store by default)."""
     directory = store_directory or tempfile.mkdtemp(prefix="persistmemo-demo-")
-    os.environ["PERSISTMEMO_DIR"] = directory
+    os.environ[environment.DIRECTORY] = directory
     print(f"persistmemo demo: estimate_pi({samples:_}) memoized in {directory}\n")
 
     value, first, computed = _timed_call(samples)
@@ -58,7 +59,7 @@ def run(store_directory: str | None = None, samples: int = SAMPLES) -> int:
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PERSISTMEMO_DIR": directory},
+        env={**os.environ, environment.DIRECTORY: directory},
     )
     child_value, child_time, child_computed = child.stdout.split()
     source = "computed" if child_computed == "1" else "from disk, function not run"

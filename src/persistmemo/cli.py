@@ -40,7 +40,7 @@ from typing import Any
 from persistmemo import _environment as environment
 from persistmemo._faults import LOGGER_NAME
 from persistmemo._memo.memoized import MemoizedFunction
-from persistmemo._sealing import untrusted_reason
+from persistmemo._secret import untrusted_reason
 from persistmemo._versioning.closures import MEMOIZED_MARK
 from persistmemo.errors import CommandError, UsageError
 from persistmemo.stores.base import EntryInfo, FunctionSummary

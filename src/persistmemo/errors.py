@@ -12,7 +12,9 @@ Each error also keeps the builtin base it always had, so ``except TypeError`` an
     │   └── UndecodableValue                 well-formed bytes this process cannot rebuild
     ├── ComputationFailed(RuntimeError)      the computation waited for failed elsewhere
     ├── MissingInput                         a path named in ``files=`` does not exist
+    ├── UnsupportedArgument(TypeError)       a call whose argument cannot be keyed, named
     ├── StoreUnreadable(OSError)             the store's database cannot be read
+    ├── StoreRefused                         a backend refused a value (too large, full)
     ├── SecretUnavailable(OSError)           the secret key file cannot be read or made
     └── CommandLineError                     the ``persistmemo`` command could not do it
         ├── UsageError                       a command line that cannot be run (exit 2)
@@ -32,9 +34,11 @@ __all__ = [
     "PersistmemoError",
     "PersistmemoWarning",
     "SecretUnavailable",
+    "StoreRefused",
     "StoreUnreadable",
     "UndecodableValue",
     "UnstorableValue",
+    "UnsupportedArgument",
     "UnsupportedCapture",
     "UnsupportedNesting",
     "UnsupportedType",
@@ -109,6 +113,21 @@ class ComputationFailed(PersistmemoError, RuntimeError):
 
 class MissingInput(PersistmemoError):
     """A path named in ``files=`` does not exist: the call runs uncached."""
+
+
+class UnsupportedArgument(PersistmemoError, TypeError):
+    """A call whose argument (or captured variable) cannot be keyed: the message names the
+    parameter, the function and the remedy."""
+
+
+class StoreRefused(PersistmemoError):
+    """A backend's refusal that is no fault of its connection (a value too large, a full
+    server): reported once as ``kind``, and the operation counts as not done."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
 
 
 class StoreUnreadable(PersistmemoError, OSError):

@@ -30,7 +30,13 @@ from persistmemo._naming import qualified_name
 from persistmemo._versioning.closures import MEMOIZED_MARK, CapturedInputs, is_partial
 from persistmemo._versioning.code_watch import never_changed
 from persistmemo._versioning.source_stamps import definition_stamp
-from persistmemo.errors import MissingInput, PersistmemoWarning, UnsupportedCapture, UnsupportedType
+from persistmemo.errors import (
+    MissingInput,
+    PersistmemoWarning,
+    UnsupportedArgument,
+    UnsupportedCapture,
+    UnsupportedType,
+)
 from persistmemo.stores.base import MISSING, VERSION_PREFIX, secret_scoped
 
 # No typing at run time (the cold-start budget, docs/architecture.md): for type checkers
@@ -381,7 +387,9 @@ class MemoizedFunction(CallPaths["P", "R"]):
                             "the key, make it a parameter (and ignore it), or define "
                             f"{HOOK_NAME} on the type."
                         )
-        return TypeError(f"cannot build a cache key for {where}: {error}{inside}. {remedy}")
+        return UnsupportedArgument(
+            f"cannot build a cache key for {where}: {error}{inside}. {remedy}"
+        )
 
     @property
     def func_name(self) -> str:

@@ -10,7 +10,7 @@ package imports no store, and never redis-py.
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from persistmemo.stores.api import Backend, Refused, Row
+    from persistmemo.stores.api import Backend, Row
     from persistmemo.stores.base import (
         MISSING,
         CheckReport,
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "Backend": "persistmemo.stores.api",
-    "Refused": "persistmemo.stores.api",
     "Row": "persistmemo.stores.api",
     "MISSING": "persistmemo.stores.base",
     "CheckReport": "persistmemo.stores.base",
@@ -50,7 +49,6 @@ __all__ = [
     "FunctionSummary",
     "Lease",
     "RedisStore",
-    "Refused",
     "Row",
     "SealedStore",
     "Store",

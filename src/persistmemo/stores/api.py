@@ -36,16 +36,6 @@ if TYPE_CHECKING:
     while its bytes were hashed, the running check of its area (see _sealing.py)."""
 
 
-class Refused(Exception):
-    """A backend's refusal that is no fault of the connection (a value too large, a full
-    server): reported once as ``kind``, and the operation counts as not done."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
 class Row:
     """One key as ``scan`` lists it, without its whole value."""
 

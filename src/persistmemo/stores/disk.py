@@ -15,7 +15,7 @@ import threading
 import time
 
 from persistmemo._faults import FaultReporter
-from persistmemo._sealing import secret_from_text
+from persistmemo._secret import secret_from_text
 from persistmemo.stores import disk_opening as opening
 from persistmemo.stores import inspection
 from persistmemo.stores.api import Backend, Row

@@ -43,7 +43,8 @@ from collections.abc import Callable
 
 from persistmemo import _environment as environment
 from persistmemo._faults import FaultReporter
-from persistmemo._sealing import SECRET_FILE_NAME, Sealer, untrusted_reason, user_secret
+from persistmemo._sealing import Sealer
+from persistmemo._secret import SECRET_FILE_NAME, untrusted_reason, user_secret
 from persistmemo.errors import SecretUnavailable
 from persistmemo.stores.base import SECRET_PREFIX
 from persistmemo.stores.entry_reader import EntryReader

@@ -39,9 +39,10 @@ import time
 
 from persistmemo import _environment as environment
 from persistmemo._keys import RESULT_FORMATS
-from persistmemo._sealing import HEADER_READ, SealedParts, user_secret
-from persistmemo.errors import CorruptEntry, SecretUnavailable
-from persistmemo.stores.api import Backend, Refused, Row
+from persistmemo._sealing import HEADER_READ, SealedParts
+from persistmemo._secret import user_secret
+from persistmemo.errors import CorruptEntry, SecretUnavailable, StoreRefused
+from persistmemo.stores.api import Backend, Row
 from persistmemo.stores.base import (
     FAILURE_PREFIX,
     FINGERPRINT_PREFIX,
@@ -266,7 +267,7 @@ class RedisBackend(Backend):
         if not stored:
             return None
         if len(stored) > self.max_value_bytes:
-            raise Refused(
+            raise StoreRefused(
                 "oversized entry",
                 f"{name} holds more than max_value_bytes={self.max_value_bytes:,} bytes "
                 "(persistmemo never writes such a value): not read, a miss",
@@ -315,7 +316,7 @@ class RedisBackend(Backend):
         if type(value) is SealedParts:
             value = value.joined()  # redis-py sends one value
         if isinstance(value, bytes) and len(value) > self.max_value_bytes:
-            raise Refused(
+            raise StoreRefused(
                 "value too large",
                 f"a {len(value):,}-byte result of {tag or key} exceeds max_value_bytes="
                 f"{self.max_value_bytes:,} and is not sent to Redis",

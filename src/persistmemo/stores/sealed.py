@@ -15,15 +15,9 @@ from functools import partial
 
 from persistmemo._keys import RESULT_FORMATS, identity_of, is_result_key
 from persistmemo._memo.decorator import memo as decorator
-from persistmemo._sealing import (
-    Sealer,
-    compute_seconds,
-    entry_metadata,
-    secret_from_text,
-    user_secret,
-)
-from persistmemo.errors import CorruptEntry, StoreUnreadable
-from persistmemo.stores.api import Refused
+from persistmemo._sealing import Sealer, compute_seconds, entry_metadata
+from persistmemo._secret import secret_from_text, user_secret
+from persistmemo.errors import CorruptEntry, StoreRefused, StoreUnreadable
 from persistmemo.stores.base import (
     LEASE_PREFIX,
     MISSING,
@@ -141,7 +135,7 @@ class SealedStore:
 
     def _failed(self, kind: str, error: Exception) -> None:
         """Report ``error`` of an operation of ``kind``, once per kind of fault."""
-        if isinstance(error, Refused):
+        if isinstance(error, StoreRefused):
             self._faults.report(error.kind, error.message)
         elif isinstance(error, CorruptEntry):
             self.report_fault("corrupt entry", error)
