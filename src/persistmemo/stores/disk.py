@@ -125,7 +125,7 @@ class DiskBackend(StoreLifetime, Backend):
             return None
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return None
-        if key.startswith(_PLAIN):
+        if key[2:3] == "-" and key.startswith(_PLAIN):  # results are pm1:, pm2:
             return self._plain(reader, key)
         return reader.read(key, time.time(), mapped, self._sealer)
 
@@ -360,6 +360,13 @@ class Store(SealedStore):
 
     def _sealer_ready(self) -> Sealer:
         return self.backend.opened_sealer()
+
+    @property
+    def _sealer(self) -> Sealer | None:  # type: ignore[override]
+        """The opened store's sealer (None before it opens): its secret may change when it
+        opens again, after a fork."""
+        backend = self.backend
+        return backend._sealer if backend._reader is not None else None
 
     @property
     def pickle_allowed(self) -> bool:

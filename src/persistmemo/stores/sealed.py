@@ -60,6 +60,8 @@ class SealedStore:
       backend's choice (``resolve_secret``).
     """
 
+    _sealer: Sealer | None = None  # set when the secret is settled (the disk store's: opened)
+
     def __init__(
         self,
         backend: Backend,
@@ -71,10 +73,10 @@ class SealedStore:
         if not lease > 0:
             raise ValueError("lease=... must be positive seconds")
         self.backend = backend
+        self._seal_prefix = backend.seal_prefix
         self.strict = strict
         self.lease = float(lease)
         self._given_secret = secret_from_text(secret) if isinstance(secret, str) else secret
-        self._sealer: Sealer | None = None
         self._secret = b""
         self.pickle_allowed = False
         self._sealer_lock = threading.Lock()
@@ -168,8 +170,18 @@ class SealedStore:
             return MISSING
         if found is None:
             return MISSING
+        value, expires_at, area_check = found
         # After the read: the backend may have opened (and settled its secret) to make it.
-        return self._unsealed(self._sealer or self._sealer_ready(), key, found, mapped)
+        sealer = self._sealer or self._sealer_ready()
+        if area_check is None and not mapped and type(value) is bytes:  # a small entry
+            try:
+                return sealer.unseal(
+                    self._seal_prefix + key if self._seal_prefix else key, value
+                ), expires_at
+            except CorruptEntry as error:
+                self.report_fault("corrupt entry", error)
+                return MISSING
+        return self._unsealed(sealer, key, found, mapped)
 
     def _unsealed(
         self, sealer: Sealer, key: str, found: Found, mapped: bool
