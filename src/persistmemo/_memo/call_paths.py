@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import time
-import types
 from collections.abc import Callable, Hashable
 
 from persistmemo._codec import decode_value, encode_result
@@ -36,15 +35,7 @@ from persistmemo.stores.base import MISSING, Missing
 # is the value itself and ``Generic`` a base that subscripts.
 TYPE_CHECKING = False
 if not TYPE_CHECKING:
-
-    def cast(_type: object, value: object) -> object:
-        """typing.cast without typing: the value itself."""
-        return value
-
-    class Generic:
-        """typing.Generic without typing: ``CallPaths["P", "R"]`` is a generic alias."""
-
-        __class_getitem__ = classmethod(types.GenericAlias)
+    from persistmemo._typing_stand_ins import Generic, cast
 
 
 if TYPE_CHECKING:

@@ -43,10 +43,7 @@ from persistmemo.stores.base import MISSING, VERSION_PREFIX, secret_scoped
 # (P and R are quoted where evaluated, as in call_paths.py).
 TYPE_CHECKING = False
 if not TYPE_CHECKING:
-
-    def cast(_type: object, value: object) -> object:
-        """typing.cast without typing: the value itself."""
-        return value
+    from persistmemo._typing_stand_ins import cast
 
 
 if TYPE_CHECKING:

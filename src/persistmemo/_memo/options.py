@@ -11,10 +11,7 @@ from persistmemo.stores.base import StoreBackend
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
 TYPE_CHECKING = False
 if not TYPE_CHECKING:
-
-    def cast(_type: object, value: object) -> object:
-        """typing.cast without typing: the value itself."""
-        return value
+    from persistmemo._typing_stand_ins import cast
 
 
 if TYPE_CHECKING:

@@ -22,7 +22,13 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, NamedTuple
+
+# No typing at run time (the cold-start budget, docs/architecture.md).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NamedTuple
+else:
+    from persistmemo._typing_stand_ins import NamedTuple
 
 _MAX_LAYERS = 100
 

@@ -8,7 +8,6 @@ stores (see docs/architecture.md). What a store promises is fixed by the contrac
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -32,43 +31,7 @@ from persistmemo.errors import CorruptEntry, UndecodableValue
 # @runtime_checkable makes it.
 TYPE_CHECKING = False
 if not TYPE_CHECKING:
-
-    class _NamedTupleMeta(type):
-        def __new__(cls, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> Any:
-            fields = namespace.get("__annotations__", {})
-            made = collections.namedtuple(
-                name,
-                fields,
-                defaults=[namespace[field] for field in fields if field in namespace],
-                module=namespace["__module__"],
-            )
-            for attribute, value in namespace.items():
-                if attribute not in fields and attribute != "__module__":
-                    setattr(made, attribute, value)
-            return made
-
-    NamedTuple = type.__new__(_NamedTupleMeta, "NamedTuple", (), {})
-
-    class _ProtocolMeta(type):
-        def __instancecheck__(cls, instance: object) -> bool:
-            # A class deriving from a protocol declares no members: checked as any class.
-            members = cls.__dict__.get("_protocol_members")
-            return type.__instancecheck__(cls, instance) or (
-                members is not None and all(hasattr(instance, name) for name in members)
-            )
-
-    class Protocol(metaclass=_ProtocolMeta):
-        def __init_subclass__(cls) -> None:
-            if Protocol in cls.__bases__:
-                declared = vars(cls)
-                cls._protocol_members = (
-                    *declared.get("__annotations__", ()),
-                    *(n for n, v in declared.items() if not n.startswith("__") or callable(v)),
-                )
-
-    def runtime_checkable(protocol: type) -> type:
-        return protocol
-
+    from persistmemo._typing_stand_ins import NamedTuple, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from typing import Any, Final, NamedTuple, Protocol, runtime_checkable

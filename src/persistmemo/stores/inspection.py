@@ -15,7 +15,6 @@ import sqlite3
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
 
 from persistmemo._sealing import HEADER_READ
 from persistmemo.errors import CorruptEntry, StoreUnreadable
@@ -24,8 +23,10 @@ from persistmemo.stores.api import Row
 from persistmemo.stores.entry_reader import read_value_file
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
+    from typing import Any
 
     from persistmemo.stores.base import CheckReport
 
