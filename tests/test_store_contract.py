@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from persistmemo import Store, memo
-from persistmemo._codec import encode_value
-from persistmemo._keys import KeyBuilder, identity_of
+from persistmemo._codec.encoding import encode_value
+from persistmemo._keys.layout import KeyBuilder, identity_of
 from persistmemo.stores.disk import MISSING
 
 SECRET = "contract suite secret"

@@ -23,7 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast
 
-from persistmemo._codec import decode_value, encode_result
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM
 from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
 from persistmemo._memo.memory import DIRECT_TYPES, MemoryTier, direct_key
@@ -32,8 +33,8 @@ from persistmemo.errors import CorruptEntry, MissingInput, UndecodableValue, Uns
 from persistmemo.stores.base import MISSING, Missing
 
 if TYPE_CHECKING:
-    from persistmemo._codec import Encoded
-    from persistmemo._keys import KeyBuilder
+    from persistmemo._codec.decoding import Encoded
+    from persistmemo._keys.layout import KeyBuilder
     from persistmemo._memo.options import MemoOptions
     from persistmemo.stores.base import StoreBackend
 

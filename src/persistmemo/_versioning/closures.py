@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from persistmemo._keys import HOOK_NAME
+from persistmemo._keys.classes import HOOK_NAME
 from persistmemo._versioning.origins import LIBRARY, origin_of_path
 
 # Methods whose call on a captured object changes it (list, dict, set, deque, Counter...).

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from persistmemo._hashing import blake2b, hashing_threads
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo._versioning.code_watch import ABSENT, CodeWatch
 from persistmemo._versioning.origins import LIBRARY as _LIBRARY
 from persistmemo._versioning.origins import OWN as _OWN

@@ -13,10 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from persistmemo._codec import Encoded
+from persistmemo._codec.decoding import Encoded
 from persistmemo._codec.out_of_band import OutOfBand
 from persistmemo._faults import FaultReporter
-from persistmemo._keys import identity_of, is_result_key
+from persistmemo._keys.layout import identity_of, is_result_key
 from persistmemo._sealing import (
     secret_from_text,
 )

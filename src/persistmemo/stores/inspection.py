@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from persistmemo._keys import result_key_ranges
+from persistmemo._keys.layout import result_key_ranges
 from persistmemo._sealing import HEADER_READ, Sealer, compute_seconds
 from persistmemo.errors import CorruptEntry, StoreUnreadable
 from persistmemo.stores import connections

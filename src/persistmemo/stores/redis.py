@@ -41,10 +41,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from persistmemo import _environment as environment
-from persistmemo._codec import Encoded
+from persistmemo._codec.decoding import Encoded
 from persistmemo._codec.out_of_band import OutOfBand
 from persistmemo._faults import FaultReporter
-from persistmemo._keys import RESULT_FORMATS, identity_of
+from persistmemo._keys.layout import RESULT_FORMATS, identity_of
 from persistmemo._sealing import (
     HEADER_READ,
     SealedParts,
