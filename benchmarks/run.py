@@ -29,7 +29,7 @@ import report
 import systems
 
 from persistmemo import Store, memo
-from persistmemo._codec import encode_value
+from persistmemo._codec.encoding import encode_value
 from persistmemo._sealing import Sealer
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -413,7 +413,7 @@ def test_prune_current_imports_only_the_modules_named_on_the_command_line(
 PLANT = """
 import sys
 from persistmemo import Store
-from persistmemo._codec import encode_value
+from persistmemo._codec.encoding import encode_value
 from math import inf, nan
 store = Store(sys.argv[1])
 for key, seconds in {planted!r}:

@@ -23,14 +23,9 @@ from hypothesis import strategies as st
 from conftest import run_python
 from golden_types import Color, Pair, Point
 from persistmemo import Store, memo
-from persistmemo._codec import (
-    EXT_TUPLE,
-    FORMAT_MSGPACK,
-    MAX_EXT_DEPTH,
-    decode_value,
-    encode_value,
-    is_pickled,
-)
+from persistmemo._codec.decoding import decode_value, is_pickled
+from persistmemo._codec.encoding import encode_value
+from persistmemo._codec.formats import FORMAT_MSGPACK, MAX_EXT_DEPTH, ValueExtension
 from persistmemo.errors import CorruptEntry, UnstorableValue
 
 
@@ -252,7 +247,7 @@ def deep_document(depth: int, *, as_ext: bool) -> bytes:
     packed = msgpack.packb(0)
     for _ in range(depth):
         packed = (
-            msgpack.packb(msgpack.ExtType(EXT_TUPLE, b"\x91" + packed))
+            msgpack.packb(msgpack.ExtType(ValueExtension.TUPLE, b"\x91" + packed))
             if as_ext
             else b"\x91" + packed
         )
@@ -279,7 +274,7 @@ def test_a_planted_deeply_nested_document_is_refused_without_crashing_a_thread()
     output = run_python(
         f"""
         import threading
-        from persistmemo._codec import decode_value
+        from persistmemo._codec.decoding import decode_value
         from persistmemo.errors import CorruptEntry
 
         def read():

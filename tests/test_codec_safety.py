@@ -13,15 +13,8 @@ import pytest
 
 from conftest import run_python
 from golden_types import Color, Pair, Point
-from persistmemo._codec import (
-    EXT_DATACLASS,
-    EXT_ENUM,
-    EXT_FLAG,
-    EXT_NAMEDTUPLE,
-    FORMAT_MSGPACK,
-    FORMAT_PICKLE,
-    decode_value,
-)
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.formats import FORMAT_MSGPACK, FORMAT_PICKLE, ValueExtension
 from persistmemo.errors import CorruptEntry, UndecodableValue
 
 
@@ -41,7 +34,7 @@ def test_a_planted_dataclass_naming_a_file_closer_is_refused_and_deletes_nothing
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     data = planted(
-        EXT_DATACLASS,
+        ValueExtension.DATACLASS,
         "tempfile",
         "_TemporaryFileCloser",
         {"file": 0, "name": str(victim), "delete": True, "close_called": False},
@@ -53,19 +46,24 @@ def test_a_planted_dataclass_naming_a_file_closer_is_refused_and_deletes_nothing
 
 
 HOSTILE = [
-    (EXT_DATACLASS, "subprocess", "Popen", {"args": ["true"], "pid": 1, "returncode": None}),
-    (EXT_DATACLASS, "os", "_wrap_close", {"_stream": 0, "_proc": 0}),
-    (EXT_DATACLASS, "os", "system", {"command": "true"}),
-    (EXT_DATACLASS, "builtins", "dict", {}),
-    (EXT_NAMEDTUPLE, "os", "_wrap_close", ["x"]),
-    (EXT_NAMEDTUPLE, "subprocess", "Popen", [["true"]]),
-    (EXT_NAMEDTUPLE, "os", "stat_result", list(range(10))),
-    (EXT_NAMEDTUPLE, "builtins", "tuple", [1]),
-    (EXT_ENUM, "os", "_wrap_close", "x"),
-    (EXT_ENUM, "os", "environ", "HOME"),
-    (EXT_FLAG, "subprocess", "Popen", 1),
-    (EXT_FLAG, "golden_types", "Color", 1),
-    (EXT_DATACLASS, "golden_types", "Pair", {"left": 1, "right": "x"}),
+    (
+        ValueExtension.DATACLASS,
+        "subprocess",
+        "Popen",
+        {"args": ["true"], "pid": 1, "returncode": None},
+    ),
+    (ValueExtension.DATACLASS, "os", "_wrap_close", {"_stream": 0, "_proc": 0}),
+    (ValueExtension.DATACLASS, "os", "system", {"command": "true"}),
+    (ValueExtension.DATACLASS, "builtins", "dict", {}),
+    (ValueExtension.NAMEDTUPLE, "os", "_wrap_close", ["x"]),
+    (ValueExtension.NAMEDTUPLE, "subprocess", "Popen", [["true"]]),
+    (ValueExtension.NAMEDTUPLE, "os", "stat_result", list(range(10))),
+    (ValueExtension.NAMEDTUPLE, "builtins", "tuple", [1]),
+    (ValueExtension.ENUM, "os", "_wrap_close", "x"),
+    (ValueExtension.ENUM, "os", "environ", "HOME"),
+    (ValueExtension.FLAG, "subprocess", "Popen", 1),
+    (ValueExtension.FLAG, "golden_types", "Color", 1),
+    (ValueExtension.DATACLASS, "golden_types", "Pair", {"left": 1, "right": "x"}),
 ]
 
 
@@ -94,15 +92,17 @@ def test_a_real_dataclass_is_built_only_from_exactly_its_fields(fields: object) 
     with pytest.raises(
         UndecodableValue, match=r"refused: the stored fields .* golden_types\.Point"
     ):
-        decode_value(planted(EXT_DATACLASS, "golden_types", "Point", fields))
+        decode_value(planted(ValueExtension.DATACLASS, "golden_types", "Point", fields))
 
 
 def test_genuine_classes_still_decode_from_planted_bytes() -> None:
-    assert decode_value(planted(EXT_DATACLASS, "golden_types", "Point", {"x": 1, "y": 2})) == (
-        Point(1, 2)
-    )
-    assert decode_value(planted(EXT_NAMEDTUPLE, "golden_types", "Pair", [1, "a"])) == Pair(1, "a")
-    assert decode_value(planted(EXT_ENUM, "golden_types", "Color", "RED")) is Color.RED
+    assert decode_value(
+        planted(ValueExtension.DATACLASS, "golden_types", "Point", {"x": 1, "y": 2})
+    ) == (Point(1, 2))
+    assert decode_value(
+        planted(ValueExtension.NAMEDTUPLE, "golden_types", "Pair", [1, "a"])
+    ) == Pair(1, "a")
+    assert decode_value(planted(ValueExtension.ENUM, "golden_types", "Color", "RED")) is Color.RED
 
 
 def test_a_module_that_is_not_loaded_is_imported_only_where_pickles_are_allowed() -> None:
@@ -110,12 +110,13 @@ def test_a_module_that_is_not_loaded_is_imported_only_where_pickles_are_allowed(
         """
         import sys
         import msgpack
-        from persistmemo._codec import EXT_ENUM, FORMAT_MSGPACK, decode_value
+        from persistmemo._codec.decoding import decode_value
+        from persistmemo._codec.formats import FORMAT_MSGPACK, ValueExtension
         from persistmemo.errors import UndecodableValue
 
         assert "http" not in sys.modules
         payload = msgpack.packb([["http", "HTTPStatus"], "OK"])
-        data = FORMAT_MSGPACK + msgpack.packb(msgpack.ExtType(EXT_ENUM, payload))
+        data = FORMAT_MSGPACK + msgpack.packb(msgpack.ExtType(ValueExtension.ENUM, payload))
         try:
             decode_value(data, allow_pickle=False)
         except UndecodableValue as error:
@@ -145,12 +146,12 @@ def test_a_module_next_to_the_script_is_never_imported_to_read_a_value(tmp_path:
         """
         import sys
         import msgpack
-        from persistmemo._codec import EXT_DATACLASS, FORMAT_MSGPACK
+        from persistmemo._codec.formats import FORMAT_MSGPACK, ValueExtension
         from persistmemo.errors import UndecodableValue
-        from persistmemo._codec import decode_value
+        from persistmemo._codec.decoding import decode_value
 
         payload = msgpack.packb([["sidemod", "Thing"], {"x": 1}])
-        data = FORMAT_MSGPACK + msgpack.packb(msgpack.ExtType(EXT_DATACLASS, payload))
+        data = FORMAT_MSGPACK + msgpack.packb(msgpack.ExtType(ValueExtension.DATACLASS, payload))
         for allow_pickle in (False, True):
             try:
                 decode_value(data, allow_pickle=allow_pickle)
@@ -264,7 +265,7 @@ def test_reading_a_script_class_elsewhere_is_a_miss_and_never_runs_the_script(
     directory, env, top_log = script
     (directory / "encode_plain.py").write_text(
         "import os, sys\n"
-        "from persistmemo._codec import encode_value\n"
+        "from persistmemo._codec.encoding import encode_value\n"
         "open(os.environ['TOP_LOG'], 'a').write(f'{os.getpid()}\\n')\n"
         "class Plain:\n"
         "    pass\n"
@@ -276,7 +277,7 @@ def test_reading_a_script_class_elsewhere_is_a_miss_and_never_runs_the_script(
     output = run_python(
         f"""
         import sys
-        from persistmemo._codec import decode_value
+        from persistmemo._codec.decoding import decode_value
         from persistmemo.errors import UndecodableValue
         try:
             decode_value(bytes.fromhex("{data}"), allow_pickle=True)
@@ -362,16 +363,20 @@ def test_old_pickles_naming_main_still_decode_in_the_running_script() -> None:
     ("data", "allow_pickle", "message"),
     [
         (
-            planted(EXT_DATACLASS, "golden_types", "Gone", {}),
+            planted(ValueExtension.DATACLASS, "golden_types", "Gone", {}),
             True,
             r"class golden_types\.Gone is not importable here: golden_types has no Gone",
         ),
         (
-            planted(EXT_ENUM, "no_such_module_here", "X", "A"),
+            planted(ValueExtension.ENUM, "no_such_module_here", "X", "A"),
             True,
             r"class no_such_module_here\.X is not importable here",
         ),
-        (planted(EXT_ENUM, "golden_types", "Color", "PURPLE"), True, "has no member 'PURPLE'"),
+        (
+            planted(ValueExtension.ENUM, "golden_types", "Color", "PURPLE"),
+            True,
+            "has no member 'PURPLE'",
+        ),
         (
             FORMAT_PICKLE + b"cgolden_types\nGone\n.",
             True,
@@ -407,7 +412,7 @@ def test_script_names_are_written_into_pickles_for_classes_of_main(tmp_path: Pat
     # Checked at the byte level: the pickle holds the script's name, never __main__.
     (tmp_path / "namedscript.py").write_text(
         "import sys\n"
-        "from persistmemo._codec import encode_value\n"
+        "from persistmemo._codec.encoding import encode_value\n"
         "class Plain:\n"
         "    pass\n"
         "sys.stdout.write(encode_value([Plain(), Plain]).hex())\n"

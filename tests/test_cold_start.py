@@ -329,10 +329,6 @@ NEVER_ON_A_RERUN = ("typing", "re", "enum")
 # Standard modules that load one of them when imported (inspect, dataclasses: re; ast: enum;
 # linecache: tokenize, re): a module on the re-run path defers them to where they are needed.
 LOADS_THEM = {*NEVER_ON_A_RERUN, "inspect", "dataclasses", "ast", "tokenize", "linecache"}
-# Packages being split elsewhere (issue 22) whose modules still import typing or enum at the
-# top: while they do, the budget test is expected to fail for them and them only. Remove this
-# and the xfail below when the split lands.
-SPLIT_ELSEWHERE = ("persistmemo._keys", "persistmemo._codec", "persistmemo._versioning")
 
 
 def imported_at_run_time(path: Path) -> set[str]:
@@ -382,8 +378,6 @@ def test_a_rerun_script_loads_neither_typing_nor_re_nor_enum(
     modules = rerun_modules[script]
     loaded = [name for name in NEVER_ON_A_RERUN if name in modules]
     importers = importers_of_the_budget(modules)
-    if loaded and importers and all(name.startswith(SPLIT_ELSEWHERE) for name in importers):
-        pytest.xfail(f"{loaded} loaded: imported at the top of {importers} (issue 22)")
     assert not loaded, f"imported at the top of {importers or 'no module: inside a function'}"
 
 

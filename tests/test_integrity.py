@@ -15,7 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo._codec import FORMAT_MSGPACK, FORMAT_PICKLE, decode_value
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.formats import FORMAT_MSGPACK, FORMAT_PICKLE
 from persistmemo._sealing import HEADER_SIZE, seal, unseal
 from persistmemo.errors import CorruptEntry
 

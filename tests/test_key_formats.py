@@ -7,8 +7,8 @@ written before are never read again, but are still counted, listed and removed.
 from __future__ import annotations
 
 from persistmemo import Store, memo
-from persistmemo._codec import encode_value
-from persistmemo._keys import KEY_FORMAT
+from persistmemo._codec.encoding import encode_value
+from persistmemo._keys.layout import KEY_FORMAT
 from persistmemo.stores.base import MISSING
 
 

@@ -28,7 +28,8 @@ from conftest import run_python
 from golden_cases import GOLDEN_IDENTITY, GOLDEN_VERSION, namespace
 from golden_types import Color, Keyed, Labelled, Pair, Point, Stamp
 from persistmemo import KEY_FORMAT, Store, memo
-from persistmemo._keys import KeyBuilder, encode, encode_arguments
+from persistmemo._keys.canonical import encode, encode_arguments
+from persistmemo._keys.layout import KeyBuilder
 from persistmemo.errors import UnsupportedType
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_keys.json").read_text())
@@ -211,7 +212,8 @@ def test_key_is_the_same_in_fresh_interpreters_with_other_hash_seeds(tmp_path: P
     code = """
         import datetime, decimal
         from golden_types import Point, Color
-        from persistmemo._keys import KeyBuilder, encode_arguments
+        from persistmemo._keys.canonical import encode_arguments
+        from persistmemo._keys.layout import KeyBuilder
         value = [{"b": {3, 2, 1}, "a": frozenset("xyz")}, Point(1, 2), Color.GREEN,
                  {("t", 1): decimal.Decimal("2.5"), "s": {"q", "r", "s"}},
                  datetime.datetime(2026, 1, 1, 12)]
@@ -306,15 +308,16 @@ flat_items = st.lists(
 
 @given(flat_items)
 def test_the_c_packed_fast_path_equals_the_item_by_item_encoding(items: list[Any]) -> None:
-    from persistmemo import _keys as keys
+    from persistmemo._keys.encoders import concat
+    from persistmemo._keys.framing import KeyExtension, array_header, ext, map_header
 
-    item_by_item = keys._array_header(len(items)) + keys._concat(items)
-    assert keys.encode(items) == item_by_item
-    assert keys.encode(tuple(items)) == keys._ext(keys.EXT_TUPLE, keys._concat(items))
+    item_by_item = array_header(len(items)) + concat(items)
+    assert encode(items) == item_by_item
+    assert encode(tuple(items)) == ext(KeyExtension.TUPLE, concat(items))
     mapping = {f"k{i}-{item!r}": item for i, item in enumerate(items)}
-    entries = sorted((keys.encode(k), keys.encode(v)) for k, v in mapping.items())
-    expected = keys._map_header(len(entries)) + b"".join(k + v for k, v in entries)
-    assert keys.encode(mapping) == expected
+    entries = sorted((encode(k), encode(v)) for k, v in mapping.items())
+    expected = map_header(len(entries)) + b"".join(k + v for k, v in entries)
+    assert encode(mapping) == expected
 
 
 def test_flat_sequences_with_nan_or_big_ints_take_the_canonical_path() -> None:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from conftest import run_python
 from persistmemo import Store, memo
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo.errors import UnsupportedType
 
 
@@ -59,7 +59,7 @@ def test_frame_keys_agree_in_fresh_interpreters_with_other_hash_seeds() -> None:
     code = """
         import pandas as pd, polars as pl, pyarrow as pa
         from test_keys_frames import mixed_frame
-        from persistmemo._keys import encode
+        from persistmemo._keys.canonical import encode
         table = pa.table({"a": [1, None], "s": ["x", "y"]})
         frame = pl.DataFrame({"a": [1, None], "s": ["x", "y"]})
         print(encode([mixed_frame(), table, frame]).hex())
@@ -320,7 +320,7 @@ def test_frame_subclasses_are_refused_with_the_remedy() -> None:
 def test_importing_persistmemo_loads_no_frame_library() -> None:
     code = """
         import sys, datetime, decimal
-        from persistmemo._keys import encode
+        from persistmemo._keys.canonical import encode
         encode([1, "a", datetime.datetime(2026, 1, 1), decimal.Decimal(1)])
         print(sorted({"pandas", "pyarrow", "polars"} & set(sys.modules)))
     """

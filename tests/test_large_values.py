@@ -18,7 +18,8 @@ import pytest
 from tests.conftest import run_python
 
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo._codec import decode_value, encode_result
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import FramedValue, OutOfBand
 from persistmemo._sealing import FRAME_OUT_OF_BAND, SealedParts, Sealer
 from persistmemo.errors import CorruptEntry

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, run_python
 from persistmemo import PersistmemoWarning, RedisStore, Store, TieredStore, memo
-from persistmemo._codec import encode_value
+from persistmemo._codec.encoding import encode_value
 from redis_server import RedisServer
 
 SECRET = "team passphrase"

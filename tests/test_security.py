@@ -25,7 +25,8 @@ import pytest
 
 from conftest import REPO, run_python
 from persistmemo import PersistmemoWarning, Store, memo
-from persistmemo._codec import FORMAT_MSGPACK, encode_value
+from persistmemo._codec.encoding import encode_value
+from persistmemo._codec.formats import FORMAT_MSGPACK
 
 needs_root = pytest.mark.skipif(
     not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")),

@@ -16,8 +16,8 @@ import pytest
 
 from memory_backend import MemoryBackend
 from persistmemo import Store, memo
-from persistmemo._codec import encode_value
-from persistmemo._keys import KeyBuilder, identity_of
+from persistmemo._codec.encoding import encode_value
+from persistmemo._keys.layout import KeyBuilder, identity_of
 from persistmemo.stores.base import MISSING
 from persistmemo.stores.sealed import SealedStore
 

@@ -314,7 +314,8 @@ def test_a_version_record_planted_without_the_secret_is_not_served(project: Proj
             "SELECT key FROM Cache WHERE key LIKE 'pm-version:%'"
         ).fetchone()
     plant = (
-        "import sys\nfrom persistmemo import Store\nfrom persistmemo._codec import encode_value\n"
+        "import sys\nfrom persistmemo import Store\n"
+        "from persistmemo._codec.encoding import encode_value\n"
         "Store(sys.argv[1], secret=b'not the owner secret').write(sys.argv[2], "
         "encode_value('0123456789abcdef', allow_pickle=False), ttl=None, tag='pm-version')"
     )

@@ -13,7 +13,7 @@ from persistmemo import _moved
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from persistmemo._keys import KEY_FORMAT
+    from persistmemo._keys.layout import KEY_FORMAT
     from persistmemo._memo.decorator import MemoDecorator, Memoized, memo
     from persistmemo._memo.memoized import CacheInfo
     from persistmemo.errors import (

@@ -13,14 +13,17 @@ data starts 64-byte aligned, then the data): the header is written and read by
 pickling (numbers, bool, datetime, timedelta, fixed-width strings, structured records)
 round-trips, C- or Fortran-ordered. Arrays holding Python objects never take this path.
 
-See integrity.py for how a document and its area are framed and sealed.
+See _sealing.py for how a document and its area are framed and sealed.
 """
 
 from __future__ import annotations
 
 import io
 import sys
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 ALIGN = 64
 """Buffers start at multiples of this in the area (numpy's and Arrow's alignment)."""

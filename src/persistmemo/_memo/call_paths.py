@@ -22,7 +22,8 @@ import functools
 import time
 from collections.abc import Callable, Hashable
 
-from persistmemo._codec import decode_value, encode_result
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM
 from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
 from persistmemo._memo.memory import DIRECT_TYPES, MemoryTier, direct_key
@@ -42,8 +43,8 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
     from typing import Any, Generic, ParamSpec, TypeVar, cast
 
-    from persistmemo._codec import Encoded
-    from persistmemo._keys import KeyBuilder
+    from persistmemo._codec.decoding import Encoded
+    from persistmemo._keys.layout import KeyBuilder
     from persistmemo._memo.options import MemoOptions
     from persistmemo.stores.base import StoreBackend
 

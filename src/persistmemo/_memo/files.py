@@ -43,7 +43,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from persistmemo._codec import decode_value, encode_value
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.encoding import encode_value
 from persistmemo._hashing import hashing_threads
 from persistmemo.errors import MissingInput
 from persistmemo.stores.base import FINGERPRINT_PREFIX, Missing, secret_scoped

@@ -49,8 +49,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
-from persistmemo._codec import decode_value, encode_value
-from persistmemo._keys import identity_of
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.encoding import encode_value
+from persistmemo._keys.layout import identity_of
 from persistmemo._naming import module_name
 from persistmemo.errors import ComputationFailed, CorruptEntry, UnstorableValue
 from persistmemo.stores.base import FAILURE_PREFIX, MISSING, Lease

@@ -19,8 +19,11 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from persistmemo import _environment as environment
-from persistmemo._codec import decode_value, encode_value
-from persistmemo._keys import HOOK_NAME, KeyBuilder, encode, encode_arguments
+from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.encoding import encode_value
+from persistmemo._keys.canonical import encode, encode_arguments
+from persistmemo._keys.classes import HOOK_NAME
+from persistmemo._keys.layout import KeyBuilder
 from persistmemo._memo.binding import CallBinder
 from persistmemo._memo.call_paths import CallPaths
 from persistmemo._memo.call_paths import is_async as _inspect_is_async

@@ -21,7 +21,7 @@ import threading
 import types
 
 from persistmemo._hashing import blake2b
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo._versioning.body_imports import (
     imported_top_names,
     imports_anything,

@@ -16,7 +16,7 @@ import sys
 import types
 
 from persistmemo._hashing import blake2b
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo._versioning.origins import USER, origin_of_module, origin_of_path
 from persistmemo._versioning.running_source import code_fingerprint, same_code, source_index
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import types
 
-from persistmemo._keys import HOOK_NAME
+from persistmemo._keys.classes import HOOK_NAME
 from persistmemo._versioning.origins import LIBRARY, origin_of_path
 
 TYPE_CHECKING = False

@@ -19,7 +19,7 @@ import sys
 import types
 
 from persistmemo._hashing import hashing_threads
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo._versioning.code_objects import is_code, qualified
 from persistmemo._versioning.origins import USER, origin_of_module
 from persistmemo.errors import UnsupportedType

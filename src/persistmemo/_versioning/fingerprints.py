@@ -15,7 +15,7 @@ import os
 import sys
 
 from persistmemo._hashing import blake2b
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo._versioning.source_stamps import file_identity
 
 TYPE_CHECKING = False

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persistmemo._hashing import blake2b
-from persistmemo._keys import encode
+from persistmemo._keys.canonical import encode
 from persistmemo._versioning.source_stamps import FileStat, file_stat
 from persistmemo.errors import UnsupportedType
 

@@ -12,9 +12,9 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
-from persistmemo._codec import Encoded, decode_value, is_pickled
+from persistmemo._codec.decoding import Encoded, decode_value, is_pickled
 from persistmemo._codec.out_of_band import OutOfBand
-from persistmemo._keys import KEY_FORMAT, identity_of
+from persistmemo._keys.layout import KEY_FORMAT, identity_of
 from persistmemo._sealing import (
     FRAME_OUT_OF_BAND,
     FRAME_VERSION,

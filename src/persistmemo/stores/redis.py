@@ -38,7 +38,7 @@ import os
 import time
 
 from persistmemo import _environment as environment
-from persistmemo._keys import RESULT_FORMATS
+from persistmemo._keys.layout import RESULT_FORMATS
 from persistmemo._sealing import HEADER_READ, SealedParts
 from persistmemo._secret import user_secret
 from persistmemo.errors import CorruptEntry, SecretUnavailable, StoreRefused

@@ -13,7 +13,7 @@ import threading
 import time
 from functools import partial
 
-from persistmemo._keys import RESULT_FORMATS, identity_of, is_result_key
+from persistmemo._keys.layout import RESULT_FORMATS, identity_of, is_result_key
 from persistmemo._memo.decorator import memo as decorator
 from persistmemo._sealing import Sealer, compute_seconds, entry_metadata
 from persistmemo._secret import secret_from_text, user_secret
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Mapping
     from typing import Any, TypeVar
 
-    from persistmemo._codec import Encoded
+    from persistmemo._codec.decoding import Encoded
     from persistmemo._codec.out_of_band import OutOfBand
     from persistmemo._faults import FaultReporter
     from persistmemo.stores.api import Backend, Found, Row

@@ -18,9 +18,9 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from persistmemo._codec import Encoded
+from persistmemo._codec.decoding import Encoded
 from persistmemo._codec.out_of_band import FramedValue, OutOfBand
-from persistmemo._keys import identity_of
+from persistmemo._keys.layout import identity_of
 from persistmemo.stores.base import MISSING, Missing
 from persistmemo.stores.disk import Store
 from persistmemo.stores.sealed import SealedStore
