@@ -1,13 +1,7 @@
 """The environment variables persistmemo reads, read here and nowhere else.
 
-- ``PERSISTMEMO_DIR``: the default disk store's directory.
-- ``PERSISTMEMO_URL``: a ``redis://`` URL; the default store is Redis (tiered in front of
-  it when ``PERSISTMEMO_DIR`` is set too).
-- ``PERSISTMEMO_SECRET``: the passphrase that seals entries, instead of the key file.
-- ``PERSISTMEMO_DISABLE``: anything but empty, ``0`` or ``false`` runs every memoized
-  function uncached.
-
-Each is read when asked, not at import: tests and notebooks set them after importing.
+``PERSISTMEMO_DIR``, ``PERSISTMEMO_URL``, ``PERSISTMEMO_SECRET`` and ``PERSISTMEMO_DISABLE``,
+each read when asked, not at import. What each does: docs/options.md#environment-variables.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Stable, process-independent names for modules, functions and types.
 
-A function defined in a script runs as ``__main__`` when the script is executed and as its
-module name when it is imported. Keys must not depend on which of the two happened, so
-``__main__`` is resolved to the name the module would have if imported: the module spec's
-name under ``python -m pkg.mod``, the script's file stem under ``python script.py``, and
-``__main__`` only where there is no file at all (a REPL or a notebook kernel).
-
-Under the ``spawn`` and ``forkserver`` start methods, multiprocessing runs the script again in
-each worker as ``__mp_main__``: it is the same script, so it resolves the same way (workers
-share the parent's entries, and two scripts never share names by both being ``__mp_main__``).
+Keys must not depend on whether a script ran as ``__main__`` (or as ``__mp_main__`` in a
+``spawn`` or ``forkserver`` worker) or was imported: ``__main__`` resolves to the name the
+module would have if imported, and stays ``__main__`` only where there is no file (a REPL, a
+notebook kernel). The rule: docs/options.md#name.
 """
 
 from __future__ import annotations

@@ -1,38 +1,9 @@
-"""Sealed entries: every stored value carries a keyed digest bound to its own key.
+"""Sealed entries: every stored value carries a keyed tag bound to its own key.
 
-SQLite pages carry no checksums, and diskcache hands back a truncated or edited value file as
-it is. So each stored value is framed as
-
-    0x01 (frame version) · tag (16 bytes) · compute seconds · stored at · encoded value
-
-where the encoded value is the codec's (format byte · payload) and ``tag`` is a 16-byte MAC
-made with the secret (keyed BLAKE2b, or keyed BLAKE3 for bodies of 64 KiB and more) over the
-length-prefixed entry key, the metadata and the encoded value. The metadata (two float64)
-is how long the function took, from which the tools tell the time a cache saves, and when
-the entry was stored (epoch seconds; the disk store also has diskcache's own record).
-
-Before anything is decoded the tag is checked: a flipped bit, a truncation, random bytes,
-another valid document, or another entry's bytes copied over this one (a swap of two keys)
-all fail it, and the entry counts as a miss. The scheme is fixed here, never
-named by the stored bytes, so nothing in a store can downgrade it.
-
-A value whose large buffers are kept apart (out_of_band.py) is framed as
-
-    0x02 · head tag · area tag · compute seconds · stored at · document length (u32) ·
-    area length (u64) · document · zero padding to a multiple of 64 · area
-
-The area tag is keyed BLAKE3 (multithreaded) over the key and the area; the head tag covers
-the frame version, the key, the area tag, the metadata, both lengths and the document. A
-hit checks both. A mapped hit (``memo(mmap=True)``) checks the head tag, so the document,
-the layout and the area's tag are authentic, but not the area's bytes, which it does not
-read: those were checked when written and are checked by ``persistmemo check``.
-
-The secret also authenticates pickle-fallback values: without it, bytes planted in the store
-by someone else are refused before any unpickling, so they cannot run code
-(CVE-2025-69872 is that hole in diskcache's own pickling). The secret lives outside every
-store, in the user's config directory (``secret.key``, 0600): whoever can write a store must
-not be able to rewrite the key that vouches for it. ``$PERSISTMEMO_SECRET`` (any string) or
-``Store(secret=...)`` replace it, for stores shared between users or machines.
+``Sealer`` frames an encoded value with its compute seconds, the time it was stored and a
+16-byte MAC made with the user's secret over the entry's key and those bytes, and checks it
+before anything is decoded; a value with an area (out_of_band.py) has a head tag and an area
+tag. The frames: docs/architecture.md#sealed-frames; what they defend: docs/security.md.
 """
 
 from __future__ import annotations
@@ -231,7 +202,7 @@ class Sealer:
         """The encoded value inside ``stored``; raises CorruptEntry when a tag fails.
 
         ``mapped``: ``stored`` is a read-only map of the entry's file; a value with an area
-        is checked up to its area's tag, not over the area (see the module docstring).
+        is checked up to its area's tag, not over the area (docs/architecture.md#sealed-frames).
         ``area_check``: the area was hashed while it was read into ``stored`` (the same
         buffer: what was hashed is what is decoded).
         """

@@ -1,11 +1,9 @@
 """The secret that seals entries: the user's key file, a passphrase, or ``$PERSISTMEMO_SECRET``.
 
-The key lives outside every store, in the user's config directory (``secret.key``, 0600):
-whoever can write a store must not be able to rewrite the key that vouches for it. A key
-file that another user owns or can write, a link, or one in a directory others can write
-vouches for nothing and is refused with the way out; an empty or malformed one of this
-user's is replaced, with a warning. ``$PERSISTMEMO_SECRET`` (any string) or ``secret=`` replace
-it, for stores shared between users or machines. The stores and the command line read it here.
+The key file lives outside every store (``secret.key`` in the user's config directory): one
+another user could write is refused with the way out, and an empty or malformed one of this
+user's is replaced, with a warning. The stores and the command line read it here. The rules:
+docs/security.md#the-secret.
 """
 
 from __future__ import annotations

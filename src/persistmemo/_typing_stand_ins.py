@@ -1,11 +1,9 @@
 """typing's run-time helpers made without importing typing (the cold-start budget).
 
-A re-run script must not load ``typing`` (it imports ``re`` and ``enum``: milliseconds of every
-run, see docs/architecture.md). Modules on that path import typing's names for type checkers
-only, under ``if TYPE_CHECKING:``, and take the few that must exist at run time from here:
-``cast`` (the value itself), ``Generic`` (a base that subscripts), ``NamedTuple`` (a
-``collections.namedtuple`` with the class's other attributes) and ``Protocol`` (an
-``isinstance`` that checks every declared member, as ``@runtime_checkable`` makes it).
+Modules on a re-run's path import typing's names under ``if TYPE_CHECKING:`` only
+(docs/architecture.md#cold-start) and take from here the few that must exist at run time:
+``cast``, ``Generic``, ``NamedTuple`` (a namedtuple with the class's other attributes) and
+``Protocol`` (an ``isinstance`` that checks every declared member).
 """
 
 from __future__ import annotations

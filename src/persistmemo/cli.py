@@ -1,22 +1,9 @@
 """The ``persistmemo`` command line (also ``python -m persistmemo``).
 
-    persistmemo ls [--json]            functions: entries, size, versions, compute, hits
-    persistmemo show FUNCTION          one function's entries, newest first
-    persistmemo stats                  the whole store
-    persistmemo clear [FUNCTION ...]   remove entries (a whole store asks first, or --yes)
-    persistmemo prune [--expired] [--older-than 30d] [--keep-versions F=V1,V2]
-                      [--keep-versions current --module PKG.MOD ...]
-    persistmemo check [--fix]          SQLite integrity and every entry's seal
-    persistmemo path                   where the default store lives, and why
-    persistmemo demo                   the README's main job
-
-``--store DIR|URL`` picks a store (default: the default store), ``--namespace NAME`` the
-namespace of a Redis store; ``--secret-file PATH`` gives the key its entries were sealed with
-(default: ``$PERSISTMEMO_SECRET``, else the user's ``secret.key``). Exit codes: 0 ok, 1
-problems found (or no store there), 2 usage errors, 141 when the reader of the output went
-away (``persistmemo ls | head -1``), as for any Unix tool killed by SIGPIPE. Errors go to
-stderr: with ``--json``, stdout holds JSON or nothing. Long operations show progress on a
-terminal only. Names read from a store are shown with control characters escaped.
+``ls``, ``show``, ``stats``, ``clear``, ``prune``, ``check``, ``path`` and ``demo`` over the
+default store or ``--store DIR|URL``; errors go to stderr as one line, and the exit code
+says what happened (0 done, 1 problems found, 2 usage errors). Every command, option and
+exit code: docs/cli.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """The call paths of a memoized function: sync, async and through the memory tier.
 
-Every decorated call goes through here, so it is kept flat: everything that does not depend
-on the arguments is settled once (``prepare``, at the first call), and a hit builds the key,
-reads once and decodes; it writes nothing. A miss computes under the key's lease
-(locking.py) and stores the result. ``MemoizedFunction`` (memoized.py) adds the state's
+Every decorated call goes through here, so it is kept flat: a hit builds the key, reads once
+and decodes, writing nothing; a miss computes, under the key's lease when the claim is worth
+it (locking.py), and stores the result. ``MemoizedFunction`` (memoized.py) adds the state's
 setup, the key building and the controls.
-
-A lease is a write transaction of its own (about a raw ``diskcache`` set), and releasing it
-makes the result's write heavier: it doubles what a miss costs. It buys nothing when the
-function computes in less time than the lease takes, since a duplicate computation then
-costs less than the claim that would prevent it. So a miss takes no lease once this
-process has seen the function's last ``FAST_MISSES_TRUSTED`` misses each compute in under
-``LEASE_WORTH_IT`` seconds, and no other caller holds a lease on the key (one read). The
-first misses of every function in every process are claimed, and a single miss that runs
-long (or fails after running long) makes the next ones claimed again.
 """
 
 from __future__ import annotations
@@ -334,8 +324,10 @@ class CallPaths(Generic["P", "R"]):
         return self.options.lock is True and self.lease_not_worth_it(key)
 
     def lease_not_worth_it(self, key: str) -> bool:
-        """Whether this miss computes without claiming ``key`` (see the module docstring):
-        the function's recent misses here were all fast, and nobody is computing the key."""
+        """Whether this miss computes without claiming ``key``: the function's recent misses
+        here were all fast, and nobody is computing the key. A claim is a write of its own, and
+        its release makes the result's write heavier: for a fast function a duplicate costs
+        less than the claim (docs/guarantees.md#one-computation-per-key)."""
         # Our own lease (recursion into this key) is found too: compute_once handles it.
         return self.fast_misses >= FAST_MISSES_TRUSTED and self.store.lease_holder(key) is None
 

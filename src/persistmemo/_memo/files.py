@@ -1,37 +1,9 @@
 """File inputs that never go stale: ``memo(files=["path"])`` keys a path by its content.
 
-An argument named in ``files=`` (a str or ``os.PathLike``, or a list or tuple of them) is keyed
-by the path as given plus the content of the file, or, for a directory, of every file under
-it (relative names and contents). Editing a file, adding or removing one under a directory is
-a miss; touching a file without changing it is a hit.
-
-Unchanged files are not read again on every call: like git's index, a table maps each file's
-fingerprint (device, inode, size, mtime_ns, ctime_ns) to the digest of its content, and a file
-is hashed again when any of them changed. A rewrite that restores size and mtime
-(``os.utime``) still changes ctime. Git's "racily clean" rule applies: a file whose mtime is
-not safely older than the moment its digest was taken is hashed again on each call, so a
-same-size rewrite within the file system's timestamp granularity is still seen.
-
-The table lives in this process and, when ``file_key`` is given the store, in the store too,
-so that a fresh process does not read an unchanged file again (a 1 GB file: one stat and one
-store read instead of a second of hashing). A store record (under ``FINGERPRINT_PREFIX``:
-bookkeeping, not a result) maps the real path and fingerprint of a file to its digest and
-the time the digest was taken; a directory argument has one record (by real path) holding
-its files' fingerprints and digests by relative name, so a directory of 20,000 files costs
-one read, not 20,000. Records are sealed with the store's secret (one who can write the
-store but does not hold the secret cannot plant a digest: the record fails its seal and the
-file is hashed), and the reader applies the racy rule with the recorded time, so a digest
-taken too soon after the file's last change is never trusted, by this process or another.
-Racy digests are not recorded. A record is kept ``FINGERPRINT_TTL`` (30 days) after it was
-written: the table does not grow without bound as files change, and an unchanged file is
-hashed once more after that. Processes sharing a store (a Redis store across machines)
-should have clocks that agree within the racy window on file systems with coarse
-timestamps. A store fault costs a hash, never the call.
-
-A path that does not exist, cannot be read in full (permissions), or is not a regular file or
-a directory (a FIFO, a device) raises ``MissingInput``: the function runs (and raises what it
-raises) and nothing is cached. A result is not stored when a file it was keyed on changed
-while the function ran (see call_paths.py).
+A path is keyed by itself and the digest of its file, or of every file under its directory.
+As in git's index, a digest is remembered under the file's fingerprint, in this process and
+(sealed) in the store, and trusted only when it was taken safely after the file's last
+change. The rules: docs/options.md#files.
 """
 
 from __future__ import annotations
@@ -112,7 +84,7 @@ def content_digest(
     ``path`` (names, kinds and contents, through links, each directory once); raises
     MissingInput when there is nothing to read there, or it cannot all be read: then the
     call runs uncached rather than be keyed on part of its input. With ``store``, digests
-    recorded there by other processes are used for unchanged files (see the module)."""
+    recorded there by other processes are used for unchanged files (docs/options.md#files)."""
     try:
         info = os.stat(path)
     except OSError as error:  # missing, a dangling or looping link, no permission

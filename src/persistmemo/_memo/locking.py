@@ -1,42 +1,9 @@
 """One computation per key across threads and processes: leases kept in the store itself.
 
-When several callers miss the same key at once, the first to claim it computes; the others
-poll the store and return its result as soon as it is there. A claim is a lease: a store
-entry added atomically (diskcache ``add`` in a transaction) with an expiry. The holder's
-process renews its leases from a background thread while it computes, so a long computation
-keeps its claim; a holder that dies (SIGKILL) or is paused (SIGSTOP) stops renewing, and the
-others take over once the lease runs out. Releasing compares the token first, so a holder
-resumed after its lease expired cannot delete the new holder's lease.
-
-A waiter whose holder runs on the same host and no longer exists (a run killed with
-SIGKILL, being resumed) releases the dead holder's lease after half a second instead of
-waiting for it to run out; a holder on another host is waited for.
-
-A caller already holding a key (a function that, through recursion, asks for its own key
-again) computes instead of waiting for itself; claims are tracked per thread and per asyncio
-task through a context variable.
-
-When the computation fails, its callers share the failure as they would have shared the
-result: the holder records it in the store (``pm-failed:<key>``, kept for one lease duration)
-before releasing its claim, and each caller that was waiting raises it, so N callers of a
-failing function finish in one failure time, not N. A waiter in the holder's process raises
-the holder's exception object; one in another process raises the same exception rebuilt from
-an authenticated pickle where pickles are allowed, else ``ComputationFailed`` with its text.
-Callers that arrive after the failure compute again.
-
-A claim that cannot be released where the computation failed (a ``RecursionError`` leaves no
-stack for the store's calls) is released by the next frame up that can, and at the latest by
-the lease-renewing thread, so a retry does not wait out the lease.
-
-Which misses claim their key is call_paths.py's choice: a lease is a write transaction of
-its own, so a function this process has seen compute only fast (under ``LEASE_WORTH_IT``
-seconds, for its last few misses) computes without one, unless another caller holds a
-lease on the key (then it waits here like any other). Such a duplicate costs less than the
-claim that would have prevented it.
-
-Limits: the lease lives in the store, so it protects callers of one store on one machine
-(and, with a shared store, wherever the store reaches). A caller whose store is unusable
-computes without a claim.
+The first caller to claim a missed key computes it while a background thread renews its
+lease; the others poll the store and return the result, or raise the failure the holder
+recorded before it released its claim. Which misses claim is call_paths.py's choice. The
+rules: docs/guarantees.md#one-computation-per-key.
 """
 
 from __future__ import annotations
@@ -71,6 +38,8 @@ FIRST_POLL = 0.002
 LONGEST_POLL = 0.05
 
 
+# The claims held, per thread and per asyncio task (a context variable): a caller already
+# holding a key (recursion into its own arguments) computes instead of waiting for itself.
 _held: contextvars.ContextVar[dict[str, Lease]] = contextvars.ContextVar("persistmemo_leases")
 
 
@@ -170,6 +139,8 @@ def _record_failure(store: Store, key: str, error: BaseException) -> None:
             "error": f"{module_name(type(error).__module__)}.{type(error).__qualname__}: {error}",
             "pickled": pickled if store.pickle_allowed else None,
         }
+        # Kept one lease long: every caller waiting now polls within it, and callers that
+        # arrive after the failure compute again.
         store.write(
             FAILURE_PREFIX + key,
             encode_value(record, allow_pickle=False),

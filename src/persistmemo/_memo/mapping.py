@@ -1,29 +1,9 @@
 """``f.map(...)``: many calls at once, computing only the misses.
 
-``f.map(items)`` is ``[f(x) for x in items]`` (and ``f.map(xs, ys)`` zips, like ``map``),
-returned as a list in input order, with these differences:
-
-- hits are looked up first, in batches (one store query for many keys where the store
-  can), decoded and verified like single hits;
-- misses run in this process (``workers=None``) or in ``workers`` worker processes
-  (``concurrent.futures.ProcessPoolExecutor``). Each worker calls the memoized function
-  itself, so each result is stored the moment it is done and claims (leases) hold across
-  workers and other processes as for single calls. An interrupted or killed run loses only
-  what was running; the next run computes only the rest;
-- an exception from one item is raised after every result already finished is stored; items
-  not yet handed to a worker are cancelled, the few already handed to one (up to about two
-  per worker) finish there and are stored. Ctrl-C stops the workers too: what they were
-  computing is lost, everything finished is stored;
-- equal calls in the input are computed once (each occurrence gets its own copy);
-- a progress line (done / total distinct calls, hits, misses, rate, time left) on stderr
-  when it is a terminal and the map runs longer than a moment; ``progress=True`` forces it
-  and ``progress=False`` silences it. No dependency: one line rewritten in place.
-
-Workers import the function by name: it must be defined at module level of an importable
-module (a script's functions are importable by the workers that multiprocessing starts), and
-its arguments and results must pickle. Otherwise ``workers=`` raises a TypeError saying so.
-For ``async def`` functions, ``await f.map(...)`` runs the misses concurrently on the event
-loop, at most ``workers`` at a time (default 16).
+Hits are looked up first, in batches; the misses run in this process, in worker processes
+that call the memoized function themselves (so each result is stored when done, and leases
+hold across workers), or as concurrent awaits for ``async def``, with an optional progress
+line. The rules: docs/options.md#fmap.
 """
 
 from __future__ import annotations
@@ -132,7 +112,7 @@ def map_sync(
     progress: bool | None,
     name: str,
 ) -> list[Any]:
-    """The sync ``f.map``: see the module docstring."""
+    """The sync ``f.map`` (docs/options.md#fmap)."""
     keys, hits, missing, meter = _plan(target, iterables, progress, name)
     try:
         if workers is None or workers <= 1 or len(missing) <= 1:

@@ -1,18 +1,8 @@
 """The opt-in in-process tier: ``memo(memory=N)`` keeps the N most recent results in memory.
 
-A hit here costs a dict lookup instead of a SQLite read and a decode, for hot loops. When
-full, the oldest stored entry goes first. The rules a user must know:
-
-- entries keep the store entry's expiry, so a TTL holds in memory too;
-- ``invalidate``, ``refresh`` and ``cache_clear`` in this process update the tier at once;
-  another process's invalidation is not seen here until the entry expires or is evicted;
-- a memory hit returns the same object each time (as ``functools.lru_cache`` does), where a
-  store hit decodes a fresh copy: mutate a result only if you own it.
-
-Calls whose positional arguments are all ``int``, ``str``, ``bytes`` or ``None`` (and no
-keyword arguments) are looked up by the argument tuple itself, before any key is built:
-values of those types are never equal across types, so no two calls can share an entry that
-the canonical key would separate. Other calls use the store key.
+A hit here costs a dict lookup instead of a SQLite read and a decode, for hot loops; entries
+keep the store entry's expiry, and the oldest stored goes first when the tier is full. The
+rules: docs/options.md#memory.
 """
 
 from __future__ import annotations
@@ -32,7 +22,10 @@ DIRECT_TYPES = frozenset((int, str, bytes, type(None)))
 
 
 def direct_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """``args`` itself when it can key the tier directly (see the module docstring)."""
+    """``args`` itself when it can key the tier directly: positional arguments (the caller
+    passes no keywords) that are all ``int``, ``str``, ``bytes`` or ``None``. Values of those
+    types are never equal across types, so no two calls share an entry that the canonical key
+    would separate; other calls use the store key."""
     if len(args) == 1:  # the commonest call, spared the loop
         return args if type(args[0]) in DIRECT_TYPES else None
     for arg in args:

@@ -1,15 +1,9 @@
 """What a function's version is made of, gathered by following the code it runs.
 
-``VersionBasis`` walks every layer of the function, from the object ``memo`` received down
-its ``__wrapped__`` chain (a decorator below ``@memo`` and the user's function), by its
-normalized source or its bytecode (running_source.py); the functions and classes captured
-in their closures (whose captured *values* the decorator keys at each call, closures.py);
-with ``include_globals`` the functions, classes (methods included) and constants they refer
-to by global name, transitively into every module of the user's own code, never into the
-standard library or installed packages (origins.py); and, with ``packages``, the installed
-versions. Every name the walk read and every function it versioned is watched at each call
-(code_watch.py). The light walk takes each source file by its stat instead of parsing it,
-for the fingerprint of a remembered version (fingerprints.py).
+``VersionBasis`` walks every layer of the function, the functions and classes it captures,
+with ``include_globals`` the user's functions, classes and constants it reaches, and with
+``packages`` the installed versions; every name it read and function it versioned is then
+watched (code_watch.py). What it covers: docs/guarantees.md#what-the-version-covers.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The modules a function imports inside its body, and the source of those not imported yet.
 
-``import helpers`` or ``from .helpers import scale`` inside a body binds no global: the
-version follows the names the code reads from those modules, as for a module bound
-globally. A module the body has not imported yet is never imported here (a module may
-print, parse the command line or exit when imported): it is versioned by its source, and
-by the sources of the user's modules it imports, as found by the path finder, or by the
-``.pyc`` the import system would load instead of a source that does not hold it.
+The version follows the names the code reads from such modules, as for a module bound
+globally. A module not imported yet is never imported here (importing may print, parse the
+command line or exit): it is versioned by its source and the sources of the user's modules
+it imports, or by the ``.pyc`` the import system would load instead.
 """
 
 from __future__ import annotations

@@ -1,23 +1,9 @@
 """A memoized function's captured variables, read at call time as inputs like its arguments.
 
-``def make(k): @memo def scale(x): return x * k`` gives one function per ``k``, all with
-the same code: the value of ``k`` is as much an input of ``scale`` as ``x``, so it is keyed
-with the arguments, read from the closure at each call (a ``nonlocal`` rebinding is seen).
-The rules (also in ``docs/keys.md``):
-
-- values the key encoding supports are keyed by content, with the same canonical encoding
-  as arguments;
-- a captured variable the function itself changes is state, not input (a counter, an
-  accumulator, a cache) and is not keyed: it is rebound through ``nonlocal``, mutated by a
-  method call such as ``append``/``add``/``update``/``pop``, by item or attribute
-  assignment or deletion, or advanced with ``next()``;
-- captured functions are followed: their own captured values are keyed the same way
-  (their code is in the version, see basis.py); captured classes are versioned by
-  their code, and captured modules are ignored;
-- the names in ``ignore=`` that are not parameters opt captured variables out;
-- anything else raises a TypeError naming the captured variable and the remedies.
-
-Functions without a closure (most module-level functions) pay nothing on the hit path.
+``CapturedInputs`` keys the values a closure captures, follows captured functions to their
+own, and leaves out what the function itself changes (state, told from its source or its
+bytecode) or what ``ignore=`` names. Functions without a closure pay nothing on the hit path.
+The rules: docs/keys.md#captured-variables-closures.
 """
 
 from __future__ import annotations
@@ -206,7 +192,8 @@ _STATE_CACHE: dict[types.CodeType, frozenset[str]] = {}
 
 
 def state_variables(func: Any) -> frozenset[str]:
-    """Captured names that ``func`` rebinds, mutates or advances (see the module docstring)."""
+    """Captured names that ``func`` rebinds, mutates or advances: state, not input
+    (docs/keys.md#captured-variables-closures)."""
     code = func.__code__
     cached = _STATE_CACHE.get(code)
     if cached is None:

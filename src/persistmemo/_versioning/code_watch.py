@@ -1,13 +1,8 @@
 """Whether the code a version was derived from is still the code that runs.
 
-A version is derived once per process, at the first call, from the functions, classes and
-globals the function reaches. Between calls the process can change what runs without any
-file stamp telling: ``importlib.reload(helpers)`` rebinds the names of ``helpers``, IPython's
-``%autoreload`` swaps the ``__code__`` of existing functions in place, a notebook cell or any
-code rebinds a module global (``helpers.SCALE = 7``). A ``CodeWatch`` holds, for every name
-the derivation read, the object it found, and for every function it versioned, the code
-object it ran; ``changed()`` compares them by identity, so that each call can ask before it
-trusts its key.
+A ``CodeWatch`` holds, for every name the derivation read, the object it found, and for every
+function it versioned, the code object it ran; ``changed()`` compares them by identity, so
+that each call sees a reload, an ``%autoreload`` or a rebound global before it trusts its key.
 """
 
 from __future__ import annotations

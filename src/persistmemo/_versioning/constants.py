@@ -1,14 +1,9 @@
 """The values the code reads, as they go into a version: constants, defaults, class attributes.
 
-Values are taken as the process holds them at the first call: constants, and also lists,
-dicts and sets bound as defaults (``def helper(x, opts={...})``) or class attributes
-(``weights = [1]``), so that one filled at import (from the environment, a file) is in the
-version. Those the code itself mutates (``_CACHE[k] = v``, ``def f(x, _seen={})``,
-``self.cache[k] = v``) are state, left out (kept_state.py), as a closure's state is. A value
-is described by its key encoding, a large table by its ``marshal`` digest, a value without
-a key encoding by its running state when that can be read (basis.py then turns to the
-source of its assignment). A value mutated in place after the first call is not seen by this
-process.
+Values are taken as the process holds them at the first call: by their key encoding, a large
+table by its ``marshal`` digest, a value without a key encoding by its running state. What
+the code itself mutates is state, left out (kept_state.py). The rules:
+docs/guarantees.md#what-the-version-covers.
 """
 
 from __future__ import annotations

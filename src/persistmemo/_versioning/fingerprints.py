@@ -1,11 +1,9 @@
 """The fingerprint of a version: what it is derived from, told by stats and values alone.
 
-A version remembered in the store under its fingerprint (memoized.py) is served without
-deriving it again, so a warm start parses no source. The fingerprint digests the light
-walk (basis.py): the same walk through the code, with each source file taken by its stat
-(path, size, mtime_ns, ctime_ns, inode, device) instead of its syntax tree, and the runtime
-values as the walk meets them; plus the Python that runs and the files of the code that
-derives versions and keys, so that a new release of persistmemo derives versions afresh.
+A version remembered in the store under its fingerprint is served without deriving it again.
+The fingerprint digests the light walk (basis.py: each source file by its stat, the runtime
+values as the walk meets them), the Python that runs and the files of persistmemo's own code
+that derives versions and keys (docs/guarantees.md#the-first-call-of-a-process).
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The state the code keeps: globals, defaults and class attributes it writes or mutates.
 
-A module-level cache (``_CACHE[k] = v``), a default the function fills (``def f(x,
-_seen={})``) or a class-level cache (``self.cache[k] = v``) changes as the program runs: as
-part of the version it would give each process its own version (misses everywhere), so,
-like a closure's state (closures.py, whose rules these are), it is left out. The source
-tells which names are mutated when it holds the running code; else the bytecode does.
-Globals assigned with ``global`` are told from the bytecode alone, without parsing.
+A module-level cache, a default the function fills or a class-level cache changes as the
+program runs, so it is left out of the version (docs/guarantees.md#what-the-version-covers).
+The source tells which names are mutated when it holds the running code, else the bytecode;
+globals assigned with ``global`` are told from the bytecode alone, without parsing.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
-"""Whose code a file, function, class or module holds: the user's, a library's (standard
-library, installed packages) or persistmemo's own.
+"""Whose code a file, function, class or module holds: the user's, a library's or persistmemo's.
 
-Versions follow the user's code only: the standard library and installed packages change
-with their versions (``packages=``), never by an edit that should stop results being served,
-and their functions' captured internals are not the user's inputs. Told by path: a file under
-a ``site-packages``/``dist-packages`` directory or under the interpreter's library
-directories is a library's; anything outside every installation is the user's without
-asking sysconfig (a cold start's milliseconds).
+Versions follow the user's code only; the standard library and installed packages come in
+through ``packages=`` (docs/guarantees.md#what-the-version-covers). Told by path: under a
+``site-packages``/``dist-packages`` directory or the interpreter's library directories is a
+library's, and anything outside every installation is the user's without asking sysconfig.
 """
 
 from __future__ import annotations

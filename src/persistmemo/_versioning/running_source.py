@@ -1,12 +1,8 @@
 """The source of the code that runs: parsed only to derive a version, used only if it runs.
 
-A definition's source is used only when its module's file, as it is now, compiles to the
-running code object (sources.compiles_to): a stale ``.pyc``, an edit under a running
-process, a reload from an edited file and text exec'd under a file's name are versioned by
-their code objects instead (bytecode, names, constants), a form that changes with the Python
-version: that can only cost misses, never serve a stale result. Parsing imports ast,
-dataclasses and inspect, so sources.py is imported here on the first use, never by the
-fingerprint of a version remembered in the store.
+A definition's source is used only when its file, as it is now, compiles to the running code
+object (``sources.compiles_to``); otherwise it is versioned by its code objects. sources.py
+(ast, inspect) is imported at the first use, never by a remembered version's fingerprint.
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ if TYPE_CHECKING:
 
 def _sources() -> types.ModuleType:
     """The parser of source files, imported on first use: a warm start's fingerprint parses
-    nothing (ast and tokenize stay off a re-run's path; see the docstring)."""
+    nothing (ast and tokenize stay off a re-run's path: docs/architecture.md#cold-start)."""
     from persistmemo._versioning import sources
 
     return sources

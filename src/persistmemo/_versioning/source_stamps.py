@@ -1,20 +1,9 @@
 """Stamps of source files taken at decoration, to tell later whether a file still holds the code.
 
-A version is derived at the first call from source files, but the process runs the code it
-compiled at import. ``definition_stamp`` records, at decoration, the ``os.stat`` of the files
-that the function's code came from; at the first call, a file whose stat still matches is
-known to hold the running code, and a file that changed is checked (or not trusted) instead.
-
-A stamp is the file's whole stat (size, mtime, ctime, inode, device: a ``cp -p``, a rewrite
-that restores the mtime, a switched symlink all change it). It proves the file holds the
-running code only when it is taken while the module is being imported (the code was
-compiled moments before). Every decoration also stamps the user modules loaded since the
-last one (``import helpers`` above the decorated function): such a stamp proves only that
-the file did not change after it was taken, so a file that differs from it is not trusted,
-and one that matches is trusted only if it was not changed after the process started (as
-for a file without a stamp). This module must stay tiny: ``import persistmemo`` imports it,
-and the decorator calls it once per decorated function (a few µs, and one stat per newly
-loaded source file).
+A version is derived at the first call, but the process runs the code it compiled at import:
+``definition_stamp`` records the stat of the files the function came from (and of the user
+modules loaded since), and ``holds_running_code`` compares a file's stat with it. Every
+``import persistmemo`` imports this module and every decoration calls it: it stays small.
 """
 
 from __future__ import annotations

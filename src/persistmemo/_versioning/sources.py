@@ -1,15 +1,9 @@
 """Source files parsed once per process: their definitions by qualified name, normalized.
 
-Deriving versions reads the source of a function and of every helper it uses, often many in
-one file. Each file is read and parsed once per process (and again only when its stat
-changes); a definition's normalized form is computed once. The normalized form is
-``ast.dump`` of the definition without docstrings, line numbers, comments or formatting (and,
-for the decorated function, without its decorators), so a reformat, a comment or a docstring
-edit gives the same bytes.
-
-A file can change after the process imported it, and a process can run a stale ``.pyc``.
-``compiles_to`` tells whether the file as it is now compiles to the code object the process
-runs; the caller uses the source only then.
+Each file is parsed once per process (again only when its stat changes), and a definition's
+normalized form (``ast.dump`` without docstrings, positions and, for the decorated function,
+decorators) is computed once. ``compiles_to`` tells whether the file as it is now compiles
+to the code object the process runs: the source is used only then.
 """
 
 from __future__ import annotations

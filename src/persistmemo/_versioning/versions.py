@@ -1,13 +1,9 @@
 """A function's version derived from its code, so that editing it stops old results being served.
 
-The entry points: ``code_version`` (16 hex digits), ``watched_version`` (and the watch of
+The entry points: ``code_version`` (16 hex digits), ``watched_version`` (with the watch of
 what it was derived from, checked at each call), ``watched_fingerprint`` (the same, told
-without parsing, for a version remembered in the store) and ``explain_version``. The version
-digests every layer of the function, the functions and classes it captures, with
-``include_globals`` the user's functions, classes and constants it reaches, and with
-``packages`` the installed versions (basis.py); a definition counts by its source only
-where the file compiles to the running code (running_source.py). ``python -O`` (any level)
-is a version of its own: asserts and ``if __debug__:`` blocks are not in its code.
+without parsing, for a version remembered in the store) and ``explain_version``; the walk is
+basis.py's. The rules: docs/guarantees.md#versions-follow-the-code.
 """
 
 from __future__ import annotations

@@ -1,11 +1,9 @@
 """The stores: where memoized results are kept, and the interface to add one of your own.
 
-``Store`` (a directory: SQLite through diskcache), ``RedisStore`` (a Redis server; extra
-``persistmemo[redis]``) and ``TieredStore`` (a local store in front of a remote one). Each is a
-``SealedStore``: everything a store does (seals, leases, listing, check, prune, faults),
-written once above a ``Backend`` of ten byte operations. A new place to keep results is a
-``Backend`` subclass (see docs/architecture.md). Names load when first used: importing this
-package imports no store, and never redis-py.
+``Store`` (a directory), ``RedisStore`` (a Redis server; extra ``persistmemo[redis]``) and
+``TieredStore`` (a local store in front of a remote one) are each a ``SealedStore`` over a
+``Backend`` of ten byte operations; a new place to keep results is a ``Backend`` subclass
+(docs/architecture.md). Names load when first used: importing this imports no store.
 """
 
 TYPE_CHECKING = False

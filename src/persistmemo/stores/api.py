@@ -1,17 +1,9 @@
 """The backend interface: ten operations on bytes under string keys, with expiry.
 
-A backend keeps values; it knows nothing of seals, leases, hit counts or functions. Everything
-a store does with them is written once above it, in ``stores/sealed.py``: a new place to keep
-results (a database, an object store) is a module that subclasses ``Backend`` and passes
-``tests/test_backend_contract.py``. The words are diskcache's and Redis's: ``get``, ``add``
-(only if absent), ``delete``, ``incr``.
-
-Values are ``bytes`` (a sealed result, or ``SealedParts`` to write), ``str`` (a lease's token)
-or ``int`` (a hit count). A key is live until its expiry (epoch seconds); an expired key reads
-as absent, and ``scan`` still lists it until it is removed (``purge_expired``).
-
-Operations raise on a fault (a lost server, a locked database); the layer above turns each into
-one warning and a miss, so a backend never needs to catch its own errors.
+A backend keeps values and knows nothing of seals, leases, hit counts or functions: all of
+that is written once above it, in stores/sealed.py. A new place to keep results subclasses
+``Backend`` and passes ``tests/test_backend_contract.py``. The operations, their values and
+their faults: docs/architecture.md#stores-a-backend-under-one-sealed-layer.
 """
 
 from __future__ import annotations

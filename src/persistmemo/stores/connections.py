@@ -1,22 +1,9 @@
 """Every SQLite connection persistmemo opens, so that a forked child closes them all first.
 
-SQLite keeps its file-lock bookkeeping in process memory: one record per database file,
-shared by every connection of the process. A connection that asks for a lock the record
-already shows only bumps a counter, and reuses the ``-shm`` mapping already made. ``fork()``
-copies that record but not the kernel's locks (POSIX locks belong to the process that took
-them). A child that keeps an inherited connection open therefore makes all its new
-connections "hold" their locks through the counter alone: once the parent's last connection
-closes, the next process to close its own believes it is alone, checkpoints and unlinks the
-write-ahead log, and the child goes on writing into the unlinked file (or, with another
-writer, into another ``-shm``), so its results are lost and the database can be damaged.
-
-So every connection is opened here, usable from any thread (``check_same_thread=False``:
-the child's one thread closes the connections of all the parent's threads), and a child
-closes them all before it opens its first connection of its own (not in the fork hook: a
-child that never uses a store never calls SQLite). A fork waits for statements under way
-on these connections, so that none is closed mid-statement. Closing in the child releases
-nothing of the parent's: the kernel's locks are the parent's, and the child's unlock asks
-the kernel to release locks the child does not hold.
+A child that kept an inherited connection open would lose its writes and could damage the
+database (SQLite's lock bookkeeping lives in process memory): so every connection is
+registered here, a fork waits for the statements under way, and the child closes the
+inherited ones before it opens its own. Why: docs/architecture.md#the-disk-store-on-sqlite.
 """
 
 from __future__ import annotations

@@ -1,31 +1,10 @@
 """Opening the disk store, where it lives, and what happens when it cannot be used.
 
-The entry operations are ``Store``'s (stores/disk.py); this module holds its lifetime: the
-directory and its permissions, the secret, the SQLite reader and diskcache's Cache (opened
-for the first write only), bounded waits, fault reports, and forks.
-
-Where the default store lives: ``$PERSISTMEMO_DIR`` when set, else the user cache directory
-that platformdirs names (``~/.cache/persistmemo`` on Linux), read when the default store is
-first used. Directories are created private to the user (0700): stored results can be as
-sensitive as the data they were computed from, and a store others can write is a store whose
-pickles nobody should load.
-
-The store opens lazily, on first use, and the opening is bounded by ``timeout`` (diskcache
-itself retries a locked database for 60 s whatever its timeout). Every operation is
-fail-open: a fault becomes one ``PersistmemoWarning`` per kind and a miss (or an unsaved
-result), never an exception in the caller. What happens to a damaged store:
-- ``cache.db`` that is not a database at all (garbage, zeroed header) is moved aside as
-  ``cache.db.corrupt-<time>`` and a new one is started; results are recomputed.
-- a database SQLite reports malformed while in use (a truncated file) is left as it is and
-  the store is bypassed for the rest of the process; ``persistmemo check`` tells more.
-- a store this user cannot write (another user's, a read-only mount) is read read-only,
-  with SQLite's write-ahead log, so that no stale value is served: existing entries are
-  served, new results are not saved. When the log cannot be read (its index file is missing
-  and cannot be created), the store is bypassed with a warning and tried again later.
-- a directory someone else could write (another owner, group- or world-writable) is not
-  written unless the store was opened with ``shared=True``: see docs/security.md.
-- after a timeout on a locked database the store is bypassed for ``BYPASS_AFTER_TIMEOUT``
-  seconds, so a stuck database costs one timeout, not one per call.
+The entry operations are ``Store``'s (stores/disk.py); ``StoreLifetime`` holds its lifetime:
+the directory and its permissions, the secret, the SQLite reader and diskcache's Cache
+(opened for the first write only), bounded waits, fault reports and forks. The rules:
+docs/options.md#the-default-store, docs/security.md#who-may-write-a-store and
+docs/guarantees.md#a-fault-never-breaks-the-call.
 """
 
 from __future__ import annotations

@@ -1,30 +1,9 @@
 """The hit path's read: one SQL statement against diskcache's table, nothing else.
 
-``diskcache.Cache.get`` checks the process id, looks up the eviction policy and decodes
-keys and values in Python on every call. A hit needs none of that: persistmemo's keys are
-always ``str`` (stored raw) and its values always ``bytes`` (inline, or in a file when
-large), so one indexed SELECT on ``Cache(key, raw)`` and, for large values, one file read is
-the whole job. The schema read here is diskcache 5's; the write path stays diskcache's own.
-
-Everything in the table is untrusted: whoever can write ``cache.db`` can name any file as a
-value file. So a value file is opened (and removed, see ``remove_value_file``) only when its
-name is a relative, normalized path inside the store and the file itself is a regular file
-(not a symlink, FIFO or device) of the size its row says; a removal also walks every
-directory on the way without following a symlink. Anything else is a corrupt entry: a
-miss, never a hang, a read of ``/dev/zero`` or a delete outside the store.
-
-Connections: each thread has its own (SQLite connections are not shared between threads),
-reopened after a fork and closed when its thread ends, so that a thousand short-lived threads
-do not leave a thousand descriptors open. The one write made through them is
-``write_once`` (a process's hit counts, added at exit without opening diskcache), after
-which the connection is query-only again. How the database is opened:
-
-- ``normal``: read-write open, ``query_only``; SQLite itself falls back to read-only files.
-- ``ro``: ``mode=ro``, for a reader who cannot write the store: it still reads the
-  write-ahead log, so it never misses the owner's latest writes.
-- ``immutable``: only on a read-only file system with no write-ahead log; every read first
-  checks that ``cache.db`` is unchanged and no log appeared (one ``stat`` each), and reopens
-  otherwise, so even then no stale value is served.
+``EntryReader`` reads a key's row on this thread's own connection, and ``read_value_file``
+a large value's file; everything in the table is untrusted, so a value file is opened (or
+removed) only when it is a regular file inside the store. Why not ``Cache.get``:
+docs/architecture.md#the-disk-store-on-sqlite; the checks: docs/security.md.
 """
 
 from __future__ import annotations
@@ -363,7 +342,16 @@ class EntryReader:
 
     @property
     def mode(self) -> OpenMode:
-        """How the database is opened (see the module docstring)."""
+        """How the database is opened.
+
+        - ``normal``: read-write open, ``query_only``; SQLite itself falls back to read-only
+          files.
+        - ``ro``: ``mode=ro``, for a reader who cannot write the store: it still reads the
+          write-ahead log, so it never misses the owner's latest writes.
+        - ``immutable``: only on a read-only file system with no write-ahead log; every read
+          first checks that ``cache.db`` is unchanged and no log appeared (one ``stat``
+          each), and reopens otherwise, so even then no stale value is served.
+        """
         return self._mode
 
     def read(

@@ -1,9 +1,8 @@
-"""The disk backend's rows, read directly from diskcache's table (read-only): listings, whole
-values for ``check``, and the database beneath them.
+"""The disk backend's rows, read directly (read-only) from diskcache's table.
 
-Listing a store never decodes a value and never writes. Per row it gives diskcache's
-``store_time`` and ``expire_time``, the size on disk (inline bytes, or the value file's
-size), the tag, and the first bytes of the value (its sealed header, which holds the compute
+Listings, whole values for ``check``, and the database beneath them. Listing never decodes a
+value and never writes: per row, diskcache's ``store_time`` and ``expire_time``, the size on
+disk, the tag and the value's first bytes (its sealed header, which holds the compute
 seconds); the sealed layer (stores/sealed.py) makes entries of them.
 """
 

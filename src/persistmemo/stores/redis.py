@@ -1,34 +1,9 @@
 """RedisStore: one memo shared by several machines, through a Redis server (redis-py).
 
-The same keys and the same sealed values as the disk store: a key computed on one machine is
-the key on another, and every value is checked against its key before it is decoded. For
-machines to read each other's entries they must share the sealing secret: set
-``$PERSISTMEMO_SECRET`` (the same passphrase) on each, or pass ``secret=``.
-
-Layout, under a namespace prefix (``persistmemo:`` by default):
-
-- ``<ns>:pm2:<function>:<version>:<digest>``: a sealed value, with Redis expiry for a TTL;
-- ``<ns>:pm-lease:<key>``: a claim while one caller computes (``SET NX PX`` with a random
-  token; renewed and released by compare-and-set scripts, so a caller whose claim expired
-  cannot release or extend another's);
-- ``<ns>:pm-hits:<function>``: hit counts added by each process at exit.
-
-``cache_clear()`` of one function walks ``SCAN MATCH <ns>:pm[12]:<function>:*`` and unlinks in
-batches: no ``KEYS``, no blocking of the server, and nothing to maintain on the write path;
-its cost grows with the size of the whole database, not of the function.
-
-Faults: timeouts are short and configurable (0.5 s by default, against redis-py's 5 s and
-retries), no command is retried, and after a failure the store stays away for ``backoff``
-seconds (a circuit breaker): a dead or hung server costs a caller one timeout, then nothing,
-until the server is tried again. Values larger than ``max_value_bytes`` are not sent.
-
-Limits of the lease: it is as reliable as the single Redis server holding it (no Redlock);
-a holder paused longer than its lease is taken over, which can mean two computations. Under
-an evicting ``maxmemory-policy`` a lease may be evicted: waiters that saw it put it back,
-and its holder does at its next renewal, but a caller arriving after the eviction and before
-either sees no claim and computes too (one more computation per such eviction). Under
-``noeviction`` a full server refuses writes: "store full" is reported once, reads go on, and
-misses compute without a claim until there is room.
+``RedisBackend`` keeps the disk store's keys and sealed values under a namespace, with Redis
+expiry for a TTL and leases claimed, renewed and released by scripts; short timeouts, no
+retries and a backoff after a failure hold a dead or hung server to one timeout. The key
+layout: docs/sharing.md#key-layout; the options: docs/options.md#redisstore-a-redis-server.
 """
 
 from __future__ import annotations

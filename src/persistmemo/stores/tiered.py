@@ -1,14 +1,8 @@
 """TieredStore: the local disk store in front of a shared remote store (Redis).
 
-- A hit in the local tier never touches the network: it costs what a disk-store hit costs.
-- A local miss reads the remote; a remote hit fills the local tier, with the remote entry's
-  remaining TTL, so a TTL ends at the same moment in both tiers.
-- A write goes to both (a result too large for the remote stays local, with a warning).
-- ``invalidate`` and ``cache_clear`` remove from both tiers here. Another machine's local
-  tier keeps its copy until its TTL ends or it is cleared there: set a TTL on results that
-  other machines may invalidate.
-- One computation per key across machines: leases are taken in the remote; when it is
-  unreachable, in the local store (so this machine's processes still compute once).
+A local hit never touches the network; a local miss reads the remote and fills the local
+tier with the remote's remaining TTL; a write goes to both; leases are taken in the remote,
+or locally while it is unreachable. The rules: docs/sharing.md#tieredstore.
 """
 
 from __future__ import annotations
