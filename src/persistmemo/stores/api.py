@@ -13,7 +13,7 @@ import time
 
 from persistmemo._faults import FaultReporter
 from persistmemo.errors import CorruptEntry
-from persistmemo.stores.base import SECRET_PREFIX, sealed_with_another_secret
+from persistmemo.stores.base import looks_sealed_with_another_secret
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -192,10 +192,11 @@ class Backend(abc.ABC):
     def sealed_with_another_secret(
         self, sealer: Sealer, *, verified: int, well_formed_failures: int
     ) -> bool:
-        """Whether ``check``'s tag failures say "another secret" rather than "damage"."""
-        recorded = {row.key[len(SECRET_PREFIX) :] for row in self.scan(SECRET_PREFIX)}
-        return sealed_with_another_secret(
-            recorded, sealer, verified=verified, well_formed_failures=well_formed_failures
+        """Whether ``check``'s tag failures say "another secret" rather than "damage": by
+        default the counts decide (``looks_sealed_with_another_secret``); a backend that
+        records which secrets wrote it (the disk store's ``pm-secret:`` rows) knows better."""
+        return looks_sealed_with_another_secret(
+            verified=verified, well_formed_failures=well_formed_failures
         )
 
     def fault(self, kind: str, error: BaseException) -> tuple[str, str] | None:

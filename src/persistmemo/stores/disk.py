@@ -19,7 +19,12 @@ from persistmemo._secret import secret_from_text
 from persistmemo.stores import disk_opening as opening
 from persistmemo.stores import inspection
 from persistmemo.stores.api import Backend, Row
-from persistmemo.stores.base import LEASE_PREFIX, STATS_PREFIX
+from persistmemo.stores.base import (
+    LEASE_PREFIX,
+    SECRET_PREFIX,
+    STATS_PREFIX,
+    sealed_with_another_secret,
+)
 from persistmemo.stores.disk_opening import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
@@ -106,7 +111,8 @@ class DiskBackend(StoreLifetime, Backend):
         return not (self._broken or (self._bypass_until and time.monotonic() < self._bypass_until))
 
     def may_map(self) -> bool:
-        return self._may_map(True)
+        # Decided on the opened store: whether others can write it is found when it opens.
+        return self._ready_reader() is not None and self._may_map(True)
 
     def fault(self, kind: str, error: BaseException) -> tuple[str, str] | None:
         return self._fault_words(kind, error)
@@ -265,6 +271,16 @@ class DiskBackend(StoreLifetime, Backend):
         return not (self._read_only or self._foreign or self._broken)
 
     # --- beneath the entries -----------------------------------------------------------------
+
+    def sealed_with_another_secret(
+        self, sealer: Sealer, *, verified: int, well_formed_failures: int
+    ) -> bool:
+        # The fingerprints of the secrets that wrote here (written when a secret first opens
+        # the store for writing) settle it when they can.
+        recorded = {key[len(SECRET_PREFIX) :] for key in self.keys(SECRET_PREFIX)}
+        return sealed_with_another_secret(
+            recorded, sealer, verified=verified, well_formed_failures=well_formed_failures
+        )
 
     def check_storage(self, report: CheckReport, *, fix: bool) -> None:
         self.opened_sealer()  # opens the store: a garbage cache.db is moved aside

@@ -34,7 +34,26 @@ def _connect(directory: Path) -> sqlite3.Connection:
     database = directory / DBNAME
     if not database.exists():
         raise FileNotFoundError(f"no persistmemo store at {directory} ({DBNAME} is missing)")
-    return connections.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
+    connection = connections.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=5)
+    # Any text may be planted: text that is not UTF-8 must not stop a listing or a check
+    # (such a key was not persistmemo's: it is left out, and other columns read as such).
+    connection.text_factory = _lenient_text
+    return connection
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _ours(key: object) -> bool:
+    """Whether ``key`` could be a key persistmemo wrote: text that is valid UTF-8."""
+    if not isinstance(key, str):
+        return False
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @contextmanager
@@ -91,7 +110,7 @@ def rows(directory: Path, prefix: str) -> Iterator[Row]:
             parameters,
         )
         for row in found:
-            if isinstance(row[0], str):
+            if _ours(row[0]):
                 yield _row(directory, row)
 
 
@@ -119,7 +138,7 @@ def keys(directory: Path, prefix: str) -> list[str]:
         found = connection.execute(
             f"SELECT key FROM Cache WHERE raw = 1 AND {condition}", parameters
         )
-        return [key for (key,) in found if isinstance(key, str)]
+        return [key for (key,) in found if _ours(key)]
 
 
 def values(directory: Path, prefix: str) -> Iterator[tuple[str, bytes | memoryview | CorruptEntry]]:
@@ -132,7 +151,7 @@ def values(directory: Path, prefix: str) -> Iterator[tuple[str, bytes | memoryvi
             parameters,
         )
         for key, mode, filename, value, size in found:
-            if not isinstance(key, str):
+            if not _ours(key):
                 continue
             try:
                 yield key, _stored_bytes(directory, mode, filename, value, size)

@@ -202,6 +202,10 @@ class RedisBackend(Backend):
                 "persistmemo does not write; it is treated as missing (storing a result there "
                 "replaces it; `persistmemo check --fix` removes such entries)"
             )
+        if isinstance(error, self._response_error):
+            # The server answered, refusing this one command (a planted count that is not
+            # an integer, say): not a reason to stay away from it.
+            return kind, f"{type(error).__name__}: {error}"
         self.down_until = time.monotonic() + self.backoff
         return "server unavailable", (
             f"{kind}: {type(error).__name__}: {error}; calls run without the store, which "
@@ -273,11 +277,33 @@ class RedisBackend(Backend):
         return found
 
     def read_all(self, key: str) -> bytes | memoryview | None:
+        # Capped as a hit is: a planted huge value is refused by its length, not downloaded.
         try:
-            stored = self.client.get(self.prefix + key)
+            stored = self.client.getrange(self.prefix + key, 0, self.max_value_bytes)
         except self._response_error as error:  # a list, a hash... planted at this key
             raise CorruptEntry(f"not a persistmemo value ({error})") from None
-        return stored if isinstance(stored, bytes) else None
+        if not isinstance(stored, bytes) or not stored:
+            return None
+        if len(stored) > self.max_value_bytes:
+            raise CorruptEntry(f"holds more than max_value_bytes={self.max_value_bytes:,} bytes")
+        return stored
+
+    def values(self, prefix: str) -> Iterator[tuple[str, bytes | memoryview | CorruptEntry]]:
+        keys = self._names(prefix)
+        for start in range(0, len(keys), _READ_MANY_BATCH):
+            batch = keys[start : start + _READ_MANY_BATCH]
+            pipeline = self.client.pipeline(transaction=False)
+            for key in batch:
+                pipeline.getrange(self.prefix + key, 0, self.max_value_bytes)
+            # A key of another type answers with its error, alone, not its batch's.
+            for key, stored in zip(batch, pipeline.execute(raise_on_error=False), strict=True):
+                if isinstance(stored, Exception):
+                    yield key, CorruptEntry(f"not a persistmemo value ({stored})")
+                elif len(stored) > self.max_value_bytes:
+                    limit = f"max_value_bytes={self.max_value_bytes:,}"
+                    yield key, CorruptEntry(f"holds more than {limit} bytes")
+                elif stored:
+                    yield key, stored
 
     def put(
         self,

@@ -284,9 +284,9 @@ class SealedStore:
 
     def clear(self) -> int:
         """Remove every entry and the store's bookkeeping; returns how many results."""
-        results = len(self)
+        before = len(self)
         self._call("clear failed", self.backend.clear, None)
-        return results
+        return max(0, before - len(self))  # a store that refused the clear removed nothing
 
     def remove_expired(self) -> int:
         """Remove every expired entry now (they are misses already); returns how many."""
@@ -405,35 +405,49 @@ class SealedStore:
         no_keys: list[str] = []
         total = len(self._inspect(self._result_keys, no_keys))
         verified = well_formed_failures = 0
-        malformed: list[str] = []
-        no_values: list[tuple[str, bytes | memoryview | CorruptEntry]] = []
-        done = 0
+        kept: list[str] = []  # problems that stand whatever the secret
+        kept += report.problems
         for form in RESULT_FORMATS:
-            found = self._inspect(partial(_listed, self.backend.values, f"{form}:"), no_values)
-            for key, stored in found:
-                if not is_result_key(key):
-                    continue
-                done += 1
-                report.entries += 1
-                if isinstance(stored, CorruptEntry):
-                    report.corrupt.append(key)
-                    report.problems.append(f"{key}: {stored}")
-                    continue
-                outcome = judge_entry(report, sealer, key, stored, self.backend.seal_prefix + key)
-                verified += outcome == "verified"
-                well_formed_failures += outcome == "well-formed"
-                if outcome == "malformed":
-                    malformed.append(key)
-                if progress is not None:
-                    progress(done, max(total, done))
-        if self.backend.sealed_with_another_secret(
-            sealer, verified=verified, well_formed_failures=well_formed_failures
-        ):
+            # One value at a time: a store larger than memory is checked too. A fault part
+            # way is a problem of the report, never a silent "ok".
+            try:
+                for key, stored in self.backend.values(f"{form}:"):
+                    if not is_result_key(key):
+                        continue
+                    report.entries += 1
+                    if isinstance(stored, CorruptEntry):
+                        report.corrupt.append(key)
+                        kept.append(f"{key}: {stored}")
+                        report.problems.append(kept[-1])
+                        continue
+                    outcome = judge_entry(report, sealer, key, stored, self._seal_prefix + key)
+                    verified += outcome == "verified"
+                    well_formed_failures += outcome == "well-formed"
+                    if outcome == "malformed":
+                        kept.append(f"{key}: not a persistmemo value")
+                    if progress is not None:
+                        progress(report.entries, max(total, report.entries))
+            except (StoreUnreadable, FileNotFoundError, RecursionError):
+                raise
+            except Exception as error:
+                self._failed("read failed", error)
+                kept.append(
+                    f"{form} entries could not all be read: {type(error).__name__}: {error}"
+                )
+                report.problems.append(kept[-1])
+        another_secret = self._inspect(
+            partial(
+                self.backend.sealed_with_another_secret,
+                sealer,
+                verified=verified,
+                well_formed_failures=well_formed_failures,
+            ),
+            False,
+        )
+        if another_secret:
             report.wrong_secret = True
-            kept = [f"{key}: not a persistmemo value" for key in malformed]
             report.problems = [
                 f"{well_formed_failures} of {report.entries} {WRONG_SECRET}; nothing was removed",
-                *[problem for problem in report.problems if not problem.startswith("pm")],
                 *kept,
             ]
         elif fix:
@@ -500,8 +514,3 @@ def _entry_of(row: Row) -> EntryInfo:
         size=row.size,
         compute_seconds=seconds if seconds is not None and 0 <= seconds < _MAX_SECONDS else None,
     )
-
-
-def _listed(listing: Callable[[str], Iterable[T]], prefix: str) -> list[T]:
-    """``listing(prefix)`` read to its end (inside the fault handling, not after it)."""
-    return list(listing(prefix))
