@@ -9,6 +9,17 @@ name under ``python -m pkg.mod``, the script's file stem under ``python script.p
 Under the ``spawn`` and ``forkserver`` start methods, multiprocessing runs the script again in
 each worker as ``__mp_main__``: it is the same script, so it resolves the same way (workers
 share the parent's entries, and two scripts never share names by both being ``__mp_main__``).
+A loky worker (joblib) runs the script as ``__mp_main__`` too but keeps its own bootstrap as
+``__main__``, so wherever ``__mp_main__`` exists, ``__main__`` resolves as it.
+
+A function sent by value (cloudpickle: joblib, Dask) arrives with its script's classes, all
+labelled ``__main__``, in a worker whose own ``__main__`` may be anything (a Dask worker's
+command, loky's bootstrap under a notebook). The function brings its sender's name for
+``__main__`` (``received_main``), and from then on this process resolves ``__main__`` so:
+what its own bootstrap defines is never keyed, what the sender defined is. (A worker fed by
+two differently named scripts names both's classes after the last: their keys then differ
+from their senders', which costs recomputations, never a wrong result, since the function's
+own name is part of every key.)
 """
 
 from __future__ import annotations
@@ -21,9 +32,25 @@ MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
 """The names a running script's module has: its own, and multiprocessing workers' copy."""
 
 
+_sender_main: str | None = None
+
+
+def received_main(name: str) -> None:
+    """Resolve ``__main__`` as ``name`` from now on: this process runs functions sent by value
+    from a script (or notebook) whose ``__main__`` is named so there."""
+    global _sender_main
+    _sender_main = name
+
+
 def _main_module_name() -> str:
     # Not cached: in a spawn worker, __main__ is the bootstrap until the script is loaded.
-    return _script_name(sys.modules.get("__main__"))
+    return _sender_main or _script_name(_main_module())
+
+
+def _main_module() -> object:
+    # While a spawn worker re-runs the script, runpy has put it in sys.modules as
+    # __mp_main__ but __main__ is still the bootstrap (and stays loky's): the script's own.
+    return sys.modules.get("__mp_main__") or sys.modules.get("__main__")
 
 
 def _script_name(main: object) -> str:
@@ -38,18 +65,10 @@ def _script_name(main: object) -> str:
     return "__main__"
 
 
-def _worker_script_name() -> str:
-    # While a spawn worker re-runs the script, runpy has put it in sys.modules as
-    # __mp_main__ but __main__ is still the bootstrap: read the script's own module.
-    return _script_name(sys.modules.get("__mp_main__") or sys.modules.get("__main__"))
-
-
 def module_name(module: str | None) -> str:
     """Return the importable name of ``module``, resolving ``__main__`` as described above."""
-    if module == "__main__":
+    if module in MAIN_NAMES:
         return _main_module_name()
-    if module == "__mp_main__":
-        return _worker_script_name()
     return module or "__unknown__"
 
 
@@ -76,7 +95,7 @@ def lookup(module: str, qualname: str) -> object:
     if module in sys.modules:
         target: object = sys.modules[module]
     elif module in MAIN_NAMES or module == _main_module_name():
-        target = sys.modules["__main__"]
+        target = _main_module()
     else:
         try:
             target = importlib.import_module(module)

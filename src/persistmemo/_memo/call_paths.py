@@ -219,7 +219,7 @@ class CallPaths(Generic["P", "R"]):
         return cast("Callable[P, R]", memoized)
 
     def _memory_wrapper(self, memory: MemoryTier) -> Callable[P, R]:
-        entries, now = memory.entries, time.time
+        now = time.time
         direct_allowed = self.direct_memory
 
         def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -236,7 +236,7 @@ class CallPaths(Generic["P", "R"]):
             else:
                 direct = direct_key(args)
             if direct is not None:
-                entry = entries.get(direct)
+                entry = memory.get(direct)
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
                     return cast("R", entry[0])
@@ -250,7 +250,7 @@ class CallPaths(Generic["P", "R"]):
             except MissingInput:
                 return self.func(*args, **kwargs)
             if direct is None:
-                entry = entries.get(key)
+                entry = memory.get(key)
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
                     return cast("R", entry[0])

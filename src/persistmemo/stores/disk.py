@@ -355,6 +355,25 @@ class Store(SealedStore):
         where = backend._resolved[0] if backend._resolved else (backend._requested or "(default)")
         return f"Store({str(where)!r})"
 
+    def settings(self) -> dict[str, Any]:
+        """The arguments that make this store again: its directory (the default store's
+        resolved here), options and diskcache settings; ``secret`` as given, or None."""
+        backend = self.backend
+        diskcache = {
+            name: value
+            for name, value in backend._settings.items()
+            if not (name == "tag_index" and value is True)  # the store's own default
+        }
+        return {
+            "directory": backend._directory,
+            "strict": self.strict,
+            "timeout": backend.timeout,
+            "lease": self.lease,
+            "secret": self._given_secret,
+            "shared": backend.shared,
+            **diskcache,
+        }
+
     # The secret is the opened directory's (a team store's rules, the key file): the
     # backend settles it when it opens, and again after a fork.
 
