@@ -18,7 +18,10 @@ the canonical key would separate. Other calls use the store key.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Hashable
+
+from persistmemo.stores.base import MISSING
 
 # No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
 TYPE_CHECKING = False
@@ -38,40 +41,50 @@ def direct_key(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
     return args or None
 
 
-class MemoryTier(dict):  # type: ignore[type-arg]
+class MemoryTier:
     """A bounded map of results with expiry times; the oldest stored goes first when full.
 
-    The decorator reads it directly on its hit path: ``key -> (value, expires_at)``. It
-    pickles as its owner's tier (a memoized function sent to another process keeps one).
+    The decorator reads ``entries`` directly on its hit path: ``key -> (value, expires_at)``.
+    It pickles as its owner's tier: a memoized function sent to another process has one.
     """
 
-    __slots__ = ("_lock", "owner", "size")
+    __slots__ = ("_lock", "entries", "owner", "size")
 
     def __init__(self, size: int, owner: object = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise TypeError(f"memo(memory=...) takes a positive number of entries; got {size!r}")
-        super().__init__()
         self.size = size
         self.owner = owner
+        self.entries: dict[Hashable, tuple[object, float | None]] = {}
         self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> object:
+        """The live value under ``key``, or MISSING."""
+        entry = self.entries.get(key)
+        if entry is None or (entry[1] is not None and entry[1] <= time.time()):
+            return MISSING
+        return entry[0]
 
     def put(self, key: Hashable, value: object, expires_at: float | None) -> None:
         """Keep ``value`` until ``expires_at`` (epoch seconds) or eviction."""
         with self._lock:
-            self.pop(key, None)  # re-inserted last: the newest
-            self[key] = (value, expires_at)
-            while len(self) > self.size:
-                del self[next(iter(self))]
+            self.entries.pop(key, None)  # re-inserted last: the newest
+            self.entries[key] = (value, expires_at)
+            while len(self.entries) > self.size:
+                del self.entries[next(iter(self.entries))]
 
     def discard(self, key: Hashable) -> None:
         """Forget ``key``."""
         with self._lock:
-            self.pop(key, None)
+            self.entries.pop(key, None)
 
     def clear(self) -> None:
         """Forget everything."""
         with self._lock:
-            super().clear()
+            self.entries.clear()
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # The call path holds the tier as its owner does: unpickled, both are one object.

@@ -289,7 +289,9 @@ class Store(SealedStore):
     - ``lease``: seconds a computing caller's claim on a key lasts if it dies (see memo's
       ``lock``); a live caller renews it.
     - ``secret``: the key that seals entries (bytes or a passphrase); default
-      ``$PERSISTMEMO_SECRET`` or the user's ``secret.key``.
+      ``$PERSISTMEMO_SECRET`` or the user's ``secret.key``. Pickled (a memoized function sent
+      to joblib or Dask workers), a store sends its settings, and a given secret with them
+      unless it is ``$PERSISTMEMO_SECRET``'s (see persistmemo.stores.pickled).
     - ``shared=True``: the directory is shared on purpose by a group of users. It may be
       group-writable or created by another member (a new one is made ``2770``); the
       pickle fallback is refused unless ``secret=`` or ``$PERSISTMEMO_SECRET`` is given.

@@ -454,7 +454,8 @@ class RedisStore(SealedStore):
     - ``backoff``: seconds the store stays away from the server after a failure.
     - ``max_value_bytes``: larger results are not sent (a warning; a TieredStore keeps them
       locally).
-    - ``strict``, ``lease``, ``secret``: as for ``Store``.
+    - ``strict``, ``lease``, ``secret``: as for ``Store``. Pickled, it sends its settings:
+      the URL (with its password, if it has one), and ``secret`` as ``Store`` does.
     """
 
     backend: RedisBackend
