@@ -1,9 +1,10 @@
 """Stable, process-independent names for modules, functions and types.
 
 Keys must not depend on whether a script ran as ``__main__`` (or as ``__mp_main__`` in a
-``spawn`` or ``forkserver`` worker) or was imported: ``__main__`` resolves to the name the
-module would have if imported, and stays ``__main__`` only where there is no file (a REPL, a
-notebook kernel). The rule: docs/options.md#name.
+``spawn``, ``forkserver`` or loky worker) or was imported: ``__main__`` resolves to the name the
+module would have if imported, ``__main__`` only where there is no file (a REPL, a notebook
+kernel); a function sent by value brings its sender's name for ``__main__``. The rules:
+docs/options.md#name and docs/sharing.md#worker-processes-joblib-dask-executors.
 """
 
 from __future__ import annotations
@@ -16,9 +17,25 @@ MAIN_NAMES = frozenset(("__main__", "__mp_main__"))
 """The names a running script's module has: its own, and multiprocessing workers' copy."""
 
 
+_sender_main: str | None = None
+
+
+def received_main(name: str) -> None:
+    """Resolve ``__main__`` as ``name`` from now on: this process runs functions sent by value
+    from a script (or notebook) whose ``__main__`` is named so there."""
+    global _sender_main
+    _sender_main = name
+
+
 def _main_module_name() -> str:
     # Not cached: in a spawn worker, __main__ is the bootstrap until the script is loaded.
-    return _script_name(sys.modules.get("__main__"))
+    return _sender_main or _script_name(_main_module())
+
+
+def _main_module() -> object:
+    # While a spawn worker re-runs the script, runpy has put it in sys.modules as
+    # __mp_main__ but __main__ is still the bootstrap (and stays loky's): the script's own.
+    return sys.modules.get("__mp_main__") or sys.modules.get("__main__")
 
 
 def _script_name(main: object) -> str:
@@ -33,18 +50,10 @@ def _script_name(main: object) -> str:
     return "__main__"
 
 
-def _worker_script_name() -> str:
-    # While a spawn worker re-runs the script, runpy has put it in sys.modules as
-    # __mp_main__ but __main__ is still the bootstrap: read the script's own module.
-    return _script_name(sys.modules.get("__mp_main__") or sys.modules.get("__main__"))
-
-
 def module_name(module: str | None) -> str:
     """Return the importable name of ``module``, resolving ``__main__`` as described above."""
-    if module == "__main__":
+    if module in MAIN_NAMES:
         return _main_module_name()
-    if module == "__mp_main__":
-        return _worker_script_name()
     return module or "__unknown__"
 
 
@@ -71,7 +80,7 @@ def lookup(module: str, qualname: str) -> object:
     if module in sys.modules:
         target: object = sys.modules[module]
     elif module in MAIN_NAMES or module == _main_module_name():
-        target = sys.modules["__main__"]
+        target = _main_module()
     else:
         try:
             target = importlib.import_module(module)

@@ -210,13 +210,15 @@ class CallPaths(Generic["P", "R"]):
         return cast("Callable[P, R]", memoized)
 
     def _memory_wrapper(self, memory: MemoryTier) -> Callable[P, R]:
-        entries, now = memory.entries, time.time
+        now = time.time
         direct_allowed = self.direct_memory
 
         def memoized(*args: P.args, **kwargs: P.kwargs) -> R:
             # The memory tier's hit path: a dict lookup by the argument tuple when it can
             # key directly (see memory.py), before any store key is built. The one-argument
-            # test is direct_key's, inlined: it is most calls.
+            # test is direct_key's, inlined: it is most calls. The dict is read through the
+            # tier, not held apart: a copy of this function sent by value (cloudpickle) then
+            # has its owner's tier, not a copy of its entries.
             if self.code_changed():  # reloaded or rebound: these entries may be stale
                 self.prepare()
             direct: tuple[Any, ...] | None
@@ -227,7 +229,7 @@ class CallPaths(Generic["P", "R"]):
             else:
                 direct = direct_key(args)
             if direct is not None:
-                entry = entries.get(direct)
+                entry = memory.entries.get(direct)
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
                     return cast("R", entry[0])
@@ -241,7 +243,7 @@ class CallPaths(Generic["P", "R"]):
             except MissingInput:
                 return self.func(*args, **kwargs)
             if direct is None:
-                entry = entries.get(key)
+                entry = memory.entries.get(key)
                 if entry is not None and (entry[1] is None or entry[1] > now()):
                     self.hits += 1
                     return cast("R", entry[0])

@@ -4,6 +4,15 @@
 signature binder, the identity, the stamp of its source) and at the first call the rest
 (the version, the key prefix, the captured variables to key, ``PERSISTMEMO_DISABLE``), so
 that importing a module costs no parsing. The call paths are ``CallPaths``' (call_paths.py).
+
+Sent to another process, a memoized function goes by reference when pickle can import it
+there (a function of a module), and by value when it cannot (one of a script's ``__main__``
+or a notebook cell, which cloudpickle sends by value: joblib's loky, Dask). By value, the
+call path that cloudpickle copies holds this state, which pickles as what rebuilds it
+(``__reduce__``): the function (by value, as cloudpickle sends any), the options, the store
+as its settings, the identity and the version derived here, never locks or connections.
+The worker makes one ``MemoizedFunction`` per function sent, however many times it arrives,
+so its hits, memory tier and store are those of one function, as in the sender.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import contextlib
 import functools
 import os
 import sys
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterable
@@ -29,7 +39,7 @@ from persistmemo._memo.call_paths import CallPaths
 from persistmemo._memo.call_paths import is_async as _inspect_is_async
 from persistmemo._memo.memory import MemoryTier
 from persistmemo._memo.options import MemoOptions
-from persistmemo._naming import qualified_name
+from persistmemo._naming import MAIN_NAMES, module_name, qualified_name, received_main
 from persistmemo._versioning.closures import MEMOIZED_MARK, CapturedInputs, is_partial
 from persistmemo._versioning.code_watch import never_changed
 from persistmemo._versioning.source_stamps import definition_stamp
@@ -103,13 +113,21 @@ else:  # the same tuple made as functools makes its own, without typing
 class MemoizedFunction(CallPaths["P", "R"]):
     """The state behind one memoized function; ``wrapper`` is what users call."""
 
-    def __init__(self, func: Callable[P, R], options: MemoOptions) -> None:
+    # Set on a function received from another process (``received_function``): the version
+    # its sender derived from the code it sent, which this process may not have the source of.
+    inherited_version: str | None = None
+    # What this function is known by when it crosses processes (made when first pickled).
+    sent_as: str | None = None
+
+    def __init__(
+        self, func: Callable[P, R], options: MemoOptions, identity: str | None = None
+    ) -> None:
         self.func = func
         self.options = options
         self.store = options.store
         # A functools.partial is memoized as its function with the bound arguments keyed.
         self.code = cast("Callable[..., Any]", func.func if is_partial(func) else func)  # type: ignore[attr-defined]
-        self.identity = options.name or _identity_of(func)
+        self.identity = identity or options.name or _identity_of(func)
         free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
         parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
         self.binder = None if options.key else CallBinder(func, parameter_ignores)
@@ -126,7 +144,7 @@ class MemoizedFunction(CallPaths["P", "R"]):
         )
         self.stamp = definition_stamp(self.code)
         _check_name_collision(self)
-        self.memory = None if options.memory is None else MemoryTier(options.memory)
+        self.memory = None if options.memory is None else MemoryTier(options.memory, self)
         self.wrapper = self._async_wrapper() if is_async(func) else self._sync_wrapper()
         if is_partial(func):
             self.wrapper.__qualname__ = self.wrapper.__name__ = self.code.__qualname__
@@ -160,6 +178,8 @@ class MemoizedFunction(CallPaths["P", "R"]):
         replaced = changed
         if version is None and self.disabled:
             version = "disabled"  # no store is touched: the version would serve nothing
+        elif version is None and self.inherited_version is not None:
+            version = self.inherited_version  # the code it was derived from is the code sent
         elif version is None:
             version, changed, replaced = self._derived_version()
         self.captured = CapturedInputs.of(self.func, self.options.ignore, self.func_name)
@@ -172,6 +192,34 @@ class MemoizedFunction(CallPaths["P", "R"]):
         self.code_replaced = replaced
         self.keys = keys
         return keys
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """What rebuilds this function in another process (see the module docstring)."""
+        sent_as = self.sent_as
+        if sent_as is None:
+            sent_as = self.sent_as = os.urandom(12).hex()
+            _remember_received(sent_as, self)  # unpickled here, it is this very object
+        # Where the code is a script's (or a notebook's), its classes arrive as __main__'s.
+        main = getattr(self.code, "__module__", None) in MAIN_NAMES
+        sent_from = module_name("__main__") if main else None
+        version = self._version_to_send()
+        return (
+            received_function,
+            (sent_as, self.func, self.options, self.identity, version, sent_from),
+        )
+
+    def _version_to_send(self) -> str | None:
+        """The version derived here, for a receiver that may not have the source (a notebook
+        cell's): derived now if no call has yet. None when pinned (it is in the options) or
+        when it cannot be derived here (the receiver tries, and says why not)."""
+        if self.options.version is not None:
+            return None
+        try:
+            keys = self.keys_now()
+        except Exception:
+            return None
+        version = keys.prefix.rsplit(":", 2)[1]
+        return None if version in _PLACEHOLDER_VERSIONS else version
 
     def _store_directories(self) -> frozenset[str]:
         """The store's own directory (a disk store's, or a tiered store's local tier): a
@@ -472,6 +520,8 @@ class MemoizedFunction(CallPaths["P", "R"]):
         pinned = self.options.version
         if pinned is not None:
             return {"version": pinned, "pinned": True}
+        if self.inherited_version is not None:  # the sender has the source; ask it there
+            return {"version": self.inherited_version, "pinned": False, "received": True}
         described = _versioning().explain_version(
             self.code,
             include_globals=self.options.include_globals,
@@ -516,8 +566,61 @@ def _hits_so_far_are_the_parents() -> None:
         memoized.flushed_hits = memoized.hits
 
 
+# Functions received from other processes (and this process's own, once pickled), by what
+# they were sent as: a worker that receives a function with every task builds it once. The
+# oldest go past RECEIVED_KEPT (a long-lived worker fed by notebook sessions), hits flushed.
+RECEIVED_KEPT = 256
+_received: dict[str, MemoizedFunction[Any, Any]] = {}
+_received_lock = threading.Lock()
+
+
+def received_function(
+    sent_as: str,
+    func: Callable[..., Any],
+    options: MemoOptions,
+    identity: str,
+    version: str | None,
+    sent_from: str | None = None,
+) -> MemoizedFunction[Any, Any]:
+    """The memoized function that was pickled as ``sent_as``, rebuilt here the first time:
+    under the sender's identity and, unless None, the version the sender derived from the
+    same code. ``sent_from``: the sender's name for ``__main__``, whose classes the function
+    brings (see _naming.py)."""
+    if sent_from is not None and sent_from != module_name("__main__"):
+        received_main(sent_from)
+    with _received_lock:
+        memoized = _received.get(sent_as)
+    if memoized is None:
+        built = MemoizedFunction(func, options, identity)
+        built.inherited_version = version
+        built.sent_as = sent_as
+        memoized = _remember_received(sent_as, built)
+    return memoized
+
+
+def _remember_received(
+    sent_as: str, memoized: MemoizedFunction[Any, Any]
+) -> MemoizedFunction[Any, Any]:
+    """Keep ``memoized`` as the function sent as ``sent_as`` (the first one kept wins)."""
+    with _received_lock:
+        kept = _received.setdefault(sent_as, memoized)
+        dropped = []
+        while len(_received) > RECEIVED_KEPT:
+            dropped.append(_received.pop(next(iter(_received))))
+    for old in dropped:
+        with contextlib.suppress(Exception):
+            old.flush_hits()
+    return kept
+
+
+def _new_received_lock() -> None:
+    global _received_lock
+    _received_lock = threading.Lock()  # a thread of the parent may have held it at the fork
+
+
 if hasattr(os, "register_at_fork"):  # no fork on Windows
     os.register_at_fork(after_in_child=_hits_so_far_are_the_parents)
+    os.register_at_fork(after_in_child=_new_received_lock)
 
 
 def _check_map_options(workers: object, progress: object) -> None:

@@ -38,14 +38,16 @@ class MemoryTier:
     """A bounded map of results with expiry times; the oldest stored goes first when full.
 
     The decorator reads ``entries`` directly on its hit path: ``key -> (value, expires_at)``.
+    It pickles as its owner's tier: a memoized function sent to another process has one.
     """
 
-    __slots__ = ("_lock", "entries", "size")
+    __slots__ = ("_lock", "entries", "owner", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, owner: object = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise TypeError(f"memo(memory=...) takes a positive number of entries; got {size!r}")
         self.size = size
+        self.owner = owner
         self.entries: dict[Hashable, tuple[object, float | None]] = {}
         self._lock = threading.Lock()
 
@@ -76,3 +78,9 @@ class MemoryTier:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The call path holds the tier as its owner does: unpickled, both are one object.
+        if self.owner is None:
+            return (MemoryTier, (self.size,))
+        return (getattr, (self.owner, "memory"))

@@ -86,6 +86,10 @@ class Missing:
     def __repr__(self) -> str:
         return "MISSING"
 
+    def __reduce__(self) -> str:
+        # The one instance, by name: a call path sent by value (cloudpickle) compares with it.
+        return "MISSING"
+
 
 MISSING: Final = Missing()
 

@@ -305,7 +305,9 @@ class Store(SealedStore):
     - ``lease``: seconds a computing caller's claim on a key lasts if it dies (see memo's
       ``lock``); a live caller renews it.
     - ``secret``: the key that seals entries (bytes or a passphrase); default
-      ``$PERSISTMEMO_SECRET`` or the user's ``secret.key``.
+      ``$PERSISTMEMO_SECRET`` or the user's ``secret.key``. Pickled (a memoized function sent
+      to joblib or Dask workers), a store sends its settings, and a given secret with them
+      unless it is ``$PERSISTMEMO_SECRET``'s (see persistmemo.stores.pickled).
     - ``shared=True``: the directory is shared on purpose by a group of users. It may be
       group-writable or created by another member (a new one is made ``2770``); the
       pickle fallback is refused unless ``secret=`` or ``$PERSISTMEMO_SECRET`` is given.
@@ -370,6 +372,25 @@ class Store(SealedStore):
         backend = self.backend
         where = backend._resolved[0] if backend._resolved else (backend._requested or "(default)")
         return f"Store({str(where)!r})"
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments that make this store again: its directory (the default store's
+        resolved here), options and diskcache settings; ``secret`` as given, or None."""
+        backend = self.backend
+        diskcache = {
+            name: value
+            for name, value in backend._settings.items()
+            if not (name == "tag_index" and value is True)  # the store's own default
+        }
+        return {
+            "directory": backend._directory,
+            "strict": self.strict,
+            "timeout": backend.timeout,
+            "lease": self.lease,
+            "secret": self._given_secret,
+            "shared": backend.shared,
+            **diskcache,
+        }
 
     # The secret is the opened directory's (a team store's rules, the key file): the
     # backend settles it when it opens, and again after a fork.

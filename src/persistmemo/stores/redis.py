@@ -145,6 +145,8 @@ class RedisBackend(Backend):
         self.url = url
         self.where = _redacted(url)
         self.namespace = namespace
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
         self.backoff = float(backoff)
         self.max_value_bytes = max_value_bytes
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -453,7 +455,8 @@ class RedisStore(SealedStore):
     - ``backoff``: seconds the store stays away from the server after a failure.
     - ``max_value_bytes``: larger results are not sent (a warning; a TieredStore keeps them
       locally).
-    - ``strict``, ``lease``, ``secret``: as for ``Store``.
+    - ``strict``, ``lease``, ``secret``: as for ``Store``. Pickled, it sends its settings:
+      the URL (with its password, if it has one), and ``secret`` as ``Store`` does.
     """
 
     backend: RedisBackend
@@ -484,6 +487,22 @@ class RedisStore(SealedStore):
 
     def __repr__(self) -> str:
         return f"RedisStore({self.display_url!r}, namespace={self.namespace!r})"
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments that make this store again (the URL with its password, if it has
+        one: the receiver connects with it); ``secret`` as given, or None."""
+        backend = self.backend
+        return {
+            "url": backend.url,
+            "namespace": backend.namespace,
+            "timeout": backend.timeout,
+            "connect_timeout": backend.connect_timeout,
+            "backoff": backend.backoff,
+            "max_value_bytes": backend.max_value_bytes,
+            "strict": self.strict,
+            "lease": self.lease,
+            "secret": self._given_secret,
+        }
 
     @property
     def url(self) -> str:

@@ -2,7 +2,8 @@
 
 ``default_store()`` is the store of ``memo(store=None)`` and ``store_at(path)`` that of
 ``memo(store=path)``; every decorator naming the same place shares one store object (one
-connection pool, one fault report).
+connection pool, one fault report), and so does a function received from another process
+with a store of the same settings (stores/pickled.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from persistmemo import _environment as environment
 from persistmemo._memo.options import StoreNames
 from persistmemo.stores.base import StoreBackend
 from persistmemo.stores.disk import Store
+from persistmemo.stores.pickled import named
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,7 +55,7 @@ def default_store() -> StoreBackend:
                 chosen: StoreBackend = TieredStore(Store(local), remote) if local else remote
             else:
                 chosen = Store()
-            _default_store = chosen
+            _default_store = named(chosen)
         return _default_store
 
 
@@ -77,13 +79,13 @@ def store_at(directory: str | os.PathLike[str]) -> StoreBackend:
         with _registry_lock:
             remote = _stores_by_directory.get(text)
             if remote is None:
-                remote = _stores_by_directory[text] = _remote_stores()[0](text)
+                remote = _stores_by_directory[text] = named(_remote_stores()[0](text))
             return remote
     path = os.path.abspath(os.path.expanduser(text))
     with _registry_lock:
         store = _stores_by_directory.get(path)
         if store is None:
-            store = _stores_by_directory[path] = Store(path)
+            store = _stores_by_directory[path] = named(Store(path))
         return store
 
 

@@ -30,6 +30,7 @@ from persistmemo.stores.base import (
     split_key,
     summarize,
 )
+from persistmemo.stores.pickled import received_store, sent_settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -87,6 +88,21 @@ class SealedStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.backend.where!r})"
+
+    # --- in another process (stores/pickled.py) --------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments that make this store again, ``type(store)(**store.settings())``:
+        what it pickles as. A store over a backend of your own defines it to be sent to
+        worker processes."""
+        raise TypeError(
+            f"{self!r} cannot be sent to another process: {type(self).__name__} does not "
+            "say how to make it again there. Define settings() (the arguments of its class), "
+            "or memoize on a Store, RedisStore or TieredStore."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (received_store, (type(self), sent_settings(self, self.settings())))
 
     # --- the secret ----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from persistmemo._codec.out_of_band import FramedValue, OutOfBand
 from persistmemo._keys.layout import identity_of
 from persistmemo.stores.base import MISSING, Missing
 from persistmemo.stores.disk import Store
+from persistmemo.stores.pickled import received_store, sent_settings
 from persistmemo.stores.sealed import SealedStore
 
 if TYPE_CHECKING:
@@ -46,6 +47,13 @@ class TieredStore:
 
     def __repr__(self) -> str:
         return f"TieredStore(local={self.local!r}, remote={self.remote!r})"
+
+    def settings(self) -> dict[str, Any]:
+        """The arguments that make this store again: its two tiers (each sent as its own)."""
+        return {"local": self.local, "remote": self.remote}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (received_store, (TieredStore, sent_settings(self, self.settings())))
 
     @property
     def pickle_allowed(self) -> bool:
