@@ -152,3 +152,87 @@ def test_a_closed_backend_reopens_when_used(backend: Backend) -> None:
     found = backend.get("pm2:app.o:1:a")
     assert found is not None
     assert bytes(found[0]) == b"kept"  # type: ignore[arg-type]
+
+
+def test_a_large_value_put_in_parts_reads_back_whole(backend: Backend) -> None:
+    import numpy as np
+
+    from persistmemo._codec.encoding import encode_result
+    from persistmemo._sealing import Sealer
+
+    key = "pm2:app.big:1:a"
+    sealer = Sealer(b"k" * 32)
+    parts = sealer.seal(key, encode_result(np.arange(100_000.0), out_of_band_from=0))
+    assert type(parts).__name__ == "SealedParts"
+    assert backend.put(key, parts)
+    found = backend.get(key)
+    assert found is not None
+    value, _, area_check = found
+    assert len(bytes(value)) == parts.size  # type: ignore[arg-type,union-attr]
+    assert sealer.unseal(key, value, area_check=area_check)  # type: ignore[arg-type]
+
+
+def test_an_expired_key_is_gone_once_purged_and_a_live_one_stays(backend: Backend) -> None:
+    backend.put("pm2:app.e:1:a", b"x" * 100, ttl=0.2)
+    backend.put("pm2:app.e:1:b", b"y" * 100)
+    time.sleep(0.3)
+    # Listed until purged (Redis removes expired keys itself: then never listed).
+    assert {row.key for row in backend.scan("pm2:app.e:")} <= {"pm2:app.e:1:a", "pm2:app.e:1:b"}
+    backend.purge_expired()
+    assert [row.key for row in backend.scan("pm2:app.e:")] == ["pm2:app.e:1:b"]
+
+
+def test_a_row_head_holds_the_sealed_header(backend: Backend) -> None:
+    from persistmemo._sealing import HEADER_READ
+
+    backend.put("pm2:app.h:1:a", bytes(range(200)))
+    (row,) = backend.scan("pm2:app.h:")
+    assert row.head[:HEADER_READ] == bytes(range(HEADER_READ))
+
+
+def test_expire_if_never_takes_a_lease_another_caller_holds_now(backend: Backend) -> None:
+    backend.add("pm-lease:gone", "mine", 0.2)
+    time.sleep(0.3)
+    assert backend.add("pm-lease:gone", "theirs", 60)  # expired: free to claim
+    assert not backend.expire_if("pm-lease:gone", "mine", 60)
+    found = backend.get("pm-lease:gone")
+    assert found is not None
+    assert found[0] == "theirs"
+
+
+def test_counts_add_up_from_many_threads(backend: Backend) -> None:
+    start = threading.Barrier(8)
+
+    def count() -> None:
+        start.wait()
+        for _ in range(25):
+            backend.incr("pm-hits:app.t", 1)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    found = backend.get("pm-hits:app.t")
+    assert found is not None
+    assert found[0] == 200
+
+
+def test_every_thread_can_read_and_write(backend: Backend) -> None:
+    failures: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            backend.put(f"pm2:app.w:1:{n}", str(n).encode())
+            found = backend.get(f"pm2:app.w:1:{n}")
+            assert found is not None
+            assert bytes(found[0]) == str(n).encode()  # type: ignore[arg-type]
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -84,7 +85,12 @@ def test_the_environment_is_read_in_one_module() -> None:
     ("old", "name"),
     [
         ("persistmemo.codec", "CorruptEntry"),
+        ("persistmemo.codec", "EXT_TUPLE"),
         ("persistmemo.keys", "KEY_FORMAT"),
+        ("persistmemo.keys", "UnsupportedType"),
+        ("persistmemo.integrity", "user_secret"),
+        ("persistmemo.versioning", "source_index"),
+        ("persistmemo.memoized", "ENV_DISABLE"),
         ("persistmemo.decorator", "memo"),
         ("persistmemo.integrity", "Sealer"),
         ("persistmemo.faults", "PersistmemoWarning"),
@@ -103,6 +109,23 @@ def test_an_old_import_path_still_works_with_a_deprecation_warning(old: str, nam
     assert done.returncode == 0, done.stderr
     assert f"warned: {old} is private now" in done.stdout
     assert "found: True" in done.stdout
+
+
+def test_memo_from_an_old_path_decorates_and_the_new_module_keeps_its_own_spec(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "from persistmemo.decorator import memo\n"
+        "import persistmemo.codec, persistmemo._codec\n"
+        "@memo\ndef f(x):\n    return x + 1\n"
+        "print(f(1), f(1), f.cache_info().hits, persistmemo._codec.__spec__.name)\n"
+    )
+    env = {**os.environ, "PERSISTMEMO_DIR": str(tmp_path / "store")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["2", "2", "1", "persistmemo._codec"]
 
 
 def test_the_public_packages_export_their_names_lazily() -> None:

@@ -4,15 +4,15 @@ Each error also keeps the builtin base it always had, so ``except TypeError`` an
 ``except OSError`` clauses written against earlier releases keep working::
 
     PersistmemoError(Exception)
-    ├── UnsupportedType(TypeError)           an argument with no key encoding
-    │   └── UnsupportedNesting               a value that contains itself, or nests too deep
+    ├── UnsupportedType(TypeError)           a value with no key encoding
+    │   ├── UnsupportedNesting               a value that contains itself, or nests too deep
+    │   └── UnsupportedArgument              a call's argument that cannot be keyed, named
     ├── UnsupportedCapture(TypeError)        a captured variable that cannot be keyed
     ├── UnstorableValue(TypeError)           a result the store cannot keep
     ├── CorruptEntry(ValueError)             stored bytes that do not decode: a miss
     │   └── UndecodableValue                 well-formed bytes this process cannot rebuild
     ├── ComputationFailed(RuntimeError)      the computation waited for failed elsewhere
     ├── MissingInput                         a path named in ``files=`` does not exist
-    ├── UnsupportedArgument(TypeError)       a call whose argument cannot be keyed, named
     ├── StoreUnreadable(OSError)             the store's database cannot be read
     ├── StoreRefused                         a backend refused a value (too large, full)
     ├── SecretUnavailable(OSError)           the secret key file cannot be read or made
@@ -115,9 +115,14 @@ class MissingInput(PersistmemoError):
     """A path named in ``files=`` does not exist: the call runs uncached."""
 
 
-class UnsupportedArgument(PersistmemoError, TypeError):
-    """A call whose argument (or captured variable) cannot be keyed: the message names the
-    parameter, the function and the remedy."""
+class UnsupportedArgument(UnsupportedType):
+    """A call whose argument cannot be keyed: the message names the parameter, the
+    function and the remedy (``unsupported`` is the type that has no key encoding)."""
+
+    def __init__(self, message: str, unsupported: type = object) -> None:
+        TypeError.__init__(self, message)
+        self.unsupported = unsupported
+        self.reason = message
 
 
 class StoreRefused(PersistmemoError):

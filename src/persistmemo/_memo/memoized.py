@@ -436,7 +436,8 @@ class MemoizedFunction(CallPaths["P", "R"]):
                             f"{HOOK_NAME} on the type."
                         )
         return UnsupportedArgument(
-            f"cannot build a cache key for {where}: {error}{inside}. {remedy}"
+            f"cannot build a cache key for {where}: {error}{inside}. {remedy}",
+            error.unsupported,
         )
 
     @property

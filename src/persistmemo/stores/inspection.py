@@ -100,8 +100,15 @@ def _bounds(prefix: str) -> tuple[str, tuple[str, ...]]:
     return "key >= ? AND key < ?", (prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
+def _absent(directory: Path) -> bool:
+    """Whether no database is there yet: nothing stored, nothing to list."""
+    return not (directory / DBNAME).exists()
+
+
 def rows(directory: Path, prefix: str) -> Iterator[Row]:
     """Every row whose key starts with ``prefix``, expired ones too, read-only."""
+    if _absent(directory):
+        return
     condition, parameters = _bounds(prefix)
     with _reading(directory) as connection:
         found = connection.execute(
@@ -133,6 +140,8 @@ def _row(directory: Path, row: tuple[Any, ...]) -> Row:
 
 def keys(directory: Path, prefix: str) -> list[str]:
     """Every key that starts with ``prefix`` (expired ones too), read-only."""
+    if _absent(directory):
+        return []
     condition, parameters = _bounds(prefix)
     with _reading(directory) as connection:
         found = connection.execute(
@@ -144,6 +153,8 @@ def keys(directory: Path, prefix: str) -> list[str]:
 def values(directory: Path, prefix: str) -> Iterator[tuple[str, bytes | memoryview | CorruptEntry]]:
     """Every key that starts with ``prefix`` with its whole stored bytes (expired ones too),
     or the CorruptEntry that says why they cannot be read."""
+    if _absent(directory):
+        return
     condition, parameters = _bounds(prefix)
     with _reading(directory) as connection:
         found = connection.execute(
@@ -161,6 +172,8 @@ def values(directory: Path, prefix: str) -> Iterator[tuple[str, bytes | memoryvi
 
 def stored_bytes(directory: Path, key: str) -> bytes | memoryview | None:
     """The whole stored bytes under ``key``, expired or not, or None when absent."""
+    if _absent(directory):
+        return None
     with _reading(directory) as connection:
         found = connection.execute(
             "SELECT mode, filename, value, size FROM Cache WHERE raw = 1 AND key = ?", (key,)

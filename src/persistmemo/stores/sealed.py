@@ -74,7 +74,6 @@ class SealedStore:
         if not lease > 0:
             raise ValueError("lease=... must be positive seconds")
         self.backend = backend
-        self._seal_prefix = backend.seal_prefix
         self.strict = strict
         self.lease = float(lease)
         self._given_secret = secret_from_text(secret) if isinstance(secret, str) else secret
@@ -141,9 +140,9 @@ class SealedStore:
     def _call(self, kind: str, operation: Callable[[], T], default: T) -> T:
         """``operation()``, or ``default`` when the backend is away or faults (reported
         once per kind, in the backend's words where it has them)."""
-        if not self.backend.usable():
-            return default
         try:
+            if not self.backend.usable():
+                return default
             return operation()
         except RecursionError:
             raise  # too deep a stack: the claim is released once unwound (_memo/locking.py)
@@ -158,7 +157,10 @@ class SealedStore:
         elif isinstance(error, CorruptEntry):
             self.report_fault("corrupt entry", error)
         else:
-            named = self.backend.fault(kind, error)
+            try:
+                named = self.backend.fault(kind, error)
+            except Exception:  # a backend's own words failed: ours, then
+                named = (kind, f"{type(error).__name__}: {error}")
             if named is not None:
                 self._faults.report(*named)
 
@@ -176,7 +178,7 @@ class SealedStore:
         with an area may come back as a read-only map (backends that keep files)."""
         backend = self.backend
         if mapped:
-            mapped = backend.may_map()
+            mapped = self._may_map()
         try:  # _call, inlined: every hit passes here
             found = backend.get(key, mapped=mapped)
         except RecursionError:
@@ -190,19 +192,28 @@ class SealedStore:
         # After the read: the backend may have opened (and settled its secret) to make it.
         sealer = self._sealer or self._sealer_ready()
         if area_check is None and not mapped and type(value) is bytes:  # a small entry
+            prefix = backend.seal_prefix  # read each time: a backend may settle it late
             try:
-                return sealer.unseal(
-                    self._seal_prefix + key if self._seal_prefix else key, value
-                ), expires_at
+                return sealer.unseal(prefix + key if prefix else key, value), expires_at
             except CorruptEntry as error:
                 self.report_fault("corrupt entry", error)
                 return MISSING
         return self._unsealed(sealer, key, found, mapped)
 
+    def _may_map(self) -> bool:
+        """Whether a value may come back as a map of its file (a fault: not mapped)."""
+        try:
+            return self.backend.may_map()
+        except Exception as error:
+            self._failed("read failed", error)
+            return False
+
     def _unsealed(
         self, sealer: Sealer, key: str, found: Found, mapped: bool
     ) -> tuple[Encoded, float | None] | Missing:
         value, expires_at, area_check = found
+        if isinstance(value, bytearray):
+            value = bytes(value)
         if not isinstance(value, (bytes, memoryview)):
             self.report_fault("corrupt entry", CorruptEntry(f"{key}: not a sealed value"))
             return MISSING
@@ -218,7 +229,7 @@ class SealedStore:
     def read_many(self, keys: list[str], *, mapped: bool = False) -> dict[str, Encoded]:
         """The verified encoded values of those ``keys`` that are stored, in few round trips."""
         if mapped:
-            mapped = self.backend.may_map()
+            mapped = self._may_map()
         nothing: dict[str, Found] = {}
         rows = self._call(
             "read failed", lambda: self.backend.get_many(keys, mapped=mapped), nothing
@@ -282,11 +293,11 @@ class SealedStore:
         """``operation()`` of looking inside. A store that cannot be read at all (a damaged
         or missing database) raises, for the tools to say so; another fault is a warning
         and ``default``."""
-        if not self.backend.usable():
-            return default
         try:
+            if not self.backend.usable():
+                return default
             return operation()
-        except (StoreUnreadable, FileNotFoundError, RecursionError):
+        except (StoreUnreadable, RecursionError):
             raise
         except Exception as error:
             self._failed("read failed", error)
@@ -417,7 +428,7 @@ class SealedStore:
         was sealed with another secret: that is reported and nothing is removed."""
         report = CheckReport()
         sealer = self._sealer_ready()
-        self.backend.check_storage(report, fix=fix)
+        self._inspect(partial(self.backend.check_storage, report, fix=fix), None)
         no_keys: list[str] = []
         total = len(self._inspect(self._result_keys, no_keys))
         verified = well_formed_failures = 0
@@ -436,14 +447,16 @@ class SealedStore:
                         kept.append(f"{key}: {stored}")
                         report.problems.append(kept[-1])
                         continue
-                    outcome = judge_entry(report, sealer, key, stored, self._seal_prefix + key)
+                    outcome = judge_entry(
+                        report, sealer, key, stored, self.backend.seal_prefix + key
+                    )
                     verified += outcome == "verified"
                     well_formed_failures += outcome == "well-formed"
                     if outcome == "malformed":
                         kept.append(f"{key}: not a persistmemo value")
                     if progress is not None:
                         progress(report.entries, max(total, report.entries))
-            except (StoreUnreadable, FileNotFoundError, RecursionError):
+            except (StoreUnreadable, RecursionError):
                 raise
             except Exception as error:
                 self._failed("read failed", error)
@@ -506,7 +519,7 @@ class SealedStore:
 
     def close(self) -> None:
         """Close the backend's connections and files (they reopen when used again)."""
-        self.backend.close()
+        self._call("close failed", self.backend.close, None)
 
     def __enter__(self) -> Any:
         return self

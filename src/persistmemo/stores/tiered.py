@@ -35,6 +35,11 @@ class TieredStore:
     """``local`` (a Store or a directory) in front of ``remote`` (a RedisStore)."""
 
     def __init__(self, local: Store | str | os.PathLike[str], remote: StoreBackend) -> None:
+        if not isinstance(local, (Store, str, os.PathLike)):
+            raise TypeError(
+                f"TieredStore(local=...) takes a directory or a Store (a disk store), not "
+                f"{type(local).__name__}"
+            )
         if not isinstance(local, Store) and "://" in os.fspath(local):
             raise ValueError(
                 f"TieredStore(local={local!r}): the local tier is a directory or a Store, not a URL"
