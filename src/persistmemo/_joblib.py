@@ -1,7 +1,7 @@
 """``Memory``: joblib.Memory's interface over a persistmemo store, for scikit-learn and co.
 
-What scikit-learn (``Pipeline(memory=...)``, ``AgglomerativeClustering``), nilearn and other
-code written for ``joblib.Memory`` call: ``Memory(location).cache(func, ignore=...)``, the
+What scikit-learn (``Pipeline(memory=...)``, ``AgglomerativeClustering``) and other code
+written for ``joblib.Memory`` call: ``Memory(location).cache(func, ignore=...)``, the
 cached function's ``call_and_shelve`` and ``clear``, ``Memory.clear`` and ``reduce_size``.
 Each cached function is ``memo(store=..., ignore=...)`` of it, so keys, versions and the
 store's guarantees are persistmemo's (docs/options.md#memory-for-code-written-for-joblib).
@@ -38,8 +38,8 @@ class Memory:
     ``TieredStore``); None caches nothing, as joblib's does. ``mmap_mode="r"`` returns
     arrays as read-only maps of the stored file (``memo(mmap=True)``); the other modes
     return arrays in memory, and the store is never written through them. ``backend``,
-    ``compress``, ``verbose`` and ``backend_options`` are accepted for compatibility
-    (a store needs no compression of its own, and logs through the ``persistmemo`` logger).
+    ``compress``, ``verbose`` and ``backend_options`` are accepted for compatibility and
+    unused: a store compresses nothing, and nothing is printed.
 
     >>> import tempfile
     >>> memory = Memory(tempfile.mkdtemp())
