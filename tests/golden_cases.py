@@ -89,6 +89,18 @@ EXPRESSIONS = [
     "polars.Series('t', [1.5, None])",
     "pyarrow.array([[1, 2], None, []])",
     "pyarrow.array([{'x': 1, 'y': 'a'}, None])",
+    # Added with the key registry's built-in entries (docs/keys.md, ext 31; the keys above are
+    # unchanged): scikit-learn estimators and scipy.sparse matrices.
+    "golden_estimators.Scale(factor=2.0)",
+    "golden_estimators.Scale(factor=2.0).fit(numpy.arange(6.0).reshape(3, 2))",
+    "golden_estimators.Chain(first=golden_estimators.Scale(), second=golden_estimators.Scale("
+    "offset=[1, 2]))",
+    "sklearn.preprocessing.StandardScaler(with_mean=False)",
+    "scipy.sparse.csr_matrix(numpy.array([[0.0, 1.5], [2.0, 0.0]]))",
+    "scipy.sparse.csr_array(numpy.array([[0.0, 1.5], [2.0, 0.0]]))",
+    "scipy.sparse.csc_matrix(numpy.array([[0.0, 1.5], [2.0, 0.0]]))",
+    "scipy.sparse.coo_array(numpy.array([[0.0, 1.5], [2.0, 0.0]]))",
+    "scipy.sparse.dok_array(numpy.array([[0.0, 1.5], [2.0, 0.0]]))",
 ]
 
 
@@ -103,7 +115,10 @@ def namespace() -> dict[str, object]:
     import pandas
     import polars
     import pyarrow
+    import scipy.sparse
+    import sklearn.preprocessing
 
+    import golden_estimators
     import golden_types
 
     return {
@@ -117,4 +132,7 @@ def namespace() -> dict[str, object]:
         "pandas": pandas,
         "pyarrow": pyarrow,
         "polars": polars,
+        "scipy": scipy,
+        "sklearn": sklearn,
+        "golden_estimators": golden_estimators,
     }

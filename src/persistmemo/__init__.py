@@ -13,7 +13,9 @@ from persistmemo import _moved
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from persistmemo._joblib import Memory
     from persistmemo._keys.layout import KEY_FORMAT
+    from persistmemo._keys.registry import register_key
     from persistmemo._memo.decorator import MemoDecorator, Memoized, memo
     from persistmemo._memo.memoized import CacheInfo
     from persistmemo.errors import (
@@ -42,6 +44,7 @@ __all__ = [
     "FunctionSummary",
     "MemoDecorator",
     "Memoized",
+    "Memory",
     "MissingInput",
     "PersistmemoError",
     "PersistmemoWarning",
@@ -54,6 +57,7 @@ __all__ = [
     "default_directory",
     "default_store",
     "memo",
+    "register_key",
 ]
 __version__ = "0.1.0"
 
@@ -69,6 +73,7 @@ _HOMES = {
     "FunctionSummary": "persistmemo.stores.base",
     "MemoDecorator": "persistmemo._memo.decorator",
     "Memoized": "persistmemo._memo.decorator",
+    "Memory": "persistmemo._joblib",
     "MissingInput": "persistmemo.errors",
     "PersistmemoError": "persistmemo.errors",
     "PersistmemoWarning": "persistmemo.errors",
@@ -81,6 +86,7 @@ _HOMES = {
     "default_directory": "persistmemo.stores.disk",
     "default_store": "persistmemo.stores.registry",
     "memo": "persistmemo._memo.decorator",
+    "register_key": "persistmemo._keys.registry",
 }
 
 

@@ -3,8 +3,10 @@
 From the bottom: ``framing`` (msgpack headers, extension frames, ``KeyExtension``),
 ``digests`` (large buffers), ``encoders`` (the table every encoder recurses through); one
 module per family of types (``standard_types``, ``classes``, ``arrays``, ``frames``,
-``subclasses``); ``dispatch`` (which encoder a type gets), ``nesting`` (diagnosing
-RecursionError), ``canonical`` (``encode``, ``encode_arguments``), ``layout`` (key strings).
+``subclasses``, ``estimators``, ``sparse``); ``registry`` (``register_key`` and the built-in
+entries for types persistmemo does not own); ``dispatch`` (which encoder a type gets),
+``nesting`` (diagnosing RecursionError), ``canonical`` (``encode``, ``encode_arguments``),
+``layout`` (key strings).
 Nothing is imported here: the old ``keys`` module's names load on first mention, for
 ``persistmemo.KEY_FORMAT`` and the deprecated ``persistmemo.keys`` path.
 """

@@ -1,10 +1,11 @@
 """Which encoder a type gets: chosen once per type, by what the type is.
 
 An exact match first (the builtins, then the value types of the standard library, numpy,
-pandas, pyarrow and polars whose modules are loaded), then what the class is (a key hook, an
-Enum, a NamedTuple, a dataclass, a class, a path), refusals that say what to pass instead
-(functions, subclasses of frames and arrays whose state is hidden), and last a subclass of a
-supported type. The choice is remembered in ``encoders.ENCODERS``, so each type pays it once.
+pandas, pyarrow and polars whose modules are loaded), then what the class is (a key hook, a
+registered key function, an Enum, a NamedTuple, a dataclass, a class, a path), refusals that
+say what to pass instead (functions, subclasses of frames and arrays whose state is hidden),
+and last a subclass of a supported type. The choice is remembered in ``encoders.ENCODERS``,
+so each type pays it once.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from persistmemo._keys.frames import (
     encode_polars_frame,
     encode_polars_series,
 )
+from persistmemo._keys.registry import registered_encoder
 from persistmemo._keys.standard_types import (
     BUILTIN_ENCODERS,
     encode_date,
@@ -80,6 +82,9 @@ def choose_encoder(cls: type) -> Encoder:
             return encoder
     if callable(getattr(cls, HOOK_NAME, None)):
         return encode_with_hook
+    registered = registered_encoder(cls)
+    if registered is not None:
+        return registered
     if is_enum(cls):
         return encode_enum
     if is_tuple_with_fields(cls):

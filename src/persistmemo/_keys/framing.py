@@ -84,3 +84,4 @@ class KeyExtension:
     PANDAS = 28
     ARROW = 29
     POLARS = 30
+    REGISTERED = 31

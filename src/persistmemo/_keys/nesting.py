@@ -18,6 +18,7 @@ from persistmemo._keys.classes import (
 )
 from persistmemo._keys.encoders import ENCODERS, encoder_for
 from persistmemo._keys.frames import encode_pandas_frame, encode_pandas_series
+from persistmemo._keys.registry import RegisteredEncoder
 from persistmemo._keys.subclasses import AS_BASE, SUBCLASS_ENCODERS
 from persistmemo.errors import UnsupportedNesting
 
@@ -90,6 +91,8 @@ def _children(value: Any) -> list[Any] | None:
         encoder = ENCODERS.get(cls) or encoder_for(cls)
         if encoder is encode_with_hook:
             return [getattr(value, HOOK_NAME)()]
+        if isinstance(encoder, RegisteredEncoder):
+            return [encoder.represent(value)]
         if encoder is encode_dataclass:
             fields = sys.modules["dataclasses"].fields(value)
             return [getattr(value, field.name) for field in fields]

@@ -1,0 +1,101 @@
+"""scikit-learn estimators: keyed by their class, their parameters and what they learned.
+
+An estimator (any ``sklearn.base.BaseEstimator``) stands for ``[get_params(deep=True), its
+learned attributes (the ``name_`` ones, None before fit), its set_output() configuration]``,
+estimators inside keyed the same way. An unfitted estimator (the clone a Pipeline fits
+through its memory) is its parameters; a fitted one is also what it learned, so two models
+with the same parameters fitted on different data never share a key. Parameters sklearn
+takes as functions (``score_func``, ``func``) are keyed by name and code, a random state by
+its state. scikit-learn is never imported here: an estimator exists once it is loaded.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import types
+
+from persistmemo._naming import qualified_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+ESTIMATOR_ENTRY = "sklearn.estimator/1"
+"""The entry's name in the key bytes: a change to what an estimator stands for bumps it."""
+
+StandIn = collections.namedtuple("StandIn", "kind state")
+"""What a parameter with no key encoding of its own (a function, a random state) stands for:
+a class of its own, so it never shares bytes with a parameter that is a plain list."""
+
+
+def estimator_base() -> type | None:
+    """``sklearn.base.BaseEstimator``, when scikit-learn is loaded."""
+    base = sys.modules.get("sklearn.base")
+    found = getattr(base, "BaseEstimator", None)
+    return found if isinstance(found, type) else None
+
+
+def represent_estimator(estimator: Any) -> object:
+    """The value an estimator is keyed by (the entry's function)."""
+    state = getattr(estimator, "__dict__", {})
+    params = {name: _parameter(value) for name, value in estimator.get_params(deep=True).items()}
+    learned = {
+        name: _parameter(value)
+        for name, value in state.items()
+        if name.endswith("_") and not name.startswith("__")
+    }
+    return [params, learned or None, state.get("_sklearn_output_config")]
+
+
+def _parameter(value: Any) -> Any:
+    cls = type(value)
+    if cls is types.FunctionType or cls is types.BuiltinFunctionType:
+        return StandIn("function", _function_state(value))
+    functools = sys.modules.get("functools")
+    if functools is not None and cls is functools.partial:
+        arguments = [list(value.args), dict(value.keywords)]
+        return StandIn("partial", [_parameter(value.func), *arguments])
+    numpy = sys.modules.get("numpy")
+    if numpy is None:
+        return value
+    if cls is numpy.ufunc:
+        return StandIn("function", [f"numpy.{value.__name__}"])
+    if cls.__name__ == "_ArrayFunctionDispatcher" and cls.__module__ == "numpy":
+        return _parameter(value.__wrapped__)  # numpy.round, numpy.mean: their Python code
+    if cls is numpy.random.RandomState:
+        return StandIn("RandomState", value.get_state(legacy=True))
+    if cls is numpy.random.Generator:
+        return StandIn("Generator", value.bit_generator.state)
+    if cls is numpy.ndarray and value.dtype.hasobject:
+        # Learned labels and feature names (classes_, feature_names_in_) are object arrays.
+        return StandIn("objects", [list(value.shape), value.ravel().tolist()])
+    return value
+
+
+def _function_state(func: Any) -> list[object]:
+    """A function by its name, and a Python function also by its own code, defaults and
+    captured values (not the functions it calls, which joblib does not follow either)."""
+    code = getattr(func, "__code__", None)
+    if code is None:  # a builtin: its code changes with its package's version
+        return [qualified_name(func)]
+    closure = [_parameter(cell.cell_contents) for cell in func.__closure__ or ()]
+    defaults = [_parameter(item) for item in func.__defaults__ or ()]
+    keyword_defaults = {
+        name: _parameter(item) for name, item in (func.__kwdefaults__ or {}).items()
+    }
+    return [qualified_name(func), _code_state(code), defaults, keyword_defaults, closure]
+
+
+def _code_state(code: Any) -> list[object]:
+    return [code.co_code, list(code.co_names), [_constant(item) for item in code.co_consts]]
+
+
+def _constant(item: Any) -> Any:
+    if hasattr(item, "co_code"):
+        return _code_state(item)
+    if item is Ellipsis:
+        return StandIn("Ellipsis", None)
+    if type(item) is tuple:
+        return tuple(_constant(each) for each in item)
+    return item

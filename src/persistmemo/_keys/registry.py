@@ -1,0 +1,157 @@
+"""Key functions for types you do not own: ``register_key`` and the built-in entries.
+
+A registered function turns a value into a keyable value that stands for it. A type is
+looked up once, when first met: your registrations first (by class or by ``"module.Name"``
+along the class's MRO, so a base class covers its subclasses), then the built-in entries
+(scikit-learn estimators, scipy.sparse matrices), found through ``sys.modules``: no library
+is imported for them. A type's own ``__persistmemo_key__`` wins over both. The key bytes
+name the entry (a built-in one with its version, so changing it is a format change) and the
+class: docs/keys.md#types-you-do-not-own.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+
+from persistmemo._keys.encoders import ENCODERS, encode_item
+from persistmemo._keys.estimators import ESTIMATOR_ENTRY, estimator_base, represent_estimator
+from persistmemo._keys.framing import KeyExtension, ext, pack
+from persistmemo._keys.sparse import SPARSE_ENTRY, represent_sparse, sparse_label, sparse_types
+from persistmemo._naming import qualified_name
+from persistmemo.errors import UnsupportedType
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+_by_type: dict[type, Callable[[Any], object]] = {}
+_by_name: dict[str, Callable[[Any], object]] = {}
+_lock = threading.Lock()
+
+
+def register_key(cls: type | str, function: Callable[[Any], object] | None) -> None:
+    """Key instances of ``cls`` (a class, or its ``"module.QualName"`` without importing it)
+    by what ``function(value)`` returns: any value persistmemo can key.
+
+    The registration is global to the process and covers subclasses; a type's own
+    ``__persistmemo_key__`` still wins, and types persistmemo keys exactly (builtins, numpy
+    arrays, frames) keep their encoding. ``function=None`` removes the registration. The key
+    holds the class's name too, so two types answering the same value never share a key.
+
+    >>> class Celsius:
+    ...     def __init__(self, degrees): self.degrees = degrees
+    >>> register_key(Celsius, lambda value: value.degrees)
+    >>> from persistmemo._keys.canonical import encode
+    >>> encode(Celsius(20.5)) == encode(Celsius(20.5)) != encode(Celsius(21))
+    True
+    >>> register_key(Celsius, None)
+    """
+    if function is not None and not callable(function):
+        raise TypeError(f"register_key() takes a callable or None; got {function!r}")
+    if isinstance(cls, str):
+        if "." not in cls.strip("."):
+            raise ValueError(f"register_key() takes a class or 'module.QualName'; got {cls!r}")
+        table: dict[Any, Callable[[Any], object]] = _by_name
+    elif not isinstance(cls, type):
+        raise TypeError(f"register_key() takes a class or 'module.QualName'; got {cls!r}")
+    elif cls in ENCODERS and cls.__module__ == "builtins":
+        raise ValueError(f"register_key(): {cls.__name__} has a key encoding of its own")
+    else:
+        table = _by_type
+    with _lock:
+        if function is None:
+            table.pop(cls, None)
+        else:
+            table[cls] = function
+        # Types met before chose their encoder without this registration: they choose again.
+        for met in list(ENCODERS):
+            if met.__module__ != "builtins":
+                ENCODERS.pop(met, None)
+
+
+class RegisteredEncoder:
+    """The encoder of a type found in the registry: ext 31 of the entry, the class's label
+    and the encoding of what the entry's function returns."""
+
+    __slots__ = ("function", "head", "label")
+
+    def __init__(self, function: Callable[[Any], object], entry: str | None, label: str) -> None:
+        self.function = function
+        self.label = label
+        self.head = pack(entry) + pack(label)
+
+    def represent(self, value: object) -> object:
+        """What the entry's function says ``value`` is keyed by."""
+        try:
+            return self.function(value)
+        except (UnsupportedType, RecursionError):
+            raise
+        except Exception as error:
+            name = getattr(self.function, "__qualname__", repr(self.function))
+            raise UnsupportedType(
+                type(value),
+                f" (its registered key function {name}() raised {type(error).__name__}: {error})",
+            ) from error
+
+    def __call__(self, value: object) -> bytes:
+        return ext(KeyExtension.REGISTERED, self.head + encode_item(self.represent(value)))
+
+
+def registered_encoder(cls: type) -> RegisteredEncoder | None:
+    """The encoder of ``cls`` from the registry, or None when no entry covers it."""
+    function = _registered_function(cls)
+    if function is not None:
+        return RegisteredEncoder(function, None, qualified_name(cls))
+    estimator = estimator_base()
+    if estimator is not None and issubclass(cls, estimator):
+        return RegisteredEncoder(represent_estimator, ESTIMATOR_ENTRY, qualified_name(cls))
+    sparse = sparse_types()
+    if sparse and issubclass(cls, sparse):
+        label = sparse_label(cls)
+        if label is None:
+            return None  # a subclass from outside scipy: refused by the rules after this
+        return RegisteredEncoder(represent_sparse, SPARSE_ENTRY, label)
+    return None
+
+
+def _registered_function(cls: type) -> Callable[[Any], object] | None:
+    if not (_by_type or _by_name):
+        return None
+    loaded = _loaded_names()
+    for base in cls.__mro__:
+        function = (
+            _by_type.get(base)
+            or loaded.get(base)
+            or _by_name.get(f"{base.__module__}.{base.__qualname__}")
+        )
+        if function is not None:
+            return function
+    return None
+
+
+def _loaded_names() -> dict[type, Callable[[Any], object]]:
+    """The classes registered by name whose module is loaded: a name may be the public path
+    (``sklearn.svm.SVC``) of a class defined elsewhere (``sklearn.svm._classes``)."""
+    found = {}
+    for name, function in list(_by_name.items()):
+        cls = _loaded_class(name)
+        if cls is not None:
+            found[cls] = function
+    return found
+
+
+def _loaded_class(name: str) -> type | None:
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        target: object = sys.modules.get(".".join(parts[:split]))
+        if target is None:
+            continue
+        for part in parts[split:]:
+            # A module's own namespace only: a module's __getattr__ may import (scipy's does).
+            names = vars(target) if isinstance(target, types.ModuleType) else None
+            target = names.get(part) if names is not None else getattr(target, part, None)
+        return target if isinstance(target, type) else None
+    return None

@@ -1,0 +1,310 @@
+"""Keys for types you do not own: register_key, and the scikit-learn and scipy.sparse entries."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.decomposition import PCA
+from sklearn.feature_selection import SelectKBest, f_classif, f_regression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+from sklearn.svm import SVC
+
+from conftest import run_python
+from golden_estimators import Chain, Scale
+from persistmemo import Store, memo, register_key
+from persistmemo._keys.canonical import encode
+from persistmemo.errors import UnsupportedArgument, UnsupportedType
+
+
+class Reading:
+    """A type "from another library": no hook, no encoding of its own."""
+
+    def __init__(self, value: float, unit: str = "C") -> None:
+        self.value = value
+        self.unit = unit
+
+
+class Other:
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+
+class Hooked(Reading):
+    def __persistmemo_key__(self) -> object:
+        return "hooked"
+
+
+@pytest.fixture
+def registered() -> Iterator[list[type | str]]:
+    """Registrations made by a test, removed after it (the registry is global)."""
+    made: list[type | str] = []
+    yield made
+    for target in made:
+        register_key(target, None)
+
+
+def register(made: list[type | str], target: type | str, function: Any) -> None:
+    register_key(target, function)
+    made.append(target)
+
+
+# --- register_key ---------------------------------------------------------------------------
+
+
+def test_a_registered_type_is_keyed_by_what_its_function_returns(registered: list[Any]) -> None:
+    register(registered, Reading, lambda reading: (reading.value, reading.unit))
+    assert encode(Reading(1.5)) == encode(Reading(1.5))
+    assert encode(Reading(1.5)) != encode(Reading(1.5, "F"))
+    assert encode(Reading(1.5)) != encode(Reading(2.0))
+
+
+def test_two_types_answering_the_same_value_never_share_a_key(registered: list[Any]) -> None:
+    register(registered, Reading, lambda reading: reading.value)
+    register(registered, Other, lambda other: other.value)
+    assert encode(Reading(1.0)) != encode(Other(1.0))
+
+
+def test_a_type_registered_by_its_qualified_name_is_keyed(registered: list[Any]) -> None:
+    register(registered, f"{__name__}.Other", lambda other: other.value)
+    assert encode(Other(1.0)) == encode(Other(1.0)) != encode(Other(2.0))
+
+
+def test_a_public_path_names_a_class_defined_in_a_private_module(registered: list[Any]) -> None:
+    # SVC is defined in sklearn.svm._classes; users write the path they import it from. The
+    # registration wins over the built-in estimator entry.
+    register(registered, "sklearn.svm.SVC", lambda model: "every SVC is one")
+    assert encode(SVC(C=1.0)) == encode(SVC(C=2.0))
+
+
+def test_a_registration_by_name_imports_nothing_and_applies_once_loaded(tmp_path: Path) -> None:
+    result = run_python(
+        """
+        import sys
+        from persistmemo import register_key
+        from persistmemo._keys.canonical import encode
+        register_key("sklearn.svm.SVC", lambda model: model.C)
+        encode([1, "x"])
+        assert "sklearn" not in sys.modules and "scipy" not in sys.modules
+        from sklearn.svm import SVC
+        assert encode(SVC(C=1.0, kernel="rbf")) == encode(SVC(C=1.0, kernel="linear"))
+        assert encode(SVC(C=1.0)) != encode(SVC(C=2.0))
+        print("ok")
+        """
+    )
+    assert result.stdout.strip() == "ok"
+
+
+def test_a_registration_covers_subclasses(registered: list[Any]) -> None:
+    class Fahrenheit(Reading):
+        pass
+
+    register(registered, Reading, lambda reading: reading.value)
+    assert encode(Fahrenheit(1.0)) != encode(Reading(1.0))  # the class is in the key
+    assert encode(Fahrenheit(1.0)) == encode(Fahrenheit(1.0)) != encode(Fahrenheit(2.0))
+
+
+def test_the_hook_still_wins_for_your_own_types(registered: list[Any]) -> None:
+    register(registered, Reading, lambda reading: reading.value)
+    assert encode(Hooked(1.0)) == encode(Hooked(2.0))  # keyed by its hook: "hooked"
+
+    class HookedScaler(StandardScaler):
+        def __persistmemo_key__(self) -> object:
+            return "mine"
+
+    assert encode(HookedScaler(with_mean=True)) == encode(HookedScaler(with_mean=False))
+
+
+def test_a_type_met_before_its_registration_is_keyed_by_it_after(registered: list[Any]) -> None:
+    with pytest.raises(UnsupportedType):
+        encode(Other(1.0))
+    register(registered, Other, lambda other: other.value)
+    assert encode(Other(1.0)) != encode(Other(2.0))
+    register_key(Other, None)
+    with pytest.raises(UnsupportedType):
+        encode(Other(1.0))
+
+
+def test_a_registered_function_that_raises_names_the_parameter(
+    registered: list[Any], store: Store
+) -> None:
+    def broken(reading: Reading) -> object:
+        raise ValueError("no reading")
+
+    register(registered, Reading, broken)
+
+    @memo(store=store)
+    def convert(sample: Reading) -> float:
+        return sample.value
+
+    with pytest.raises(UnsupportedArgument) as raised:
+        convert(Reading(1.0))
+    message = str(raised.value)
+    assert "argument 'sample' of" in message
+    assert "convert()" in message
+    assert "broken() raised ValueError: no reading" in message
+    assert isinstance(raised.value, TypeError)
+
+
+def test_register_key_refuses_what_it_cannot_take() -> None:
+    with pytest.raises(ValueError, match="has a key encoding of its own"):
+        register_key(int, str)
+    with pytest.raises(TypeError, match="callable"):
+        register_key(Reading, "not callable")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"module\.QualName"):
+        register_key("Reading", str)
+    with pytest.raises(TypeError, match=r"module\.QualName"):
+        register_key(Reading(1.0), str)  # type: ignore[arg-type]
+
+
+def test_the_built_in_entries_import_neither_scikit_learn_nor_scipy() -> None:
+    result = run_python(
+        """
+        import sys, datetime
+        import numpy
+        from persistmemo._keys.canonical import encode
+        encode([numpy.arange(3), datetime.date(2026, 1, 1), {"a": (1, 2.0)}])
+        print("sklearn" in sys.modules, "scipy" in sys.modules)
+        """
+    )
+    assert result.stdout.split() == ["False", "False"]
+
+
+# --- scikit-learn estimators ----------------------------------------------------------------
+
+
+def test_estimators_with_equal_parameters_share_a_key_and_others_do_not() -> None:
+    assert encode(StandardScaler()) == encode(StandardScaler())
+    assert encode(StandardScaler()) != encode(StandardScaler(with_mean=False))
+    assert encode(Scale(factor=1.0)) != encode(StandardScaler())
+
+
+def test_estimators_inside_parameters_are_keyed_by_their_own_parameters() -> None:
+    first = Chain(first=Scale(factor=1.0), second=Pipeline([("pca", PCA(2))]))
+    same = Chain(first=Scale(factor=1.0), second=Pipeline([("pca", PCA(2))]))
+    other = Chain(first=Scale(factor=1.0), second=Pipeline([("pca", PCA(3))]))
+    assert encode(first) == encode(same)
+    assert encode(first) != encode(other)
+
+
+def test_a_fitted_estimator_is_keyed_by_what_it_learned() -> None:
+    data = np.arange(6.0).reshape(3, 2)
+    unfitted = Scale()
+    assert encode(Scale().fit(data)) == encode(Scale().fit(data.copy()))
+    assert encode(Scale().fit(data)) != encode(Scale().fit(data + 1))
+    assert encode(Scale().fit(data)) != encode(unfitted)
+
+
+def test_an_estimator_fitted_on_a_frame_keys_its_feature_names() -> None:
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
+    renamed = frame.rename(columns={"b": "c"})
+    assert encode(StandardScaler().fit(frame)) == encode(StandardScaler().fit(frame.copy()))
+    assert encode(StandardScaler().fit(frame)) != encode(StandardScaler().fit(renamed))
+
+
+def test_set_output_is_part_of_an_estimators_key() -> None:
+    # It changes what transform returns (a DataFrame), and a Pipeline's clone keeps it.
+    assert encode(StandardScaler().set_output(transform="pandas")) != encode(StandardScaler())
+
+
+def test_function_parameters_are_keyed_by_name_code_and_captured_values() -> None:
+    assert encode(SelectKBest(f_classif)) == encode(SelectKBest(f_classif))
+    assert encode(SelectKBest(f_classif)) != encode(SelectKBest(f_regression))
+
+    def scaled_by(factor: float) -> Any:
+        return lambda x: x * factor
+
+    assert encode(FunctionTransformer(scaled_by(2))) == encode(FunctionTransformer(scaled_by(2)))
+    assert encode(FunctionTransformer(scaled_by(2))) != encode(FunctionTransformer(scaled_by(3)))
+    assert encode(FunctionTransformer(np.log1p)) != encode(FunctionTransformer(np.expm1))
+    rounding = functools.partial(np.round, decimals=2)
+    assert encode(FunctionTransformer(rounding)) != encode(
+        FunctionTransformer(functools.partial(np.round, decimals=3))
+    )
+
+
+def test_random_states_are_keyed_by_their_state() -> None:
+    def seeded(seed: int) -> PCA:
+        return PCA(2, random_state=np.random.RandomState(seed))
+
+    assert encode(seeded(0)) == encode(seeded(0)) != encode(seeded(1))
+    generator = PCA(2, random_state=np.random.default_rng(0))
+    assert encode(generator) != encode(PCA(2, random_state=np.random.default_rng(1)))
+
+
+# --- scipy.sparse ---------------------------------------------------------------------------
+
+DENSE = np.array([[0.0, 1.5, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+
+
+@pytest.mark.parametrize("build", [sp.csr_matrix, sp.csc_matrix, sp.coo_matrix, sp.csr_array])
+def test_sparse_matrices_of_equal_content_share_a_key(build: Any) -> None:
+    assert encode(build(DENSE)) == encode(build(DENSE.copy()))
+    changed = DENSE.copy()
+    changed[2, 2] = 4.0
+    assert encode(build(DENSE)) != encode(build(changed))
+    moved = DENSE.copy()
+    moved[2, 2], moved[2, 1] = 0.0, 3.0
+    assert encode(build(DENSE)) != encode(build(moved))
+    assert encode(build(DENSE)) != encode(build(DENSE.astype(np.float32)))
+
+
+def test_sparse_formats_shapes_and_kinds_are_keyed_apart() -> None:
+    keys = [
+        encode(sp.csr_matrix(DENSE)),
+        encode(sp.csc_matrix(DENSE)),
+        encode(sp.coo_matrix(DENSE)),
+        encode(sp.csr_array(DENSE)),
+        encode(sp.csr_matrix(np.vstack([DENSE, np.zeros(3)]))),
+        encode(sp.bsr_matrix(DENSE)),
+        encode(sp.dia_matrix(DENSE)),
+        encode(DENSE),
+    ]
+    assert len(set(keys)) == len(keys)
+
+
+def test_a_dok_matrix_is_keyed_whatever_order_it_was_filled_in() -> None:
+    forward = sp.dok_array((3, 3))
+    backward = sp.dok_array((3, 3))
+    for row, column in [(0, 1), (1, 0), (2, 2)]:
+        forward[row, column] = DENSE[row, column]
+    for row, column in [(2, 2), (1, 0), (0, 1)]:
+        backward[row, column] = DENSE[row, column]
+    assert encode(forward) == encode(backward) == encode(sp.dok_array(DENSE))
+    assert encode(sp.lil_matrix(DENSE)) == encode(sp.lil_matrix(DENSE))
+
+
+def test_a_large_sparse_matrix_is_keyed_by_digests_not_copied() -> None:
+    big = sp.random(2000, 2000, density=0.05, format="csr", random_state=0)
+    assert len(encode(big)) < 400
+    tweaked = big.copy()
+    tweaked.data[-1] += 1
+    assert encode(big) != encode(tweaked)
+
+
+def test_a_sparse_subclass_from_outside_scipy_is_refused() -> None:
+    class Tagged(sp.csr_matrix):
+        pass
+
+    with pytest.raises(UnsupportedType, match="Tagged"):
+        encode(Tagged(DENSE))
+
+
+def test_sparse_arguments_are_keyed_in_a_memoized_call(store: Store) -> None:
+    calls = []
+
+    @memo(store=store)
+    def total(matrix: Any) -> float:
+        calls.append(1)
+        return float(matrix.sum())
+
+    assert total(sp.csr_matrix(DENSE)) == total(sp.csr_matrix(DENSE.copy())) == 6.5
+    assert total(sp.coo_matrix(DENSE)) == 6.5
+    assert len(calls) == 2
