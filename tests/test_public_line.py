@@ -141,3 +141,30 @@ def test_the_public_packages_export_their_names_lazily() -> None:
     assert loaded == "['persistmemo._moved', 'persistmemo.errors', 'persistmemo.stores']"
     assert names == "Backend SealedStore Store"
     assert set(persistmemo.stores.__all__) <= set(dir(persistmemo.stores))
+
+
+def test_a_pickled_script_class_names_the_helper_every_release_reads(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, warnings\n"
+        "warnings.simplefilter('error', DeprecationWarning)\n"
+        "from persistmemo import Store, memo\n"
+        "class Point:\n    def __init__(self, x):\n        self.x = x\n"
+        "calls = []\n"
+        "@memo(store=Store(sys.argv[1]), name='job.point', version='1')\n"
+        "def make(x):\n    calls.append(x)\n    return Point(x)\n"
+        "print(calls, make(5).x)\n"
+    )
+    env = {**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "store")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
+    assert [run.stdout.strip() for run in runs] == ["[5] 5", "[] 5"], runs[1].stderr
+    (stored,) = (tmp_path / "store").rglob("cache.db")
+    assert b"persistmemo.codec" in stored.read_bytes()  # the helper's name since pm2

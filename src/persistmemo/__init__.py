@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         PersistmemoWarning,
         UndecodableValue,
         UnstorableValue,
+        UnsupportedArgument,
         UnsupportedType,
     )
     from persistmemo.stores.base import CheckReport, EntryInfo, FunctionSummary
@@ -53,6 +54,7 @@ __all__ = [
     "TieredStore",
     "UndecodableValue",
     "UnstorableValue",
+    "UnsupportedArgument",
     "UnsupportedType",
     "default_directory",
     "default_store",
@@ -82,6 +84,7 @@ _HOMES = {
     "TieredStore": "persistmemo.stores.tiered",
     "UndecodableValue": "persistmemo.errors",
     "UnstorableValue": "persistmemo.errors",
+    "UnsupportedArgument": "persistmemo.errors",
     "UnsupportedType": "persistmemo.errors",
     "default_directory": "persistmemo.stores.disk",
     "default_store": "persistmemo.stores.registry",

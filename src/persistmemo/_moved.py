@@ -20,7 +20,7 @@ MOVED = {
     "persistmemo.call_paths": ("persistmemo._memo.call_paths",),
     "persistmemo.closures": ("persistmemo._versioning.closures", "persistmemo.errors"),
     "persistmemo.code_watch": ("persistmemo._versioning.code_watch",),
-    "persistmemo.codec": ("persistmemo._codec", "persistmemo.errors"),
+    "persistmemo.codec": ("persistmemo._codec", "persistmemo._codec.pickles", "persistmemo.errors"),
     "persistmemo.decorator": ("persistmemo._memo.decorator",),
     "persistmemo.demo": ("persistmemo._demo",),
     "persistmemo.faults": ("persistmemo._faults", "persistmemo.errors"),
@@ -58,12 +58,25 @@ EXTENSIONS = {
 }
 
 
+# Names stored pickles refer to (``persistmemo.codec._script_global``): found without a warning,
+# since it is persistmemo's own unpickling that asks, not the user's code.
+QUIET = {("persistmemo.codec", "_script_global")}
+
+
 class _OldModule(types.ModuleType):
-    """An old module path: its names, looked up where they live now."""
+    """An old module path: its names, looked up where they live now (a warning at the first)."""
 
     def __getattr__(self, name: str) -> object:
         if name.startswith("__"):
             raise AttributeError(name)
+        if (self.__name__, name) not in QUIET and not self.__dict__.get("_warned"):
+            self.__dict__["_warned"] = True
+            warnings.warn(
+                f"{self.__name__} is private now and will be removed: import public names "
+                "from persistmemo, persistmemo.stores or persistmemo.errors",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         for home in MOVED[self.__name__]:
             module = importlib.import_module(home)
             if hasattr(module, name):
@@ -90,12 +103,6 @@ class _Alias:
 
     @staticmethod
     def create_module(spec: ModuleSpec) -> types.ModuleType:
-        warnings.warn(
-            f"{spec.name} is private now and will be removed: import public names from "
-            "persistmemo, persistmemo.stores or persistmemo.errors",
-            DeprecationWarning,
-            stacklevel=2,
-        )
         # The decorator learns from the store registry how names become stores: the entry
         # point loads both, and so does every old path (an old `decorator.memo` decorates).
         importlib.import_module("persistmemo.stores.registry")

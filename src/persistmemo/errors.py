@@ -69,6 +69,9 @@ class UnsupportedType(PersistmemoError, TypeError):
         self.reason = reason
         super().__init__(f"type {type_label(unsupported)} is not supported{reason}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.unsupported, self.reason)
+
 
 class UnsupportedNesting(UnsupportedType):
     """Raised for a value that contains itself or is nested deeper than ``MAX_NESTING``.
@@ -79,6 +82,9 @@ class UnsupportedNesting(UnsupportedType):
     def __init__(self, unsupported: type, reason: str) -> None:
         super().__init__(unsupported, reason)
         self.args = (f"a {type_label(unsupported)} value is not supported{reason}",)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.unsupported, self.reason)
 
 
 class UnsupportedCapture(PersistmemoError, TypeError):
@@ -124,6 +130,9 @@ class UnsupportedArgument(UnsupportedType):
         self.unsupported = unsupported
         self.reason = message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.reason, self.unsupported)
+
 
 class StoreRefused(PersistmemoError):
     """A backend's refusal that is no fault of its connection (a value too large, a full
@@ -133,6 +142,9 @@ class StoreRefused(PersistmemoError):
         super().__init__(message)
         self.kind = kind
         self.message = message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return type(self), (self.kind, self.message)
 
 
 class StoreUnreadable(PersistmemoError, OSError):

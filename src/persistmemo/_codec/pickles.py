@@ -56,6 +56,12 @@ def _script_global(module: str, qualname: str) -> object:
     return resolve_global(module, qualname, allow_import=True, by_getattr=True)
 
 
+# Stored pickles name it where it lived when the format was made: entries stay readable by
+# every release, and this one writes what earlier ones read.
+_script_global.__module__ = "persistmemo.codec"
+_SCRIPT_GLOBAL_NAMES = {("persistmemo.codec", "_script_global")}
+
+
 @functools.cache
 def pickle_classes() -> tuple[Any, Any]:
     """The pickler and unpickler classes, made on the first pickle."""
@@ -86,6 +92,8 @@ def pickle_classes() -> tuple[Any, Any]:
         """Finds classes under the rules of class_names.py: never imports a script."""
 
         def find_class(self, module: str, name: str) -> Any:
+            if (module, name) in _SCRIPT_GLOBAL_NAMES:
+                return _script_global
             if module not in sys.modules:
                 found = _find_module_or_raise(module, name)
                 if found is not sys.modules.get(module):

@@ -23,6 +23,7 @@ from persistmemo._sealing import (
     Sealer,
 )
 from persistmemo.errors import CorruptEntry, UndecodableValue
+from persistmemo.errors import StoreUnreadable as StoreUnreadable  # its home until errors.py
 
 # No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
 # At run time the two that make classes are made here as typing makes them: a NamedTuple

@@ -348,12 +348,34 @@ class Store(SealedStore):
                 )
         for name in ("size_limit", "cull_limit", "disk_min_file_size"):
             value = settings.get(name)
-            if isinstance(value, float):
-                if not value.is_integer():
-                    raise ValueError(f"Store({name}=...) takes a whole number; got {value!r}")
-                settings[name] = int(value)  # stored as SQLite REAL, it would look tampered
-        if not (timeout > 0 and lease > 0):
-            raise ValueError("Store(timeout=..., lease=...) must be positive seconds")
+            if isinstance(value, float) and value.is_integer():
+                value = settings[name] = int(value)  # stored as SQLite REAL, it would look tampered
+            if name in settings and (type(value) is not int or value < 0):
+                raise TypeError(f"Store({name}=...) takes a whole number of bytes; got {value!r}")
+        policy = settings.get("eviction_policy")
+        if policy is not None:
+            policies = opening.load_engine().EVICTION_POLICY
+            if policy not in policies:
+                raise ValueError(
+                    f"Store(eviction_policy={policy!r}) is not one of diskcache's: "
+                    f"{sorted(policies)}"
+                )
+        for name, seconds in (("timeout", timeout), ("lease", lease)):
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+                raise TypeError(f"Store({name}=...) takes seconds as a number; got {seconds!r}")
+            if not (0 < seconds < float("inf")):
+                raise ValueError(f"Store({name}=...) must be positive, finite seconds")
+        if secret is not None and not isinstance(secret, (bytes, str)):
+            raise TypeError(
+                f"Store(secret=...) takes bytes or a passphrase (str); got {type(secret).__name__}"
+            )
+        if secret is not None and not secret:
+            raise ValueError("Store(secret=...) is empty: give a passphrase, or leave it out")
+        if directory is not None and (not os.fspath(directory) or "://" in os.fspath(directory)):
+            raise ValueError(
+                f"Store({os.fspath(directory)!r}): a store directory is a path; for a "
+                "redis:// URL use RedisStore, or memo(store=url)"
+            )
         given = secret_from_text(secret) if isinstance(secret, str) else secret
         backend = DiskBackend(
             # Resolved once: a relative path means the working directory of now, not of a

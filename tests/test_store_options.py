@@ -1,0 +1,43 @@
+"""A store's options are checked when it is made: a clear error naming the option, never a
+store that hangs or silently does nothing on its first call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from persistmemo import Store
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "named"),
+    [
+        ({"size_limit": "1GB"}, TypeError, "size_limit"),
+        ({"cull_limit": "x"}, TypeError, "cull_limit"),
+        ({"disk_min_file_size": -1}, TypeError, "disk_min_file_size"),
+        ({"eviction_policy": "bogus"}, ValueError, "eviction_policy"),
+        ({"timeout": float("inf")}, ValueError, "timeout"),
+        ({"timeout": "5"}, TypeError, "timeout"),
+        ({"lease": 0}, ValueError, "lease"),
+        ({"secret": 5}, TypeError, "secret"),
+        ({"secret": b""}, ValueError, "secret"),
+    ],
+)
+def test_an_unusable_option_is_refused_when_the_store_is_made(
+    tmp_path: Path, options: dict[str, Any], error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        Store(tmp_path / "store", **options)
+
+
+def test_a_url_is_not_taken_for_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="RedisStore"):
+        Store("redis://localhost:6379/0")
+    assert not Path("redis:").exists()
+
+
+def test_a_whole_float_size_is_kept_as_an_int(tmp_path: Path) -> None:
+    with Store(tmp_path / "store", size_limit=2.0**30) as store:
+        assert store.backend._settings["size_limit"] == 2**30
