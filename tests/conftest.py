@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -80,3 +82,48 @@ def redis_url(redis_server: object) -> str:
     server = redis_server
     server.flush()  # type: ignore[attr-defined]
     return str(server.url)  # type: ignore[attr-defined]
+
+
+# What the other user must be able to run: this Python version (a pyenv build whose own
+# libpython that user cannot reach loads the system's, which may be another), with persistmemo.
+_SAME_PYTHON_WITH_PERSISTMEMO = (
+    f"import sys; assert sys.version_info[:2] == {tuple(sys.version_info[:2])!r}, sys.version; "
+    "import persistmemo.stores, msgpack, diskcache"
+)
+
+
+@functools.cache
+def why_user_cannot_run_python(uid: int, gid: int) -> str | None:
+    """Why user ``uid`` cannot run this interpreter with persistmemo and its dependencies, or
+    None when it can. A pyenv under /root, or a venv linked to one, is out of other users'
+    reach: the tests that act as another user skip there, saying so."""
+    done = subprocess.run(
+        [
+            *("setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"),
+            *(sys.executable, "-c", _SAME_PYTHON_WITH_PERSISTMEMO),
+        ],
+        cwd="/",
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    return f"user {uid} cannot run {sys.executable} with persistmemo ({last})"
+
+
+def skip_unless_user_can_run_python(uid: int = 65534, gid: int = 65534) -> None:
+    """Skip the test when user ``uid`` cannot run this interpreter (see above)."""
+    reason = why_user_cannot_run_python(uid, gid)
+    if reason is not None:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def nobody_runs_python() -> None:
+    """Skip unless root can act as user 65534 (setpriv), and that user can run Python here."""
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")):
+        pytest.skip("needs root and setpriv(1) to act as another user")
+    skip_unless_user_can_run_python()

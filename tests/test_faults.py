@@ -105,9 +105,8 @@ def test_a_full_disk_loses_no_result(tmp_path: Path) -> None:
     assert len(seen["warnings"]) == 1
 
 
+@pytest.mark.usefixtures("nobody_runs_python")
 def test_a_store_that_cannot_be_created_still_runs_the_function(tmp_path: Path) -> None:
-    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")):
-        pytest.skip("needs root and setpriv(1) to run as another user")
     owned_by_root = tmp_path / "root-only"
     owned_by_root.mkdir(mode=0o755)
     tmp_path.chmod(0o755)

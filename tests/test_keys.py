@@ -33,6 +33,7 @@ from persistmemo._keys.layout import KeyBuilder
 from persistmemo.errors import UnsupportedType
 
 GOLDEN = json.loads((Path(__file__).parent / "golden_keys.json").read_text())
+PANDAS_MAJOR = int(pd.__version__.split(".")[0])
 
 
 def golden_key(value: object) -> str:
@@ -46,6 +47,9 @@ def test_golden_vectors_hold_fixed(vector: dict[str, Any]) -> None:
     # If that is deliberate, bump KEY_FORMAT and regenerate the vectors.
     assert GOLDEN["key_format"] == KEY_FORMAT
     value = eval(vector["expression"], namespace())
+    # Some expressions build another value under pandas 2 (a string parsed to seconds, not
+    # microseconds; labels of object dtype, not str): those have that value's vector too.
+    vector = vector.get(f"pandas {PANDAS_MAJOR}", vector)
     if vector["canonical"] is not None:
         assert encode(value).hex() == vector["canonical"]
     assert golden_key(value) == vector["key"]

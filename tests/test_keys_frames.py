@@ -20,6 +20,9 @@ from persistmemo import Store, memo
 from persistmemo._keys.canonical import encode
 from persistmemo.errors import UnsupportedType
 
+# pandas 3 gives text its own dtype (str); pandas 2 keeps it as object unless asked.
+TEXT_IS_OBJECT = pd.Index(["x"]).dtype == object
+
 
 def mixed_frame() -> pd.DataFrame:
     """One column of every dtype family, built afresh on each call."""
@@ -109,6 +112,10 @@ def _with_attrs(df: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.parametrize("change", CHANGES, ids=str)
 def test_each_change_of_a_frame_gives_another_key(change: str) -> None:
+    if change == "str to object" and TEXT_IS_OBJECT:
+        # pandas 2 keeps text as object (its str dtype is opt-in): the same frame, one key.
+        assert encode(CHANGES[change](mixed_frame())) == encode(mixed_frame())
+        return
     assert encode(CHANGES[change](mixed_frame())) != encode(mixed_frame())
 
 
@@ -184,6 +191,9 @@ INDEXES: list[Callable[[], pd.Index]] = [
 def test_every_kind_of_index_is_keyed_by_content_and_kind() -> None:
     keys = [encode(make()) for make in INDEXES]
     assert keys == [encode(make()) for make in INDEXES]
+    if TEXT_IS_OBJECT:  # pandas 2: an index of strings is the object one, so is its key
+        assert keys[2] == keys[3]
+        del keys[3]
     assert len(set(keys)) == len(keys)
 
 

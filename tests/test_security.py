@@ -28,10 +28,6 @@ from persistmemo import PersistmemoWarning, Store, memo
 from persistmemo._codec.encoding import encode_value
 from persistmemo._codec.formats import FORMAT_MSGPACK
 
-needs_root = pytest.mark.skipif(
-    not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")),
-    reason="needs root and setpriv(1) to act as a second user",
-)
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 ENV = {"PYTHONPATH": str(REPO / "src")}
 
@@ -232,7 +228,7 @@ for _ in range(int(sys.argv[2])):
 """
 
 
-@needs_root
+@pytest.mark.usefixtures("nobody_runs_python")
 def test_a_reader_who_cannot_write_the_store_never_gets_a_stale_value(
     world_readable_path: Path,
 ) -> None:
@@ -354,7 +350,7 @@ while sys.stdin.readline():
 """
 
 
-@needs_root
+@pytest.mark.usefixtures("nobody_runs_python")
 def test_a_reader_who_started_before_the_owner_opened_the_store_tries_again(
     world_readable_path: Path,
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import skip_unless_user_can_run_python
 from persistmemo import PersistmemoWarning, Store, memo
 
 np = pytest.importorskip("numpy")
@@ -145,7 +146,9 @@ def team(tmp_path: Path) -> object:
             config = home / f"config-{user}"
             config.mkdir(mode=0o700)
             os.chown(config, pwd.getpwnam(user).pw_uid, gid)
-        yield home, shared, [(u, pwd.getpwnam(u).pw_uid, gid) for u in users]
+        members = [(u, pwd.getpwnam(u).pw_uid, gid) for u in users]
+        skip_unless_user_can_run_python(members[0][1], gid)
+        yield home, shared, members
     finally:
         for command in reversed(made):
             subprocess.run(command, capture_output=True)
@@ -181,8 +184,6 @@ def as_member(home: Path, member: tuple[str, int, int], store: Path, calls: list
         text=True,
         timeout=60,
     )
-    if done.returncode != 0 and "Permission denied" in done.stderr and "python" in done.stderr:
-        pytest.skip(f"user {name} cannot run this interpreter: {done.stderr.strip()}")
     assert done.returncode == 0, done.stderr
     result: dict = json.loads(done.stdout.splitlines()[-1])  # type: ignore[type-arg]
     return result

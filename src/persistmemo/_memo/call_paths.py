@@ -12,11 +12,12 @@ import functools
 import time
 from collections.abc import Callable, Hashable
 
-from persistmemo._codec.decoding import decode_value
+from persistmemo._codec.decoding import decode_value, is_pickled
 from persistmemo._codec.encoding import encode_result
-from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM
+from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM, OutOfBand
 from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
 from persistmemo._memo.memory import DIRECT_TYPES, MemoryTier, direct_key
+from persistmemo._memo.responses import response_refusal
 from persistmemo._versioning.code_watch import never_changed
 from persistmemo.errors import CorruptEntry, MissingInput, UndecodableValue, UnstorableValue
 from persistmemo.stores.base import MISSING, Missing
@@ -358,14 +359,12 @@ class CallPaths(Generic["P", "R"]):
                 out_of_band_from=0 if self.options.mmap else OUT_OF_BAND_FROM,
             )
         except UnstorableValue as error:
-            if store.strict:
-                raise UnstorableValue(
-                    f"{self.func.__qualname__}(): {error}: the store is strict "
-                    "(Store(strict=True)). Return supported types, or use a store without "
-                    "strict=True."
-                ) from None
-            store.report_fault("result not stored", error)
-            return value
+            return self._not_stored(value, response_refusal(value) or error)
+        # Only a pickle can hold an HTTP response (responses.py): msgpack results skip the search.
+        if is_pickled(data.document if isinstance(data, OutOfBand) else data):
+            refusal = response_refusal(value)
+            if refusal is not None:
+                return self._not_stored(value, refusal)
         lease = lease_for(key)
         stored = store.write(
             key, data, ttl=self.options.ttl, tag=self.identity, seconds=seconds, lease=lease
@@ -374,6 +373,18 @@ class CallPaths(Generic["P", "R"]):
             mapped = self.lookup(self.read_entry(key))
             if mapped is not MISSING:
                 return mapped
+        return value
+
+    def _not_stored(self, value: Any, error: UnstorableValue) -> Any:
+        """A result the store cannot keep: returned, with one warning (raised by a strict
+        store)."""
+        if self.store.strict:
+            raise UnstorableValue(
+                f"{self.func.__qualname__}(): {error}: the store is strict "
+                "(Store(strict=True)). Return supported types, or use a store without "
+                "strict=True."
+            ) from None
+        self.store.report_fault("result not stored", error)
         return value
 
     def _forget_in_memory(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

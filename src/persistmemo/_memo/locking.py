@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from persistmemo._codec.decoding import decode_value
 from persistmemo._codec.encoding import encode_value
 from persistmemo._keys.layout import identity_of
+from persistmemo._memo.responses import response_in
 from persistmemo._naming import module_name
 from persistmemo.errors import ComputationFailed, CorruptEntry, UnstorableValue
 from persistmemo.stores.base import FAILURE_PREFIX, MISSING, Lease
@@ -133,6 +134,8 @@ def _record_failure(store: Store, key: str, error: BaseException) -> None:
             pickled: bytes | None = encode_value(error, allow_pickle=store.pickle_allowed)
         except UnstorableValue:
             pickled = None
+        if pickled is not None and response_in(error) is not None:
+            pickled = None  # raise_for_status()'s error keeps the response, and its request
         record = {
             "at": now,
             "pid": os.getpid(),

@@ -13,10 +13,13 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from persistmemo.errors import MissingInput
 from persistmemo.stores.base import MISSING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor, Future
 
 BATCH = 512
 """Keys per store query when reading hits."""
@@ -32,12 +35,17 @@ class MapTarget(Protocol):
 
     store: Any
     hits: int
+    misses: int
 
     def key(self, *args: Any, **kwargs: Any) -> str: ...
 
     def lookup(self, data: Any) -> object: ...
 
     def read_entries(self, keys: list[str]) -> dict[str, Any]: ...
+
+    def inputs_unchanged(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool: ...
+
+    def save(self, key: str, value: Any, seconds: float) -> Any: ...
 
 
 def _calls(iterables: Sequence[Iterable[Any]]) -> list[tuple[Any, ...]]:
@@ -111,11 +119,14 @@ def map_sync(
     workers: int | None,
     progress: bool | None,
     name: str,
+    executor: Executor | None = None,
 ) -> list[Any]:
     """The sync ``f.map`` (docs/options.md#fmap)."""
     keys, hits, missing, meter = _plan(target, iterables, progress, name)
     try:
-        if workers is None or workers <= 1 or len(missing) <= 1:
+        if executor is not None:
+            hits.update(_in_executor(target, call, missing, executor, meter))
+        elif workers is None or workers <= 1 or len(missing) <= 1:
             for key, args in missing.items():
                 hits[key] = call(*args)
                 meter.advance()
@@ -230,6 +241,59 @@ def _in_processes(
         raise
     pool.shutdown(wait=True)
     return results
+
+
+def _in_executor(
+    target: MapTarget,
+    call: Callable[..., Any],
+    missing: dict[str, tuple[Any, ...]],
+    executor: Executor,
+    meter: Progress,
+) -> dict[str, object]:
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    results: dict[str, object] = {}
+    futures: dict[Future[tuple[Any, float]], str] = {}
+    failure: BaseException | None = None
+    try:
+        for key, args in missing.items():
+            futures[executor.submit(computed, call, *args)] = key
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future.cancelled():
+                    continue
+                error = future.exception()
+                if error is not None:
+                    if failure is None:
+                        failure = error
+                        for other in pending:
+                            other.cancel()  # what runs already cannot be: waited for, stored
+                    continue
+                key = futures[future]
+                value, seconds = future.result()
+                target.misses += 1
+                if target.inputs_unchanged(key, missing[key], {}):
+                    value = target.save(key, value, seconds)
+                results[key] = value
+                meter.advance()
+    except BaseException:
+        for future in futures:  # Ctrl-C, or a submit that failed: nothing more starts
+            future.cancel()
+        raise
+    if failure is not None:
+        raise failure
+    return results
+
+
+def computed(call: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """In the executor: the memoized function's own code (not its wrapper, which would read
+    and write the store there), and the seconds it took. ``call`` travels as the wrapper,
+    which a process pool pickles by name."""
+    started = time.perf_counter()
+    value = call.__wrapped__(*args)  # type: ignore[attr-defined]
+    return value, time.perf_counter() - started
 
 
 def _exit_with_parent(parent: int) -> None:

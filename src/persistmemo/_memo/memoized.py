@@ -61,6 +61,7 @@ if not TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
+    from concurrent.futures import Executor
     from typing import Any, NamedTuple, ParamSpec, TypeVar, cast
 
     from persistmemo.stores.base import EntryInfo
@@ -491,22 +492,35 @@ class MemoizedFunction(CallPaths["P", "R"]):
         return version
 
     def map(
-        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+        self,
+        *iterables: Iterable[Any],
+        workers: int | None = None,
+        progress: bool | None = None,
+        executor: Executor | None = None,
     ) -> list[Any]:
         """Call for each tuple of items, computing only the misses (see _memo/mapping.py)."""
-        _check_map_options(workers, progress)
+        _check_map_options(workers, progress, executor)
         if self.keys_now() and self.disabled:
             return [self.wrapper(*args) for args in zip(*iterables, strict=False)]  # type: ignore[call-arg]
         results: list[Any] = _mapping().map_sync(
-            self, self.wrapper, iterables, workers, progress, self.func_name
+            self, self.wrapper, iterables, workers, progress, self.func_name, executor
         )
         return results
 
     async def map_async(
-        self, *iterables: Iterable[Any], workers: int | None = None, progress: bool | None = None
+        self,
+        *iterables: Iterable[Any],
+        workers: int | None = None,
+        progress: bool | None = None,
+        executor: Executor | None = None,
     ) -> list[Any]:
         """``map`` for ``async def`` functions: misses run concurrently, ``workers`` at most."""
-        _check_map_options(workers, progress)
+        _check_map_options(workers, progress, executor)
+        if executor is not None:
+            raise TypeError(
+                f"{self.func_name}.map(executor=...) is for functions that are not async: "
+                "await f.map(...) runs the misses on the event loop (workers= at a time)"
+            )
         call = cast("Callable[..., Awaitable[Any]]", self.wrapper)
         if self.keys_now() and self.disabled:
             return [await call(*args) for args in zip(*iterables, strict=False)]
@@ -624,7 +638,20 @@ if hasattr(os, "register_at_fork"):  # no fork on Windows
     os.register_at_fork(after_in_child=_new_received_lock)
 
 
-def _check_map_options(workers: object, progress: object) -> None:
+def _check_map_options(workers: object, progress: object, executor: object) -> None:
+    if executor is not None:
+        from concurrent.futures import Executor  # not at import: it loads logging
+
+        if workers is not None:
+            raise TypeError(
+                "map() takes workers= or executor=, not both: workers=N starts N processes "
+                "of its own, executor= computes the misses in yours"
+            )
+        if not isinstance(executor, Executor):
+            raise TypeError(
+                "map(executor=...) takes a concurrent.futures.Executor (a ThreadPoolExecutor, "
+                f"a ProcessPoolExecutor, Dask's client.get_executor()); got {executor!r}"
+            )
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
     ):

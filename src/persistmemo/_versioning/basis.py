@@ -65,6 +65,7 @@ from persistmemo._versioning.package_versions import package_versions
 from persistmemo._versioning.running_source import (
     class_fingerprint,
     code_fingerprint,
+    code_qualname,
     function_nodes,
     source_index,
     source_runs,
@@ -208,9 +209,8 @@ class VersionBasis:
         if id(func) in self.seen:
             return
         self._see(func)
-        code = func.__code__
         module = str(getattr(func, "__module__", None) or "")
-        qualname = getattr(code, "co_qualname", func.__qualname__)
+        qualname = code_qualname(func)
         origin = origin_of_function(func)
         if origin == OWN:
             if not root or hasattr(func, "__wrapped__"):
@@ -551,11 +551,11 @@ class VersionBasis:
         if self.light:
             self._by_stat(code.co_filename)
             # Where, and which code: two lambdas on one line (chosen at run time) differ.
-            where = [code.co_filename, getattr(code, "co_qualname", func.__qualname__)]
+            where = [code.co_filename, code_qualname(func)]
             return "file", encode([*where, code_identity(code), drop_decorators])
         index = source_index(code.co_filename)
         if index is not None:
-            qualname = getattr(code, "co_qualname", func.__qualname__)
+            qualname = code_qualname(func)
             definition = index.find(qualname, code.co_name, code.co_firstlineno)
             if (
                 definition is not None

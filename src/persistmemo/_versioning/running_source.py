@@ -39,6 +39,24 @@ def same_code(a: types.CodeType, b: types.CodeType) -> bool:
     return _sources().same_code(a, b)  # type: ignore[no-any-return]
 
 
+def code_qualname(func: types.FunctionType) -> str:
+    """The qualified name of the code ``func`` runs: its ``co_qualname`` (3.11+).
+
+    Python 3.10's code has none, and ``func.__qualname__`` is the wrapped function's in a
+    ``functools.wraps`` wrapper: a wrapper's own is then read from the source (its name and
+    first line), else it is its bare name.
+    """
+    code = func.__code__
+    qualname: str | None = getattr(code, "co_qualname", None)
+    if qualname is not None:
+        return qualname
+    if func.__qualname__.rpartition(".")[2] == code.co_name:
+        return func.__qualname__
+    index = source_index(code.co_filename)
+    found = None if index is None else index.qualname_at(code.co_name, code.co_firstlineno)
+    return found or code.co_name
+
+
 def function_nodes() -> tuple[type, ...]:
     """The syntax nodes of a ``def`` and an ``async def``."""
     import ast
@@ -56,7 +74,7 @@ def source_runs(index: SourceIndex, func: types.FunctionType) -> bool:
     does not hold, and are then versioned by their bytecode. A notebook cell's lines (no
     file) are the text it was compiled from.
     """
-    return index.stat is None or index.compiles_to(func.__code__)
+    return index.stat is None or index.compiles_to(func.__code__, code_qualname(func))
 
 
 def running_definition(
@@ -69,8 +87,7 @@ def running_definition(
     index = source_index(code.co_filename)
     if index is None:
         return None
-    qualname = getattr(code, "co_qualname", func.__qualname__)
-    definition = index.find(qualname, code.co_name, code.co_firstlineno)
+    definition = index.find(code_qualname(func), code.co_name, code.co_firstlineno)
     if definition is None:
         return None
     if source_runs(index, func):

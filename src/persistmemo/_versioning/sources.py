@@ -63,7 +63,7 @@ class SourceIndex:
         self.by_name: dict[str, list[Definition]] = {}
         self.tree = tree
         self._module_code: types.CodeType | None = None
-        self._codes: dict[str, list[types.CodeType]] | None = None
+        self._codes: dict[str, list[tuple[types.CodeType, str]]] | None = None
         self._verified: dict[int, tuple[types.CodeType, bool]] = {}
         self._tree_digest: bytes | None = None
         self.lines: list[str] = []  # for source from linecache: the lines it was parsed from
@@ -168,6 +168,14 @@ class SourceIndex:
                 return definition
         return candidates[-1] if candidates else None  # the last one is the one bound
 
+    def qualname_at(self, name: str, first_line: int) -> str | None:
+        """The qualified name of the definition ``name`` that starts at ``first_line`` (the
+        code of Python 3.10 does not carry its own), or None."""
+        for qualname, found in self.definitions.items():
+            if any(d.node.name == name and d.first_line == first_line for d in found):
+                return qualname
+        return None
+
     def normalized(self, definition: Definition, *, drop_decorators: bool) -> bytes:
         """The definition's syntax tree without docstrings (and decorators), as bytes."""
         with _lock:  # two threads may compute it at once: the same bytes
@@ -178,16 +186,16 @@ class SourceIndex:
             return found
 
     @property
-    def _codes_by_name(self) -> dict[str, list[types.CodeType]]:
+    def _codes_by_name(self) -> dict[str, list[tuple[types.CodeType, str]]]:
         if self._codes is None:
             self._codes = {}
-            for nested in _nested_codes(self._module_code or _NO_CODE):
-                self._codes.setdefault(nested.co_name, []).append(nested)
+            for nested, qualname in _nested_codes(self._module_code or _NO_CODE, ""):
+                self._codes.setdefault(nested.co_name, []).append((nested, qualname))
         return self._codes
 
-    def compiles_to(self, code: types.CodeType) -> bool:
-        """Whether the file, as it is now, compiles to the running ``code`` (some function of
-        it, by name, whatever its line numbers)."""
+    def compiles_to(self, code: types.CodeType, qualname: str) -> bool:
+        """Whether the file, as it is now, compiles to the running ``code``, the definition
+        ``qualname`` (whatever its line numbers)."""
         with _lock:
             known = self._verified.get(id(code))
             if known is not None and known[0] is code:
@@ -200,10 +208,10 @@ class SourceIndex:
                 except (SyntaxError, ValueError, TypeError):
                     self._module_code = _NO_CODE
             candidates = self._codes_by_name.get(code.co_name, ())
-            qualname = getattr(code, "co_qualname", None)  # 3.11+: the very definition
+            # By qualified name too: two functions of one name may compile alike (the
+            # `wrapper`s of two decorators), and only one of them is the running one.
             same = any(
-                same_code(candidate, code) and getattr(candidate, "co_qualname", None) == qualname
-                for candidate in candidates
+                name == qualname and same_code(candidate, code) for candidate, name in candidates
             )
             self._verified[id(code)] = (code, same)  # holds `code`: its id stays its own
             return same
@@ -313,11 +321,18 @@ def _has_docstring(body: list[ast.stmt]) -> bool:
 _PASS = ast.Pass()
 
 
-def _nested_codes(code: types.CodeType) -> Iterator[types.CodeType]:
+_CO_NEWLOCALS = 0x2  # a function's code (a class body runs in the class's namespace)
+
+
+def _nested_codes(code: types.CodeType, prefix: str) -> Iterator[tuple[types.CodeType, str]]:
+    """The code objects nested in ``code``, with their qualified names (``co_qualname`` from
+    3.11; built the way the compiler builds it before)."""
     for constant in code.co_consts:
         if isinstance(constant, types.CodeType):
-            yield constant
-            yield from _nested_codes(constant)
+            qualname = getattr(constant, "co_qualname", None) or prefix + constant.co_name
+            yield constant, qualname
+            inner = ".<locals>." if constant.co_flags & _CO_NEWLOCALS else "."
+            yield from _nested_codes(constant, qualname + inner)
 
 
 def same_code(a: types.CodeType, b: types.CodeType) -> bool:
