@@ -91,6 +91,17 @@ class _OldModule(types.ModuleType):
                 return found
         raise AttributeError(f"module {self.__name__!r} has no attribute {name!r}")
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # A setting changed through the old path (``files.RACY_NANOSECONDS = 0``, a test's
+        # monkeypatch) changes it where the code reads it.
+        if not name.startswith("__"):
+            for home in MOVED[self.__name__]:
+                module = importlib.import_module(home)
+                if name in vars(module):
+                    setattr(module, name, value)
+                    return
+        super().__setattr__(name, value)
+
 
 class _Alias:
     """Finds an old module name and makes its stand-in."""
