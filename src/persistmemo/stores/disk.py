@@ -348,7 +348,9 @@ class Store(SealedStore):
                 )
         for name in ("size_limit", "cull_limit", "disk_min_file_size"):
             value = settings.get(name)
-            if isinstance(value, float) and value.is_integer():
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ValueError(f"Store({name}=...) takes a whole number; got {value!r}")
                 value = settings[name] = int(value)  # stored as SQLite REAL, it would look tampered
             if name in settings and (type(value) is not int or value < 0):
                 raise TypeError(f"Store({name}=...) takes a whole number of bytes; got {value!r}")
