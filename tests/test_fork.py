@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import run_python
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 # The work every scenario runs: a module, so that the scenario and the checking process name
@@ -386,3 +388,39 @@ def test_map_workers_start_the_way_the_program_chose(work: Path) -> None:
     )
     assert process.returncode == 0, process.stderr
     assert process.stdout.split() == ["__mp_main__"]  # spawned, as chosen: not forked
+
+
+def test_a_fork_during_another_threads_version_derivation_leaves_the_child_deriving(
+    tmp_path: Path,
+) -> None:
+    # The thread holds the derivation lock as a long derivation would; the child, forked
+    # meanwhile, derives a version of its own at its first call.
+    code = f"""
+        import os, threading, time
+        from persistmemo import Store, memo
+        from persistmemo._versioning import basis
+
+        @memo(store=Store({str(tmp_path / "store")!r}))
+        def triple(x):
+            return 3 * x
+
+        held = threading.Event()
+
+        def derive_slowly():
+            with basis._lock:
+                held.set()
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=derive_slowly)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            import signal
+            signal.alarm(20)  # a deadlocked child dies rather than hang the test
+            os._exit(0 if triple(2) == 6 else 1)
+        _, status = os.waitpid(pid, 0)
+        thread.join()
+        print(os.waitstatus_to_exitcode(status))
+    """
+    assert run_python(code).stdout.strip() == "0"

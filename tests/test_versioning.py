@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 import textwrap
 from pathlib import Path
 from types import ModuleType
@@ -213,11 +214,16 @@ def test_a_script_and_its_import_share_one_identity(tmp_path: Path) -> None:
 def test_a_version_that_cannot_be_derived_leaves_the_function_running_uncached(
     tmp_path: Path,
 ) -> None:
-    # A formula nested too deeply for the version's walk of the syntax tree.
+    # A formula nested too deeply for the version's walk of the syntax tree on Python
+    # 3.10-3.12 (their ast.parse gives up); 3.13 parses it, and then its version is derived.
     body = "return x" + " + 1" * 2500
     (tmp_path / "deep.py").write_text(
         f"from persistmemo import memo\n\n@memo\ndef f(x):\n    {body}\n"
     )
+    if sys.version_info < (3, 13):
+        expected = ["2501", "2501", "0", "True"]  # uncached, with one warning
+    else:
+        expected = ["2501", "2501", "1", "False"]  # versioned: the second call hits
     code = """
         import warnings, deep
         with warnings.catch_warnings(record=True) as caught:
@@ -226,7 +232,7 @@ def test_a_version_that_cannot_be_derived_leaves_the_function_running_uncached(
         print(any("cannot derive a version" in str(w.message) for w in caught))
     """
     out = run_python(code, cwd=tmp_path, env={"PERSISTMEMO_DIR": str(tmp_path / "s")}).stdout
-    assert out.split() == ["2501", "2501", "0", "True"]
+    assert out.split() == expected
 
 
 def test_a_disabled_function_derives_no_version(tmp_path: Path) -> None:

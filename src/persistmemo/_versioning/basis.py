@@ -89,6 +89,35 @@ VERSION_DIGEST_SIZE = 8
 _REPR_LIMIT = 80
 
 _lock = threading.RLock()
+_held_at_fork: list[Any] = []
+
+
+def _hold_derivations() -> None:
+    """Before a fork: wait for a derivation under way in another thread, so that the child
+    inherits neither a lock held by a thread it does not have (its first derivation would
+    wait forever) nor a source tree that thread was normalizing. This lock, then the
+    parser's: the order a derivation takes them in."""
+    _lock.acquire()
+    held = [_lock]
+    sources = sys.modules.get("persistmemo._versioning.sources")
+    if sources is not None:
+        sources._lock.acquire()
+        held.append(sources._lock)
+    _held_at_fork[:] = held
+
+
+def _release_derivations() -> None:
+    for lock in reversed(_held_at_fork):
+        lock.release()
+    _held_at_fork.clear()
+
+
+if hasattr(os, "register_at_fork"):  # no fork on Windows
+    os.register_at_fork(
+        before=_hold_derivations,
+        after_in_parent=_release_derivations,
+        after_in_child=_release_derivations,
+    )
 
 
 def _new_lock_after_fork() -> None:
