@@ -120,15 +120,6 @@ if hasattr(os, "register_at_fork"):  # no fork on Windows
     )
 
 
-def _new_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.RLock()  # another thread of the parent may have been in a derivation
-
-
-if hasattr(os, "register_at_fork"):  # no fork on Windows
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
-
-
 class NotByStat(Exception):
     """The version depends on more than stats and values: it must be derived."""
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import linecache
-import os
 import threading
 import types
 from collections.abc import Iterator
@@ -29,14 +28,6 @@ _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # Indexes share their trees between threads; normalizing edits a tree for a moment.
 _lock = threading.RLock()
 
-
-def _new_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.RLock()  # another thread of the parent may have been in a parse
-
-
-if hasattr(os, "register_at_fork"):  # no fork on Windows
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
 _indexes: dict[str, SourceIndex] = {}
 
 _NO_CODE = compile("", "<nothing>", "exec")
