@@ -51,7 +51,7 @@ class CallBinder:
         if plain is None:
             import inspect  # at decoration, and only for what the code object cannot tell
 
-            self._signature = inspect.signature(func)
+            self._signature = _signature_of(func)
             parameters = list(self._signature.parameters.values())
             names: tuple[str, ...] = tuple(p.name for p in parameters)
             kinds = tuple(_KIND_NAMES[p.kind.name] for p in parameters)
@@ -106,9 +106,7 @@ class CallBinder:
     def _bind_slow(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         signature = self._signature
         if signature is None:
-            import inspect  # a call with keywords: the first one builds the signature
-
-            signature = self._signature = inspect.signature(self._func)
+            signature = self._signature = _signature_of(self._func)
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = bound.arguments
@@ -166,3 +164,17 @@ def _plain_parameters(
         kinds.append(_VAR_KEYWORD)
         defaults.append(_NO_DEFAULT)
     return tuple(names), tuple(kinds), tuple(defaults)
+
+
+def _signature_of(func: Callable[..., Any]) -> Any:
+    """``inspect.signature(func)``; a callable that has none (a numpy ufunc on some releases,
+    a builtin written in C) binds as ``(*args, **kwargs)``: its calls are keyed as given."""
+    import inspect  # at decoration, or at the first call with keywords
+
+    try:
+        return inspect.signature(func)
+    except (TypeError, ValueError):
+        kinds = inspect.Parameter
+        return inspect.Signature(
+            [kinds("args", kinds.VAR_POSITIONAL), kinds("kwargs", kinds.VAR_KEYWORD)]
+        )
