@@ -34,9 +34,11 @@ def test_scikit_learns_pipeline_memory_tests_pass_with_persistmemo(tmp_path: Pat
     assert result.returncode == 0, output
     passed = re.search(r"(\d+) passed", output)
     assert passed is not None, output
-    assert int(passed.group(1)) >= 3, output  # test_pipeline_memory and its siblings
+    # test_pipeline_memory and make_pipeline's (scikit-learn releases for Python 3.10 have
+    # these two; later ones add a third)
+    assert int(passed.group(1)) >= 2, output
     assert not re.search(r"\d+ (failed|error)", output), output
     stood_in = re.search(r"persistmemo.Memory stood in (\d+) times, (\d+) hits", output)
     assert stood_in is not None, output
-    assert int(stood_in.group(1)) >= 3, output
+    assert int(stood_in.group(1)) >= 2, output
     assert int(stood_in.group(2)) >= 1, output
