@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from persistmemo import PersistmemoWarning, Store, UnstorableValue, memo
@@ -109,7 +110,8 @@ def test_a_response_inside_a_container_is_refused_too(
 
     @memo(store=store)
     def fetch_all(urls: tuple[str, ...]) -> dict[str, Any]:
-        return {"responses": [get(url) for url in urls], "count": len(urls)}
+        frame = pd.DataFrame({"url": list(urls)})  # not searched: its neighbours are
+        return {"frame": frame, "responses": [get(url) for url in urls], "count": len(urls)}
 
     urls = (server.url + "/a", server.url + "/b")
     before = server.requests

@@ -5,8 +5,9 @@ through the pickle fallback, and with it the request it answers: the ``Authoriza
 header, cookies, the URL's query. It is refused instead (an ``UnstorableValue``, so the call
 still returns it and one warning says what to return). Only a pickle can hold one, so only
 a result about to be stored as a pickle is searched, by pickle's own traversal (whatever it
-would have kept is seen, in containers and objects alike). The classes are known by their
-module and name: neither library is imported to tell.
+would have kept is seen, in containers and objects alike, except inside arrays and data
+frames). The classes are known by their module and name: neither library is imported to
+tell.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 _CLIENTS = frozenset({"requests", "httpx"})
+# Their objects hold data, and pickling their text columns again would cost a miss as much
+# as storing them: the search does not look inside.
+_DATA_LIBRARIES = frozenset({"numpy", "pandas", "pyarrow", "polars"})
+_NOT_LOOKED_INTO = (int, ())
 
 
 def is_response_type(cls: type) -> bool:
@@ -47,8 +52,11 @@ def response_in(value: object) -> type | None:
 
     class ResponseFinder(pickle.Pickler):
         def reducer_override(self, obj: object) -> Any:
-            if is_response_type(type(obj)):
-                raise _Found(type(obj))
+            cls = type(obj)
+            if is_response_type(cls):
+                raise _Found(cls)
+            if str(getattr(cls, "__module__", "")).partition(".")[0] in _DATA_LIBRARIES:
+                return _NOT_LOOKED_INTO  # an array or a frame: not searched
             return NotImplemented
 
     try:
