@@ -308,3 +308,25 @@ def test_sparse_arguments_are_keyed_in_a_memoized_call(store: Store) -> None:
     assert total(sp.csr_matrix(DENSE)) == total(sp.csr_matrix(DENSE.copy())) == 6.5
     assert total(sp.coo_matrix(DENSE)) == 6.5
     assert len(calls) == 2
+
+
+def test_a_key_function_returning_an_unkeyable_value_is_named_in_the_error(
+    tmp_path: Path,
+) -> None:
+    class Opaque:
+        pass
+
+    def opaque_key(value: Opaque) -> object:
+        return object()
+
+    register_key(Opaque, opaque_key)
+    try:
+
+        @memo(store=Store(tmp_path / "store"))
+        def use(thing: Opaque) -> int:
+            return 1
+
+        with pytest.raises(TypeError, match=r"Opaque.*opaque_key\(\) returned a value"):
+            use(Opaque())
+    finally:
+        register_key(Opaque, None)

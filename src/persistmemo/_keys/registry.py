@@ -97,7 +97,16 @@ class RegisteredEncoder:
             ) from error
 
     def __call__(self, value: object) -> bytes:
-        return ext(KeyExtension.REGISTERED, self.head + encode_item(self.represent(value)))
+        represented = self.represent(value)
+        try:
+            return ext(KeyExtension.REGISTERED, self.head + encode_item(represented))
+        except UnsupportedType as error:
+            name = getattr(self.function, "__qualname__", repr(self.function))
+            raise UnsupportedType(
+                type(value),
+                f" (its registered key function {name}() returned a value that cannot be "
+                f"keyed: {error})",
+            ) from error
 
 
 def registered_encoder(cls: type) -> RegisteredEncoder | None:
