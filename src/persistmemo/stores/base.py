@@ -284,22 +284,6 @@ def judge_entry(
     return "verified"
 
 
-def unseal_or_report(
-    sealer: Sealer,
-    key: str,
-    stored: bytes | memoryview,
-    report: Callable[[str, BaseException], None],
-    *,
-    mapped: bool = False,
-) -> Encoded | Missing:
-    """The encoded value inside ``stored``, or MISSING after reporting a failed seal."""
-    try:
-        return sealer.unseal(key, stored, mapped=mapped)
-    except CorruptEntry as error:
-        report("corrupt entry", error)
-        return MISSING
-
-
 @runtime_checkable
 class StoreBackend(Protocol):
     """The store interface."""

@@ -432,15 +432,6 @@ class EntryReader:
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
-    def lease_token(self, name: str, now: float) -> str | None:
-        """The token stored as the live lease row ``name`` (raw text rows only), or None."""
-        rows = self._held().run(
-            "SELECT value FROM Cache WHERE key = ? AND raw = 1 AND mode = ?"
-            " AND (expire_time IS NULL OR expire_time > ?)",
-            (name, MODE_RAW, now),
-        )
-        return rows[0][0] if rows and isinstance(rows[0][0], str) else None
-
     def count_results(self) -> int:
         """Stored results (``pm1:`` and ``pm2:`` keys, expired ones not yet removed
         included): leases, hit counts and other records are bookkeeping, not results."""
