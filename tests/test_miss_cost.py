@@ -1,5 +1,5 @@
-"""What a miss costs: one write transaction for a function known to be fast, a lease (a
-second one) wherever a duplicate computation could cost more than the lease.
+"""What a miss costs: one write transaction of one statement, with its key claimed (a lock
+on a byte of the store's claims file, which writes nothing to the database).
 
 Write transactions are counted on disk, in SQLite's write-ahead log: every commit ends with
 a commit frame, so the commit frames appended by a call are the transactions it made.
@@ -11,14 +11,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from persistmemo import Store, memo
-from persistmemo._memo.call_paths import FAST_MISSES_TRUSTED, LEASE_WORTH_IT
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -57,32 +55,50 @@ def transactions_of(store: Store, call: object) -> int:
 def test_commit_frames_count_one_transaction_per_raw_write(store: Store) -> None:
     store.write("pm1:t:1:0", b"\x01", ttl=None, tag="t")  # opens the writer
     assert transactions_of(store, lambda: store.write("pm1:t:1:1", b"\x01", ttl=None, tag="t")) == 1
-    assert transactions_of(store, lambda: store.try_lease("pm1:t:1:2", "token")) == 1
+    assert transactions_of(store, lambda: store.record_hits("t", 1)) == 1
+    assert transactions_of(store, lambda: store.try_lease("pm1:t:1:2", "token")) == 0
 
 
-def test_a_miss_of_a_function_known_to_be_fast_makes_one_write_transaction(store: Store) -> None:
+def writer_statements(store: Store, call: object) -> list[str]:
+    """The SQL statements the store's writing connection ran during ``call()``."""
+    connection = store.backend._cache._con  # diskcache's connection: every write runs on it
+    statements: list[str] = []
+    connection.set_trace_callback(statements.append)
+    try:
+        call()  # type: ignore[operator]
+    finally:
+        connection.set_trace_callback(None)
+    return statements
+
+
+def test_a_miss_makes_one_write_transaction_of_one_insert(store: Store) -> None:
     double = memo(store=store, name="cost.double", version="1")(lambda x: 2 * x)
-    for x in range(FAST_MISSES_TRUSTED):
-        double(x)  # the first misses of a function take a lease
+    double(0)  # opens the writer
     for x in range(100, 110):
         assert transactions_of(store, lambda x=x: double(x)) == 1
+    # SQLite traces a statement again for each trigger it fires (diskcache's count and size
+    # accounting): one distinct statement is one statement.
+    statements = set(writer_statements(store, lambda: double(200)))
+    assert len(statements) == 1
+    assert statements.pop().startswith("INSERT OR IGNORE INTO Cache")
     assert double(105) == 210  # stored: a hit
     assert double.cache_info().hits == 1
 
 
-def test_an_async_miss_of_a_function_known_to_be_fast_makes_one_write_transaction(
-    store: Store,
-) -> None:
+def test_an_async_miss_makes_one_write_transaction(store: Store) -> None:
     @memo(store=store, name="cost.adouble", version="1")
     async def double(x: int) -> int:
         return 2 * x
 
-    for x in range(FAST_MISSES_TRUSTED):
-        asyncio.run(double(x))
-    assert transactions_of(store, lambda: asyncio.run(double(100))) == 1
+    asyncio.run(double(0))
+    assert [transactions_of(store, lambda x=x: asyncio.run(double(x))) for x in (1, 2, 3)] == [
+        1,
+        1,
+        1,
+    ]
 
 
-def test_the_first_misses_of_a_function_are_claimed(store: Store) -> None:
+def test_every_miss_is_claimed_by_default(store: Store) -> None:
     claimed: list[bool] = []
 
     @memo(store=store, name="cost.seen", version="1", ignore=[*PROBING, "seen"])
@@ -91,13 +107,13 @@ def test_the_first_misses_of_a_function_are_claimed(store: Store) -> None:
         return x
 
     store.write("pm1:other:1:0", b"\x01", ttl=None, tag="other")  # opens the writer
-    counts = [transactions_of(store, lambda x=x: seen(x)) for x in range(FAST_MISSES_TRUSTED + 2)]
-    assert claimed == [True] * FAST_MISSES_TRUSTED + [False, False]
-    # Lease, then the result with the release: two; then the result alone.
-    assert counts == [2] * FAST_MISSES_TRUSTED + [1, 1]
+    counts = [transactions_of(store, lambda x=x: seen(x)) for x in range(8)]
+    assert claimed == [True] * 8
+    assert counts == [1] * 8  # the claim writes nothing to the database
+    assert all(store.lease_holder(seen.key(x)) is None for x in range(8))  # all released
 
 
-def test_lock_always_claims_every_miss(store: Store) -> None:
+def test_lock_always_claims_every_miss_as_true_does(store: Store) -> None:
     claimed: list[bool] = []
 
     @memo(store=store, name="cost.always", version="1", ignore=PROBING, lock="always")
@@ -106,9 +122,9 @@ def test_lock_always_claims_every_miss(store: Store) -> None:
         return x
 
     store.write("pm2:other:1:0", b"\x01", ttl=None, tag="other")  # opens the writer
-    counts = [transactions_of(store, lambda x=x: always(x)) for x in range(FAST_MISSES_TRUSTED + 3)]
-    assert claimed == [True] * (FAST_MISSES_TRUSTED + 3)
-    assert counts == [2] * (FAST_MISSES_TRUSTED + 3)
+    counts = [transactions_of(store, lambda x=x: always(x)) for x in range(6)]
+    assert claimed == [True] * 6
+    assert counts == [1] * 6
 
 
 def test_lock_takes_true_false_or_always_and_names_itself_otherwise() -> None:
@@ -116,46 +132,17 @@ def test_lock_takes_true_false_or_always_and_names_itself_otherwise() -> None:
         memo(lock="sometimes")  # type: ignore[arg-type]
 
 
-def test_a_long_miss_makes_the_following_misses_claimed_again(store: Store) -> None:
+def test_unlocked_functions_never_claim(store: Store) -> None:
     claimed: list[bool] = []
 
-    @memo(store=store, name="cost.sometimes", version="1", ignore=[*PROBING, "sometimes"])
-    def sometimes(x: int) -> int:
-        claimed.append(store.lease_holder(sometimes.key(x)) is not None)
-        if x < 0:
-            time.sleep(LEASE_WORTH_IT * 1.5)
-        return x
+    @memo(store=store, name="cost.unlocked", version="1", lock=False, ignore=PROBING)
+    def double(x: int) -> int:
+        claimed.append(store.lease_holder(double.key(x)) is not None)
+        return 2 * x
 
-    for x in range(FAST_MISSES_TRUSTED + 1):
-        sometimes(x)
-    sometimes(-1)  # long: trusted fast until now, so unclaimed
-    sometimes(100)
-    assert claimed == [True] * FAST_MISSES_TRUSTED + [False, False, True]
-
-
-def test_a_failing_long_miss_makes_the_following_misses_claimed_again(store: Store) -> None:
-    claimed: list[bool] = []
-
-    @memo(store=store, name="cost.failing", version="1", ignore=[*PROBING, "failing"])
-    def failing(x: int) -> int:
-        claimed.append(store.lease_holder(failing.key(x)) is not None)
-        if x < 0:
-            time.sleep(LEASE_WORTH_IT * 1.5)
-            raise ValueError("no result")
-        return x
-
-    for x in range(FAST_MISSES_TRUSTED):
-        failing(x)
-    with pytest.raises(ValueError, match="no result"):
-        failing(-1)
-    failing(100)
-    assert claimed == [True] * FAST_MISSES_TRUSTED + [False, True]
-
-
-def test_unlocked_functions_never_take_a_lease(store: Store) -> None:
-    double = memo(store=store, name="cost.unlocked", version="1", lock=False)(lambda x: 2 * x)
     double(0)  # opens the writer
     assert [transactions_of(store, lambda x=x: double(x)) for x in range(1, 4)] == [1, 1, 1]
+    assert claimed == [False] * 4
 
 
 # --- across processes ------------------------------------------------------------------------
@@ -218,20 +205,16 @@ def run_processes(tmp_path: Path, rounds: list[str]) -> dict[int, int]:
 
 
 def test_a_slow_function_computes_once_across_processes_calling_at_once(tmp_path: Path) -> None:
-    # Round one: four processes' first calls (claimed) of one key; round two: another key,
-    # the function now known to be slow.
     computed = run_processes(tmp_path, ["300;301"] * 4)
     assert computed == {300: 1, 301: 1}
 
 
-def test_a_function_known_to_be_fast_waits_for_a_key_another_process_is_computing(
-    tmp_path: Path,
-) -> None:
-    # Process 0 claims a slow key; the others, for which the function has only been fast
-    # (so far unclaimed), find its lease in the store and wait for its result.
+def test_six_racing_callers_whose_misses_were_fast_compute_a_new_key_once(tmp_path: Path) -> None:
+    # Each process first makes five fast misses of its own, then all six call one new slow
+    # key at once: however fast the function was so far, the key is computed once.
     def fast(number: int) -> str:
-        return ",".join(str(10 * number + x) for x in range(FAST_MISSES_TRUSTED + 1))
+        return ",".join(str(10 * number + x) for x in range(5))
 
-    rounds = ["0;400", *[f"{fast(number)};w,400" for number in range(1, 4)]]
-    computed = run_processes(tmp_path, rounds)
-    assert computed[400] == 1
+    computed = run_processes(tmp_path, [f"{fast(number)};300" for number in range(6)])
+    assert computed[300] == 1
+    assert all(computed[10 * number + x] == 1 for number in range(6) for x in range(5))

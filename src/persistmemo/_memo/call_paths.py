@@ -42,14 +42,6 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
     R = TypeVar("R")
 
-LEASE_WORTH_IT = 0.01
-"""Seconds of computation from which a miss is worth a lease. A lease costs about 0.2-0.5
-ms on disk (a write transaction, and a heavier one to release it): 10 ms leaves a wide
-margin, so that only functions for which a duplicate is clearly cheap go unclaimed."""
-
-FAST_MISSES_TRUSTED = 3
-"""Consecutive fast misses in this process after which a function's misses go unclaimed."""
-
 
 class CallPaths(Generic["P", "R"]):
     """The hit and miss paths; the state they read is set up by ``MemoizedFunction``."""
@@ -64,9 +56,6 @@ class CallPaths(Generic["P", "R"]):
     keys: KeyBuilder | None
     memory: MemoryTier | None
     direct_memory: bool
-    # Consecutive misses of this function, in this process, that computed in under
-    # LEASE_WORTH_IT (a class default: each function's count starts at zero).
-    fast_misses: int = 0
     # Whether the code the version was derived from changed since (code_watch.py); set by
     # prepare() with each derivation.
     code_changed: Callable[[], bool] = staticmethod(never_changed)
@@ -186,7 +175,7 @@ class CallPaths(Generic["P", "R"]):
                     value = self.save(key, value, seconds)
                 return value
 
-            if not self.options.lock or self.claim_not_worth_it(key):
+            if not self.options.lock:
                 return await compute()
             value, computed = await compute_once_async(
                 store, key, lambda: self.lookup(self.read_entry(key)), compute
@@ -291,7 +280,7 @@ class CallPaths(Generic["P", "R"]):
                 value = self.save(key, value, seconds)
             return value
 
-        if not self.options.lock or self.claim_not_worth_it(key):
+        if not self.options.lock:
             return compute()
         value, computed = compute_once(
             store, key, lambda: self.lookup(self.read_entry(key)), compute
@@ -316,23 +305,8 @@ class CallPaths(Generic["P", "R"]):
         return {key: data for key, data in found.items() if data is not MISSING}  # type: ignore[misc]
 
     def computed_in(self, started: float) -> float:
-        """Seconds since ``started`` (a miss's computation), counted towards whether this
-        function's misses are worth a lease: a failure counts as well, as its waiters share it."""
-        seconds = time.perf_counter() - started
-        self.fast_misses = self.fast_misses + 1 if seconds < LEASE_WORTH_IT else 0
-        return seconds
-
-    def claim_not_worth_it(self, key: str) -> bool:
-        """``lease_not_worth_it``, unless ``memo(lock="always")`` claims every miss."""
-        return self.options.lock is True and self.lease_not_worth_it(key)
-
-    def lease_not_worth_it(self, key: str) -> bool:
-        """Whether this miss computes without claiming ``key``: the function's recent misses
-        here were all fast, and nobody is computing the key. A claim is a write of its own, and
-        its release makes the result's write heavier: for a fast function a duplicate costs
-        less than the claim (docs/guarantees.md#one-computation-per-key)."""
-        # Our own lease (recursion into this key) is found too: compute_once handles it.
-        return self.fast_misses >= FAST_MISSES_TRUSTED and self.store.lease_holder(key) is None
+        """Seconds since ``started`` (a miss's computation), stored in the entry's header."""
+        return time.perf_counter() - started
 
     def lookup(self, data: Encoded | Missing) -> object:
         """The decoded value of a read, or MISSING; an undecodable entry counts as a miss."""

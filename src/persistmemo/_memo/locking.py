@@ -1,9 +1,9 @@
 """One computation per key across threads and processes: leases kept in the store itself.
 
 The first caller to claim a missed key computes it while a background thread renews its
-lease; the others poll the store and return the result, or raise the failure the holder
-recorded before it released its claim. Which misses claim is call_paths.py's choice. The
-rules: docs/guarantees.md#one-computation-per-key.
+lease (a lease row; a lock needs none: stores/claims.py); the others poll the store and
+return the result, or raise the failure the holder recorded before it released its claim.
+The rules: docs/guarantees.md#one-computation-per-key.
 """
 
 from __future__ import annotations
@@ -248,7 +248,8 @@ def _take_over_if_holder_died(store: Store, key: str) -> None:
 def _holding(store: Store, key: str, token: str) -> Iterator[None]:
     lease = Lease(key, token)
     held = _held.set({**_held.get({}), key: lease})
-    handle = _keeper.hold(store, key, token)
+    # A claim held as a lock lasts as long as its holder: nothing to renew.
+    handle = _keeper.hold(store, key, token) if store.leases_expire else 0
     try:
         yield
     finally:

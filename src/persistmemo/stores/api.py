@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from persistmemo._sealing import AreaCheck, SealedParts, Sealer
     from persistmemo.stores.base import CheckReport
+    from persistmemo.stores.claims import KeyClaims
 
     Value = bytes | memoryview | str | int
     Found = tuple[Value, float | None, AreaCheck | None]
@@ -76,6 +77,11 @@ class Backend(abc.ABC):
         """Whether ``get(..., mapped=True)`` may return read-only maps of files (asked before
         each mapped read: a backend may refuse where others can write the files)."""
         return False
+
+    def key_claims(self) -> KeyClaims | None:
+        """Claims on keys that need no rows (stores/claims.py), where this backend has them;
+        None: leases are rows written with ``add`` and renewed with ``expire_if``."""
+        return None
 
     @abc.abstractmethod
     def get(self, key: str, *, mapped: bool = False) -> Found | None:

@@ -25,6 +25,7 @@ from persistmemo.stores.base import (
     STATS_PREFIX,
     sealed_with_another_secret,
 )
+from persistmemo.stores.claims import KeyClaims, claims_available, claims_in
 from persistmemo.stores.disk_opening import (
     DEFAULT_LEASE,
     DEFAULT_TIMEOUT,
@@ -90,6 +91,7 @@ class DiskBackend(StoreLifetime, Backend):
         self._settings = {"tag_index": True, **settings}
         self._faults = FaultReporter(str(directory or "(default)"))
         self._fork_lock = threading.RLock()
+        self._claims: KeyClaims | None = None
         self._reset_state()
         _live_stores.add(self)
 
@@ -193,6 +195,8 @@ class DiskBackend(StoreLifetime, Backend):
     ) -> bool:
         def store(cache: Any) -> bool:
             if release is None:
+                if type(value) is bytes and cache.add_small(key, value, ttl, tag):
+                    return True
                 return bool(cache.set(key, value, expire=ttl, tag=tag))
             with cache.transact():
                 stored = bool(cache.set(key, value, expire=ttl, tag=tag))
@@ -225,6 +229,12 @@ class DiskBackend(StoreLifetime, Backend):
             return bool(cache.add(key, token, expire=ttl)), True
 
         return self._with_cache(claim, (True, False))
+
+    def key_claims(self) -> KeyClaims | None:
+        claims = self._claims
+        if claims is None and claims_available() and self._writable_cache() is not None:
+            claims = self._claims = claims_in(self._directory, shared=self.shared)
+        return claims
 
     def delete_if(self, key: str, value: object) -> bool:
         return self._with_cache(

@@ -208,6 +208,15 @@ def write_value_file(
     raise AssertionError("unreachable")
 
 
+CULL_EVERY = 8
+"""Inserts by ``add_small`` between two culls, which remove what as many ``set`` calls would."""
+
+_INSERT_NEW = (
+    "INSERT OR IGNORE INTO Cache(key, raw, store_time, expire_time, access_time, access_count,"
+    f" tag, size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, ?, 0, {MODE_RAW}, NULL, ?)"
+)
+
+
 class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
     """diskcache's Cache whose write transactions a fork waits for, and which takes its
     SQLite pragmas from the store, never from the Settings table.
@@ -233,6 +242,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
         **options: Any,
     ) -> None:
         self.fork_lock = fork_lock
+        self._inserts_since_cull = 0
         self._pragmas = pragmas  # before diskcache's __init__, whose queries connect
         super().__init__(directory, **options)
 
@@ -270,6 +280,40 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
     def _transact(self, retry: bool = False, filename: str | None = None) -> Iterator[Any]:
         with self.fork_lock, super()._transact(retry, filename) as transaction:
             yield transaction
+
+    def add_small(self, key: str, value: bytes, expire: float | None, tag: str | None) -> bool:
+        """Store a new small ``value`` under ``key`` in one statement; False (nothing done)
+        when the key has a row, live or expired, or the value goes to a file: ``set`` then.
+
+        ``set`` runs seven statements (a transaction, a look for an old row and its file, a
+        cull); a miss's key has no row in the common case, and culling every few inserts
+        keeps the store's size and expiry in check just the same.
+        """
+        if len(value) >= self._disk.min_file_size or self._txn_id == threading.get_ident():
+            return False
+        now = time.time()
+        parameters = (key, now, None if expire is None else now + expire, now, tag, value)
+        with self.fork_lock:
+            if self._con.execute(_INSERT_NEW, parameters).rowcount != 1:
+                return False
+        self._inserts_since_cull += 1
+        if self._inserts_since_cull >= CULL_EVERY and self.cull_limit:
+            self._inserts_since_cull = 0
+            with contextlib.suppress(Timeout):
+                self._cull_as_sets_would(CULL_EVERY)
+        return True
+
+    def _cull_as_sets_would(self, sets: int) -> None:
+        """The culls ``sets`` calls of ``set`` would have made, each in a transaction of its
+        own (the size is measured in pages, freed only when a transaction commits), stopping
+        at the first that removes nothing."""
+        for _ in range(sets):
+            with self._transact() as (sql, cleanup):
+                before = self._con.total_changes
+                self._cull(time.time(), sql, cleanup)
+                culled = self._con.total_changes != before
+            if not culled:
+                return
 
     def volume(self) -> int:
         ((page_count,),) = self._sql("PRAGMA page_count").fetchall()

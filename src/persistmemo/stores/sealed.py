@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from persistmemo._faults import FaultReporter
     from persistmemo.stores.api import Backend, Found, Row
     from persistmemo.stores.base import FunctionSummary, Lease, Missing, Progress
+    from persistmemo.stores.claims import KeyClaims
 
     T = TypeVar("T")
 
@@ -262,6 +263,9 @@ class SealedStore:
         sealed = sealer.seal(self.backend.seal_prefix + key, encoded, seconds)
         # A result's key names its function: a tag would store the name again for nothing.
         stored_tag = None if is_result_key(key) else tag
+        # A claim held as a lock is dropped after the write (locking.py), not with it.
+        if lease is not None and not self.leases_expire:
+            lease = None
         release = None if lease is None else (LEASE_PREFIX + key, lease.token)
 
         def put() -> bool:
@@ -326,10 +330,29 @@ class SealedStore:
 
     # --- leases (one computation per key; see _memo/locking.py) ---------------------------
 
+    def _key_claims(self) -> KeyClaims | None:
+        try:
+            return self.backend.key_claims()
+        except Exception:
+            return None  # lease rows then, whose faults are reported where they are written
+
+    @property
+    def leases_expire(self) -> bool:
+        """Whether a claim on a key is a lease row that runs out unless renewed (else a lock
+        the system releases when its holder dies: stores/claims.py)."""
+        return self._key_claims() is None
+
     def try_lease(self, key: str, token: str) -> bool:
-        """Claim ``key`` for ``lease`` seconds; True when claimed (or the store is unusable).
-        A claim no caller could have made (no end, or one too far away) is taken over and
-        reported: waiting on it would never end."""
+        """Claim ``key``; True when claimed (or the store is unusable). A lease row lasts
+        ``lease`` seconds unless renewed; one no caller could have made (no end, or one too
+        far away) is taken over and reported: waiting on it would never end."""
+        claims = self._key_claims()
+        if claims is not None:
+            try:
+                return claims.try_claim(key, token, self.lease)
+            except OSError as error:
+                self.report_fault("lease failed", error)
+                return True  # computed unclaimed: a fault must not keep the caller waiting
         horizon = planted_lease_after(self.lease)
 
         def claim() -> bool:
@@ -347,6 +370,9 @@ class SealedStore:
     def renew_lease(self, key: str, token: str) -> bool:
         """Extend our claim on ``key``; False when it is no longer ours (or cannot be told).
         Runs in the lease keeper's thread: it never raises and never warns."""
+        claims = self._key_claims()
+        if claims is not None:
+            return claims.holds(key, token)
         try:
             return self.backend.usable() and bool(
                 self.backend.expire_if(LEASE_PREFIX + key, token, self.lease)
@@ -356,6 +382,9 @@ class SealedStore:
 
     def lease_holder(self, key: str) -> str | None:
         """The token of the live lease on ``key``, or None (none, or unknown)."""
+        claims = self._key_claims()
+        if claims is not None:
+            return claims.holder(key)
         try:
             found = self.backend.get(LEASE_PREFIX + key) if self.backend.usable() else None
         except Exception:
@@ -364,6 +393,10 @@ class SealedStore:
 
     def release_lease(self, key: str, token: str) -> None:
         """Drop our claim on ``key``, unless it expired and someone else holds it now."""
+        claims = self._key_claims()
+        if claims is not None:
+            self._call("lease failed", lambda: claims.release(key, token), None)
+            return
         self._call("lease failed", lambda: self.backend.delete_if(LEASE_PREFIX + key, token), 0)
 
     # --- hit counts ----------------------------------------------------------------------

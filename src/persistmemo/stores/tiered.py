@@ -122,7 +122,8 @@ class TieredStore:
     ) -> bool:
         """Write both tiers; the lease is released with the write of the tier that holds it."""
         if lease is not None and lease.token in self._local_leases:
-            self._local_leases.discard(lease.token)
+            if self.local.leases_expire:  # released by the write; a lock is released after it
+                self._local_leases.discard(lease.token)
             local = self.local.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds, lease=lease)
             remote = self.remote.write(key, encoded, ttl=ttl, tag=tag, seconds=seconds)
             return local or remote
@@ -146,6 +147,11 @@ class TieredStore:
     # --- leases: the remote's, so that machines wait for each other ------------------------
     # When the remote is down its try_lease answers True (a fault must not block a call):
     # then this machine's processes still compute once, under the local tier's lease.
+
+    @property
+    def leases_expire(self) -> bool:
+        """Renewed whichever tier holds them: a tier holding locks renews nothing."""
+        return True
 
     def try_lease(self, key: str, token: str) -> bool:
         claimed = self.remote.try_lease(key, token)
