@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -286,6 +287,42 @@ def test_a_function_loaded_where_it_was_pickled_is_the_same_function(tmp_path: P
     assert triple.invalidate(2)  # type: ignore[attr-defined]
     assert loaded(2) == 6
     assert calls(tmp_path) == ["2", "2"]
+
+
+SCALED_MODULE = """
+from persistmemo import memo
+
+SCALE = 1
+
+def make(store):
+    @memo(store=store)
+    def scaled(x):
+        return x * SCALE
+
+    return scaled
+"""
+
+
+def call_pickled(payload: bytes, x: int) -> object:
+    """In a worker: what joblib and Dask do with a task's function, sent by value."""
+    import cloudpickle
+
+    return cloudpickle.loads(payload)(x)
+
+
+def test_a_worker_runs_a_functions_new_code_when_it_is_sent_again(tmp_path: Path) -> None:
+    cloudpickle = pytest.importorskip("cloudpickle")
+    from concurrent.futures import ProcessPoolExecutor
+
+    namespace: dict[str, Any] = {"__name__": "notebook_like"}
+    exec(SCALED_MODULE, namespace)
+    scaled = namespace["make"](Store(tmp_path / "store"))
+    with ProcessPoolExecutor(max_workers=1) as worker:  # one worker, kept for every task
+        assert worker.submit(call_pickled, cloudpickle.dumps(scaled), 3).result() == 3
+        namespace["SCALE"] = 100  # the notebook cell defining SCALE is run again
+        assert scaled(3) == 300
+        assert worker.submit(call_pickled, cloudpickle.dumps(scaled), 3).result() == 300
+        assert worker.submit(call_pickled, cloudpickle.dumps(scaled), 4).result() == 400
 
 
 def test_a_fresh_process_hits_with_the_senders_version(tmp_path: Path) -> None:

@@ -199,11 +199,13 @@ class MemoizedFunction(CallPaths["P", "R"]):
         sent_as = self.sent_as
         if sent_as is None:
             sent_as = self.sent_as = os.urandom(12).hex()
-            _remember_received(sent_as, self)  # unpickled here, it is this very object
         # Where the code is a script's (or a notebook's), its classes arrive as __main__'s.
         main = getattr(self.code, "__module__", None) in MAIN_NAMES
         sent_from = module_name("__main__") if main else None
         version = self._version_to_send()
+        known_as = version if version is not None else self.options.version
+        if known_as is not None:
+            _remember_received((sent_as, known_as), self)  # unpickled here: this very object
         return (
             received_function,
             (sent_as, self.func, self.options, self.identity, version, sent_from),
@@ -585,7 +587,7 @@ def _hits_so_far_are_the_parents() -> None:
 # they were sent as: a worker that receives a function with every task builds it once. The
 # oldest go past RECEIVED_KEPT (a long-lived worker fed by notebook sessions), hits flushed.
 RECEIVED_KEPT = 256
-_received: dict[str, MemoizedFunction[Any, Any]] = {}
+_received: dict[tuple[str, str], MemoizedFunction[Any, Any]] = {}
 _received_lock = threading.Lock()
 
 
@@ -603,22 +605,27 @@ def received_function(
     brings (see _naming.py)."""
     if sent_from is not None and sent_from != module_name("__main__"):
         received_main(sent_from)
+    # By version as well: the same function sent again after its code, a helper or a global
+    # it reads changed (a notebook cell run again) is a new function here, not the old one.
+    # One sent without a version (none could be derived there) is built again every time.
+    received = (sent_as, version if version is not None else options.version)
     with _received_lock:
-        memoized = _received.get(sent_as)
+        memoized = _received.get(received) if received[1] is not None else None
     if memoized is None:
         built = MemoizedFunction(func, options, identity)
         built.inherited_version = version
         built.sent_as = sent_as
-        memoized = _remember_received(sent_as, built)
+        memoized = built if received[1] is None else _remember_received(received, built)
     return memoized
 
 
 def _remember_received(
-    sent_as: str, memoized: MemoizedFunction[Any, Any]
+    received: tuple[str, str], memoized: MemoizedFunction[Any, Any]
 ) -> MemoizedFunction[Any, Any]:
-    """Keep ``memoized`` as the function sent as ``sent_as`` (the first one kept wins)."""
+    """Keep ``memoized`` as the function sent as ``received`` (``sent_as`` and the version
+    sent with it; the first one kept wins)."""
     with _received_lock:
-        kept = _received.setdefault(sent_as, memoized)
+        kept = _received.setdefault(received, memoized)
         dropped = []
         while len(_received) > RECEIVED_KEPT:
             dropped.append(_received.pop(next(iter(_received))))
