@@ -202,6 +202,83 @@ def test_a_fitted_estimator_is_keyed_by_what_it_learned() -> None:
     assert encode(Scale().fit(data)) != encode(unfitted)
 
 
+class Lookup(Scale):
+    """Keeps what it learned in a private attribute, as TfidfVectorizer (``_tfidf``) and the
+    neighbour models (``_fit_X``) do."""
+
+    def fit(self, X: Any, y: Any = None) -> Lookup:
+        self._table = {str(row): index for index, row in enumerate(np.asarray(X).tolist())}
+        return self
+
+
+def test_private_learned_state_is_part_of_a_fitted_estimators_key() -> None:
+    first, second = Lookup().fit([[1.0], [2.0]]), Lookup().fit([[2.0], [1.0]])
+    assert encode(first) != encode(second)
+    assert encode(first) == encode(Lookup().fit([[1.0], [2.0]]))
+
+
+def test_sklearn_models_with_private_learned_state_are_keyed_apart() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.neighbors import KNeighborsClassifier
+
+    X = [[0.0], [1.0], [2.0]]
+    assert encode(KNeighborsClassifier(1).fit(X, [0, 1, 0])) != encode(
+        KNeighborsClassifier(1).fit(X, [1, 0, 1])
+    )
+    vocabulary = {"apple": 0, "pear": 1}
+    a = TfidfVectorizer(vocabulary=vocabulary).fit(["apple pear", "apple"])
+    b = TfidfVectorizer(vocabulary=vocabulary).fit(["apple pear", "pear"])
+    assert encode(a) != encode(b)  # the weights (idf_) live in the private _tfidf
+    assert encode(a) == encode(TfidfVectorizer(vocabulary=vocabulary).fit(["apple pear", "apple"]))
+
+
+class Helper:
+    def __init__(self, weights: list[float]) -> None:
+        self.weights = weights
+
+
+class WithHelper(Scale):
+    def fit(self, X: Any, y: Any = None) -> WithHelper:
+        self._helper = Helper([float(len(X))])
+        return self
+
+
+class WithLock(Scale):
+    def fit(self, X: Any, y: Any = None) -> WithLock:
+        import threading
+
+        self._guard = threading.Lock()
+        return self
+
+
+def test_state_without_a_key_encoding_is_keyed_by_its_pickle_or_refused() -> None:
+    assert encode(WithHelper().fit([1])) == encode(WithHelper().fit([2]))  # same pickle
+    assert encode(WithHelper().fit([1])) != encode(WithHelper().fit([1, 2]))
+    with pytest.raises(UnsupportedType, match=r"attribute '_guard'.*neither keyed nor pickled"):
+        encode(WithLock().fit([1]))
+
+
+TRANSFORMER = """
+from golden_estimators import Scale
+
+class Doubler(Scale):
+    def transform(self, X):
+        return [x * {factor} for x in X]
+"""
+
+
+def test_editing_your_own_estimators_code_changes_its_key() -> None:
+    def defined(factor: int) -> Any:
+        namespace: dict[str, Any] = {"__name__": "notebook_cell"}
+        exec(TRANSFORMER.format(factor=factor), namespace)
+        return namespace["Doubler"]()
+
+    assert encode(defined(2)) == encode(defined(2))
+    assert encode(defined(2)) != encode(defined(10))
+    # Installed classes are keyed by their parameters: their release is in the version.
+    assert encode(StandardScaler()) == encode(StandardScaler())
+
+
 def test_an_estimator_fitted_on_a_frame_keys_its_feature_names() -> None:
     frame = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
     renamed = frame.rename(columns={"b": "c"})

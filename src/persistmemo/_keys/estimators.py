@@ -1,27 +1,38 @@
-"""scikit-learn estimators: keyed by their class, their parameters and what they learned.
+"""scikit-learn estimators: keyed by their class, their parameters, their state and code.
 
-An estimator (any ``sklearn.base.BaseEstimator``) stands for ``[get_params(deep=True), its
-learned attributes (the ``name_`` ones, None before fit), its set_output() configuration]``,
-estimators inside keyed the same way. An unfitted estimator (the clone a Pipeline fits
-through its memory) is its parameters; a fitted one is also what it learned, so two models
-with the same parameters fitted on different data never share a key. Parameters sklearn
-takes as functions (``score_func``, ``func``) are keyed by name and code, a random state by
-its state. scikit-learn is never imported here: an estimator exists once it is loaded.
+An estimator (any ``sklearn.base.BaseEstimator``) stands for ``[get_params(deep=True), every
+other attribute it holds (None before fit), its set_output() configuration, the code of its
+classes defined outside installed packages]``, estimators inside keyed the same way. An
+unfitted estimator (the clone a Pipeline fits through its memory) is its parameters; a fitted
+one is also all it learned, public (``coef_``) or private (``_tfidf``, ``_fit_X``), so two
+models with the same parameters fitted on different data never share a key. State with no
+key encoding of its own (a KD-tree, a fitted helper object) stands for a digest of its
+pickle: deterministic for the same state, so at worst a miss, never a shared key; state that
+cannot even be pickled is refused. A class of your own (a transformer in a script or a
+notebook) is keyed by its methods' code, so editing it stops its cached fits being served.
+Parameters sklearn takes as functions (``score_func``, ``func``) are keyed by name and code,
+a random state by its state. scikit-learn is never imported here: an estimator exists once
+it is loaded.
 """
 
 from __future__ import annotations
 
 import collections
+import pickle
 import sys
 import types
 
+from blake3 import blake3
+
 from persistmemo._naming import qualified_name
+from persistmemo.errors import UnsupportedType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
-ESTIMATOR_ENTRY = "sklearn.estimator/1"
+ESTIMATOR_ENTRY = "sklearn.estimator/2"
 """The entry's name in the key bytes: a change to what an estimator stands for bumps it."""
 
 StandIn = collections.namedtuple("StandIn", "kind state")
@@ -36,16 +47,67 @@ def estimator_base() -> type | None:
     return found if isinstance(found, type) else None
 
 
-def represent_estimator(estimator: Any) -> object:
-    """The value an estimator is keyed by (the entry's function)."""
+def represent_estimator(estimator: Any, keyable: Callable[[object], bool]) -> object:
+    """The value an estimator is keyed by (the entry's function); ``keyable(value)`` tells
+    whether a value has a key encoding."""
     state = getattr(estimator, "__dict__", {})
-    params = {name: _parameter(value) for name, value in estimator.get_params(deep=True).items()}
+    given = estimator.get_params(deep=True)
+    params = {name: _parameter(value) for name, value in given.items()}
     learned = {
-        name: _parameter(value)
+        name: _state(estimator, name, value, keyable)
         for name, value in state.items()
-        if name.endswith("_") and not name.startswith("__")
+        if name not in given and not name.startswith("__") and not _transient(name, value)
     }
-    return [params, learned or None, state.get("_sklearn_output_config")]
+    return [params, learned or None, state.get(_OUTPUT_CONFIG), _classes_code(type(estimator))]
+
+
+_OUTPUT_CONFIG = "_sklearn_output_config"
+
+
+def _transient(name: str, value: object) -> bool:
+    """Attributes that are not state: the set_output() configuration (keyed apart), and an
+    object's ``id()`` kept to notice a change (TfidfVectorizer's ``_stop_words_id``), which
+    differs in every process."""
+    return name == _OUTPUT_CONFIG or (name.endswith("_id") and type(value) is int)
+
+
+def _state(estimator: Any, name: str, value: Any, keyable: Callable[[object], bool]) -> object:
+    represented = _parameter(value)
+    if keyable(represented):
+        return represented
+    try:
+        pickled = pickle.dumps(value, protocol=5)
+    except Exception as error:
+        raise UnsupportedType(
+            type(estimator),
+            f" (its attribute {name!r}, a {qualified_name(type(value))}, can be neither keyed "
+            f"nor pickled: {error})",
+        ) from None
+    return StandIn("pickled", blake3(pickled).digest())
+
+
+def _classes_code(cls: type) -> list[object] | None:
+    """The code of the estimator's classes that are not from an installed package (whose
+    release is in the version already): yours, edited as you work."""
+    code = []
+    for klass in cls.__mro__:
+        if klass is object or _installed(klass):
+            continue
+        methods = {
+            name: _function_state(member)
+            for name, member in sorted(vars(klass).items())
+            if isinstance(member, types.FunctionType)
+        }
+        code.append([qualified_name(klass), methods])
+    return code or None
+
+
+def _installed(cls: type) -> bool:
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None) or ""
+    return cls.__module__ == "builtins" or any(
+        part in path for part in ("site-packages", "dist-packages", "/lib/python")
+    )
 
 
 def _parameter(value: Any) -> Any:

@@ -11,6 +11,7 @@ class: docs/keys.md#types-you-do-not-own.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import types
@@ -116,7 +117,8 @@ def registered_encoder(cls: type) -> RegisteredEncoder | None:
         return RegisteredEncoder(function, None, qualified_name(cls))
     estimator = estimator_base()
     if estimator is not None and issubclass(cls, estimator):
-        return RegisteredEncoder(represent_estimator, ESTIMATOR_ENTRY, qualified_name(cls))
+        represent = functools.partial(represent_estimator, keyable=_keyable)
+        return RegisteredEncoder(represent, ESTIMATOR_ENTRY, qualified_name(cls))
     sparse = sparse_types()
     if sparse and issubclass(cls, sparse):
         label = sparse_label(cls)
@@ -124,6 +126,14 @@ def registered_encoder(cls: type) -> RegisteredEncoder | None:
             return None  # a subclass from outside scipy: refused by the rules after this
         return RegisteredEncoder(represent_sparse, SPARSE_ENTRY, label)
     return None
+
+
+def _keyable(value: object) -> bool:
+    try:
+        encode_item(value)
+    except UnsupportedType:
+        return False
+    return True
 
 
 def _registered_function(cls: type) -> Callable[[Any], object] | None:
