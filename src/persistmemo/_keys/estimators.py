@@ -89,7 +89,7 @@ def _state(estimator: Any, name: str, value: Any, keyable: Callable[[object], bo
 def _classes_code(cls: type) -> list[object] | None:
     """The code of the estimator's classes that are not from an installed package (whose
     release is in the version already): yours, edited as you work."""
-    code = []
+    code: list[object] = []
     for klass in cls.__mro__:
         if klass is object or _installed(klass):
             continue

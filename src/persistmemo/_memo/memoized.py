@@ -608,14 +608,14 @@ def received_function(
     # By version as well: the same function sent again after its code, a helper or a global
     # it reads changed (a notebook cell run again) is a new function here, not the old one.
     # One sent without a version (none could be derived there) is built again every time.
-    received = (sent_as, version if version is not None else options.version)
+    known_as = version if version is not None else options.version
     with _received_lock:
-        memoized = _received.get(received) if received[1] is not None else None
+        memoized = _received.get((sent_as, known_as)) if known_as is not None else None
     if memoized is None:
         built = MemoizedFunction(func, options, identity)
         built.inherited_version = version
         built.sent_as = sent_as
-        memoized = built if received[1] is None else _remember_received(received, built)
+        memoized = built if known_as is None else _remember_received((sent_as, known_as), built)
     return memoized
 
 
