@@ -110,7 +110,7 @@ def test_a_response_inside_a_container_is_refused_too(
 
     @memo(store=store)
     def fetch_all(urls: tuple[str, ...]) -> dict[str, Any]:
-        frame = pd.DataFrame({"url": list(urls)})  # not searched: its neighbours are
+        frame = pd.DataFrame({"url": list(urls)})  # searched too: holds no response
         return {"frame": frame, "responses": [get(url) for url in urls], "count": len(urls)}
 
     urls = (server.url + "/a", server.url + "/b")
@@ -148,6 +148,52 @@ def test_a_strict_store_raises_the_refusal(server: Server, tmp_path: Path) -> No
             fetch(server.url + "/x")
 
 
+@pytest.mark.parametrize("get", CLIENTS)
+def test_a_response_in_an_object_array_or_a_frame_column_is_refused(
+    get: Callable[[str], Any], server: Server, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    store = Store(tmp_path / "store")
+    get(server.url)
+
+    @memo(store=store)
+    def fetch(url: str, shape: str) -> Any:
+        response = get(url)
+        if shape == "array":
+            holder = np.empty(1, dtype=object)
+            holder[0] = response
+            return holder
+        return pd.DataFrame({"numbers": [1.5], "response": [response]})
+
+    with pytest.warns(PersistmemoWarning, match="contains a .*Response"):  # one per store
+        for shape in ("array", "frame"):
+            fetch(server.url, shape)
+            assert fetch.info(server.url, shape) is None  # type: ignore[attr-defined]
+    store.close()
+    assert not token_on_disk(tmp_path / "store")
+
+
+def test_a_request_or_a_session_is_refused(server: Server, tmp_path: Path) -> None:
+    requests = pytest.importorskip("requests")
+    store = Store(tmp_path / "store")
+
+    @memo(store=store)
+    def prepared(kind: str, url: str) -> Any:
+        if kind == "request":
+            return requests_get(url).request
+        session = requests.Session()
+        session.headers["Authorization"] = TOKEN
+        return session
+
+    with pytest.warns(PersistmemoWarning, match="keeps a request's headers"):
+        for kind in ("request", "session"):
+            prepared(kind, server.url)
+            assert prepared.info(kind, server.url) is None  # type: ignore[attr-defined]
+    store.close()
+    assert not token_on_disk(tmp_path / "store")
+
+
 def test_an_http_error_shared_with_waiters_leaves_the_token_out(
     server: Server, tmp_path: Path
 ) -> None:
@@ -161,9 +207,11 @@ def test_an_http_error_shared_with_waiters_leaves_the_token_out(
         return response.json()
 
     with pytest.raises(requests.HTTPError):
-        fetch(server.url + "/denied")
+        fetch(server.url + "/denied?api_key=QUERYSECRET")
     store.close()
     assert not token_on_disk(tmp_path / "store")
+    stored = b"".join(p.read_bytes() for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert b"QUERYSECRET" not in stored  # the error's text names the URL: not shared
 
 
 def test_a_class_is_known_by_its_module_and_name() -> None:
@@ -174,5 +222,8 @@ def test_a_class_is_known_by_its_module_and_name() -> None:
     assert is_response_type(made("httpx", "Response"))
     assert is_response_type(made("app", "Cached", (made("httpx._models", "Response"),)))
     assert not is_response_type(made("app.http", "Response"))
-    assert not is_response_type(made("requests.models", "PreparedRequest"))
+    assert is_response_type(made("requests.models", "PreparedRequest"))
+    assert is_response_type(made("requests.sessions", "Session"))
+    assert is_response_type(made("httpx", "Client"))
+    assert not is_response_type(made("requests.models", "Model"))
     assert not is_response_type(made("requestsx", "Response"))

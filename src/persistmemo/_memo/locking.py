@@ -134,12 +134,17 @@ def _record_failure(store: Store, key: str, error: BaseException) -> None:
             pickled: bytes | None = encode_value(error, allow_pickle=store.pickle_allowed)
         except UnstorableValue:
             pickled = None
-        if pickled is not None and response_in(error) is not None:
-            pickled = None  # raise_for_status()'s error keeps the response, and its request
+        described = f"{module_name(type(error).__module__)}.{type(error).__qualname__}"
+        text = f"{described}: {error}"
+        if response_in(error) is not None:
+            # raise_for_status()'s error keeps the response, with its request; its text
+            # names the URL, with any key in its query.
+            pickled = None
+            text = f"{described} (its message, naming a request's URL, is not shared)"
         record = {
             "at": now,
             "pid": os.getpid(),
-            "error": f"{module_name(type(error).__module__)}.{type(error).__qualname__}: {error}",
+            "error": text,
             "pickled": pickled if store.pickle_allowed else None,
         }
         # Kept one lease long: every caller waiting now polls within it, and callers that

@@ -1,13 +1,15 @@
-"""HTTP responses are refused as results: they carry the request, and its credentials.
+"""HTTP responses, requests and sessions are refused as results: they carry credentials.
 
 A ``requests.Response`` or an ``httpx.Response`` has no msgpack encoding, so it would be kept
 through the pickle fallback, and with it the request it answers: the ``Authorization``
-header, cookies, the URL's query. It is refused instead (an ``UnstorableValue``, so the call
-still returns it and one warning says what to return). Only a pickle can hold one, so only
-a result about to be stored as a pickle is searched, by pickle's own traversal (whatever it
-would have kept is seen, in containers and objects alike, except inside arrays and data
-frames). The classes are known by their module and name: neither library is imported to
-tell.
+header, cookies, the URL's query. So would a request itself (``requests.PreparedRequest``,
+``httpx.Request``) or a session or client holding default headers. They are refused instead
+(an ``UnstorableValue``, so the call still returns the value and one warning says what to
+return). Only a pickle can hold one, so only a result about to be stored as a pickle is
+searched, by pickle's own traversal: whatever it would have kept is seen, in containers,
+objects, object arrays and data frames' object columns alike (arrays of numbers are not
+looked into: they hold none). The classes are known by their module and name: neither
+library is imported to tell.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ if TYPE_CHECKING:
     from typing import Any
 
 _CLIENTS = frozenset({"requests", "httpx"})
-# Their objects hold data, and pickling their text columns again would cost a miss as much
-# as storing them: the search does not look inside.
-_DATA_LIBRARIES = frozenset({"numpy", "pandas", "pyarrow", "polars"})
+_CARRIERS = frozenset(
+    {"Response", "Request", "PreparedRequest", "Session", "Client", "AsyncClient"}
+)
+"""The classes of those libraries that hold a request's headers."""
 _NOT_LOOKED_INTO = (int, ())
 
 
 def is_response_type(cls: type) -> bool:
-    """Whether ``cls`` is (or derives from) ``requests.Response`` or ``httpx.Response``."""
+    """Whether ``cls`` is (or derives from) a response, request, session or client class of
+    ``requests`` or ``httpx``."""
     return any(
-        base.__name__ == "Response"
+        base.__name__ in _CARRIERS
         and str(getattr(base, "__module__", "")).partition(".")[0] in _CLIENTS
         for base in getattr(cls, "__mro__", ())
     )
@@ -55,8 +59,8 @@ def response_in(value: object) -> type | None:
             cls = type(obj)
             if is_response_type(cls):
                 raise _Found(cls)
-            if str(getattr(cls, "__module__", "")).partition(".")[0] in _DATA_LIBRARIES:
-                return _NOT_LOOKED_INTO  # an array or a frame: not searched
+            if getattr(getattr(obj, "dtype", None), "hasobject", True) is False:
+                return _NOT_LOOKED_INTO  # an array (or column) of numbers: holds no object
             return NotImplemented
 
     try:
@@ -77,8 +81,8 @@ def response_refusal(value: object) -> UnstorableValue | None:
         return None
     what = "is" if type(value) is cls else "contains"
     return UnstorableValue(
-        f"the result {what} a {type_label(cls)}, which keeps the request it answers "
-        "(its headers, an Authorization header or cookies with them), so it is not stored. "
-        "Return what you need from it instead: response.json(), response.content or "
-        "response.text (with response.status_code if it matters)."
+        f"the result {what} a {type_label(cls)}, which keeps a request's headers (an "
+        "Authorization header or cookies with them), so it is not stored. Return what you "
+        "need from it instead: response.json(), response.content or response.text (with "
+        "response.status_code if it matters)."
     )
