@@ -81,6 +81,48 @@ def test_a_process_pool_computes_misses_that_this_process_stores(tmp_path: Path)
     assert len(Path(env["MAP_LOG"]).read_text().splitlines()) == 6  # nothing stored there
 
 
+EDITED_MODULE = """
+from persistmemo import Store, memo
+
+def helper(x):
+    return x + {offset}
+
+@memo(store=Store({store!r}))
+def shifted(x):
+    return helper(x)
+"""
+
+
+def test_workers_running_code_older_than_the_callers_store_nothing_of_it(tmp_path: Path) -> None:
+    # Workers forked before the module was edited and reloaded (what %autoreload does) still
+    # run its old code: their results would be stored under the new version.
+    module = tmp_path / "edited.py"
+    module.write_text(EDITED_MODULE.format(offset=1, store=str(tmp_path / "store")))
+    code = f"""
+        import importlib, multiprocessing, os, time, warnings
+        from concurrent.futures import ProcessPoolExecutor
+        import edited
+
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+        print(edited.shifted.map([0, 1], executor=pool))
+        source = {str(module)!r}
+        with open(source) as file:
+            text = file.read()
+        with open(source, "w") as file:
+            file.write(text.replace("x + 1", "x + 100"))
+        os.utime(source, (time.time() + 5, time.time() + 5))  # newer than the cached bytecode
+        importlib.reload(edited)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            print(edited.shifted.map([5, 6], executor=pool))
+        print(edited.shifted(5), edited.shifted.cache_info().hits)
+        print(sum("computed in this process" in str(w.message) for w in caught))
+        pool.shutdown()
+    """
+    out = run_python(code, cwd=tmp_path).stdout.splitlines()
+    assert out == ["[1, 2]", "[105, 106]", "105 1", "1"]
+
+
 def test_an_item_that_fails_is_raised_after_the_others_are_stored(store: Store) -> None:
     computed: list[int] = []
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from persistmemo.errors import MissingInput
+from persistmemo.errors import MissingInput, PersistmemoWarning
 from persistmemo.stores.base import MISSING
 
 if TYPE_CHECKING:
@@ -255,9 +255,11 @@ def _in_executor(
     results: dict[str, object] = {}
     futures: dict[Future[tuple[Any, float]], str] = {}
     failure: BaseException | None = None
+    version = _version_of(call)
+    stale = 0
     try:
         for key, args in missing.items():
-            futures[executor.submit(computed, call, *args)] = key
+            futures[executor.submit(computed, call, *args, persistmemo_version=version)] = key
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -273,6 +275,11 @@ def _in_executor(
                     continue
                 key = futures[future]
                 value, seconds = future.result()
+                if seconds == _RAN_OTHER_CODE:
+                    stale += 1
+                    results[key] = call(*missing[key])  # here, with this process's code
+                    meter.advance()
+                    continue
                 target.misses += 1
                 if target.inputs_unchanged(key, missing[key], {}):
                     value = target.save(key, value, seconds)
@@ -282,15 +289,46 @@ def _in_executor(
         for future in futures:  # Ctrl-C, or a submit that failed: nothing more starts
             future.cancel()
         raise
+    if stale:
+        import warnings
+
+        warnings.warn(
+            f"{stale} of the items given to the executor were computed in this process "
+            "instead: its workers run other code for this function (a module or a helper "
+            "edited since they started), whose results would be stored under this code's "
+            "version. Start a new executor to use it again.",
+            PersistmemoWarning,
+            stacklevel=4,
+        )
     if failure is not None:
         raise failure
     return results
 
 
-def computed(call: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+_RAN_OTHER_CODE = -1.0
+"""The seconds ``computed`` answers when the worker's code is not the caller's."""
+
+
+def _version_of(call: Callable[..., Any]) -> str | None:
+    """The version of the code behind ``call`` here, or None when it cannot be told."""
+    try:
+        return str(call.version())  # type: ignore[attr-defined]
+    except Exception:
+        return None
+
+
+def computed(
+    call: Callable[..., Any], *args: Any, persistmemo_version: str | None = None
+) -> tuple[Any, float]:
     """In the executor: the memoized function's own code (not its wrapper, which would read
     and write the store there), and the seconds it took. ``call`` travels as the wrapper,
-    which a process pool pickles by name."""
+    which a process pool pickles by name: a worker that imported the function's module (or
+    forked with ``__main__``) before it was edited has other code, which is not run (its
+    result would be stored under the caller's version): ``_RAN_OTHER_CODE`` then."""
+    if persistmemo_version is not None:
+        here = _version_of(call)
+        if here is not None and here != persistmemo_version:
+            return None, _RAN_OTHER_CODE
     started = time.perf_counter()
     value = call.__wrapped__(*args)  # type: ignore[attr-defined]
     return value, time.perf_counter() - started
