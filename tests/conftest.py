@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import persistmemo._secret
+import persistmemo.stores.disk
 import persistmemo.stores.registry
 from persistmemo import Store
 
@@ -127,3 +128,9 @@ def nobody_runs_python() -> None:
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("setpriv")):
         pytest.skip("needs root and setpriv(1) to act as another user")
     skip_unless_user_can_run_python()
+
+
+@pytest.fixture
+def lease_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Disk stores claim keys with lease rows, as where record locks do not exist (Windows)."""
+    monkeypatch.setattr(persistmemo.stores.disk.DiskBackend, "offers_key_claims", False)

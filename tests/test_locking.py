@@ -250,7 +250,6 @@ def test_a_recursion_error_in_memoized_recursion_leaves_no_lease_behind(tmp_path
     code = """
         import sqlite3, sys, time
         from persistmemo import Store, memo
-from persistmemo.stores.sealed import SealedStore
 
         store = Store(sys.argv[1], lease=30)
 

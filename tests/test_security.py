@@ -291,7 +291,9 @@ def test_a_reader_who_cannot_write_the_store_never_gets_a_stale_value(
 
 LEASE_PLANTED = """
 import os, sqlite3, sys, time
+import persistmemo.stores.disk
 from persistmemo import Store, memo
+persistmemo.stores.disk.DiskBackend.offers_key_claims = False  # lease rows, as on Windows
 directory, mode = sys.argv[1], int(sys.argv[2])
 store = Store(directory, lease=0.3)
 store.open()
@@ -318,6 +320,7 @@ def test_a_lease_row_planted_as_a_fifo_never_hangs_the_call(tmp_path: Path, mode
     assert done.stdout.split() == ["2", "2", "1"]
 
 
+@pytest.mark.usefixtures("lease_rows")
 def test_renewing_a_lease_whose_row_was_planted_as_a_pickle_returns_false(store: Store) -> None:
     assert store.try_lease("pm1:sec.slow:1:k", "token")
     with sqlite3.connect(store.directory / "cache.db") as connection:
@@ -327,7 +330,12 @@ def test_renewing_a_lease_whose_row_was_planted_as_a_pickle_returns_false(store:
     assert store.renew_lease("pm1:sec.slow:1:k", "token") is False
 
 
-def test_renewing_our_own_lease_extends_it_and_a_taken_one_is_not_ours(store: Store) -> None:
+@pytest.mark.parametrize("claims", ["locks", "rows"])
+def test_renewing_our_own_lease_extends_it_and_a_taken_one_is_not_ours(
+    store: Store, claims: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if claims == "rows":
+        monkeypatch.setattr(type(store.backend), "offers_key_claims", False)
     assert store.try_lease("pm1:sec.slow:1:k", "ours")
     assert store.renew_lease("pm1:sec.slow:1:k", "ours")
     assert not store.renew_lease("pm1:sec.slow:1:k", "theirs")

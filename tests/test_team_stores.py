@@ -216,6 +216,27 @@ def test_a_shared_store_in_a_directory_everyone_can_write_is_not_written(tmp_pat
     assert not (open_to_all / "cache.db").exists() or len(store) == 0
 
 
+def test_a_planted_lease_row_does_not_hold_a_claim_taken_as_a_lock(tmp_path: Path) -> None:
+    import diskcache
+
+    from persistmemo.stores.base import LEASE_PREFIX
+
+    with Store(tmp_path / "store", lease=60) as store:
+
+        @memo(store=store)
+        def slow(x: int) -> int:
+            return x + 1
+
+        assert slow(0) == 1
+        planter = diskcache.Cache(str(tmp_path / "store"))
+        planter.set(LEASE_PREFIX + slow.key(5), "someone|1|forever", expire=60)
+        planter.close()
+        started = time.monotonic()
+        assert slow(5) == 6  # no wait, no warning: rows are not claims here
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.usefixtures("lease_rows")
 def test_a_planted_lease_without_an_end_is_taken_over_not_waited_for(tmp_path: Path) -> None:
     import diskcache
 
@@ -528,6 +549,7 @@ def test_value_files_of_a_team_store_are_readable_by_the_group_whatever_the_umas
     assert value_file.parent.stat().st_mode & 0o7777 == 0o2770
 
 
+@pytest.mark.usefixtures("lease_rows")
 def test_a_planted_lease_with_a_text_expiry_is_taken_over(tmp_path: Path) -> None:
     import sqlite3
 

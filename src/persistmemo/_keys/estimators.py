@@ -18,7 +18,6 @@ it is loaded.
 from __future__ import annotations
 
 import collections
-import pickle
 import sys
 import types
 
@@ -75,6 +74,8 @@ def _state(estimator: Any, name: str, value: Any, keyable: Callable[[object], bo
     represented = _parameter(value)
     if keyable(represented):
         return represented
+    import pickle  # not at import: pickle loads re, which a re-run never needs
+
     try:
         pickled = pickle.dumps(value, protocol=5)
     except Exception as error:

@@ -243,14 +243,26 @@ def _holder_is_gone(token: str) -> bool:
 
 def _take_over_if_holder_died(store: Store, key: str) -> None:
     """Release the lease of a holder that was killed (a crashed run being resumed), so the
-    next claim succeeds now rather than when the lease runs out."""
+    next claim succeeds now rather than when the lease runs out; and a claim of this very
+    process that no computation holds (a RecursionError struck between the claim and the
+    computation), which would otherwise keep this process's callers waiting for nobody."""
     holder = store.lease_holder(key)
-    if holder and _holder_is_gone(holder):
+    if holder and (_holder_is_gone(holder) or _left_behind_here(holder)):
         store.release_lease(key, holder)
+
+
+# The tokens of the claims a computation of this process holds now (_holding).
+_live_tokens: set[str] = set()
+
+
+def _left_behind_here(token: str) -> bool:
+    pid = token.split("|", 2)[1:2]
+    return pid == [str(os.getpid())] and token not in _live_tokens
 
 
 @contextmanager
 def _holding(store: Store, key: str, token: str) -> Iterator[None]:
+    _live_tokens.add(token)
     lease = Lease(key, token)
     held = _held.set({**_held.get({}), key: lease})
     # A claim held as a lock lasts as long as its holder: nothing to renew.
@@ -263,6 +275,7 @@ def _holding(store: Store, key: str, token: str) -> Iterator[None]:
         # up, or the keeper thread, whichever first has the stack for it.
         _held.reset(held)
         _unreleased.append((store, key, token, lease, handle))
+        _live_tokens.discard(token)
         _release_pending()
 
 

@@ -12,6 +12,7 @@ import functools
 import types
 
 from persistmemo._keys.classes import HOOK_NAME
+from persistmemo._naming import qualified_name
 from persistmemo._versioning.origins import LIBRARY, origin_of_path
 
 TYPE_CHECKING = False
@@ -74,14 +75,19 @@ class CapturedInputs:
     @staticmethod
     def of(func: Callable[..., Any], ignored: Iterable[str], owner: str) -> CapturedInputs | None:
         """The reader for ``func``, or None when it captures nothing that may be keyed."""
-        if not _has_closure(func):
+        if not _has_closure(func) and not isinstance(func, types.MethodType):
             return None
         return CapturedInputs(func, ignored, owner)
 
     def values(self) -> dict[str, object]:
-        """The captured inputs of a call, read now."""
+        """The captured inputs of a call, read now: a bound method's object as ``self`` (a
+        class, for a class's method, by its name), then the captured variables."""
         found: dict[str, object] = {}
-        _collect(self._func, "", found, self._ignored, {id(self._func)}, 0, self._owner)
+        func = self._func
+        if isinstance(func, types.MethodType) and "self" not in self._ignored:
+            bound = func.__self__
+            found["self"] = ("class", qualified_name(bound)) if isinstance(bound, type) else bound
+        _collect(func, "", found, self._ignored, {id(func)}, 0, self._owner)
         return found
 
 

@@ -78,9 +78,12 @@ class Backend(abc.ABC):
         each mapped read: a backend may refuse where others can write the files)."""
         return False
 
+    offers_key_claims: bool = False
+    """Whether claims on keys are ``key_claims()`` (stores/claims.py) rather than lease rows
+    written with ``add`` and renewed with ``expire_if``."""
+
     def key_claims(self) -> KeyClaims | None:
-        """Claims on keys that need no rows (stores/claims.py), where this backend has them;
-        None: leases are rows written with ``add`` and renewed with ``expire_if``."""
+        """The claims, where ``offers_key_claims``; None when they cannot be taken now."""
         return None
 
     @abc.abstractmethod

@@ -230,9 +230,11 @@ class DiskBackend(StoreLifetime, Backend):
 
         return self._with_cache(claim, (True, False))
 
+    offers_key_claims = claims_available()
+
     def key_claims(self) -> KeyClaims | None:
         claims = self._claims
-        if claims is None and claims_available() and self._writable_cache() is not None:
+        if claims is None and self.offers_key_claims and self._writable_cache() is not None:
             claims = self._claims = claims_in(self._directory, shared=self.shared)
         return claims
 

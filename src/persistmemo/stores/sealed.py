@@ -330,24 +330,29 @@ class SealedStore:
 
     # --- leases (one computation per key; see _memo/locking.py) ---------------------------
 
-    def _key_claims(self) -> KeyClaims | None:
-        try:
-            return self.backend.key_claims()
-        except Exception:
-            return None  # lease rows then, whose faults are reported where they are written
-
     @property
     def leases_expire(self) -> bool:
         """Whether a claim on a key is a lease row that runs out unless renewed (else a lock
-        the system releases when its holder dies: stores/claims.py)."""
-        return self._key_claims() is None
+        the system releases when its holder dies: stores/claims.py). Asks nothing of the
+        store: a type check may read it."""
+        return not self.backend.offers_key_claims
+
+    def _key_claims(self) -> KeyClaims | None:
+        """The backend's claims, or None where it cannot take them now (a store that cannot
+        be written: its callers compute unclaimed, as they store nothing)."""
+        try:
+            return self.backend.key_claims()
+        except Exception:
+            return None
 
     def try_lease(self, key: str, token: str) -> bool:
         """Claim ``key``; True when claimed (or the store is unusable). A lease row lasts
         ``lease`` seconds unless renewed; one no caller could have made (no end, or one too
         far away) is taken over and reported: waiting on it would never end."""
-        claims = self._key_claims()
-        if claims is not None:
+        if self.backend.offers_key_claims:
+            claims = self._key_claims()
+            if claims is None:
+                return True
             try:
                 return claims.try_claim(key, token, self.lease)
             except OSError as error:
@@ -370,9 +375,9 @@ class SealedStore:
     def renew_lease(self, key: str, token: str) -> bool:
         """Extend our claim on ``key``; False when it is no longer ours (or cannot be told).
         Runs in the lease keeper's thread: it never raises and never warns."""
-        claims = self._key_claims()
-        if claims is not None:
-            return claims.holds(key, token)
+        if self.backend.offers_key_claims:
+            claims = self._key_claims()
+            return claims is not None and claims.holds(key, token)
         try:
             return self.backend.usable() and bool(
                 self.backend.expire_if(LEASE_PREFIX + key, token, self.lease)
@@ -382,9 +387,9 @@ class SealedStore:
 
     def lease_holder(self, key: str) -> str | None:
         """The token of the live lease on ``key``, or None (none, or unknown)."""
-        claims = self._key_claims()
-        if claims is not None:
-            return claims.holder(key)
+        if self.backend.offers_key_claims:
+            claims = self._key_claims()
+            return None if claims is None else claims.holder(key)
         try:
             found = self.backend.get(LEASE_PREFIX + key) if self.backend.usable() else None
         except Exception:
@@ -393,9 +398,10 @@ class SealedStore:
 
     def release_lease(self, key: str, token: str) -> None:
         """Drop our claim on ``key``, unless it expired and someone else holds it now."""
-        claims = self._key_claims()
-        if claims is not None:
-            self._call("lease failed", lambda: claims.release(key, token), None)
+        if self.backend.offers_key_claims:
+            claims = self._key_claims()
+            if claims is not None:
+                self._call("lease failed", lambda: claims.release(key, token), None)
             return
         self._call("lease failed", lambda: self.backend.delete_if(LEASE_PREFIX + key, token), 0)
 
