@@ -507,3 +507,34 @@ def test_an_infinite_ttl_means_no_expiry(store: Store) -> None:
     info = forever.info(1)
     assert info is not None
     assert info.expires_at is None
+
+
+class Scaled:
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __persistmemo_key__(self) -> int:
+        return self.factor
+
+    def compute(self, x: int) -> int:
+        return x * self.factor
+
+
+class Opaque:
+    def compute(self, x: int) -> int:
+        return x
+
+
+def test_a_bound_methods_object_is_part_of_its_key(store: Store) -> None:
+    by_two = memo(store=store)(Scaled(2).compute)
+    by_three = memo(store=store)(Scaled(3).compute)
+    assert (by_two(10), by_three(10)) == (20, 30)
+    assert by_two.key(10) != by_three.key(10)
+    assert memo(store=store)(Scaled(2).compute)(10) == 20
+
+
+def test_a_bound_method_of_an_unkeyable_object_names_self(store: Store) -> None:
+    compute = memo(store=store)(Opaque().compute)
+    with pytest.raises(TypeError, match=r"'self'.*ignore=\['self'\]"):
+        compute(1)
+    assert memo(store=store, ignore=["self"])(Opaque().compute)(1) == 1

@@ -130,6 +130,8 @@ class MemoizedFunction(CallPaths["P", "R"]):
         self.code = cast("Callable[..., Any]", func.func if is_partial(func) else func)  # type: ignore[attr-defined]
         self.identity = identity or options.name or _identity_of(func)
         free = set(getattr(getattr(self.code, "__code__", None), "co_freevars", ()))
+        if isinstance(self.code, types.MethodType):
+            free.add("self")  # a bound method's object: keyed as if captured (closures.py)
         parameter_ignores = [n for n in options.ignore if n not in free and "." not in n]
         self.binder = None if options.key else CallBinder(func, parameter_ignores)
         self.file_positions = self._file_positions(options.files)
