@@ -257,16 +257,15 @@ def _spread(row: dict[str, Any]) -> str:
 
 def _pairs(
     ours: dict[str, Any], base: dict[str, Any], combine: Callable[[float, float], float]
-) -> tuple[float, float]:
-    """The spread of ``combine(ours, base)`` over the rounds: the interquartile range of the
+) -> tuple[float, float, float]:
+    """(low, middle, high) of ``combine(ours, base)`` over the rounds: the quartiles of the
     per-round figures when both rows took turns in the same rounds, otherwise the widest
-    combination of their interquartile ranges."""
+    combination of their interquartile ranges around the combination of their medians."""
     mine, theirs = _samples(ours), _samples(base)
     if len(mine) == len(theirs):
-        first, _, third = quartiles([combine(a, b) for a, b in zip(mine, theirs, strict=True)])
-        return first, third
+        return quartiles([combine(a, b) for a, b in zip(mine, theirs, strict=True)])
     ends = [combine(a, b) for a in quartiles(mine)[::2] for b in quartiles(theirs)[::2]]
-    return min(ends), max(ends)
+    return min(ends), combine(ours["seconds"], base["seconds"]), max(ends)
 
 
 def _verdict(low: float, high: float, limit: float, higher_is_better: bool) -> str:
@@ -289,26 +288,25 @@ def _target_line(target: Target, ours: dict[str, Any], base: dict[str, Any] | No
     if target.kind == "absolute":
         low, _, high = quartiles(_samples(ours))
         measured, spread = _value(ours), _spread(ours)
-        wanted = f"~{_duration(limit)}"
+        wanted = f"~{limit * 1e6:g} µs"
         met = _verdict(low, high, limit, higher_is_better=False)
     elif base is None:
         raise ValueError(f"target {target.what!r} needs a baseline")
     elif target.kind == "difference":
-        low, high = _pairs(ours, base, lambda a, b: a - b)
-        added = ours["seconds"] - base["seconds"]
-        measured = f"{added * 1e3:+.1f} ms"
+        low, middle, high = _pairs(ours, base, lambda a, b: a - b)
+        measured = f"{middle * 1e3:+.1f} ms"
         spread = f"{low * 1e3:+.1f} to {high * 1e3:+.1f} ms"
         wanted = f"≤ +{limit * 1e3:g} ms"
         met = _verdict(low, high, limit, higher_is_better=False)
     elif target.kind == "faster":
-        low, high = _pairs(ours, base, lambda a, b: b / a)
-        measured = f"{base['seconds'] / ours['seconds']:.2f}x faster"
+        low, middle, high = _pairs(ours, base, lambda a, b: b / a)
+        measured = f"{middle:.2f}x faster"
         spread = f"{low:.2f} to {high:.2f}x"
         wanted = f"≥ {limit:g}x faster"
         met = _verdict(low, high, limit, higher_is_better=True)
     else:
-        low, high = _pairs(ours, base, lambda a, b: a / b)
-        measured = f"{ours['seconds'] / base['seconds']:.2f}x"
+        low, middle, high = _pairs(ours, base, lambda a, b: a / b)
+        measured = f"{middle:.2f}x"
         spread = f"{low:.2f} to {high:.2f}x"
         wanted = f"≤ {limit:g}x"
         met = _verdict(low, high, limit, higher_is_better=False)
@@ -325,8 +323,8 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## targets",
         "",
-        "Each measured against its baseline in the same run (ratio = persistmemo / baseline),",
-        "with its spread: the interquartile range of the per-round ratios (the systems take",
+        "Each measured against its baseline in the same run (ratio = persistmemo / baseline):",
+        "the median and the interquartile range of the per-round ratios (the systems take",
         "turns in every round). A target is met only when the whole spread is within it.",
         "",
         "| issue | what | persistmemo | baseline | measured | spread | target | met |",
