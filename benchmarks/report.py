@@ -311,7 +311,10 @@ def _target_line(target: Target, ours: dict[str, Any], base: dict[str, Any] | No
         wanted = f"≤ {limit:g}x"
         met = _verdict(low, high, limit, higher_is_better=False)
     if len(_samples(ours)) < 2 and (base is None or len(_samples(base)) < 2):
-        spread = "exact" if ours.get("unit") == "bytes" else "one figure"
+        if ours.get("unit") == "bytes":
+            spread = "exact"
+        else:  # a time without a spread proves nothing on a shared machine
+            spread, met = "one figure", f"not judged (one figure: {met})"
     return (
         f"| {target.issue} | {target.what} | {_value(ours)} | {baseline} "
         f"| {measured} | {spread} | {wanted} | {met} |"
