@@ -1,25 +1,32 @@
 """persistmemo against an in-memory dict, raw diskcache and SQLite, and the memoizers users
-would pick instead. Every figure is a median of repeated runs, every system measured in the
-same run.
+would pick instead. The systems of a scenario take turns within every round; every figure
+is a median over the rounds, given with its spread.
 
     python benchmarks/run.py            # full run: writes benchmarks/results/latest.{md,png,json}
-    python benchmarks/run.py --quick    # under a minute, smaller sizes
-    python benchmarks/run.py --only data,cold --out /tmp/bench   # some scenarios (see --help)
+    python benchmarks/run.py --quick    # about a minute, smaller sizes: benchmarks/results/quick/
+    python benchmarks/run.py --only data,cold   # some scenarios: benchmarks/results/partial/
     python benchmarks/run.py --only data --merge   # rerun some, keep the other rows in results/
+
+Only a full run of every scenario, or ``--merge`` into them, writes the published results;
+the results are written again as each scenario finishes, so a crash keeps what ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import json
 import os
 import platform
+import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ from persistmemo._codec.encoding import encode_value
 from persistmemo._sealing import Sealer
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parent.parent
 Row = dict[str, Any]
 
 
@@ -44,34 +52,51 @@ class Settings:
         quick = mode != "full"
         self.mode = mode
         self.quick = quick
-        self.calls = 2_000 if quick else 20_000
         self.repeats = 5 if quick else 9
         self.misses = 600 if quick else 3_000
+        self.claimed_misses = 8 if quick else 20  # per round, of a function of CLAIMING_SECONDS
         self.store_sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000, 1_000_000]
         self.big = 10 * 1024 * 1024
-        self.cold_runs = 5 if quick else 21
+        self.cold_runs = 7 if quick else 21
         self.disk_entries = 2_000 if quick else 10_000
-        self.concurrent_seconds = 1.0 if quick else 3.0
+        self.concurrent_seconds = 0.5 if quick else 1.0  # one round, per process count
+        self.concurrent_rounds = 3 if quick else 5
+        self.concurrent_start = 1.0  # seconds for the processes to start and open the store
         self.key_sizes = (100 * 1024 * 1024, 10 * 1024 * 1024, 1_000_000)
+        self.key_repeats = 3 if quick else 5  # rounds of the large keys (joblib.hash: ~1 s)
         self.data_bytes = 20 * 2**20 if quick else 100 * 2**20
         self.sample_seconds = 0.02 if quick else 0.05  # one system's turn in a warm-hit round
         self.frame_rows = 200_000 if quick else 1_000_000
+        self.map_items = 5_000
+        self.spin_items, self.spin_seconds = (4, 0.2) if quick else (8, 0.2)
+        self.spin_rounds = 2 if quick else 3
         if mode == "smoke":
-            self.calls, self.repeats, self.misses, self.cold_runs = 20, 1, 20, 1
+            self.repeats, self.misses, self.claimed_misses, self.cold_runs = 1, 20, 2, 1
             self.store_sizes, self.big, self.disk_entries = [100], 100_000, 50
-            self.concurrent_seconds = 0.2
-            self.key_sizes = (1024 * 1024, 100_000, 10_000)
+            self.concurrent_seconds, self.concurrent_rounds = 0.2, 1
+            self.concurrent_start = 0.5
+            self.key_sizes, self.key_repeats = (1024 * 1024, 100_000, 10_000), 1
             self.data_bytes, self.frame_rows = 2**20, 2_000
             self.sample_seconds = 0.001
+            self.map_items = 100
+            self.spin_items, self.spin_seconds, self.spin_rounds = 4, 0.02, 1
 
 
-def row(scenario: str, system: str, seconds: float | None, **extra: Any) -> Row:
-    """One measured system; ``seconds`` is None for a system skipped (see ``skipped``)."""
-    return {"scenario": scenario, "system": system, "seconds": seconds, **extra}
+def row(scenario: str, system: str, samples: measure.Samples | None, **extra: Any) -> Row:
+    """One measured system: the median of its rounds' figures, and the figures (for the
+    spread); ``samples`` is None for a system skipped (see ``skipped``)."""
+    seconds = None if samples is None else statistics.median(samples)
+    return {"scenario": scenario, "system": system, "seconds": seconds, "samples": samples, **extra}
 
 
 def double(x: Any) -> Any:
     return x
+
+
+# The arguments of the hits and keys that the issues name.
+SMALL_INT = 123
+SMALL_DICT = {f"k{i}": i / 7 for i in range(100)}
+FLOATS = [i / 3 for i in range(1000)]
 
 
 # --- 1. warm hits --------------------------------------------------------------------------
@@ -81,9 +106,9 @@ def warm_hits(tmp: Path, settings: Settings) -> list[Row]:
     """Hits of every memoizer and raw reads of the same bytes, taking turns in every round."""
     rows = []
     arguments = {
-        "hit, small int": (1, False),
-        "hit, dict of 100 str->float": ({f"k{i}": i / 7 for i in range(100)}, True),
-        "hit, list of 1,000 floats": ([i / 3 for i in range(1000)], True),
+        "hit, small int": (SMALL_INT, False),
+        "hit, dict of 100 str->float": (SMALL_DICT, True),
+        "hit, list of 1,000 floats": (FLOATS, True),
     }
     for scenario, (argument, unhashable) in arguments.items():
         calls: dict[str, Callable[[], object]] = {}
@@ -95,12 +120,12 @@ def warm_hits(tmp: Path, settings: Settings) -> list[Row]:
             calls[name] = lambda w=wrapped, a=call_argument: w(a)
             notes[name] = "argument made hashable by the caller" if in_memory and unhashable else ""
         calls.update(raw_reads(tmp, scenario, argument))
-        medians = measure.interleaved_per_call(
+        samples = measure.interleaved_per_call(
             calls, repeats=settings.repeats, sample_seconds=settings.sample_seconds
         )
         rows += [
-            row(scenario, name, seconds, note=notes.get(name, ""))
-            for name, seconds in medians.items()
+            row(scenario, name, figures, note=notes.get(name, ""))
+            for name, figures in samples.items()
         ]
     return rows
 
@@ -139,9 +164,8 @@ def _stored_bytes(store: Store, key: str) -> bytes:
 
 def misses(tmp: Path, settings: Settings) -> list[Row]:
     """Misses with distinct keys: each system writes a batch of new entries per round, the
-    systems taking turns within every round."""
-    import diskcache
-
+    systems taking turns within every round. Of a function this fast, persistmemo's misses
+    go unclaimed (no lease) after the first few: ``claimed_misses`` has the default miss."""
     scenario = "miss + store, distinct keys"
     candidates = {
         **systems.IN_MEMORY,
@@ -161,25 +185,105 @@ def misses(tmp: Path, settings: Settings) -> list[Row]:
         calls = [lambda w=wrapped, i=base + i: w(i) for i in range(count + 1)]
         calls[0]()  # warm: opening the store and first-use imports are not a miss's
         batches[name] = _rounds(calls[1:], settings.repeats)
+    batches["raw diskcache set"] = _raw_sets(tmp, settings.misses, settings.repeats)
+    samples = _batches_interleaved(batches, settings.repeats)
+    note = "a fast function: unclaimed (no lease) after its first misses"
+    return [
+        row(scenario, name, figures, note=note if name == "persistmemo" else "")
+        for name, figures in samples.items()
+    ]
+
+
+def _raw_sets(tmp: Path, count: int, repeats: int) -> list[list[Callable[..., object]]]:
+    """Rounds of raw diskcache sets of a sealed small int, tagged as persistmemo tags."""
+    import diskcache
+
     sealer = Sealer(b"s" * 32)
-    raw = diskcache.Cache(str(tmp / "diskcache-raw-set"))
+    raw = diskcache.Cache(str(tmp / f"diskcache-raw-set-{time.monotonic_ns()}"))
     stored = sealer.seal("pm1:bench.raw:1:" + "0" * 64, encode_value(10**9), 0.0)
-    keys = [f"pm1:bench.raw:1:{i:064x}" for i in range(settings.misses + 1)]
+    keys = [f"pm1:bench.raw:1:{i:064x}" for i in range(count + 1)]
     raw_sets = [lambda k=k: raw.set(k, stored, tag="bench.raw") for k in keys]
     raw_sets[0]()
-    batches["raw diskcache set"] = _rounds(raw_sets[1:], settings.repeats)
-    medians = measure.interleaved_once(
+    return _rounds(raw_sets[1:], repeats)
+
+
+def _batches_interleaved(
+    batches: dict[str, list[list[Callable[..., object]]]], repeats: int
+) -> dict[str, measure.Samples]:
+    """Seconds per call of each system's batch of each round, the systems taking turns."""
+    totals = measure.interleaved_once(
         {name: lambda r, b=rounds: [call() for call in b[r]] for name, rounds in batches.items()},
-        repeats=settings.repeats,
+        repeats=repeats,
     )
-    return [
-        row(scenario, name, seconds / len(batches[name][-1])) for name, seconds in medians.items()
-    ]
+    return {
+        name: [total / len(batches[name][index]) for index, total in enumerate(figures)]
+        for name, figures in totals.items()
+    }
 
 
 def _rounds(calls: list[Callable[..., object]], repeats: int) -> list[list[Callable[..., object]]]:
     size = max(1, len(calls) // repeats)
     return [calls[i * size : (i + 1) * size] for i in range(repeats)]
+
+
+# A function slow enough that each of its misses claims its key (a lease), as a default
+# miss of any function worth memoizing does: memo leaves a function's misses unclaimed only
+# once they have been faster than LEASE_WORTH_IT (call_paths.py).
+CLAIMING_SECONDS = 0.011
+
+
+def claiming(x: int) -> int:
+    """Returns ``x`` after CLAIMING_SECONDS: sleeps, then spins to the deadline (a sleep
+    alone overshoots by a varying amount, which would blur the time over it)."""
+    deadline = time.perf_counter() + CLAIMING_SECONDS
+    time.sleep(CLAIMING_SECONDS - 0.001)
+    while time.perf_counter() < deadline:
+        pass
+    return x
+
+
+def claimed_misses(tmp: Path, settings: Settings) -> list[Row]:
+    """The default miss: a function that claims its key, each system's time over the
+    function's own (the function alone takes its turn in every round; each round's
+    difference is a figure), next to raw diskcache sets of the same bytes."""
+    from persistmemo._memo.call_paths import LEASE_WORTH_IT
+
+    if CLAIMING_SECONDS <= LEASE_WORTH_IT:
+        raise RuntimeError(
+            f"CLAIMING_SECONDS ({CLAIMING_SECONDS}) must exceed memo's LEASE_WORTH_IT "
+            f"({LEASE_WORTH_IT}) for the misses to claim their keys"
+        )
+    scenario = f"miss + store, a function of {CLAIMING_SECONDS * 1e3:g} ms (time over its own)"
+    candidates: dict[str, Callable[[Callable[..., Any], Path], Callable[..., Any]]] = {
+        "the function alone": lambda func, _: func,
+        "persistmemo": systems.persistmemo_disk,
+        "persistmemo lock=False": systems.persistmemo_unlocked,
+        "diskcache memoize": systems.diskcache_memoize,
+    }
+    per_round = settings.claimed_misses
+    batches: dict[str, list[list[Callable[..., object]]]] = {}
+    for number, (name, memoizer) in enumerate(candidates.items()):
+        wrapped = memoizer(claiming, tmp)
+        base = 10**9 * (1 + number)
+        calls = [lambda w=wrapped, i=base + i: w(i) for i in range(per_round * settings.repeats)]
+        wrapped(base - 1)  # warm: opening the store and first-use imports are not a miss's
+        batches[name] = _rounds(calls, settings.repeats)
+    # More sets than misses per round: a set alone is far shorter than a miss of the function.
+    batches["raw diskcache set"] = _raw_sets(
+        tmp, 5 * per_round * settings.repeats, settings.repeats
+    )
+    samples = _batches_interleaved(batches, settings.repeats)
+    alone = samples.pop("the function alone")
+    rows = [row(scenario, "the function alone", alone, no_ratio=True, note="its own time per call")]
+    for name, figures in samples.items():
+        if name == "raw diskcache set":
+            rows.append(row(scenario, name, figures))
+            continue
+        over = [figure - own for figure, own in zip(figures, alone, strict=True)]
+        rows.append(
+            row(scenario, name, over, over_function=True, note="a miss's time over the function's")
+        )
+    return rows
 
 
 # --- 3. cold process (issue 11: the script path) -------------------------------------------
@@ -213,6 +317,12 @@ COLD_SCRIPTS = {
     ),
 }
 
+# A re-run script is one whose file was written well before the process started: the
+# version persistmemo remembered for it is served only then. Its mtime can be set back, its
+# ctime cannot (os.utime sets it to now), so the runs wait until the ctime too is this old
+# (persistmemo's margin is 2 s, from the process's start rounded down: source_stamps.py).
+SCRIPT_AGE = 4.0
+
 # Run in a child after the warm runs: the modules it imported that have no up-to-date .pyc
 # (such a module is compiled at every start, which users' installs do not do).
 UNCOMPILED = """
@@ -230,9 +340,17 @@ for module in list(sys.modules.values()):
 print(",".join(sorted(stale)))
 """
 
-HITS = """
-import runpy
-print(runpy.run_path({path!r}, run_name="__main__")["square"].cache_info().hits)
+# The sitecustomize of one checking run of the script (never of a timed one): whether the
+# run was a hit, and whether it derived the version instead of reading the one remembered
+# (only deriving imports the source index). It imports nothing of persistmemo's: that would
+# change what the run does.
+SCRIPT_PROBE = """
+import atexit, sys
+def tell():
+    hits = sys.modules["__main__"].square.cache_info().hits
+    derived = int("persistmemo._versioning.sources" in sys.modules)
+    print(f"{hits} {derived}", file=sys.stderr)
+atexit.register(tell)
 """
 
 
@@ -240,7 +358,7 @@ def cold_environment(home: Path) -> dict[str, str]:
     """The children's environment: bytecode written and read as in a user's install (this
     machine's PYTHONDONTWRITEBYTECODE dropped), the default store and the platform
     directories inside ``home``, no Redis default store."""
-    drop = {"PYTHONDONTWRITEBYTECODE", "PERSISTMEMO_URL", "PERSISTMEMO_DIR"}
+    drop = {"PYTHONDONTWRITEBYTECODE", "PERSISTMEMO_URL", "PERSISTMEMO_DIR", "PYTHONPATH"}
     env = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("XDG_")}
     env["PERSISTMEMO_DIR"] = str(home / "persistmemo")
     for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
@@ -264,24 +382,41 @@ def compile_bytecode() -> None:
 
 def cold_process(tmp: Path, settings: Settings) -> list[Row]:
     """Whole-process wall time of a re-run script and of bare imports, the processes taking
-    turns so that the shared machine's load falls on all of them alike."""
+    turns so that the shared machine's load falls on all of them alike. The scripts are run
+    as a re-run sees them: written a while ago, packages compiled, one run before."""
     home = tmp / "cold-home"
     home.mkdir()
     env = cold_environment(home)
-    compile_bytecode()
     commands: dict[str, list[str]] = {
         name: [sys.executable, "-c", code] for name, code in COLD_CODE.items()
     }
+    scripts = {}
     for index, (name, script) in enumerate(COLD_SCRIPTS.items()):
         path = home / f"script_{index}.py"
         path.write_text(script.format(directory=str(home / f"diskcache-{index}")))
-        commands[name] = [sys.executable, str(path)]
+        aged = time.time() - 10 * SCRIPT_AGE
+        os.utime(path, (aged, aged))
+        scripts[name] = [sys.executable, str(path)]
+    written = time.time()  # the scripts' ctime
+    compile_bytecode()
 
-    def start(command: list[str]) -> None:
-        subprocess.run(command, env=env, cwd=home, check=True, stdout=subprocess.DEVNULL)
+    def start(command: list[str], extra: dict[str, str] | None = None) -> str:
+        return subprocess.run(
+            command,
+            env={**env, **(extra or {})},
+            cwd=home,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        ).stderr
 
     for command in commands.values():
-        start(command)  # warm: bytecode written, the script's entry stored (the runs hit)
+        start(command)  # warm: bytecode written
+    time.sleep(max(0.0, written + SCRIPT_AGE - time.time()))
+    for command in scripts.values():
+        start(command)  # warm: the script's entry and its version stored (the runs hit)
+    commands.update(scripts)
     stale = subprocess.run(
         [sys.executable, "-c", UNCOMPILED],
         env=env,
@@ -291,71 +426,91 @@ def cold_process(tmp: Path, settings: Settings) -> list[Row]:
         text=True,
     ).stdout.strip()
     note = f"compiled at each start: {stale}" if stale else ""
-    # The script's runs must be hits (its version derived alike in every process).
-    script = commands["persistmemo @memo script, one hit"][1]
-    hits = subprocess.run(
-        [sys.executable, "-c", HITS.format(path=script)],
-        env=env,
-        cwd=home,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    script_note = "" if hits == "1" else f"not a hit: {hits or 'no output'} hits"
-    medians = measure.interleaved_once(
+    script_note = _script_check(home, scripts["persistmemo @memo script, one hit"], start)
+    samples = measure.interleaved_once(
         {name: lambda _, c=command: start(c) for name, command in commands.items()},
         repeats=settings.cold_runs,
     )
     scenario = "cold process (whole-process wall time)"
-    bare = medians["python -c pass"]
+    bare = samples["python -c pass"]
     return [
         row(
             scenario,
             name,
-            seconds,
+            figures,
             note={"import persistmemo": note, "persistmemo @memo script, one hit": script_note}.get(
                 name, ""
             ),
-            over_bare=seconds - bare if name != "python -c pass" else None,
+            over_bare=statistics.median(figures) - statistics.median(bare)
+            if name != "python -c pass"
+            else None,
             baseline=name == "diskcache memoize script, one hit",
         )
-        for name, seconds in medians.items()
+        for name, figures in samples.items()
     ]
+
+
+def _script_check(home: Path, command: list[str], start: Callable[..., str]) -> str:
+    """A note unless one run of the script, as the timed runs see it, is a hit that reads
+    its version instead of deriving it."""
+    probe = home / "probe"
+    probe.mkdir()
+    (probe / "sitecustomize.py").write_text(SCRIPT_PROBE)
+    told = start(command, {"PYTHONPATH": str(probe)}).split()
+    hits, derived = told[-2:] if len(told) >= 2 else ["?", "?"]
+    notes = []
+    if hits != "1":
+        notes.append(f"not a hit: {hits} hits")
+    if derived != "0":
+        notes.append("the version derived, not read: the script looks newly written")
+    return "; ".join(notes) or "a hit; the version read, not derived"
 
 
 # --- 4. hits against the number of entries -------------------------------------------------
 
 
 def store_sizes(tmp: Path, settings: Settings) -> list[Row]:
-    rows = []
+    """Hits in stores of each size, the stores taking turns in every round."""
+    calls: dict[str, Callable[[], object]] = {}
     for size in settings.store_sizes:
         store = Store(tmp / f"sized-{size}")
         wrapped = memo(store=store, name="bench.sized", version="1")(double)
         wrapped(0)
         _fill(store, wrapped, size)
-        probes = itertools.cycle(
-            [wrapped.key(i) and i for i in range(0, size, max(1, size // 997))]
-        )
-        seconds = measure.per_call(
-            lambda w=wrapped, p=probes: w(next(p)), calls=settings.calls, repeats=settings.repeats
-        )
-        rows.append(
-            row("hit vs stored entries", f"persistmemo, {size:,} entries", seconds, entries=size)
-        )
-    return rows
+        probes = itertools.cycle(list(range(0, size, max(1, size // 997))))
+        calls[f"persistmemo, {size:,} entries"] = lambda w=wrapped, p=probes: w(next(p))
+    samples = measure.interleaved_per_call(
+        calls, repeats=settings.repeats, sample_seconds=settings.sample_seconds
+    )
+    return [
+        row("hit vs stored entries", name, figures, entries=size)
+        for (name, figures), size in zip(samples.items(), settings.store_sizes, strict=True)
+    ]
 
 
 def _fill(store: Store, wrapped: Any, size: int) -> None:
-    """Write ``size`` entries the way a miss would, in large transactions (fast to build)."""
+    """Write ``size`` entries as a miss stores them, with diskcache's own INSERT, many rows
+    per statement: a set each (a lookup and a cull per row) took minutes for a million."""
     store.open()
     cache = store.backend._writable_cache()
     sealer = store.backend.opened_sealer()
-    batch = 5_000
+    insert = (
+        "INSERT OR IGNORE INTO Cache(key, raw, store_time, expire_time, access_time,"
+        " access_count, tag, size, mode, filename, value)"
+        " VALUES (?, ?, ?, NULL, ?, 0, ?, ?, ?, ?, ?)"
+    )
+    batch = 10_000
     for start in range(0, size, batch):
+        now = time.time()
+        rows = []
+        for i in range(start, min(size, start + batch)):
+            key = wrapped.key(i)
+            db_key, raw = cache._disk.put(key)
+            stored = sealer.seal(key, encode_value(i), 0.0)
+            length, mode, filename, value = cache._disk.store(stored, False, key=key)
+            rows.append((db_key, raw, now, now, "bench.sized", length, mode, filename, value))
         with cache.transact():
-            for i in range(start, min(size, start + batch)):
-                key = wrapped.key(i)
-                cache.set(key, sealer.seal(key, encode_value(i), 0.0), tag="bench.sized")
+            cache._con.executemany(insert, rows)
 
 
 # --- 5. large results ----------------------------------------------------------------------
@@ -380,7 +535,7 @@ def large_values(tmp: Path, settings: Settings) -> list[Row]:
         raw = diskcache.Cache(str(tmp / f"diskcache-large-{time.monotonic_ns()}"))
         raw.set(key, stored)
         scenario = f"hit, {label} result"
-        medians = measure.interleaved_per_call(
+        samples = measure.interleaved_per_call(
             {
                 "persistmemo": lambda w=wrapped: w(1),
                 "raw diskcache get": lambda r=raw, k=key: r.get(k),
@@ -389,8 +544,8 @@ def large_values(tmp: Path, settings: Settings) -> list[Row]:
         )
         megabytes = settings.big / 1e6
         rows += [
-            row(scenario, name, seconds, mb_per_s=megabytes / seconds)
-            for name, seconds in medians.items()
+            row(scenario, name, figures, mb_per_s=megabytes / statistics.median(figures))
+            for name, figures in samples.items()
         ]
     return rows
 
@@ -421,38 +576,42 @@ print(calls)
 
 
 def concurrent(tmp: Path, settings: Settings) -> list[Row]:
+    """Hits per second of one process and of two on one store, in alternating rounds."""
     seconds = settings.concurrent_seconds
-    rows = []
     directory = str(tmp / "concurrent")
     subprocess.run(
         [sys.executable, "-c", CONCURRENT, directory, "0", "0"], check=True, capture_output=True
     )
-    for processes in (1, 2):
-        start_at = time.time() + 1.0
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", CONCURRENT, directory, str(start_at), str(seconds)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(processes)
-        ]
-        total = sum(int(worker.communicate()[0]) for worker in workers)
-        rows.append(
-            row(
-                "hits/s, processes on one store",
-                f"persistmemo, {processes} process{'es' if processes > 1 else ''}",
-                seconds / total,
-                hits_per_second=total / seconds,
-            )
+    samples: dict[int, measure.Samples] = {1: [], 2: []}
+    for round_index in range(settings.concurrent_rounds):
+        for processes in (1, 2) if round_index % 2 == 0 else (2, 1):
+            start_at = time.time() + settings.concurrent_start
+            workers = [
+                subprocess.Popen(
+                    [sys.executable, "-c", CONCURRENT, directory, str(start_at), str(seconds)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(processes)
+            ]
+            total = sum(int(worker.communicate()[0]) for worker in workers)
+            samples[processes].append(seconds / total)
+    return [
+        row(
+            "hits/s, processes on one store",
+            f"persistmemo, {processes} process{'es' if processes > 1 else ''}",
+            figures,
+            hits_per_second=1 / statistics.median(figures),
         )
-    return rows
+        for processes, figures in samples.items()
+    ]
 
 
 # --- 7. bytes on disk ----------------------------------------------------------------------
 
 
 def disk_usage(tmp: Path, settings: Settings) -> list[Row]:
+    """Bytes on disk per small entry: counted, not timed (one figure each)."""
     count = settings.disk_entries
     # Fewer entries for the slow writers: cachier rewrites its whole pickle file on every
     # miss (10,000 entries would take an hour; 2,000 took 106 s), joblib writes a directory
@@ -476,7 +635,7 @@ def disk_usage(tmp: Path, settings: Settings) -> list[Row]:
             row(
                 f"bytes on disk per small entry ({count:,} entries)",
                 name,
-                allocated / entries,
+                [allocated / entries],
                 unit="bytes",
                 note="; ".join(notes),
             )
@@ -495,39 +654,42 @@ def _directory_bytes(root: Path) -> tuple[int, int]:
     return sum(info.st_size for info in files), sum(info.st_blocks * 512 for info in files)
 
 
-# --- 8. keys for large arguments -----------------------------------------------------------
+# --- 8. keys -------------------------------------------------------------------------------
 
 
 def large_keys(tmp: Path, settings: Settings) -> list[Row]:
+    """persistmemo's key of an argument against joblib.hash of it, taking turns."""
     import joblib
     import numpy
 
     wrapped = memo(store=Store(tmp / "keys"), name="bench.keys", version="1")(double)
     array_bytes, text_bytes, ints = settings.key_sizes
-    arguments = {
+    small = {
+        "key of a dict of 100 str->float": SMALL_DICT,
+        "key of a list of 1,000 floats": FLOATS,
+    }
+    large = {
+        f"key of a list of {ints:,} ints": list(range(ints)),
         f"key of a {array_bytes // 2**20} MB float64 array": numpy.random.default_rng(1).random(
             array_bytes // 8
         ),
         f"key of a {text_bytes // 2**20} MB str": "é" * (text_bytes // 2),
-        f"key of a list of {ints:,} ints": list(range(ints)),
     }
     rows = []
-    for scenario, argument in arguments.items():
-        repeats = max(3, settings.repeats // 2)
-        rows.append(
-            row(
-                scenario,
-                "persistmemo",
-                measure.once(lambda a=argument: wrapped.key(a), repeats=repeats),
+    for arguments, repeats in ((small, settings.repeats), (large, settings.key_repeats)):
+        for scenario, argument in arguments.items():
+            samples = measure.interleaved_per_call(
+                {
+                    "persistmemo": lambda a=argument: wrapped.key(a),
+                    "joblib.hash": lambda a=argument: joblib.hash(a),
+                },
+                repeats=repeats,
+                sample_seconds=settings.sample_seconds,
             )
-        )
-        rows.append(
-            row(
-                scenario,
-                "joblib.hash",
-                measure.once(lambda a=argument: joblib.hash(a), repeats=repeats),
-            )
-        )
+            rows += [
+                row(scenario, name, figures, baseline=name == "joblib.hash")
+                for name, figures in samples.items()
+            ]
     return rows
 
 
@@ -646,18 +808,22 @@ def _data_arrays(tmp: Path, settings: Settings) -> list[Row]:
     memory_mapped_array(1)
     hits["joblib.Memory mmap_mode='r'"] = lambda: memory_mapped_array(1)
     notes["joblib.Memory mmap_mode='r'"] = "a hit returns numpy.memmap, read-only"
-    medians = measure.interleaved_per_call(hits, repeats=settings.repeats)
+    samples = measure.interleaved_per_call(hits, repeats=settings.repeats)
     rows += [
         row(
             scenario,
             name,
-            seconds,
+            figures,
             baseline=name in ("np.load, .npy in the page cache", "joblib.Memory"),
             note=notes.get(name, ""),
             # A map reads nothing until used: its MB/s would be meaningless.
-            **({} if "mmap" in name else {"mb_per_s": array.nbytes / 1e6 / seconds}),
+            **(
+                {}
+                if "mmap" in name
+                else {"mb_per_s": array.nbytes / 1e6 / statistics.median(figures)}
+            ),
         )
-        for name, seconds in medians.items()
+        for name, figures in samples.items()
     ]
     rows += later
     npy.unlink()
@@ -679,16 +845,16 @@ def _data_arrays(tmp: Path, settings: Settings) -> list[Row]:
     for name, call in misses.items():
         call(-1)  # warm: first-use costs (opening, imports) are not a miss's
         cleanup[name](-1)
-    medians = measure.interleaved_once(misses, repeats=settings.repeats, after=cleanup)
+    samples = measure.interleaved_once(misses, repeats=settings.repeats, after=cleanup)
     rows += [
         row(
             scenario,
             name,
-            seconds,
-            mb_per_s=array.nbytes / 1e6 / seconds,
+            figures,
+            mb_per_s=array.nbytes / 1e6 / statistics.median(figures),
             baseline=name in ("np.save", "joblib.Memory"),
         )
-        for name, seconds in medians.items()
+        for name, figures in samples.items()
     ]
     return rows
 
@@ -705,13 +871,13 @@ def _data_frames(tmp: Path, settings: Settings) -> list[Row]:
     ours(1)
     memory = joblib.Memory(str(tmp / "data-joblib-frame"), verbose=0).cache(data_frame)
     memory(1)
-    medians = measure.interleaved_per_call(
+    samples = measure.interleaved_per_call(
         {"persistmemo": lambda: ours(1), "joblib.Memory": lambda: memory(1)},
         repeats=settings.repeats,
     )
     rows += [
-        row(scenario, name, seconds, baseline=name == "joblib.Memory")
-        for name, seconds in medians.items()
+        row(scenario, name, figures, baseline=name == "joblib.Memory")
+        for name, figures in samples.items()
     ]
 
     scenario = f"key of a DataFrame argument ({shape})"
@@ -726,10 +892,10 @@ def _data_frames(tmp: Path, settings: Settings) -> list[Row]:
     else:
         keys["persistmemo"] = lambda: keyed.key(frame)
         later = []
-    medians = measure.interleaved_per_call(keys, repeats=settings.repeats)
+    samples = measure.interleaved_per_call(keys, repeats=settings.repeats)
     rows += [
-        row(scenario, name, seconds, baseline=name == "joblib.hash")
-        for name, seconds in medians.items()
+        row(scenario, name, figures, baseline=name == "joblib.hash")
+        for name, figures in samples.items()
     ]
     rows += later
     return rows
@@ -740,13 +906,13 @@ def _data_frames(tmp: Path, settings: Settings) -> list[Row]:
 
 def redis_stores(tmp: Path, settings: Settings) -> list[Row]:
     """RedisStore hits and misses against raw redis-py GET/SET of the same bytes on the same
-    server, and the tiered store's local hit against the disk store's."""
-    import shutil
+    server, and the tiered store's local hit against the disk store's, taking turns."""
     import socket
 
     binary = shutil.which("redis-server")
-    if binary is None:
-        print("(redis-server not installed: Redis scenarios skipped)", file=sys.stderr)
+    if binary is None or importlib.util.find_spec("redis") is None:
+        missing = "redis-server" if binary is None else "redis-py (the redis extra)"
+        print(f"({missing} not installed: Redis scenarios skipped)", file=sys.stderr)
         return []
     import redis
 
@@ -780,58 +946,56 @@ def redis_stores(tmp: Path, settings: Settings) -> list[Row]:
         key = wrapped.key(1)
         stored = client.get(f"persistmemo:{key}")
         client.set("raw", stored)
-        hit = measure.per_call(
-            lambda: wrapped(1), calls=settings.calls // 4, repeats=settings.repeats
-        )
-        raw_get = measure.per_call(
-            lambda: client.get("raw"), calls=settings.calls // 4, repeats=settings.repeats
-        )
-        default_get = measure.per_call(
-            lambda: default_client.get("raw"), calls=settings.calls // 4, repeats=settings.repeats
+        samples = measure.interleaved_per_call(
+            {
+                "persistmemo RedisStore": lambda: wrapped(1),
+                "raw redis-py GET": lambda: client.get("raw"),
+                "redis-py GET, default client": lambda: default_client.get("raw"),
+            },
+            repeats=settings.repeats,
+            sample_seconds=settings.sample_seconds,
         )
         rows = [
-            row("redis: hit, small int", "persistmemo RedisStore", hit),
-            row("redis: hit, small int", "raw redis-py GET", raw_get, note="same client settings"),
-            row("redis: hit, small int", "redis-py GET, default client", default_get),
-        ]
-        unlocked = memo(store=remote, name="bench.redis.miss", version="1", lock=False)(double)
-        locked = memo(store=remote, name="bench.redis.lock", version="1")(double)
-        for name, function in (
-            ("persistmemo RedisStore lock=False", unlocked),
-            ("persistmemo RedisStore", locked),
-        ):
-            calls = [lambda f=function, i=i: f(10**9 + i) for i in range(settings.misses)]
-            rows.append(
-                row("redis: miss + store", name, measure.each_once(calls, repeats=settings.repeats))
-            )
-        sets = [lambda i=i: client.set(f"raw-{i}", stored) for i in range(settings.misses)]
-        rows.append(
             row(
-                "redis: miss + store",
-                "raw redis-py SET",
-                measure.each_once(sets, repeats=settings.repeats),
+                "redis: hit, small int",
+                name,
+                figures,
+                note="same client settings" if name == "raw redis-py GET" else "",
             )
-        )
+            for name, figures in samples.items()
+        ]
+        batches: dict[str, list[list[Callable[..., object]]]] = {}
+        for name, lock in (
+            ("persistmemo RedisStore lock=False", False),
+            ("persistmemo RedisStore", True),
+        ):
+            function = memo(store=remote, name=f"bench.redis.{lock}", version="1", lock=lock)(
+                double
+            )
+            function(0)  # warm
+            calls = [lambda f=function, i=i: f(10**9 + i) for i in range(settings.misses)]
+            batches[name] = _rounds(calls, settings.repeats)
+        sets = [lambda i=i: client.set(f"raw-{i}", stored) for i in range(settings.misses)]
+        batches["raw redis-py SET"] = _rounds(sets, settings.repeats)
+        samples = _batches_interleaved(batches, settings.repeats)
+        rows += [row("redis: miss + store", name, figures) for name, figures in samples.items()]
         tiered = memo(
             store=TieredStore(tmp / "tiered-local", remote), name="bench.tiered", version="1"
         )(double)
         disk = memo(store=Store(tmp / "tiered-disk"), name="bench.tiered", version="1")(double)
         tiered(1)
         disk(1)
-        rows.append(
-            row(
-                "tiered: local hit, small int",
-                "persistmemo TieredStore",
-                measure.per_call(lambda: tiered(1), calls=settings.calls, repeats=settings.repeats),
-            )
+        samples = measure.interleaved_per_call(
+            {
+                "persistmemo TieredStore": lambda: tiered(1),
+                "persistmemo Store (disk)": lambda: disk(1),
+            },
+            repeats=settings.repeats,
+            sample_seconds=settings.sample_seconds,
         )
-        rows.append(
-            row(
-                "tiered: local hit, small int",
-                "persistmemo Store (disk)",
-                measure.per_call(lambda: disk(1), calls=settings.calls, repeats=settings.repeats),
-            )
-        )
+        rows += [
+            row("tiered: local hit, small int", name, figures) for name, figures in samples.items()
+        ]
         return rows
     finally:
         server.kill()
@@ -849,48 +1013,67 @@ def feature_costs(tmp: Path, settings: Settings) -> list[Row]:
     key = wrapped.key(1)
     stored = _stored_bytes(store, key)
     sealer = store.backend.opened_sealer()
-    hit = measure.per_call(lambda: wrapped(1), calls=settings.calls, repeats=settings.repeats)
-    unseal = measure.per_call(
-        lambda: sealer.unseal(key, stored), calls=settings.calls, repeats=settings.repeats
-    )
     encoded = encode_value(1)
-    with_seconds = measure.per_call(
-        lambda: sealer.seal(key, encoded, 0.5), calls=settings.calls, repeats=settings.repeats
-    )
-    timing = measure.per_call(
-        lambda: (time.perf_counter(), time.perf_counter()),
-        calls=settings.calls,
+    samples = measure.interleaved_per_call(
+        {
+            "hit, whole": lambda: wrapped(1),
+            "seal check on a hit": lambda: sealer.unseal(key, stored),
+            "seal made on a miss (with metadata)": lambda: sealer.seal(key, encoded, 0.5),
+            "metadata: timing a miss": lambda: (time.perf_counter(), time.perf_counter()),
+        },
         repeats=settings.repeats,
+        sample_seconds=settings.sample_seconds,
     )
+    hit = statistics.median(samples["hit, whole"])
     return [
-        row("feature cost", "hit, whole", hit),
-        row("feature cost", "seal check on a hit", unseal, share_of_hit=unseal / hit),
-        row("feature cost", "seal made on a miss (with metadata)", with_seconds),
-        row("feature cost", "metadata: timing a miss", timing),
+        row(
+            "feature cost",
+            name,
+            figures,
+            **(
+                {"share_of_hit": statistics.median(figures) / hit}
+                if name == "seal check on a hit"
+                else {}
+            ),
+        )
+        for name, figures in samples.items()
     ]
 
 
 def many_inputs(tmp: Path, settings: Settings) -> list[Row]:
     """f.map against a loop of single calls: batched hits, and misses in worker processes."""
     rows = []
-    count = 5_000 if not settings.quick else 1_000
-    if settings.mode == "smoke":
-        count = 100
+    count = settings.map_items
     store = Store(tmp / "map")
     square = memo(store=store, name="bench.map", version="1")(double)
     square.map(range(count))
-    loop = measure.per_call(
-        lambda: [square(x) for x in range(count)], calls=1, repeats=settings.repeats
+    samples = measure.interleaved_per_call(
+        {
+            "persistmemo, loop of calls": lambda: [square(x) for x in range(count)],
+            "persistmemo, f.map": lambda: square.map(range(count)),
+        },
+        repeats=settings.repeats,
+        sample_seconds=settings.sample_seconds,
     )
-    mapped = measure.per_call(lambda: square.map(range(count)), calls=1, repeats=settings.repeats)
+    loop, mapped = samples.values()
     scenario = f"{count:,} hits: f.map vs a loop"
-    rows.append(row(scenario, "persistmemo, loop of calls", loop / count))
-    rows.append(row(scenario, "persistmemo, f.map", mapped / count, speedup=loop / mapped))
+    rows.append(
+        row(scenario, "persistmemo, loop of calls", [s / count for s in loop], baseline=True)
+    )
+    rows.append(
+        row(
+            scenario,
+            "persistmemo, f.map",
+            [s / count for s in mapped],
+            speedup=statistics.median(loop) / statistics.median(mapped),
+        )
+    )
     # Workers import the function by name: the memoized form must be the module attribute.
-    items, seconds = (8, 0.2) if settings.mode != "smoke" else (4, 0.02)
-    timings: dict[str, list[float]] = {"serial": [], "workers=2": []}
-    for repeat in range(3 if settings.mode != "smoke" else 1):
-        for label, workers in (("serial", None), ("workers=2", 2)):
+    items, seconds = settings.spin_items, settings.spin_seconds
+    timings: dict[str, measure.Samples] = {"serial": [], "workers=2": []}
+    for repeat in range(settings.spin_rounds):
+        order = (("serial", None), ("workers=2", 2))
+        for label, workers in order if repeat % 2 == 0 else order[::-1]:
             spin = memo(store=Store(tmp / f"spin-{label}-{repeat}"), name="bench.spin")(
                 systems.spin
             )
@@ -900,15 +1083,23 @@ def many_inputs(tmp: Path, settings: Settings) -> list[Row]:
             spin.map([seconds + i * 1e-9 for i in range(items)], workers=workers)
             timings[label].append(time.perf_counter() - started)
     scenario = f"{items} misses of {seconds} s CPU: f.map serial vs workers=2"
-    serial, parallel = (sorted(v)[len(v) // 2] for v in timings.values())
-    rows.append(row(scenario, "persistmemo, f.map serial", serial))
-    rows.append(row(scenario, "persistmemo, f.map workers=2", parallel, speedup=serial / parallel))
+    serial, parallel = timings.values()
+    rows.append(row(scenario, "persistmemo, f.map serial", serial, baseline=True))
+    rows.append(
+        row(
+            scenario,
+            "persistmemo, f.map workers=2",
+            parallel,
+            speedup=statistics.median(serial) / statistics.median(parallel),
+        )
+    )
     return rows
 
 
 SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
     "warm": warm_hits,
     "misses": misses,
+    "claimed": claimed_misses,
     "cold": cold_process,
     "sizes": store_sizes,
     "large": large_values,
@@ -924,8 +1115,22 @@ SCENARIOS: dict[str, Callable[[Path, Settings], list[Row]]] = {
 # Names for --only that stand for several scenarios: the rows an issue's targets need.
 GROUPS = {
     "issue10": ["large", "data"],
-    "issue11": ["warm", "misses", "cold", "disk"],
+    "issue11": ["warm", "claimed", "cold", "disk"],
+    "issue22": ["warm", "claimed", "cold", "disk", "keys", "map"],
 }
+
+# What each scenario imports beyond the core (checked before anything runs). Redis is
+# optional: without redis-py or redis-server its scenario is skipped with a message.
+NEEDS = {
+    "warm": ["joblib", "cachier"],
+    "misses": ["joblib", "cachier"],
+    "cold": ["joblib"],
+    "large": ["numpy"],
+    "disk": ["joblib", "cachier"],
+    "keys": ["numpy", "joblib"],
+    "data": ["numpy", "pandas", "pyarrow", "joblib"],
+}
+REPORT_NEEDS = ["matplotlib"]
 
 
 def selected(only: str | list[str] | None) -> list[str]:
@@ -947,43 +1152,179 @@ def selected(only: str | list[str] | None) -> list[str]:
     return [name for name in SCENARIOS if name in wanted]
 
 
-def machine() -> dict[str, Any]:
-    from importlib.metadata import version
+def missing_packages(names: list[str]) -> None:
+    """Refuse to start (ValueError) when a package the scenarios ``names`` import is not
+    installed: a run would otherwise fail in the middle."""
+    needed = {package: name for name in names for package in NEEDS.get(name, [])}
+    needed.update(dict.fromkeys(REPORT_NEEDS, "the chart"))
+    missing = [
+        f"{package} ({used})"
+        for package, used in needed.items()
+        if importlib.util.find_spec(package) is None
+    ]
+    if missing:
+        raise ValueError(
+            f"not installed: {', '.join(missing)}; install the benchmark's packages with "
+            "pip install -e '.[bench,redis]'"
+        )
 
-    packages = ["persistmemo", "diskcache", "msgpack", "blake3", "joblib", "cachier", "numpy"]
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on: the machine, its load, the versions and the commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = [
+        "persistmemo", "diskcache", "msgpack", "blake3", "platformdirs", "numpy", "pandas",
+        "pyarrow", "joblib", "cachier", "redis",
+    ]  # fmt: skip
+    versions = {}
+    for name in packages:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    redis_server = shutil.which("redis-server")
+    if redis_server:
+        told = subprocess.run([redis_server, "--version"], capture_output=True, text=True).stdout
+        versions["redis-server"] = next(
+            (word[2:] for word in told.split() if word.startswith("v=")), "?"
+        )
     return {
-        "python": platform.python_version(),
+        "python": f"{platform.python_version()} ({platform.python_implementation()})",
         "platform": platform.platform(),
+        "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "memory_gib": _memory_gib(),
+        "load": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "sqlite": sqlite3.sqlite_version,
-        "packages": {name: version(name) for name in packages},
+        "packages": versions,
+        **_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _commit() -> dict[str, Any]:
+    """The commit measured, and whether the tree differed from it (results files aside)."""
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(
+            ["git", *arguments], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--", ".", ":(exclude)benchmarks/results")
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown (not a git checkout)", "dirty": None}
+    return {"commit": commit, "dirty": bool(changed)}
+
+
+def default_out(quick: bool, names: list[str], merge: bool) -> Path:
+    """Where a run writes unless told: only a full run of every scenario (or ``--merge``
+    into them) writes the published results; a quick run writes to results/quick/, a full
+    run of some scenarios to results/partial/ (both ignored by git)."""
+    if quick:
+        return RESULTS / "quick"
+    if merge or names == list(SCENARIOS):
+        return RESULTS
+    return RESULTS / "partial"
+
+
+class ScenariosFailed(RuntimeError):
+    """Some scenarios raised; the results of the others are written all the same."""
+
+
 def run(
-    mode: str, only: str | list[str] | None = None, out: Path = RESULTS, merge: bool = False
+    mode: str,
+    only: str | list[str] | None = None,
+    out: Path | None = None,
+    merge: bool = False,
 ) -> dict[str, Any]:
-    """Run the scenarios (all, or ``only`` those) and write the table, chart and JSON; with
-    ``merge``, the rows of the scenarios run replace theirs in the JSON already at ``out``."""
+    """Run the scenarios (all, or ``only`` those) and write the table, chart and JSON after
+    each one; with ``merge``, the rows of the scenarios run replace theirs in the JSON
+    already at ``out``. A scenario that raises is reported and the others still run; then
+    ScenariosFailed is raised, after the results of the others are written."""
     settings = Settings(mode)
     names = selected(only)
+    missing_packages(names)
+    out = out if out is not None else default_out(settings.quick, names, merge)
     earlier = earlier_run(out / "latest.json", settings.quick) if merge else None
+    header = machine()  # before any result is written: the tree's state as measured
     rows: list[Row] = []
+    failed: dict[str, str] = {}
+    results: dict[str, Any] = {}
+    print(f"writing to {out}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="persistmemo-bench-") as tmp:
-        for name in names:
+        for index, name in enumerate(names):
             started = time.monotonic()
             print(f"{name} ...", end=" ", flush=True, file=sys.stderr)
-            rows += [{**found, "part": name} for found in SCENARIOS[name](Path(tmp), settings)]
-            print(f"{time.monotonic() - started:.1f} s", file=sys.stderr)
-    results = {"machine": machine(), "quick": settings.quick, "rows": rows}
-    if earlier is not None:
-        results = merged(earlier, results, names)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(results, indent=1))
-    (out / "latest.md").write_text(report.markdown(results))
-    report.chart(results, out / "latest.png")
+            try:
+                rows += [{**found, "part": name} for found in SCENARIOS[name](Path(tmp), settings)]
+            except Exception as error:
+                failed[name] = f"{type(error).__name__}: {error}"
+                print("failed", file=sys.stderr)
+                traceback.print_exc()
+            else:
+                print(f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+            done = names[: index + 1]
+            results = {
+                "machine": {**header, "load_end": _load()},
+                "quick": settings.quick,
+                "rows": rows,
+                "ran": [part for part in done if part not in failed],
+                "failed": failed,
+                "pending": names[index + 1 :],
+            }
+            if earlier is not None:
+                results = merged(earlier, results, [part for part in done if part not in failed])
+            write(results, out)
+    if failed:
+        raise ScenariosFailed(
+            "scenarios failed (the others' results are written to "
+            f"{out}): " + "; ".join(f"{name}: {error}" for name, error in failed.items())
+        )
     return results
+
+
+def _load() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def write(results: dict[str, Any], out: Path) -> None:
+    """The JSON, the Markdown table and the chart, each replaced whole (a temporary file
+    renamed over it): a crash while writing leaves the previous ones."""
+    out.mkdir(parents=True, exist_ok=True)
+    for filename, text in (
+        ("latest.json", json.dumps(results, indent=1)),
+        ("latest.md", report.markdown(results)),
+    ):
+        temporary = out / f"{filename}.tmp"
+        temporary.write_text(text)
+        temporary.replace(out / filename)
+    temporary = out / "latest.png.tmp"
+    if report.chart(results, temporary):
+        temporary.replace(out / "latest.png")
 
 
 def earlier_run(path: Path, quick: bool) -> dict[str, Any] | None:
@@ -1016,9 +1357,11 @@ def merged(earlier: dict[str, Any], results: dict[str, Any], names: list[str]) -
     return {**results, "rows": rows, "dates": dates}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split(". ")[0].replace("\n", " "))
-    parser.add_argument("--quick", action="store_true", help="smaller sizes, under a minute")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller sizes, about a minute; writes results/quick/"
+    )
     parser.add_argument(
         "--only",
         nargs="*",
@@ -1027,22 +1370,26 @@ def main() -> None:
         + "; or a group: "
         + "; ".join(f"{group} = {','.join(names)}" for group, names in GROUPS.items()),
     )
-    parser.add_argument("--out", type=Path, default=RESULTS, help="where to write results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write results (default: results/ for a full run of every scenario, "
+        "results/quick/ for --quick, results/partial/ for --only)",
+    )
     parser.add_argument(
         "--merge",
         action="store_true",
         help="replace only the rerun scenarios' rows in the results already in --out "
         "(without it, --only writes a report of those scenarios alone)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         only = selected(args.only)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
         results = run("quick" if args.quick else "full", only, args.out, merge=args.merge)
     except ValueError as error:
         parser.error(str(error))
+    except ScenariosFailed as error:
+        sys.exit(str(error))
     print(report.markdown(results))
 
 
