@@ -164,8 +164,8 @@ def _stored_bytes(store: Store, key: str) -> bytes:
 
 def misses(tmp: Path, settings: Settings) -> list[Row]:
     """Misses with distinct keys: each system writes a batch of new entries per round, the
-    systems taking turns within every round. Of a function this fast, persistmemo's misses
-    go unclaimed (no lease) after the first few: ``claimed_misses`` has the default miss."""
+    systems taking turns within every round (every persistmemo miss claims its key);
+    ``claimed_misses`` has the miss of a function worth memoizing."""
     scenario = "miss + store, distinct keys"
     candidates = {
         **systems.IN_MEMORY,
@@ -187,11 +187,7 @@ def misses(tmp: Path, settings: Settings) -> list[Row]:
         batches[name] = _rounds(calls[1:], settings.repeats)
     batches["raw diskcache set"] = _raw_sets(tmp, settings.misses, settings.repeats)
     samples = _batches_interleaved(batches, settings.repeats)
-    note = "a fast function: unclaimed (no lease) after its first misses"
-    return [
-        row(scenario, name, figures, note=note if name == "persistmemo" else "")
-        for name, figures in samples.items()
-    ]
+    return [row(scenario, name, figures) for name, figures in samples.items()]
 
 
 def _raw_sets(tmp: Path, count: int, repeats: int) -> list[list[Callable[..., object]]]:
@@ -226,9 +222,8 @@ def _rounds(calls: list[Callable[..., object]], repeats: int) -> list[list[Calla
     return [calls[i * size : (i + 1) * size] for i in range(repeats)]
 
 
-# A function slow enough that each of its misses claims its key (a lease), as a default
-# miss of any function worth memoizing does: memo leaves a function's misses unclaimed only
-# once they have been faster than LEASE_WORTH_IT (call_paths.py).
+# A function worth memoizing: the time over it is what a user pays per miss (every miss
+# claims its key; the function's sleep also leaves the caches as a real miss finds them).
 CLAIMING_SECONDS = 0.011
 
 
@@ -246,13 +241,6 @@ def claimed_misses(tmp: Path, settings: Settings) -> list[Row]:
     """The default miss: a function that claims its key, each system's time over the
     function's own (the function alone takes its turn in every round; each round's
     difference is a figure), next to raw diskcache sets of the same bytes."""
-    from persistmemo._memo.call_paths import LEASE_WORTH_IT
-
-    if CLAIMING_SECONDS <= LEASE_WORTH_IT:
-        raise RuntimeError(
-            f"CLAIMING_SECONDS ({CLAIMING_SECONDS}) must exceed memo's LEASE_WORTH_IT "
-            f"({LEASE_WORTH_IT}) for the misses to claim their keys"
-        )
     scenario = f"miss + store, a function of {CLAIMING_SECONDS * 1e3:g} ms (time over its own)"
     candidates: dict[str, Callable[[Callable[..., Any], Path], Callable[..., Any]]] = {
         "the function alone": lambda func, _: func,
