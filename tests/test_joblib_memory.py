@@ -163,8 +163,13 @@ def test_a_memory_pickles_copies_and_keys_as_its_location(tmp_path: Path) -> Non
     again = pickle.loads(pickle.dumps(memory))
     assert again.location == memory.location
     assert repr(again) == f"Memory(location={tmp_path / 'cache'})"
-    over_store = pickle.loads(pickle.dumps(Memory(Store(tmp_path / "other"))))
-    assert over_store.location == str(tmp_path / "other")
+    # Over a store: the same store again, with its options (secret, strict), not a path.
+    given = Store(tmp_path / "other", secret="pipeline secret", strict=True)
+    over_store = pickle.loads(pickle.dumps(Memory(given)))
+    assert over_store.store.directory == given.directory
+    assert (over_store.store.secret, over_store.store.strict) == (given.secret, True)
+    over_redis = pickle.loads(pickle.dumps(Memory("redis://localhost:1/0")))
+    assert isinstance(over_redis.store, RedisStore)
 
 
 def test_a_memory_takes_a_store_or_a_url(tmp_path: Path) -> None:
@@ -173,6 +178,13 @@ def test_a_memory_takes_a_store_or_a_url(tmp_path: Path) -> None:
     assert isinstance(Memory("redis://localhost:1/0").store, RedisStore)
     with pytest.raises(ValueError, match="backend"):
         Memory(tmp_path, backend="s3")
+    (tmp_path / "a file").write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        Memory(tmp_path / "a file")
+    with pytest.raises(TypeError, match=r"Memory\(location=...\) takes a directory"):
+        Memory(3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ignore=\['x'\]"):
+        Memory(tmp_path).cache(abs, ignore="x")
     with pytest.raises(TypeError, match="cache_validation_callback"):
         Memory(tmp_path).cache(abs, cache_validation_callback=lambda metadata: True)
 
@@ -301,3 +313,24 @@ def test_a_librarys_function_is_versioned_by_its_release(tmp_path: Path) -> None
         return x
 
     assert memory.cache(mine).memoized.version_info()["pinned"] is False
+
+
+def test_builtins_and_numpy_functions_with_no_value_defaults_are_cached(tmp_path: Path) -> None:
+    memory = Memory(tmp_path / "cache")
+    assert memory.cache(str.upper)("a") == "A"
+    assert memory.cache(dict)() == {}
+    total = memory.cache(np.sum)  # keepdims=np._NoValue by default
+    assert total(np.arange(3)) == total(np.arange(3)) == 3
+    assert total.call_and_shelve(np.arange(3)).get() == 3
+
+
+def test_reduce_size_takes_joblibs_sizes_and_names_what_it_cannot(tmp_path: Path) -> None:
+    memory = Memory(tmp_path / "cache")
+    memory.cache(abs)(-1)
+    memory.reduce_size(bytes_limit="10MB")
+    memory.reduce_size(bytes_limit=1.5e6)
+    assert memory.cache(abs).check_call_in_cache(-1)
+    with pytest.raises(ValueError, match="bytes_limit"):
+        memory.reduce_size(bytes_limit="lots")
+    with pytest.raises(TypeError, match="age_limit"):
+        memory.reduce_size(age_limit=3600)  # type: ignore[arg-type]

@@ -154,14 +154,42 @@ def test_a_registered_function_that_raises_names_the_parameter(
 
 
 def test_register_key_refuses_what_it_cannot_take() -> None:
-    with pytest.raises(ValueError, match="has a key encoding of its own"):
-        register_key(int, str)
+    for exact in (int, dict, np.ndarray, pd.DataFrame, __import__("datetime").date):
+        with pytest.raises(ValueError, match="has a key encoding of persistmemo's own"):
+            register_key(exact, str)
     with pytest.raises(TypeError, match="callable"):
         register_key(Reading, "not callable")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"module\.QualName"):
         register_key("Reading", str)
     with pytest.raises(TypeError, match=r"module\.QualName"):
         register_key(Reading(1.0), str)  # type: ignore[arg-type]
+
+
+def test_a_type_without_an_encoding_can_be_registered_replaced_and_removed_after_use() -> None:
+    with pytest.raises(UnsupportedType):
+        encode(range(3))
+    register_key(range, lambda r: [r.start, r.stop, r.step])
+    try:
+        first = encode(range(3))
+        register_key(range, list)  # replaced: keyed by the new function
+        assert encode(range(3)) != first
+    finally:
+        register_key(range, None)
+    with pytest.raises(UnsupportedType):
+        encode(range(3))
+
+
+def test_editing_a_key_function_changes_the_keys_it_makes(registered: list[Any]) -> None:
+    register(registered, Reading, lambda r: r.value)
+    before = encode(Reading(1.0))
+    register(registered, Reading, lambda r: -r.value)  # another function: another key
+    assert encode(Reading(1.0)) != before
+    register(registered, Reading, lambda r: r.value)
+    assert encode(Reading(1.0)) == before
+
+
+def test_numpys_no_value_default_is_keyed() -> None:
+    assert encode(np._NoValue) == encode(np._NoValue) != encode(None)
 
 
 def test_the_built_in_entries_import_neither_scikit_learn_nor_scipy() -> None:

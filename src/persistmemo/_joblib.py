@@ -71,8 +71,18 @@ class Memory:
         self.store: StoreBackend | None
         if location is None or isinstance(location, StoreBackend):
             self.store = location
-        else:
+        elif isinstance(location, (str, os.PathLike)):
+            if os.path.isfile(location):
+                raise ValueError(
+                    f"persistmemo.Memory(location={os.fspath(location)!r}) is a file: give "
+                    "a directory (made if missing), a redis:// URL or a store"
+                )
             self.store = store_at(location)
+        else:
+            raise TypeError(
+                f"persistmemo.Memory(location=...) takes a directory, a redis:// URL, a store "
+                f"or None; got {type(location).__name__}"
+            )
         self._cached: dict[tuple[object, ...], CachedFunction] = {}
 
     def cache(
@@ -98,6 +108,11 @@ class Memory:
         if isinstance(func, CachedFunction):
             func = func.func
         mode = self.mmap_mode if mmap_mode is False else _checked_mmap_mode(mmap_mode)
+        if isinstance(ignore, str):
+            raise TypeError(
+                f"Memory.cache(ignore=...) takes a list of parameter names; got the string "
+                f"{ignore!r} (write ignore=[{ignore!r}])"
+            )
         ignored = tuple(ignore or ())
         slot = (func, ignored, mode)
         try:
@@ -131,6 +146,10 @@ class Memory:
         store = self.store
         if store is None:
             return
+        if age_limit is not None and not hasattr(age_limit, "total_seconds"):
+            raise TypeError(
+                f"reduce_size(age_limit=...) takes a datetime.timedelta; got {age_limit!r}"
+            )
         if age_limit is not None and age_limit.total_seconds() < 0:
             raise ValueError("reduce_size(age_limit=...) must be a positive timedelta")
         older_than = None if age_limit is None else age_limit.total_seconds()
@@ -155,11 +174,11 @@ class Memory:
         return f"Memory(location={self.location})"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        location = self.location
-        if location is not None and not isinstance(location, (str, os.PathLike)):
-            location = _directory_of(location)
+        # A store pickles as its settings (secret, strict, options): the copy opens the same.
+        location = self.store if self.store is not None else self.location
         arguments = (location, self.backend, self.mmap_mode, self.compress, self.verbose)
-        return (Memory, (*arguments, self.backend_options))
+        named = self.location if isinstance(self.location, (str, os.PathLike)) else location
+        return (Memory, (*arguments, self.backend_options), {"location": named})
 
     def __copy__(self) -> Memory:
         return self
@@ -291,8 +310,16 @@ def _library_version(func: object) -> str | None:
     None for your own code, whose version memo() derives from the code."""
     code = func.func if isinstance(func, functools.partial) else func
     kind = type(code)
-    builtin = kind is types.BuiltinFunctionType or (
-        kind.__name__ == "ufunc" and kind.__module__ == "numpy"
+    builtin = (
+        kind
+        in (
+            types.BuiltinFunctionType,
+            types.MethodDescriptorType,
+            types.WrapperDescriptorType,
+            types.ClassMethodDescriptorType,
+        )
+        or (kind.__name__ == "ufunc" and kind.__module__ == "numpy")
+        or (isinstance(code, type) and code.__module__ == "builtins")
     )
     if not builtin and not (
         isinstance(code, types.FunctionType) and origin_of_function(code) == LIBRARY
@@ -306,19 +333,18 @@ def _library_version(func: object) -> str | None:
     return "builtin" if builtin else None
 
 
-def _bytes(limit: int | str) -> int:
-    """joblib's sizes: an int, or ``"10K"``, ``"10M"``, ``"10G"``."""
-    if isinstance(limit, int):
-        return limit
+def _bytes(limit: int | float | str) -> int:
+    """joblib's sizes: a number of bytes, or ``"10K"``, ``"10M"``, ``"10G"`` (``"10MB"``)."""
+    if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit >= 0:
+        return int(limit)
     units = {"K": 2**10, "M": 2**20, "G": 2**30}
-    text = limit.strip().upper()
-    if text[-1:] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def _directory_of(store: StoreBackend) -> str:
-    directory = getattr(store, "directory", None)
-    if directory is None:
-        raise TypeError(f"a Memory over {store!r} cannot be pickled: give it a directory")
-    return str(directory)
+    text = limit.strip().upper().removesuffix("B") if isinstance(limit, str) else ""
+    try:
+        if text[-1:] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ValueError(
+            f"reduce_size(bytes_limit=...) takes a number of bytes or a size such as '10M'; "
+            f"got {limit!r}"
+        ) from None

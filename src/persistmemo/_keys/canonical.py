@@ -10,7 +10,7 @@ bytes is a format change: bump ``KEY_FORMAT`` and the golden vectors in
 
 from __future__ import annotations
 
-from persistmemo._keys.dispatch import choose_encoder
+from persistmemo._keys.dispatch import choose_encoder, has_exact_encoding
 from persistmemo._keys.encoders import ENCODERS, encode_item, encoder_for, install
 from persistmemo._keys.framing import array_header
 from persistmemo._keys.nesting import nesting_fault
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 # The table starts with the builtins, and dispatch chooses every other type's encoder: wired
 # here, where encoding starts, since the table sits below every encoder and dispatch above.
-install(BUILTIN_ENCODERS, choose_encoder)
+install(BUILTIN_ENCODERS, choose_encoder, has_exact_encoding)
 
 # ENCODERS.get bound once: CPython compiles a method call on an imported name to an attribute
 # load, which would build a new bound method on every call.

@@ -74,6 +74,16 @@ _FUNCTION_REASON = (
 )
 
 
+def has_exact_encoding(cls: type) -> bool:
+    """Whether ``cls`` is encoded before registrations are asked (``choose_encoder``)."""
+    return (
+        any(cls is base for base, _ in [*BUILTIN_ENCODERS, *_library_encoders()])
+        or is_ndarray(cls)
+        or is_numpy_scalar(cls)
+        or bool((frames := _frame_types()) and issubclass(cls, frames))
+    )
+
+
 def choose_encoder(cls: type) -> Encoder:
     """The encoder of a type met for the first time."""
     known = [*BUILTIN_ENCODERS, *_library_encoders()]

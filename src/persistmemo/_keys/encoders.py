@@ -27,13 +27,29 @@ def _not_installed(cls: type) -> Encoder:
 
 
 _choose: Callable[[type], Encoder] = _not_installed
+_exact: Callable[[type], bool] = lambda cls: False  # noqa: E731
+FIXED: set[type] = set()
+"""The types of the starting table, never chosen again."""
 
 
-def install(known: Iterable[tuple[type, Encoder]], choose: Callable[[type], Encoder]) -> None:
-    """Start the table with the ``known`` encoders; ``choose`` picks every other type's."""
-    global _choose
+def install(
+    known: Iterable[tuple[type, Encoder]],
+    choose: Callable[[type], Encoder],
+    exact: Callable[[type], bool],
+) -> None:
+    """Start the table with the ``known`` encoders; ``choose`` picks every other type's, and
+    ``exact`` tells the types it encodes exactly, before any registration."""
+    global _choose, _exact
     ENCODERS.update(known)
+    FIXED.update(cls for cls, _ in ENCODERS.items())
     _choose = choose
+    _exact = exact
+
+
+def has_exact_encoding(cls: type) -> bool:
+    """Whether ``cls`` is keyed by an encoding of persistmemo's own, which no registration
+    replaces (builtins, numpy arrays, datetimes, frames)."""
+    return cls in FIXED or _exact(cls)
 
 
 def encode_item(value: object) -> bytes:

@@ -95,7 +95,7 @@ def _classes_code(cls: type) -> list[object] | None:
         if klass is object or _installed(klass):
             continue
         methods = {
-            name: _function_state(member)
+            name: function_state(member)
             for name, member in sorted(vars(klass).items())
             if isinstance(member, types.FunctionType)
         }
@@ -114,7 +114,7 @@ def _installed(cls: type) -> bool:
 def _parameter(value: Any) -> Any:
     cls = type(value)
     if cls is types.FunctionType or cls is types.BuiltinFunctionType:
-        return StandIn("function", _function_state(value))
+        return StandIn("function", function_state(value))
     functools = sys.modules.get("functools")
     if functools is not None and cls is functools.partial:
         arguments = [list(value.args), dict(value.keywords)]
@@ -136,7 +136,7 @@ def _parameter(value: Any) -> Any:
     return value
 
 
-def _function_state(func: Any) -> list[object]:
+def function_state(func: Any) -> list[object]:
     """A function by its name, and a Python function also by its own code, defaults and
     captured values (not the functions it calls, which joblib does not follow either)."""
     code = getattr(func, "__code__", None)

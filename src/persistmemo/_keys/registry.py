@@ -16,8 +16,15 @@ import sys
 import threading
 import types
 
-from persistmemo._keys.encoders import ENCODERS, encode_item
-from persistmemo._keys.estimators import ESTIMATOR_ENTRY, estimator_base, represent_estimator
+from blake3 import blake3
+
+from persistmemo._keys.encoders import ENCODERS, FIXED, encode_item, has_exact_encoding
+from persistmemo._keys.estimators import (
+    ESTIMATOR_ENTRY,
+    estimator_base,
+    function_state,
+    represent_estimator,
+)
 from persistmemo._keys.framing import KeyExtension, ext, pack
 from persistmemo._keys.sparse import SPARSE_ENTRY, represent_sparse, sparse_label, sparse_types
 from persistmemo._naming import qualified_name
@@ -58,8 +65,12 @@ def register_key(cls: type | str, function: Callable[[Any], object] | None) -> N
         table: dict[Any, Callable[[Any], object]] = _by_name
     elif not isinstance(cls, type):
         raise TypeError(f"register_key() takes a class or 'module.QualName'; got {cls!r}")
-    elif cls in ENCODERS and cls.__module__ == "builtins":
-        raise ValueError(f"register_key(): {cls.__name__} has a key encoding of its own")
+    elif function is not None and has_exact_encoding(cls):
+        raise ValueError(
+            f"register_key(): {qualified_name(cls)} has a key encoding of persistmemo's own, "
+            "which a registration would not replace; register a subclass of your own, or "
+            "pass key= to memo() for other keys"
+        )
     else:
         table = _by_type
     with _lock:
@@ -69,7 +80,7 @@ def register_key(cls: type | str, function: Callable[[Any], object] | None) -> N
             table[cls] = function
         # Types met before chose their encoder without this registration: they choose again.
         for met in list(ENCODERS):
-            if met.__module__ != "builtins":
+            if met not in FIXED:
                 ENCODERS.pop(met, None)
 
 
@@ -79,10 +90,18 @@ class RegisteredEncoder:
 
     __slots__ = ("function", "head", "label")
 
-    def __init__(self, function: Callable[[Any], object], entry: str | None, label: str) -> None:
+    def __init__(
+        self,
+        function: Callable[[Any], object],
+        entry: str | None,
+        label: str,
+        code: bytes | None = None,
+    ) -> None:
         self.function = function
         self.label = label
-        self.head = pack(entry) + pack(label)
+        # A registration of yours is keyed by its function's code too: editing the function
+        # (or registering another) stops the keys it made being served.
+        self.head = pack(entry) + pack(label) + (b"" if code is None else pack(code))
 
     def represent(self, value: object) -> object:
         """What the entry's function says ``value`` is keyed by."""
@@ -114,17 +133,38 @@ def registered_encoder(cls: type) -> RegisteredEncoder | None:
     """The encoder of ``cls`` from the registry, or None when no entry covers it."""
     function = _registered_function(cls)
     if function is not None:
-        return RegisteredEncoder(function, None, qualified_name(cls))
+        return RegisteredEncoder(function, None, qualified_name(cls), _code_digest(function))
     estimator = estimator_base()
     if estimator is not None and issubclass(cls, estimator):
         represent = functools.partial(represent_estimator, keyable=_keyable)
         return RegisteredEncoder(represent, ESTIMATOR_ENTRY, qualified_name(cls))
+    if cls.__name__ == "_NoValueType" and cls.__module__ == "numpy._globals":
+        # numpy's "argument not given" default (np.sum's keepdims=np._NoValue): one value.
+        return RegisteredEncoder(_no_value, NO_VALUE_ENTRY, qualified_name(cls))
     sparse = sparse_types()
     if sparse and issubclass(cls, sparse):
         label = sparse_label(cls)
         if label is None:
             return None  # a subclass from outside scipy: refused by the rules after this
         return RegisteredEncoder(represent_sparse, SPARSE_ENTRY, label)
+    return None
+
+
+def _code_digest(function: Callable[[Any], object]) -> bytes:
+    """A digest of a key function's name and code (with its defaults and captured values
+    where they can be keyed)."""
+    try:
+        state = encode_item(function_state(function))
+    except UnsupportedType:
+        code = getattr(function, "__code__", None)
+        state = encode_item([qualified_name(function), None if code is None else code.co_code])
+    return blake3(state).digest(16)
+
+
+NO_VALUE_ENTRY = "numpy.NoValue/1"
+
+
+def _no_value(value: object) -> None:
     return None
 
 
