@@ -538,3 +538,28 @@ def test_a_bound_method_of_an_unkeyable_object_names_self(store: Store) -> None:
     with pytest.raises(TypeError, match=r"'self'.*ignore=\['self'\]"):
         compute(1)
     assert memo(store=store, ignore=["self"])(Opaque().compute)(1) == 1
+
+
+class Built:
+    @memo(version="1")
+    @classmethod
+    def build(cls, k: int) -> str:
+        return f"{cls.__name__}:{k}"
+
+
+def test_a_memoized_classmethod_maps_and_pickles_bound_to_its_class() -> None:
+    import pickle
+
+    cloudpickle = pytest.importorskip("cloudpickle")
+    assert Built.build.map([1, 2]) == ["Built:1", "Built:2"]
+    assert pickle.loads(pickle.dumps(Built.build))(3) == "Built:3"
+    with pytest.raises(TypeError, match="at least one iterable"):
+        Built.build.map()
+    namespace: dict[str, object] = {"__name__": "notebook_like", "memo": memo}
+    exec(  # a class of a notebook cell: sent by value, its memoized classmethod with it
+        "class Cell:\n    @memo(version='1')\n    @classmethod\n    def make(cls, k):\n"
+        "        return k * 2\n",
+        namespace,
+    )
+    sent = cloudpickle.loads(cloudpickle.dumps(namespace["Cell"]))
+    assert sent.make(4) == 8

@@ -246,3 +246,23 @@ def test_workers_exit_when_the_mapping_process_is_killed(env: dict[str, str]) ->
     out = run_python("import mapped; print(len(mapped.slow.map(range(20))))", env=env).stdout
     assert out.strip() == "20"
     assert time.monotonic() - started < 8  # the killed workers' claims are taken over
+
+
+def test_spawned_workers_for_a_function_of_python_c_are_refused_with_a_type_error(
+    tmp_path: Path,
+) -> None:
+    code = f"""
+        import multiprocessing
+        multiprocessing.set_start_method("spawn")
+        from persistmemo import Store, memo
+
+        @memo(store=Store({str(tmp_path / "store")!r}))
+        def square(x):
+            return x * x
+
+        try:
+            square.map(range(4), workers=2)
+        except TypeError as error:
+            print("refused:", "no file" in str(error))
+    """
+    assert run_python(code).stdout.strip() == "refused: True"

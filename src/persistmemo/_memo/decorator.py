@@ -8,6 +8,7 @@ the type users see: the original signature (ParamSpec) plus the controls.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import types
 from collections.abc import Callable, Iterable
@@ -261,6 +262,10 @@ class _MemoizedClassMethod(classmethod):  # type: ignore[type-arg]
         cls = owner if owner is not None else type(instance)
         return _BoundControls(self.__func__, cls)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A class sent by value (cloudpickle: a notebook's class) carries its methods.
+        return (_MemoizedClassMethod, (self.__func__,))
+
 
 class _BoundControls:
     """A memoized function bound to its first argument, controls included."""
@@ -280,6 +285,18 @@ class _BoundControls:
         if name in _BOUND_CONTROLS:
             return functools.partial(attribute, self.__self__)
         return attribute
+
+    def map(self, *iterables: Any, **options: Any) -> list[Any]:
+        """``f.map`` with the class (or instance) before each call's arguments."""
+        if not iterables:
+            raise TypeError("map() needs at least one iterable of arguments")
+        return self._memoized.map(  # type: ignore[no-any-return]
+            itertools.repeat(self.__self__), *iterables, **options
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Found again where it is loaded, as Model.build is here: by its name on its owner.
+        return (getattr, (self.__self__, self._memoized.__name__))
 
     def __repr__(self) -> str:
         return f"<memoized bound method {self._memoized.__qualname__} of {self.__self__!r}>"

@@ -203,10 +203,18 @@ def _in_processes(
             f"{name} by name; it cannot be sent there ({error}). Define it at module level "
             "of an importable module, or leave workers= out to compute in this process."
         ) from None
+    context = _worker_context()
+    unimportable = _main_unimportable(call, context)
+    if unimportable:
+        raise TypeError(
+            f"{name}.map(workers={workers}) starts its workers with {context.get_start_method()!r}"
+            f", which imports {name} from your script again, and {unimportable}. Define it in "
+            "an importable module, use the 'fork' start method, or leave workers= out."
+        )
     results: dict[str, object] = {}
     pool = ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=_worker_context(),
+        mp_context=context,
         initializer=_exit_with_parent,
         initargs=(os.getpid(),),
     )
@@ -392,6 +400,19 @@ def _alive(pid: int) -> bool:
     except OSError:  # another user's process: it exists
         return True
     return True
+
+
+def _main_unimportable(call: Callable[..., Any], context: Any) -> str | None:
+    """Why a worker started afresh cannot import ``call`` from ``__main__`` (code from
+    ``python -c``, a pipe or an interactive session has no file to run again), or None."""
+    code = getattr(call, "__wrapped__", call)
+    if context.get_start_method() == "fork" or getattr(code, "__module__", None) != "__main__":
+        return None
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or not os.path.isfile(path):
+        return "your script has no file to import it from (python -c, a pipe, a notebook)"
+    return None
 
 
 def _worker_context() -> Any:

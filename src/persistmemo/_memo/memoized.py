@@ -422,8 +422,9 @@ class MemoizedFunction(CallPaths["P", "R"]):
                     parameter = self.binder.parameter_of(position)
                     where = f"argument {parameter!r} of {self.func_name}()"
                     remedy = (
-                        f"Pass ignore=[{parameter!r}], a key= function, or define {HOOK_NAME} "
-                        "on the type."
+                        f"Pass ignore=[{parameter!r}], a key= function, define {HOOK_NAME} on "
+                        "the type, or persistmemo.register_key(type, function) for a type you "
+                        "do not own (in every process that calls: a worker too)."
                     )
                 inside = "" if type(value) is failure.unsupported else " (inside the argument)"
                 break
