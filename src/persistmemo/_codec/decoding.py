@@ -51,6 +51,7 @@ Encoded = bytes | memoryview | FramedValue
 """What a store hands back to decode: encoded bytes, or a document and its area."""
 
 _MSGPACK = FORMAT_MSGPACK[0]
+_MSGPACK_BYTE = FORMAT_MSGPACK[:1]
 _PICKLE = FORMAT_PICKLE[0]
 _PICKLE_OUT_OF_BAND = FORMAT_PICKLE_OUT_OF_BAND[0]
 # The area being read, when the value has one.
@@ -65,6 +66,13 @@ def decode_value(data: Encoded, *, allow_pickle: bool = True) -> object:
     with ``allow_pickle``: callers pass it only for bytes whose origin was authenticated
     (see _sealing.py), and only then may a value import the module of one of its classes.
     """
+    if type(data) is bytes and data[:1] == _MSGPACK_BYTE:  # a small value: every hit's
+        try:
+            return (_unpack_importing if allow_pickle else _unpack_loaded)(data[1:])
+        except CorruptEntry:
+            raise
+        except Exception:
+            pass  # _decode_document says what is wrong
     if type(data) is FramedValue:
         _decoding.framed = data
         _decoding.area = None

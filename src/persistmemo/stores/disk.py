@@ -135,6 +135,12 @@ class DiskBackend(StoreLifetime, Backend):
             return None
         if key[2:3] == "-" and key.startswith(_PLAIN):  # results are pm1:, pm2:
             return self._plain(reader, key)
+        if not mapped:
+            small = reader.read_small(key, time.time())
+            if small is None:
+                return None
+            if small is not False:
+                return small[0], small[1], None
         return reader.read(key, time.time(), mapped, self._sealer)
 
     def _plain(self, reader: Any, key: str) -> Found | None:
