@@ -1,9 +1,10 @@
 """Call arguments to canonical bytes, and those bytes to key strings (the spec: docs/keys.md).
 
 From the bottom: ``framing`` (msgpack headers, extension frames, ``KeyExtension``),
-``digests`` (large buffers), ``encoders`` (the table every encoder recurses through); one
-module per family of types (``standard_types``, ``classes``, ``arrays``, ``frames``,
-``subclasses``, ``estimators``, ``sparse``); ``registry`` (``register_key`` and the built-in
+``digests`` (large buffers), ``encoders`` (the table every encoder recurses through),
+``packed`` (containers of plain scalars packed in one msgpack call); one module per family
+of types (``standard_types``, ``classes``, ``arrays``, ``frames``, ``subclasses``,
+``estimators``, ``sparse``); ``registry`` (``register_key`` and the built-in
 entries for types persistmemo does not own); ``dispatch`` (which encoder a type gets),
 ``nesting`` (diagnosing RecursionError), ``canonical`` (``encode``, ``encode_arguments``),
 ``layout`` (key strings).

@@ -41,9 +41,25 @@ def map_header(length: int) -> bytes:
     return struct.pack(">BI", 0xDF, length)
 
 
+# msgpack's fixext headers, by payload length; other lengths carry their length.
+_FIXED_EXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+
+
 def ext(code: int, payload: bytes) -> bytes:
-    """An extension frame: ``payload`` tagged with ``code``."""
-    return pack(msgpack.ExtType(code, payload))
+    """An extension frame: ``payload`` tagged with ``code``.
+
+    The bytes msgpack packs for ``ExtType(code, payload)``, with the header written here:
+    an ExtType is a namedtuple built in Python, which cost more than the packing.
+    """
+    length = len(payload)
+    fixed = _FIXED_EXT.get(length)
+    if fixed is not None:
+        return bytes((fixed, code)) + payload
+    if length < 0x100:
+        return bytes((0xC7, length, code)) + payload
+    if length < 0x10000:
+        return struct.pack(">BHB", 0xC8, length, code) + payload
+    return struct.pack(">BIB", 0xC9, length, code) + payload
 
 
 def document(*parts: bytes) -> bytes:

@@ -1,9 +1,9 @@
 """The encoders of Python's own value types: builtins, datetimes, Decimal, UUID, paths.
 
-The builtins are the encodings the hit path runs most: a flat list, tuple or dict of numbers
-and short strings is packed by msgpack's C code in one call when that gives the same bytes as
-the item-by-item encoding, NaN is one canonical NaN, and containers without an order (dict,
-set) are sorted by the bytes of their items. The standard library's types are keyed by the
+The builtins are the encodings the hit path runs most: a list, tuple, dict or set of plain
+scalars is packed by msgpack's C code in one call when that gives the same bytes as the
+item-by-item encoding (packed.py), NaN is one canonical NaN, and containers without an order
+(dict, set) are sorted by the bytes of their items. The standard library's types are keyed by the
 fields that make their value, tzinfo included, and their modules are never imported here: a
 value of a type exists only once its module is loaded (see dispatch.py).
 """
@@ -17,6 +17,7 @@ import sys
 from persistmemo._keys.digests import LARGE_BUFFER, digest
 from persistmemo._keys.encoders import concat, encode_item
 from persistmemo._keys.framing import KeyExtension, array_header, ext, map_header, pack
+from persistmemo._keys.packed import packed_dict, packed_items, packed_payload, packed_set_payload
 from persistmemo.errors import UnsupportedType
 
 TYPE_CHECKING = False
@@ -65,82 +66,43 @@ def _encode_bytearray(value: bytearray) -> bytes:
     return ext(KeyExtension.BYTEARRAY, _encode_bytes(bytes(value)))
 
 
-# Sequences of at least this many items try msgpack's own packing first (below).
-_FLAT_MINIMUM = 8
-_NUMBERS = frozenset((int, float, bool))
-
-
-def _packed_flat(items: list[Any] | tuple[Any, ...] | Any) -> bytes | None:
-    """msgpack's packing of a flat sequence of numbers or short strings, done in C, when it
-    is byte for byte the item-by-item canonical encoding; None when it may not be.
-
-    It is when no float is a NaN (which the canonical form rewrites), every int fits
-    msgpack's range and every str is short and has no lone surrogate: the packer raises
-    for the last two, and ``sum`` turns any NaN into a NaN total.
-    """
-    types = set(map(type, items))
-    if types <= _NUMBERS:
-        if float in types:
-            try:
-                total = sum(items)
-            except OverflowError:
-                return None
-            if total != total:
-                return None
-    elif types == {str}:
-        if max(map(len, items)) >= LARGE_BUFFER:
-            return None
-    else:
-        return None
-    try:
-        return pack(items if type(items) is list else list(items))
-    except (OverflowError, UnicodeEncodeError):
-        return None
-
-
 def _encode_list(value: list[Any]) -> bytes:
-    if len(value) >= _FLAT_MINIMUM and (packed := _packed_flat(value)) is not None:
+    packed = packed_items(value)
+    if packed is not None:
         return packed
     return array_header(len(value)) + concat(value)
 
 
 def _encode_tuple(value: tuple[Any, ...]) -> bytes:
-    if len(value) >= _FLAT_MINIMUM and (packed := _packed_flat(value)) is not None:
-        return ext(KeyExtension.TUPLE, packed[len(array_header(len(value))) :])
+    payload = packed_payload(list(value))
+    if payload is not None:
+        return ext(KeyExtension.TUPLE, payload)
     return ext(KeyExtension.TUPLE, concat(value))
 
 
 def _encode_dict(value: dict[Any, Any]) -> bytes:
+    packed = packed_dict(value)
+    if packed is not None:
+        return packed
     # Entries sorted by the bytes of their keys: independent of insertion order, and
     # total because distinct keys never share bytes.
-    if len(value) >= _FLAT_MINIMUM:
-        flat = _packed_flat_entries(value)
-        if flat is not None:
-            return flat
     entries = sorted((encode_item(key), encode_item(item)) for key, item in value.items())
     return map_header(len(entries)) + b"".join([key + item for key, item in entries])
 
 
-def _packed_flat_entries(value: dict[Any, Any]) -> bytes | None:
-    """``_encode_dict`` for str keys and flat values, with each item packed in C."""
-    if set(map(type, value)) != {str} or _packed_flat(list(value.values())) is None:
-        return None
-    try:
-        keys = list(map(pack, value))
-    except UnicodeEncodeError:
-        return None
-    if max(map(len, keys)) >= LARGE_BUFFER:
-        return None
-    entries = sorted(zip(keys, map(pack, value.values()), strict=True))
-    return map_header(len(entries)) + b"".join([key + item for key, item in entries])
-
-
 def _encode_set(value: set[Any]) -> bytes:
-    return ext(KeyExtension.SET, b"".join(sorted([encode_item(item) for item in value])))
+    return ext(KeyExtension.SET, _sorted_encodings(list(value)))
 
 
 def _encode_frozenset(value: frozenset[Any]) -> bytes:
-    return ext(KeyExtension.FROZENSET, b"".join(sorted([encode_item(item) for item in value])))
+    return ext(KeyExtension.FROZENSET, _sorted_encodings(list(value)))
+
+
+def _sorted_encodings(items: list[Any]) -> bytes:
+    payload = packed_set_payload(items)
+    if payload is not None:
+        return payload
+    return b"".join(sorted([encode_item(item) for item in items]))
 
 
 def _encode_complex(value: complex) -> bytes:
