@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from persistmemo.errors import MissingInput, PersistmemoWarning
+from persistmemo.errors import PersistmemoWarning
 from persistmemo.stores.base import MISSING
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class MapTarget(Protocol):
     misses: int
 
     def key(self, *args: Any, **kwargs: Any) -> str: ...
+
+    def keys_of(self, calls: list[tuple[Any, ...]]) -> list[str]: ...
 
     def lookup(self, data: Any) -> object: ...
 
@@ -142,20 +144,11 @@ def _plan(
 ) -> tuple[list[str], dict[str, object], dict[str, tuple[Any, ...]], Progress]:
     """Keys in input order, the hits read in batches, the distinct misses, and the meter."""
     calls = _calls(iterables)
-    keys = [_key_or_uncached(target, args, index) for index, args in enumerate(calls)]
+    keys = target.keys_of(calls)
     hits = _read_hits(target, keys)
     target.hits += sum(1 for key in keys if key in hits)
     missing = _misses(keys, calls, hits)
     return keys, hits, missing, Progress(name, len(hits) + len(missing), len(hits), progress)
-
-
-def _key_or_uncached(target: MapTarget, args: tuple[Any, ...], index: int) -> str:
-    """The call's key; a call that cannot be cached (a files= path that is not there) gets a
-    key of its own that no store holds, so it is computed, uncached, like a single call."""
-    try:
-        return target.key(*args)
-    except MissingInput:
-        return f"<uncached {index}>"
 
 
 def _misses(

@@ -457,6 +457,24 @@ class MemoizedFunction(CallPaths["P", "R"]):
         keys = self.keys_now()
         return keys.key(self.canonical_arguments(args, kwargs))
 
+    def keys_of(self, calls: list[tuple[Any, ...]]) -> list[str]:
+        """The store keys of many positional calls (``f.map``'s): in one loop where the key
+        is the arguments alone; a call that cannot be cached (a files= path that is not
+        there) gets a key of its own that no store holds, so it is computed, uncached."""
+        keys = self.keys_now()
+        binder = self.binder
+        if binder is not None and not self.file_positions and self.captured is None:
+            bind, key = binder.bind, keys.key
+            no_keywords: dict[str, Any] = {}
+            return [key(encode_arguments(bind(args, no_keywords))) for args in calls]
+        found = []
+        for index, args in enumerate(calls):
+            try:
+                found.append(keys.key(self.canonical_arguments(args, {})))
+            except MissingInput:
+                found.append(f"<uncached {index}>")
+        return found
+
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Remove the entry of this call; True when there was one."""
         try:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import random
+import sqlite3
 import threading
 import time
 
@@ -123,7 +125,7 @@ class DiskBackend(StoreLifetime, Backend):
         """``operation(cache)``, or ``default`` when nothing may be written here now (read
         only, foreign, bypassed: reported when that was found)."""
         cache = self._writable_cache()
-        return default if cache is None else operation(cache)
+        return default if cache is None else self._until_unlocked(operation, cache)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -210,6 +212,21 @@ class DiskBackend(StoreLifetime, Backend):
             return stored
 
         return self._with_cache(store, False)
+
+    def _until_unlocked(self, write: Callable[[Any], T], cache: Any) -> T:
+        """``write(cache)``, tried again while the database is locked, until the store's
+        timeout: SQLite's own wait does not cover a write whose snapshot another writer
+        made stale (SQLITE_BUSY_SNAPSHOT, returned at once), and writers that take turns
+        can starve one waiting in it."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return write(cache)
+            except (sqlite3.OperationalError, self._engine.Timeout) as error:
+                locked = isinstance(error, self._engine.Timeout) or "locked" in str(error)
+                if not locked or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.001 + 0.002 * random.random())  # apart from the others retrying
 
     def add(self, key: str, value: str, ttl: float) -> bool:
         def add(cache: Any) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import random
 import sqlite3
 import threading
 import time
@@ -208,6 +209,9 @@ def write_value_file(
     raise AssertionError("unreachable")
 
 
+WRITE_WAIT = 0.05
+"""Seconds a write waits for a locked database in SQLite before the store tries it again."""
+
 CULL_EVERY = 8
 """Inserts by ``add_small`` between two culls, which remove what as many ``set`` calls would."""
 
@@ -244,7 +248,21 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
         self.fork_lock = fork_lock
         self._inserts_since_cull = 0
         self._pragmas = pragmas  # before diskcache's __init__, whose queries connect
-        super().__init__(directory, **options)
+        # Each statement waits in SQLite only briefly, and is tried again until the store's
+        # timeout (here, and for writes in disk.py): SQLite's own wait sleeps up to 100 ms at
+        # a time, and writers that take turns with short gaps would starve it.
+        self._busy_wait = WRITE_WAIT
+        deadline = time.monotonic() + options.get("timeout", 60)
+        while True:
+            try:
+                super().__init__(directory, **options)
+                return
+            except (sqlite3.OperationalError, Timeout) as error:
+                locked = isinstance(error, Timeout) or "locked" in str(error)
+                if not locked or time.monotonic() > deadline:
+                    raise
+            self.close()  # diskcache's opening is idempotent: it starts again
+            time.sleep(0.001 + 0.002 * random.random())
 
     @property
     def _con(self) -> Any:
@@ -262,7 +280,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
             connection = local.con = connections.connect(
                 os.path.join(self._directory, DBNAME),
                 busy=connections.idle,  # its statements run in _transact, under fork_lock
-                timeout=self._timeout,
+                timeout=self._busy_wait,
                 isolation_level=None,
             )
             for key, value in self._pragmas:

@@ -236,10 +236,19 @@ class SealedStore:
             "read failed", lambda: self.backend.get_many(keys, mapped=mapped), nothing
         )
         sealer = self._sealer or self._sealer_ready()
+        prefix = self.backend.seal_prefix
+        unseal = sealer.unseal
         found: dict[str, Encoded] = {}
         for key, each in rows.items():
             if isinstance(each, CorruptEntry):
                 self.report_fault("corrupt entry", each)
+                continue
+            value = each[0]
+            if type(value) is bytes and each[2] is None and not mapped:  # a small entry
+                try:
+                    found[key] = unseal(prefix + key, value)
+                except CorruptEntry as error:
+                    self.report_fault("corrupt entry", error)
                 continue
             unsealed = self._unsealed(sealer, key, each, mapped)
             if unsealed is not MISSING:
