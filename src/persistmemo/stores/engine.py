@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import random
 import sqlite3
 import threading
 import time
@@ -262,7 +261,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
                 if not locked or time.monotonic() > deadline:
                     raise
             self.close()  # diskcache's opening is idempotent: it starts again
-            time.sleep(0.001 + 0.002 * random.random())
+            time.sleep(0.001 + 0.002 * (time.perf_counter_ns() % 1000) / 1000)
 
     @property
     def _con(self) -> Any:
