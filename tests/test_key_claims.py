@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO
 from persistmemo import PersistmemoWarning, Store, memo
+from persistmemo.stores.claims import CLAIMS_FILE
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="record locks: POSIX only")
 
@@ -109,8 +110,8 @@ def test_a_planted_link_as_claims_file_is_not_followed(tmp_path: Path) -> None:
     directory = tmp_path / "store"
     store = Store(directory)
     store.write("pm2:other:1:0", b"\x01", ttl=None, tag="other")  # opens the store
-    (directory / "claims").unlink(missing_ok=True)
-    (directory / "claims").symlink_to(victim)
+    (directory / CLAIMS_FILE).unlink(missing_ok=True)
+    (directory / CLAIMS_FILE).symlink_to(victim)
     fresh = Store(directory)  # a process opening the store after the link was planted
     square = memo(store=fresh, name="claims.square", version="1")(lambda x: x * x)
     with pytest.warns(PersistmemoWarning, match="lease failed"):
@@ -127,7 +128,7 @@ def test_a_team_stores_claims_file_is_group_writable(tmp_path: Path) -> None:
     os.chmod(directory, 0o2770)
     store = Store(directory, shared=True, secret="team secret")
     memo(store=store, name="claims.team", version="1")(lambda x: x)(1)
-    mode = stat.S_IMODE((directory / "claims").stat().st_mode)
+    mode = stat.S_IMODE((directory / CLAIMS_FILE).stat().st_mode)
     assert mode & 0o660 == 0o660
     assert mode & 0o007 == 0
 
@@ -147,3 +148,88 @@ def test_a_stopped_holder_is_taken_over_after_a_lease(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_waiters_take_over_a_stopped_holder_once_between_them(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", lease=0.5)
+    process = holder(tmp_path / "store", "time.sleep(60)")
+    taken: list[str] = []
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "claimed\n"
+        process.send_signal(signal.SIGSTOP)
+
+        def wait(token: str) -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if store.try_lease(KEY, token):
+                    taken.append(token)
+                    return  # holds the take-over until the test ends
+                time.sleep(0.05)
+
+        waiters = [threading.Thread(target=wait, args=(f"w{n}",)) for n in range(3)]
+        for waiter in waiters:
+            waiter.start()
+        for waiter in waiters:
+            waiter.join()
+        assert len(taken) == 1  # one waiter computes; the others wait for it
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_briefly_stopped_holder_is_not_taken_over(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store", lease=0.5)
+    process = holder(tmp_path / "store", "time.sleep(60)")
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "claimed\n"
+        started = time.monotonic()
+        stopped = resumed = False
+        while time.monotonic() < started + 1.5:  # three leases of waiting
+            waited = time.monotonic() - started
+            if waited > 0.7 and not stopped:
+                process.send_signal(signal.SIGSTOP)  # stopped for 0.3 s: less than a lease
+                stopped = True
+            elif waited > 1.0 and not resumed:
+                process.send_signal(signal.SIGCONT)
+                resumed = True
+            assert not store.try_lease(KEY, "waiter")
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_diskcaches_own_check_leaves_the_claims_file_alone(tmp_path: Path) -> None:
+    import diskcache
+
+    store = Store(tmp_path / "store")
+    square = memo(store=store, name="claims.sq", version="1")(lambda x: x * x)
+    square(2)
+    with diskcache.Cache(str(tmp_path / "store")) as cache:
+        cache.check(fix=True)
+    assert (tmp_path / "store" / CLAIMS_FILE).exists()
+
+
+def test_short_runs_that_each_store_a_few_results_keep_the_size_limit(tmp_path: Path) -> None:
+    import diskcache
+
+    code = """
+        import sys
+        from persistmemo import Store, memo
+        store = Store(sys.argv[1], size_limit=40_000)
+        padded = memo(store=store, name="claims.pad", version="1")(lambda x: "x" * 3000 + str(x))
+        for x in range(int(sys.argv[2]), int(sys.argv[2]) + 3):
+            padded(x)
+    """
+    for run in range(12):  # 36 results of 3 KB: about three times the limit
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), str(tmp_path / "store"), str(run * 3)],
+            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr
+    with diskcache.Cache(str(tmp_path / "store")) as cache:
+        assert cache.volume() < 40_000 * 1.6

@@ -263,6 +263,9 @@ def test_a_recursion_error_in_memoized_recursion_leaves_no_lease_behind(tmp_path
             pass
         else:
             raise SystemExit("expected a RecursionError")
+        import persistmemo.stores.claims as claims
+        held = sum(len(each._held) for each in claims._claims.values())
+        assert held == 0, f"{held} claims held by nobody: other processes would wait for them"
         with sqlite3.connect(store.directory / "cache.db") as db:
             left = db.execute("SELECT count(*) FROM Cache WHERE key LIKE 'pm-lease:%'").fetchone()
         started = time.monotonic()

@@ -23,6 +23,7 @@ from persistmemo._memo.responses import response_in
 from persistmemo._naming import module_name
 from persistmemo.errors import ComputationFailed, CorruptEntry, UnstorableValue
 from persistmemo.stores.base import FAILURE_PREFIX, MISSING, Lease
+from persistmemo.stores.claims import release_left_behind
 
 # No typing at run time (the cold-start budget, docs/architecture.md): for type checkers.
 TYPE_CHECKING = False
@@ -62,7 +63,10 @@ def compute_once(
     """``(value, computed)``: the stored value once someone computed it, or ours."""
     if key in _held.get({}):
         return compute(), True
+    if _unreleased:
+        _release_pending()  # claims a RecursionError left for a later frame
     token = _new_token()
+    entered = False
     delays = _poll_delays()
     waiting_since = time.time()
     next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
@@ -75,15 +79,23 @@ def compute_once(
         if time.monotonic() >= next_holder_check:
             _take_over_if_holder_died(store, key)
             next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-    with _holding(store, key, token):
-        found = read()  # stored while we were claiming
-        if found is not MISSING:
-            return found, False
-        try:
-            return compute(), True
-        except Exception as error:
-            _record_failure(store, key, error)
-            raise
+    try:
+        with _holding(store, key, token):
+            entered = True
+            found = read()  # stored while we were claiming
+            if found is not MISSING:
+                return found, False
+            try:
+                return compute(), True
+            except Exception as error:
+                _record_failure(store, key, error)
+                raise
+    except BaseException:
+        if not entered:  # claimed, then struck before holding (a RecursionError, Ctrl-C)
+            _left_unheld(store, key, token)
+        if not _held.get({}):  # this thread's outermost claim: the stack is short again
+            _release_left_behind()
+        raise
 
 
 async def compute_once_async(
@@ -94,7 +106,10 @@ async def compute_once_async(
 
     if key in _held.get({}):
         return await compute(), True
+    if _unreleased:
+        _release_pending()
     token = _new_token()
+    entered = False
     delays = _poll_delays()
     waiting_since = time.time()
     next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
@@ -107,15 +122,42 @@ async def compute_once_async(
         if time.monotonic() >= next_holder_check:
             _take_over_if_holder_died(store, key)
             next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-    with _holding(store, key, token):
-        found = read()
-        if found is not MISSING:
-            return found, False
-        try:
-            return await compute(), True
-        except Exception as error:
-            _record_failure(store, key, error)
-            raise
+    try:
+        with _holding(store, key, token):
+            entered = True
+            found = read()
+            if found is not MISSING:
+                return found, False
+            try:
+                return await compute(), True
+            except Exception as error:
+                _record_failure(store, key, error)
+                raise
+    except BaseException:
+        if not entered:
+            _left_unheld(store, key, token)
+        if not _held.get({}):
+            _release_left_behind()
+        raise
+
+
+def _release_left_behind() -> None:
+    """Release the claims of this thread that no computation holds: a RecursionError can
+    strike between a claim and its holding (any call may raise it at the limit), where
+    nothing could queue its release; other processes would wait for it while this one
+    lives. Run where the stack is short again."""
+    _release_pending()
+    thread = str(threading.get_ident())
+    release_left_behind(
+        lambda token: token.split("|")[2:3] == [thread] and token not in _live_tokens
+    )
+
+
+def _left_unheld(store: Store, key: str, token: str) -> None:
+    """Queue the release of a claim that was taken but never held (C calls only: there may
+    be no stack for more); the frames unwinding above, or the next claim, release it."""
+    _live_tokens.discard(token)
+    _unreleased.append((store, key, token, None, 0))
 
 
 # This process's recent failures, so that waiting threads raise the holder's own exception.
@@ -190,8 +232,9 @@ def _raise_if_failed(store: Store, key: str, waiting_since: float) -> None:
 
 
 def _new_token() -> str:
-    # Host and pid first: a waiter on the same host can tell its holder died (see below).
-    return f"{_host()}|{os.getpid()}|{os.urandom(8).hex()}"
+    # Host and pid first: a waiter on the same host can tell its holder died (see below);
+    # the thread: its claims left behind are found (_release_left_behind).
+    return f"{_host()}|{os.getpid()}|{threading.get_ident()}|{os.urandom(8).hex()}"
 
 
 _host_identity: str | None = None
@@ -280,7 +323,7 @@ def _holding(store: Store, key: str, token: str) -> Iterator[None]:
 
 
 # Claims waiting to be released: (store, key, token, lease, keeper handle).
-_unreleased: collections.deque[tuple[Any, str, str, Lease, int]] = collections.deque()
+_unreleased: collections.deque[tuple[Any, str, str, Lease | None, int]] = collections.deque()
 
 
 def _release_pending() -> None:
@@ -292,7 +335,7 @@ def _release_pending() -> None:
         store, key, token, lease, handle = item
         try:
             _keeper.drop(handle)
-            if not lease.released:  # the result's write releases it; errors and misses do not
+            if lease is None or not lease.released:  # a result's write releases a lease row
                 store.release_lease(key, token)
         except RecursionError:
             _unreleased.append(item)

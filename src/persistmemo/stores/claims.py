@@ -1,15 +1,16 @@
 """Claims on keys as byte-range locks on one file: one computation per key, at a syscall's cost.
 
-A claim is a POSIX record lock (``fcntl.lockf``) on one byte of the store's ``claims`` file,
-at an offset derived from the key. It takes no write transaction, and the system drops it
-when its holder dies, so a claim needs no renewal and no take-over of a dead holder. Record
-locks belong to a process: threads are kept apart by the offsets held here, one object per
-file in each process (closing any descriptor of the file would drop all of a process's
-locks on it, so the file is opened once), and a forked child holds none of its parent's. A
-holder that is stopped (``SIGSTOP``, a suspended job) keeps its lock: a waiter computes
-unclaimed once the holder has been stopped for longer than a lease. Where these locks are
-missing (Windows), or the file cannot be opened for writing, a store keeps lease rows
-instead. Why: docs/architecture.md#one-computation-per-key.
+A claim is a POSIX record lock (``fcntl.lockf``) on one byte of the store's
+``cache.db-claims`` file, at an offset derived from the key. It takes no write transaction,
+and the system drops it when its holder dies, so a claim needs no renewal and no take-over
+of a dead holder. Record locks belong to a process: threads are kept apart by the offsets
+held here, one object per file in each process (closing any descriptor of the file would
+drop all of a process's locks on it, so the file is opened once), and a forked child holds
+none of its parent's. A holder that is stopped (``SIGSTOP``, a suspended job) keeps its
+lock: once it has been seen stopped for a lease on end, one waiter takes the key's second
+byte and computes. Where these locks are missing (Windows) a store keeps lease rows
+instead; where the file cannot be opened or locked, a caller computes unclaimed (one
+warning). Why: docs/guarantees.md#one-computation-per-key.
 """
 
 from __future__ import annotations
@@ -24,16 +25,22 @@ import time
 
 from blake3 import blake3
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 try:
     import fcntl
 except ImportError:  # Windows: lease rows instead
     fcntl = None  # type: ignore[assignment]
 
-CLAIMS_FILE = "claims"
+CLAIMS_FILE = "cache.db-claims"
+"""Named after the database: diskcache's own check leaves such files alone."""
 
 _OFFSETS = 1 << 62
 """Offsets a key's byte is chosen from: two keys claimed at once share one with chance
-~2**-62, and then one merely waits for the other."""
+~2**-62, and then one merely waits for the other. The byte ``_OFFSETS`` further on is the
+key's take-over byte."""
 
 _FLAGS = (
     os.O_RDWR
@@ -58,22 +65,49 @@ def claims_available() -> bool:
 class KeyClaims:
     """The claims this process holds on the keys of one store directory (``claims_in``)."""
 
-    __slots__ = ("_descriptor", "_guard", "_held", "_mode", "_path", "_refused_since")
+    __slots__ = (
+        "_descriptor",
+        "_foreign",
+        "_guard",
+        "_held",
+        "_mode",
+        "_path",
+        "_stopped",
+        "foreign_wait",
+    )
 
     def __init__(self, path: str, mode: int) -> None:
         self._path = path
         self._mode = mode
         self._descriptor: int | None = None
         self._held: dict[int, str] = {}  # offset: the token of the claim
-        self._refused_since: dict[int, float] = {}  # offset: when a claim was first refused
+        # offset: (the holder seen stopped, since when, last seen so)
+        self._stopped: dict[int, tuple[int, float, float]] = {}
+        # offset: (another user's process seen holding it, since when, whether told)
+        self._foreign: dict[int, tuple[int, float, bool]] = {}
+        self.foreign_wait: Callable[[str], None] | None = None
+        """Told, once per wait, when another user's process has held a key past ``patience``."""
         self._guard = threading.Lock()
 
     def try_claim(self, key: str, token: str, patience: float) -> bool:
-        """Claim ``key`` for ``token``; False when another thread or process holds it. True
-        without a claim when the holder has been stopped for ``patience`` seconds: the key
-        is then computed unclaimed. Raises OSError when the file cannot be opened or locked
-        (the caller then uses lease rows)."""
+        """Claim ``key`` for ``token``; False when another thread or process holds it.
+
+        A holder seen stopped (``SIGSTOP``, a suspended job) for ``patience`` seconds on end
+        is taken over: one waiter then takes the key's second byte, and computes. Raises
+        OSError when the file cannot be opened or locked (the caller computes unclaimed).
+        """
         offset = offset_of(key)
+        if not self._lock(offset, token):
+            return self._take_over_if_stopped(key, offset, token, patience)
+        # No calls once the lock is taken, up to the caller's holding it: a call may raise
+        # RecursionError at the limit, and the claim would be held by nobody.
+        if offset in self._stopped:
+            del self._stopped[offset]
+        if offset in self._foreign:
+            del self._foreign[offset]
+        return True
+
+    def _lock(self, offset: int, token: str) -> bool:
         with self._guard:
             if offset in self._held:
                 return False
@@ -81,35 +115,71 @@ class KeyClaims:
             self._held[offset] = token
         try:
             fcntl.lockf(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
-        except OSError as error:
+        except BaseException as error:
             with self._guard:
                 self._held.pop(offset, None)
-            if error.errno not in _HELD_ELSEWHERE:
-                raise
-            return self._holder_stopped_since(descriptor, offset, patience)
-        self._refused_since.pop(offset, None)
+            if isinstance(error, OSError) and error.errno in _HELD_ELSEWHERE:
+                return False
+            raise
         return True
 
-    def _holder_stopped_since(self, descriptor: int, offset: int, patience: float) -> bool:
+    def _take_over_if_stopped(self, key: str, offset: int, token: str, patience: float) -> bool:
+        pid = _holder_pid(self._descriptor, offset) if self._descriptor is not None else 0
         now = time.monotonic()
-        first = self._refused_since.setdefault(offset, now)
-        if now - first < patience or not _stopped(_holder_pid(descriptor, offset)):
+        if pid <= 0:
+            self._stopped.pop(offset, None)
             return False
-        self._refused_since.pop(offset, None)
-        return True
+        if not _stopped(pid):
+            self._stopped.pop(offset, None)
+            self._tell_if_foreign(key, offset, pid, patience)
+            return False
+        seen = self._stopped.get(offset)
+        # Stopped since the first poll that saw it so, if the polls since saw it so too.
+        since = seen[1] if seen is not None and seen[0] == pid and now - seen[2] < 1.0 else now
+        self._stopped[offset] = (pid, since, now)
+        if now - since < patience:
+            return False
+        return self._lock(offset + _OFFSETS, token)  # the take-over byte: one waiter wins it
+
+    def _tell_if_foreign(self, key: str, offset: int, pid: int, patience: float) -> None:
+        """Say (once per holder) that another user's process holds ``key``'s claim."""
+        report = self.foreign_wait
+        if report is None or not _foreign(pid):
+            return
+        seen = self._foreign.get(offset)
+        now = time.monotonic()
+        if seen is None or seen[0] != pid:
+            self._foreign[offset] = (pid, now, False)
+        elif now - seen[1] >= patience and not seen[2]:
+            self._foreign[offset] = (pid, seen[1], True)
+            report(
+                f"the claim on {key} (or on the whole claims file) has been held for "
+                f"{patience:g} s by process {pid} of another user: waiting for it"
+            )
 
     def holder(self, key: str) -> str | None:
         """The token of this process's claim on ``key``, or None (another process's claim
         needs no take-over: the system drops it with its holder)."""
-        return self._held.get(offset_of(key))
+        offset = offset_of(key)
+        return self._held.get(offset) or self._held.get(offset + _OFFSETS)
 
     def holds(self, key: str, token: str) -> bool:
         """Whether ``token``'s claim on ``key`` is held now."""
-        return self._held.get(offset_of(key)) == token
+        return self.holder(key) == token
 
     def release(self, key: str, token: str) -> None:
         """Drop ``token``'s claim on ``key`` (nothing when it holds none)."""
-        offset = offset_of(key)
+        first = offset_of(key)
+        for offset in (first, first + _OFFSETS):
+            self._release_offset(offset, token)
+
+    def release_left_behind(self, left_behind: Callable[[str], bool]) -> None:
+        """Drop the claims whose token ``left_behind(token)`` says no computation holds."""
+        for offset, token in list(self._held.items()):
+            if left_behind(token):
+                self._release_offset(offset, token)
+
+    def _release_offset(self, offset: int, token: str) -> None:
         with self._guard:
             if self._held.get(offset) != token or self._descriptor is None:
                 return
@@ -137,7 +207,8 @@ class KeyClaims:
         # Record locks are not inherited: the child holds none of its parent's claims. The
         # descriptor is kept (closing it in the child drops only the child's locks).
         self._held = {}
-        self._refused_since = {}
+        self._stopped = {}
+        self._foreign = {}
         self._guard = threading.Lock()
 
 
@@ -162,6 +233,14 @@ def _holder_pid(descriptor: int, offset: int) -> int:
     except (OSError, struct.error):
         return 0
     return int(pid) if kind != fcntl.F_UNLCK else 0
+
+
+def _foreign(pid: int) -> bool:
+    """Whether process ``pid`` runs as another user (Linux's /proc tells)."""
+    try:
+        return os.stat(f"/proc/{pid}").st_uid != os.getuid()
+    except OSError:
+        return False
 
 
 def _stopped(pid: int) -> bool:
@@ -190,6 +269,12 @@ def claims_in(directory: str, *, shared: bool) -> KeyClaims:
             # Group-writable in a team's store: every member's claims lock the same file.
             claims = _claims[path] = KeyClaims(path, 0o660 if shared else 0o600)
         return claims
+
+
+def release_left_behind(left_behind: Callable[[str], bool]) -> None:
+    """``KeyClaims.release_left_behind`` for every claims file this process has open."""
+    for claims in list(_claims.values()):
+        claims.release_left_behind(left_behind)
 
 
 def _after_fork_in_child() -> None:

@@ -9,6 +9,7 @@ is stores/registry.py's. ``Store`` is the sealed layer (stores/sealed.py) over i
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sqlite3
@@ -259,6 +260,10 @@ class DiskBackend(StoreLifetime, Backend):
         claims = self._claims
         if claims is None and self.offers_key_claims and self._writable_cache() is not None:
             claims = self._claims = claims_in(self._directory, shared=self.shared)
+            if claims.foreign_wait is None:
+                claims.foreign_wait = functools.partial(
+                    self._faults.report, "claim held by another user"
+                )
         return claims
 
     def delete_if(self, key: str, value: object) -> bool:

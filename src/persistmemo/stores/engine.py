@@ -245,7 +245,8 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
         **options: Any,
     ) -> None:
         self.fork_lock = fork_lock
-        self._inserts_since_cull = 0
+        # A process's first insert culls: short runs that each insert a few keep the size too.
+        self._inserts_since_cull = CULL_EVERY - 1
         self._pragmas = pragmas  # before diskcache's __init__, whose queries connect
         # Each statement waits in SQLite only briefly, and is tried again until the store's
         # timeout (here, and for writes in disk.py): SQLite's own wait sleeps up to 100 ms at
