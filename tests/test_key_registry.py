@@ -435,3 +435,88 @@ def test_a_key_function_returning_an_unkeyable_value_is_named_in_the_error(
             use(Opaque())
     finally:
         register_key(Opaque, None)
+
+
+class Vocabulary:
+    """A fitted helper with no key encoding of its own, holding a set of strings."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = set(words)
+
+
+class WithVocabulary(Scale):
+    def fit(self, X: Any, y: Any = None) -> WithVocabulary:
+        self._vocabulary = Vocabulary([str(x) for x in X])
+        return self
+
+
+def test_a_helper_object_in_an_estimators_state_is_keyed_the_same_in_every_process() -> None:
+    code = """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from test_key_registry import WithVocabulary
+        from persistmemo._keys.canonical import encode
+        print(encode(WithVocabulary().fit([f"word{n}" for n in range(40)])).hex())
+    """
+    tests = str(Path(__file__).parent)
+    keys = {
+        run_python(code, args=(tests,), env={"PYTHONHASHSEED": str(seed)}).stdout.strip()
+        for seed in range(4)
+    }
+    assert len(keys) == 1  # the set is keyed by its content, not a pickle's order
+
+
+STATIC_TRANSFORMER = """
+from golden_estimators import Scale
+
+class Doubler(Scale):
+    FACTOR = {factor}
+
+    @staticmethod
+    def helper(x):
+        return x * {factor}
+
+    @property
+    def scale(self):
+        return {factor}
+"""
+
+
+def test_class_attributes_static_methods_and_properties_of_your_estimator_are_keyed() -> None:
+    def defined(factor: int) -> Any:
+        namespace: dict[str, Any] = {"__name__": "notebook_cell"}
+        exec(STATIC_TRANSFORMER.format(factor=factor), namespace)
+        return namespace["Doubler"]()
+
+    assert encode(defined(2)) == encode(defined(2))
+    assert encode(defined(2)) != encode(defined(3))
+
+
+def test_an_estimator_holding_a_cycle_is_keyed_or_refused_not_a_recursion_error() -> None:
+    holder = Lookup().fit([[1.0]])
+    loop: list[object] = []
+    loop.append(loop)
+    holder._loop = loop  # type: ignore[attr-defined]
+    assert encode(holder) == encode(holder)
+
+
+def test_key_functions_without_a_name_or_bound_to_an_object_are_keyed_apart(
+    registered: list[Any],
+) -> None:
+    import operator
+
+    class Projection:
+        def __init__(self, order: str) -> None:
+            self.order = order
+
+        def key(self, reading: Reading) -> list[float]:
+            return [reading.value] if self.order == "v" else [-reading.value]
+
+    register(registered, Reading, operator.attrgetter("value"))
+    assert encode(Reading(1.0)) == encode(Reading(1.0))
+    register(registered, Reading, functools.partial(lambda r, k: r.value * k, k=2))
+    assert encode(Reading(1.0)) != encode(Reading(2.0))
+    register(registered, Reading, Projection("v").key)
+    first = encode(Reading(1.0))
+    register(registered, Reading, Projection("n").key)
+    assert encode(Reading(-1.0)) != first  # same answer, another function's object

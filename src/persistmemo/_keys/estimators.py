@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import sys
+import threading
 import types
 
 from blake3 import blake3
@@ -46,18 +47,44 @@ def estimator_base() -> type | None:
     return found if isinstance(found, type) else None
 
 
+# The estimators and functions being represented by this thread: one met again inside
+# itself (an estimator holding itself, a function calling itself) is a cycle, not a value.
+_in_progress = threading.local()
+
+
+def _entered(value: object) -> bool:
+    """Mark ``value`` as being represented; False when it already is (a cycle)."""
+    seen: set[int] | None = getattr(_in_progress, "ids", None)
+    if seen is None:
+        seen = _in_progress.ids = set()
+    if id(value) in seen:
+        return False
+    seen.add(id(value))
+    return True
+
+
+def _left(value: object) -> None:
+    _in_progress.ids.discard(id(value))
+
+
 def represent_estimator(estimator: Any, keyable: Callable[[object], bool]) -> object:
     """The value an estimator is keyed by (the entry's function); ``keyable(value)`` tells
     whether a value has a key encoding."""
-    state = getattr(estimator, "__dict__", {})
-    given = estimator.get_params(deep=True)
-    params = {name: _parameter(value) for name, value in given.items()}
-    learned = {
-        name: _state(estimator, name, value, keyable)
-        for name, value in state.items()
-        if name not in given and not name.startswith("__") and not _transient(name, value)
-    }
-    return [params, learned or None, state.get(_OUTPUT_CONFIG), _classes_code(type(estimator))]
+    if not _entered(estimator):
+        raise UnsupportedType(type(estimator), " (it holds itself: a cycle has no key)")
+    try:
+        state = getattr(estimator, "__dict__", {})
+        given = estimator.get_params(deep=True)
+        params = {name: _parameter(value) for name, value in given.items()}
+        learned = {
+            name: _state(estimator, name, value, keyable)
+            for name, value in state.items()
+            if name not in given and not name.startswith("__") and not _transient(name, value)
+        }
+        code = _classes_code(type(estimator), keyable)
+        return [params, learned or None, state.get(_OUTPUT_CONFIG), code]
+    finally:
+        _left(estimator)
 
 
 _OUTPUT_CONFIG = "_sklearn_output_config"
@@ -71,9 +98,11 @@ def _transient(name: str, value: object) -> bool:
 
 
 def _state(estimator: Any, name: str, value: Any, keyable: Callable[[object], bool]) -> object:
-    represented = _parameter(value)
+    represented = _object_state(value, keyable, depth=0)
     if keyable(represented):
         return represented
+    # Last: a pickle's digest. It follows the order of any set inside, which is that of the
+    # process (PYTHONHASHSEED): the same state may then miss in another process.
     import pickle  # not at import: pickle loads re, which a re-run never needs
 
     try:
@@ -87,19 +116,62 @@ def _state(estimator: Any, name: str, value: Any, keyable: Callable[[object], bo
     return StandIn("pickled", blake3(pickled).digest())
 
 
-def _classes_code(cls: type) -> list[object] | None:
+_OBJECT_DEPTH = 8
+"""How deep plain objects inside an estimator's state are keyed by their attributes."""
+
+
+def _object_state(value: Any, keyable: Callable[[object], bool], depth: int) -> object:
+    """``value`` as a keyable stand-in where it can be: a plain object of a class with no
+    key encoding (a fitted helper) by its class and attributes, which keys the sets inside
+    by their content rather than by a pickle's order."""
+    represented = _parameter(value)
+    if keyable(represented) or depth >= _OBJECT_DEPTH:
+        return represented
+    attributes = getattr(value, "__dict__", None)
+    if type(attributes) is not dict or isinstance(value, type) or not _entered(value):
+        return represented
+    try:
+        return StandIn(
+            "object",
+            [
+                qualified_name(type(value)),
+                {
+                    name: _object_state(item, keyable, depth + 1)
+                    for name, item in attributes.items()
+                    if isinstance(name, str)
+                },
+            ],
+        )
+    finally:
+        _left(value)
+
+
+def _classes_code(cls: type, keyable: Callable[[object], bool]) -> list[object] | None:
     """The code of the estimator's classes that are not from an installed package (whose
-    release is in the version already): yours, edited as you work."""
+    release is in the version already): yours, edited as you work. Methods, static and
+    class methods, properties, and the class's other attributes (by value where they can be
+    keyed, else by their type)."""
     code: list[object] = []
     for klass in cls.__mro__:
         if klass is object or _installed(klass):
             continue
-        methods = {
-            name: function_state(member)
-            for name, member in sorted(vars(klass).items())
-            if isinstance(member, types.FunctionType)
-        }
-        code.append([qualified_name(klass), methods])
+        members: dict[str, object] = {}
+        for name, member in sorted(vars(klass).items()):
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            if isinstance(member, types.FunctionType):
+                members[name] = function_state(member)
+            elif isinstance(member, property):
+                members[name] = [
+                    None if part is None else function_state(part)
+                    for part in (member.fget, member.fset, member.fdel)
+                ]
+            elif not name.startswith("__"):
+                represented = _parameter(member)
+                members[name] = (
+                    represented if keyable(represented) else qualified_name(type(member))
+                )
+        code.append([qualified_name(klass), members])
     return code or None
 
 
@@ -142,6 +214,15 @@ def function_state(func: Any) -> list[object]:
     code = getattr(func, "__code__", None)
     if code is None:  # a builtin: its code changes with its package's version
         return [qualified_name(func)]
+    if not _entered(func):  # a function that captures itself (recursion): named once
+        return [qualified_name(func), "itself"]
+    try:
+        return _function_state(func, code)
+    finally:
+        _left(func)
+
+
+def _function_state(func: Any, code: Any) -> list[object]:
     closure = [_parameter(cell.cell_contents) for cell in func.__closure__ or ()]
     defaults = [_parameter(item) for item in func.__defaults__ or ()]
     keyword_defaults = {

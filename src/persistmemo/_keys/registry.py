@@ -88,7 +88,7 @@ class RegisteredEncoder:
     """The encoder of a type found in the registry: ext 31 of the entry, the class's label
     and the encoding of what the entry's function returns."""
 
-    __slots__ = ("function", "head", "label")
+    __slots__ = ("entry", "function", "head", "label")
 
     def __init__(
         self,
@@ -98,6 +98,7 @@ class RegisteredEncoder:
         code: bytes | None = None,
     ) -> None:
         self.function = function
+        self.entry = entry
         self.label = label
         # A registration of yours is keyed by its function's code too: editing the function
         # (or registering another) stops the keys it made being served.
@@ -110,10 +111,8 @@ class RegisteredEncoder:
         except (UnsupportedType, RecursionError):
             raise
         except Exception as error:
-            name = getattr(self.function, "__qualname__", repr(self.function))
             raise UnsupportedType(
-                type(value),
-                f" (its registered key function {name}() raised {type(error).__name__}: {error})",
+                type(value), f" ({self._whose()} raised {type(error).__name__}: {error})"
             ) from error
 
     def __call__(self, value: object) -> bytes:
@@ -121,12 +120,15 @@ class RegisteredEncoder:
         try:
             return ext(KeyExtension.REGISTERED, self.head + encode_item(represented))
         except UnsupportedType as error:
-            name = getattr(self.function, "__qualname__", repr(self.function))
             raise UnsupportedType(
-                type(value),
-                f" (its registered key function {name}() returned a value that cannot be "
-                f"keyed: {error})",
+                type(value), f" ({self._whose()} returned a value that cannot be keyed: {error})"
             ) from error
+
+    def _whose(self) -> str:
+        if self.entry is not None:
+            return f"persistmemo's built-in key of {self.entry}"
+        name = getattr(self.function, "__qualname__", None) or repr(self.function)
+        return f"its registered key function {name}()"
 
 
 def registered_encoder(cls: type) -> RegisteredEncoder | None:
@@ -151,14 +153,37 @@ def registered_encoder(cls: type) -> RegisteredEncoder | None:
 
 
 def _code_digest(function: Callable[[Any], object]) -> bytes:
-    """A digest of a key function's name and code (with its defaults and captured values
-    where they can be keyed)."""
+    """A digest of a key function: its name and code (with defaults and captured values
+    where they can be keyed), and what a bound method or a partial carries with it."""
+    parts: list[object] = []
+    target: Any = function
+    if isinstance(target, types.MethodType):
+        parts.append(_keyed_or_named(target.__self__))
+        target = target.__func__
+    while isinstance(target, functools.partial):
+        parts.append([_keyed_or_named(target.args), _keyed_or_named(target.keywords)])
+        target = target.func
     try:
-        state = encode_item(function_state(function))
-    except UnsupportedType:
-        code = getattr(function, "__code__", None)
-        state = encode_item([qualified_name(function), None if code is None else code.co_code])
-    return blake3(state).digest(16)
+        parts.append(encode_item(function_state(target)))
+    except Exception:  # no name, uncodable defaults: its type, and its code if it has some
+        code = getattr(target, "__code__", None)
+        parts.append([qualified_name(type(target)), None if code is None else code.co_code])
+        try:
+            parts.append(_keyed_or_named(target.__reduce__()))  # attrgetter('x'): its args
+        except Exception:
+            parts.append(None)
+    return blake3(encode_item(parts)).digest(16)
+
+
+def _keyed_or_named(value: object) -> object:
+    """``value`` where it can be keyed, else its type's name with its attributes where those
+    can be (a bound method's object), else its type's name."""
+    if _keyable(value):
+        return value
+    attributes = getattr(value, "__dict__", None)
+    if type(attributes) is dict and _keyable(attributes):
+        return [qualified_name(type(value)), attributes]
+    return qualified_name(type(value))
 
 
 NO_VALUE_ENTRY = "numpy.NoValue/1"
@@ -171,7 +196,7 @@ def _no_value(value: object) -> None:
 def _keyable(value: object) -> bool:
     try:
         encode_item(value)
-    except UnsupportedType:
+    except (UnsupportedType, RecursionError):  # a value that holds itself: no key
         return False
     return True
 
