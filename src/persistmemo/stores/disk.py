@@ -281,13 +281,16 @@ class DiskBackend(StoreLifetime, Backend):
         return self._with_cache(lambda cache: self._engine.delete_any(cache, key), False)
 
     def delete_many(self, keys: list[str]) -> int:
+        removed = [0, 0]  # rows removed, batches done: kept when a locked batch is tried again
+
         def delete(cache: Any) -> int:
-            removed = 0
-            for start in range(0, len(keys), READ_MANY_BATCH):
+            for start in range(removed[1] * READ_MANY_BATCH, len(keys), READ_MANY_BATCH):
                 with cache.transact():  # one commit per batch, not per entry
                     batch = keys[start : start + READ_MANY_BATCH]
-                    removed += sum(self._engine.delete_any(cache, key) for key in batch)
-            return removed
+                    count = sum(self._engine.delete_any(cache, key) for key in batch)
+                removed[0] += count  # committed
+                removed[1] += 1
+            return removed[0]
 
         return self._with_cache(delete, 0)
 
