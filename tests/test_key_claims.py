@@ -233,3 +233,14 @@ def test_short_runs_that_each_store_a_few_results_keep_the_size_limit(tmp_path: 
         assert done.returncode == 0, done.stderr
     with diskcache.Cache(str(tmp_path / "store")) as cache:
         assert cache.volume() < 40_000 * 1.6
+
+
+def test_a_keys_byte_comes_from_its_digest_and_other_keys_are_hashed() -> None:
+    from persistmemo.stores.claims import offset_of
+
+    result = "pm2:app.f:1:00112233445566778899aabbccddeeff"
+    assert offset_of(result) == int(result[-15:], 16)  # no hashing on a miss
+    others = [f"pm-lease:{n}" for n in range(200)] + ["k", "", "x" * 100]
+    offsets = {offset_of(key) for key in others}
+    assert len(offsets) == len(others)
+    assert all(0 <= offset < 1 << 62 for offset in offsets | {offset_of(result)})

@@ -211,6 +211,8 @@ def write_value_file(
 WRITE_WAIT = 0.05
 """Seconds a write waits for a locked database in SQLite before the store tries it again."""
 
+_ANY_EXPIRED = "SELECT 1 FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ? LIMIT 1"
+
 CULL_EVERY = 8
 """Inserts by ``add_small`` between two culls, which remove what as many ``set`` calls would."""
 
@@ -324,7 +326,12 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
     def _cull_as_sets_would(self, sets: int) -> None:
         """The culls ``sets`` calls of ``set`` would have made, each in a transaction of its
         own (the size is measured in pages, freed only when a transaction commits), stopping
-        at the first that removes nothing."""
+        at the first that removes nothing. Nothing to remove (the common case) is found with
+        two reads, without taking the write lock."""
+        with self.fork_lock:  # a statement on this connection: a fork waits for it
+            expired = self._sql(_ANY_EXPIRED, (time.time(),)).fetchall()
+            if not expired and (self.eviction_policy == "none" or self.volume() < self.size_limit):
+                return
         for _ in range(sets):
             with self._transact() as (sql, cleanup):
                 before = self._con.total_changes
