@@ -57,7 +57,7 @@ def offset_of(key: str) -> int:
     of its call already (32 hex digits), whose last 15 are taken as they are; any other key
     is hashed."""
     tail = key[-15:]
-    if len(key) > 48 and key[-33:-32] == ":" and tail.isalnum() and tail.islower():
+    if key[-33:-32] == ":" and tail.isalnum() and tail.islower():
         try:
             return int(tail, 16)
         except ValueError:
