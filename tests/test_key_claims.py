@@ -165,6 +165,8 @@ def test_waiters_take_over_a_stopped_holder_once_between_them(tmp_path: Path) ->
                 if store.try_lease(KEY, token):
                     taken.append(token)
                     return  # holds the take-over until the test ends
+                if taken:  # taken over: the others go on waiting a lease more, no more
+                    deadline = min(deadline, time.monotonic() + 0.6)
                 time.sleep(0.05)
 
         waiters = [threading.Thread(target=wait, args=(f"w{n}",)) for n in range(3)]
