@@ -3,6 +3,7 @@ threads, stores and processes, dropped by the system when its holder dies, never
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import stat
@@ -11,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,19 @@ def holder(store_dir: Path, then: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+@contextlib.contextmanager
+def holding_process(store_dir: Path) -> Iterator[subprocess.Popen[str]]:
+    """A process that holds KEY's claim (sleeping) until the block ends; then killed."""
+    process = holder(store_dir, "time.sleep(60)")
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "claimed\n"
+        yield process
+    finally:
+        process.kill()
+        process.wait()
 
 
 def test_a_killed_holders_claim_is_free_at_once(tmp_path: Path) -> None:
@@ -135,28 +150,19 @@ def test_a_team_stores_claims_file_is_group_writable(tmp_path: Path) -> None:
 
 def test_a_stopped_holder_is_taken_over_after_a_lease(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", lease=0.5)
-    process = holder(tmp_path / "store", "time.sleep(60)")
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "claimed\n"
+    with holding_process(tmp_path / "store") as process:
         process.send_signal(signal.SIGSTOP)
         started = time.monotonic()
         while not store.try_lease(KEY, "waiter"):
             time.sleep(0.05)
             assert time.monotonic() - started < 10
         assert time.monotonic() - started >= 0.5
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_waiters_take_over_a_stopped_holder_once_between_them(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", lease=0.5)
-    process = holder(tmp_path / "store", "time.sleep(60)")
     taken: list[str] = []
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "claimed\n"
+    with holding_process(tmp_path / "store") as process:
         process.send_signal(signal.SIGSTOP)
 
         def wait(token: str) -> None:
@@ -175,17 +181,11 @@ def test_waiters_take_over_a_stopped_holder_once_between_them(tmp_path: Path) ->
         for waiter in waiters:
             waiter.join()
         assert len(taken) == 1  # one waiter computes; the others wait for it
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_a_briefly_stopped_holder_is_not_taken_over(tmp_path: Path) -> None:
     store = Store(tmp_path / "store", lease=0.5)
-    process = holder(tmp_path / "store", "time.sleep(60)")
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "claimed\n"
+    with holding_process(tmp_path / "store") as process:
         started = time.monotonic()
         stopped = resumed = False
         while time.monotonic() < started + 1.5:  # three leases of waiting
@@ -198,9 +198,6 @@ def test_a_briefly_stopped_holder_is_not_taken_over(tmp_path: Path) -> None:
                 resumed = True
             assert not store.try_lease(KEY, "waiter")
             time.sleep(0.05)
-    finally:
-        process.kill()
-        process.wait()
 
 
 def test_diskcaches_own_check_leaves_the_claims_file_alone(tmp_path: Path) -> None:
