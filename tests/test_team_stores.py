@@ -596,3 +596,72 @@ def test_a_planted_oversized_redis_value_is_refused_by_its_length(redis_url: str
     with pytest.warns(PersistmemoWarning, match="oversized entry"):
         assert small(1) == 2
     assert small.cache_info().misses == 1
+
+
+HOLD_CLAIM = """
+import sys, time
+from persistmemo import Store
+store = Store(sys.argv[1], shared=True, lease=0.5)
+assert store.try_lease(sys.argv[2], "holder")
+print("claimed", flush=True)
+time.sleep(30)
+"""
+
+WAIT_FOR_CLAIM = """
+import json, sys, time, warnings
+from persistmemo import Store
+store = Store(sys.argv[1], shared=True, lease=0.5)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:
+        assert not store.try_lease(sys.argv[2], "waiter")
+        time.sleep(0.05)
+print(json.dumps([str(w.message) for w in caught]))
+"""
+
+
+def test_a_claim_another_members_process_holds_past_a_lease_is_reported_once(
+    team: tuple[Path, Path, list],  # type: ignore[type-arg]
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    home, shared, members = team
+    key = "pm2:team.slow:1:00112233445566778899aabbccddeeff"
+
+    def run_as(member: tuple[str, int, int], code: str, **options: object) -> object:
+        name, uid, gid = member
+        command = [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            f"--groups={gid}",
+            sys.executable,
+            "-c",
+            code,
+            str(shared / "store"),
+            key,
+        ]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"),
+            "PERSISTMEMO_SECRET": "the team's shared secret",
+            "XDG_CONFIG_HOME": str(home / f"config-{name}"),
+            "HOME": str(home / f"config-{name}"),
+        }
+        return subprocess.Popen(command, env=env, text=True, **options)  # type: ignore[call-overload]
+
+    holder = run_as(members[0], HOLD_CLAIM, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == "claimed\n"  # type: ignore[attr-defined]
+        waiter = run_as(members[1], WAIT_FOR_CLAIM, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = waiter.communicate(timeout=60)  # type: ignore[attr-defined]
+        assert waiter.returncode == 0, err  # type: ignore[attr-defined]
+        messages = [m for m in json.loads(out) if "another user" in m]
+        assert len(messages) == 1
+        assert f"process {holder.pid}" in messages[0]  # type: ignore[attr-defined]
+    finally:
+        holder.kill()  # type: ignore[attr-defined]
+        holder.wait()  # type: ignore[attr-defined]
