@@ -4,10 +4,13 @@ links are planted in it, and a shared store works for every member of its group.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,7 +117,6 @@ print(json.dumps({"hits": seen[0], "misses": seen[1], "warnings": messages}))
 def team(tmp_path: Path) -> object:
     """Two throwaway users in a throwaway group, removed afterwards (root only)."""
     import shutil
-    import subprocess
     import tempfile
 
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("useradd")):
@@ -155,37 +157,41 @@ def team(tmp_path: Path) -> object:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def as_member(home: Path, member: tuple[str, int, int], store: Path, calls: list[int]) -> dict:  # type: ignore[type-arg]
-    import json
-    import subprocess
-    import sys
-
+def as_member_process(
+    home: Path, member: tuple[str, int, int], code: str, *args: str, **options: Any
+) -> subprocess.Popen[str]:
+    """``python -c code *args`` run as ``member`` of the team, with the team's secret."""
     name, uid, gid = member
-    done = subprocess.run(
-        [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            f"--groups={gid}",
-            sys.executable,
-            "-c",
-            MEMBER,
-            str(store),
-            json.dumps(calls),
-        ],
+    command = ["setpriv", f"--reuid={uid}", f"--regid={gid}", f"--groups={gid}"]
+    return subprocess.Popen(
+        [*command, sys.executable, "-c", code, *args],
         env={
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PATH": os.environ["PATH"],
             "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"),
             "PERSISTMEMO_SECRET": "the team's shared secret",
             "XDG_CONFIG_HOME": str(home / f"config-{name}"),
             "HOME": str(home / f"config-{name}"),
         },
-        capture_output=True,
         text=True,
-        timeout=60,
+        **options,
     )
-    assert done.returncode == 0, done.stderr
-    result: dict = json.loads(done.stdout.splitlines()[-1])  # type: ignore[type-arg]
+
+
+def as_member(home: Path, member: tuple[str, int, int], store: Path, calls: list[int]) -> dict:  # type: ignore[type-arg]
+    import json
+
+    process = as_member_process(
+        home,
+        member,
+        MEMBER,
+        str(store),
+        json.dumps(calls),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    result: dict = json.loads(out.splitlines()[-1])  # type: ignore[type-arg]
     return result
 
 
@@ -373,8 +379,6 @@ def test_a_redis_entry_copied_to_another_namespace_does_not_verify(redis_url: st
 def test_the_command_line_changes_a_team_store_only_when_told_it_is_shared(
     tmp_path: Path,
 ) -> None:
-    import subprocess
-    import sys
 
     team_dir = tmp_path / "team"
     team_dir.mkdir()
@@ -431,8 +435,6 @@ def test_check_tells_damage_from_another_secret_by_the_recorded_fingerprints(
 
 
 def test_members_with_their_own_secrets_keep_their_own_bookkeeping(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     team_dir = tmp_path / "team"
     team_dir.mkdir()
@@ -480,8 +482,6 @@ def test_members_with_their_own_secrets_keep_their_own_bookkeeping(tmp_path: Pat
 def test_a_planted_database_file_is_neither_followed_nor_waited_on(
     tmp_path: Path, planted: str, name: str
 ) -> None:
-    import subprocess
-    import sys
 
     team_dir = tmp_path / "team"
     team_dir.mkdir()
@@ -625,43 +625,29 @@ def test_a_claim_another_members_process_holds_past_a_lease_is_reported_once(
     team: tuple[Path, Path, list],  # type: ignore[type-arg]
 ) -> None:
     import json
-    import subprocess
-    import sys
 
     home, shared, members = team
     key = "pm2:team.slow:1:00112233445566778899aabbccddeeff"
 
-    def run_as(member: tuple[str, int, int], code: str, **options: object) -> object:
-        name, uid, gid = member
-        command = [
-            "setpriv",
-            f"--reuid={uid}",
-            f"--regid={gid}",
-            f"--groups={gid}",
-            sys.executable,
-            "-c",
-            code,
-            str(shared / "store"),
-            key,
-        ]
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": str(Path(__file__).resolve().parent.parent / "src"),
-            "PERSISTMEMO_SECRET": "the team's shared secret",
-            "XDG_CONFIG_HOME": str(home / f"config-{name}"),
-            "HOME": str(home / f"config-{name}"),
-        }
-        return subprocess.Popen(command, env=env, text=True, **options)  # type: ignore[call-overload]
-
-    holder = run_as(members[0], HOLD_CLAIM, stdout=subprocess.PIPE)
+    store = str(shared / "store")
+    holder = as_member_process(home, members[0], HOLD_CLAIM, store, key, stdout=subprocess.PIPE)
     try:
-        assert holder.stdout.readline() == "claimed\n"  # type: ignore[attr-defined]
-        waiter = run_as(members[1], WAIT_FOR_CLAIM, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = waiter.communicate(timeout=60)  # type: ignore[attr-defined]
-        assert waiter.returncode == 0, err  # type: ignore[attr-defined]
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "claimed\n"
+        waiter = as_member_process(
+            home,
+            members[1],
+            WAIT_FOR_CLAIM,
+            store,
+            key,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = waiter.communicate(timeout=60)
+        assert waiter.returncode == 0, err
         messages = [m for m in json.loads(out) if "another user" in m]
         assert len(messages) == 1
-        assert f"process {holder.pid}" in messages[0]  # type: ignore[attr-defined]
+        assert f"process {holder.pid}" in messages[0]
     finally:
-        holder.kill()  # type: ignore[attr-defined]
-        holder.wait()  # type: ignore[attr-defined]
+        holder.kill()
+        holder.wait()
