@@ -15,13 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from persistmemo._codec.decoding import Encoded, decode_value, is_pickled
 from persistmemo._codec.out_of_band import OutOfBand
 from persistmemo._keys.layout import KEY_FORMAT, identity_of
-from persistmemo._sealing import (
-    FRAME_OUT_OF_BAND,
-    FRAME_VERSION,
-    HEADER_SIZE,
-    OUT_OF_BAND_HEADER_SIZE,
-    Sealer,
-)
+from persistmemo._sealing import FRAME_VERSION, HEADER_SIZE, Sealer, area_header_size
 from persistmemo.errors import CorruptEntry, UndecodableValue
 from persistmemo.errors import StoreUnreadable as StoreUnreadable  # its home until errors.py
 
@@ -243,8 +237,9 @@ def frame_is_well_formed(stored: object) -> bool:
     whatever its tag: what ``looks_sealed_with_another_secret`` counts as a failure."""
     if not isinstance(stored, (bytes, bytearray, memoryview)):
         return False
-    if stored[:1] == FRAME_OUT_OF_BAND:
-        return len(stored) >= OUT_OF_BAND_HEADER_SIZE
+    header_size = area_header_size(stored[0]) if stored else None
+    if header_size is not None:
+        return len(stored) >= header_size
     return len(stored) > HEADER_SIZE and stored[:1] == FRAME_VERSION
 
 

@@ -19,7 +19,7 @@ import diskcache
 from diskcache import Timeout
 from diskcache.core import DEFAULT_SETTINGS, EVICTION_POLICY, METADATA
 
-from persistmemo._sealing import OUT_OF_BAND_HEADER_SIZE, SealedParts
+from persistmemo._sealing import SealedParts
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.entry_reader import (
@@ -103,8 +103,7 @@ def _write_sealed_parts(disk: diskcache.Disk, full_path: str, sealed: SealedPart
     arrays' own memory. The header's tags hash the area: for a large value that runs in a
     second thread while the parts are written, and the header is written last, before the
     row that makes the file visible exists."""
-    header_size = OUT_OF_BAND_HEADER_SIZE
-    parts = [bytes(header_size), *(memoryview(part).cast("B") for part in sealed.body)]
+    parts = [bytes(sealed.header_size), *(memoryview(part).cast("B") for part in sealed.body)]
     if sealed.size < _HASH_WHILE_WRITING_FROM:
         parts[0] = sealed.header()
         return int(disk._write(full_path, iter(parts), "xb"))

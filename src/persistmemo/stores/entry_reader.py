@@ -16,7 +16,7 @@ import sys
 import threading
 import weakref
 
-from persistmemo._sealing import FRAME_OUT_OF_BAND, AreaCheck
+from persistmemo._sealing import FRAME_FAST_AREA, FRAME_OUT_OF_BAND, AreaCheck
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.connections import forking, wait_for_fork
@@ -84,7 +84,7 @@ def read_value_file(
 
     A large file is read into a writable buffer of its own (arrays decoded from it are views
     of it, not copies); with ``mapped``, a value file holding a value with an area
-    (integrity.FRAME_OUT_OF_BAND) is mapped read-only instead of read. The map stays valid
+    (_sealing.AREA_FRAMES) is mapped read-only instead of read. The map stays valid
     whatever happens to the entry: a write makes a new file, and removing the file leaves
     the map's pages in place.
 
@@ -114,7 +114,7 @@ def read_value_file(
                 f"value file {filename!r} holds {info.st_size} bytes, its entry says {size}"
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
-        if mapped and wanted and os.pread(descriptor, 1, 0) == FRAME_OUT_OF_BAND:
+        if mapped and wanted and os.pread(descriptor, 1, 0) in (FRAME_OUT_OF_BAND, FRAME_FAST_AREA):
             import mmap  # mmap and queue are for large values only: a cold start skips them
 
             return memoryview(mmap.mmap(descriptor, wanted, access=mmap.ACCESS_READ))
