@@ -938,7 +938,8 @@ def _fresh_process_frame_hits(tmp: Path, settings: Settings, shape: str) -> list
     )(1)
     joblib.Memory(str(stores["joblib.Memory"]), verbose=0).cache(fresh_frame.frame)(1)
     fresh_frame.FRAME = None
-    env = {**os.environ, "PYTHONPATH": str(source)}
+    paths = [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
     def first_hit(system: str) -> float:
         command = [sys.executable, "-c", FRESH_FRAME_HIT, system, str(stores[system])]
