@@ -87,6 +87,14 @@ TARGETS = (
         1.0,
     ),
     Target(
+        23,
+        "DataFrame first hit in a fresh process vs joblib.Memory's",
+        "first hit in a fresh process, DataFrame result (*)",
+        "persistmemo",
+        "joblib.Memory",
+        1.0,
+    ),
+    Target(
         10,
         "key of a DataFrame vs joblib.hash (10x faster)",
         "key of a DataFrame argument (*)",

@@ -867,6 +867,7 @@ def _data_frames(tmp: Path, settings: Settings) -> list[Row]:
         row(scenario, name, figures, baseline=name == "joblib.Memory")
         for name, figures in samples.items()
     ]
+    rows += _fresh_process_frame_hits(tmp, settings, shape)
 
     scenario = f"key of a DataFrame argument ({shape})"
     keyed = _persistmemo_data(tmp, double, "frame-key")
@@ -887,6 +888,76 @@ def _data_frames(tmp: Path, settings: Settings) -> list[Row]:
     ]
     rows += later
     return rows
+
+
+# A process that hits a stored DataFrame once: the function is in a module of its own, so
+# that joblib.Memory (which keys on the function's module and source) finds the entry too.
+FRESH_FRAME_SOURCE = """
+FRAME = None
+
+
+def frame(i):
+    return FRAME
+"""
+
+FRESH_FRAME_HIT = """
+import sys, time
+import pandas  # the result's own imports: not the hit's
+import fresh_frame
+if sys.argv[1] == "persistmemo":
+    from persistmemo import Store, memo
+    hit = memo(store=Store(sys.argv[2]), name="bench.data.fresh", version="1")(fresh_frame.frame)
+else:
+    import joblib
+    hit = joblib.Memory(sys.argv[2], verbose=0).cache(fresh_frame.frame)
+start = time.perf_counter()
+value = hit(1)
+seconds = time.perf_counter() - start
+assert value is not None and len(value) == int(sys.argv[3])
+print(seconds)
+"""
+
+
+def _fresh_process_frame_hits(tmp: Path, settings: Settings, shape: str) -> list[Row]:
+    """The first call of a process, a hit of a DataFrame the processes before it stored:
+    the call alone is timed (imports and interpreter start are the cold scenario's)."""
+    import joblib
+
+    source = tmp / "fresh-frame"
+    source.mkdir()
+    (source / "fresh_frame.py").write_text(FRESH_FRAME_SOURCE)
+    sys.path.insert(0, str(source))
+    try:
+        import fresh_frame  # type: ignore[import-not-found]
+    finally:
+        sys.path.remove(str(source))
+    fresh_frame.FRAME = DATA["frame"]
+    stores = {"persistmemo": tmp / "fresh-persistmemo", "joblib.Memory": tmp / "fresh-joblib"}
+    memo(store=Store(stores["persistmemo"]), name="bench.data.fresh", version="1")(
+        fresh_frame.frame
+    )(1)
+    joblib.Memory(str(stores["joblib.Memory"]), verbose=0).cache(fresh_frame.frame)(1)
+    fresh_frame.FRAME = None
+    paths = [str(source), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+    def first_hit(system: str) -> float:
+        command = [sys.executable, "-c", FRESH_FRAME_HIT, system, str(stores[system])]
+        command.append(str(settings.frame_rows))
+        done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+        return float(done.stdout)
+
+    samples: dict[str, measure.Samples] = {name: [] for name in stores}
+    names = list(stores)
+    for round_index in range(settings.repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(first_hit(name))
+    scenario = f"first hit in a fresh process, DataFrame result ({shape})"
+    return [
+        row(scenario, name, figures, baseline=name == "joblib.Memory")
+        for name, figures in samples.items()
+    ]
 
 
 # --- Redis and the tiered store -------------------------------------------------------------

@@ -74,6 +74,10 @@ def test_data_and_script_path_scenarios_measure_each_system_the_issues_name(
         "joblib.Memory",
     }
     assert systems["hit, DataFrame result"] == {"persistmemo", "joblib.Memory"}
+    assert systems["first hit in a fresh process, DataFrame result"] == {
+        "persistmemo",
+        "joblib.Memory",
+    }
     assert systems["key of a DataFrame argument"] == {"persistmemo", "joblib.hash"}
     assert systems["cold process"] >= {
         "python -c pass",

@@ -174,6 +174,141 @@ def test_a_dataframes_blocks_are_kept_out_of_the_pickle_stream(store: Store) -> 
     assert len(encoded.document) < 50_000 < encoded.area_size
 
 
+def test_datetime_columns_are_kept_out_of_the_pickle_stream_and_come_back_exactly(
+    store: Store,
+) -> None:
+    # numpy pickles datetime64 and timedelta64 arrays in band even with protocol 5: each
+    # such column would be copied out of the pickle stream on every hit.
+    frame = DATAFRAMES["datetimes"](200_000)
+    encoded = encode_result(frame, out_of_band_from=64 * 1024)
+    assert isinstance(encoded, OutOfBand)
+    assert len(encoded.document) < 50_000 < 3 * 1_600_000 <= encoded.area_size
+    back = _round_trip(store, frame, threshold=64 * 1024)
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+    assert list(back.dtypes) == list(frame.dtypes)
+    for name in frame:
+        column = back[name].array._ndarray  # a view of the hit's buffer, writable
+        assert not column.flags.owndata
+        assert column.flags.writeable
+
+
+def test_datetime_arrays_of_every_layout_in_a_pickle_round_trip_exactly(store: Store) -> None:
+    from collections import OrderedDict  # no msgpack encoding: the value is pickled
+
+    base = np.arange(120_000).astype("datetime64[s]").reshape(300, 400)
+    arrays = {
+        "c": base,
+        "fortran": np.asfortranarray(base),
+        "big-endian": base.astype(">M8[ns]"),
+        "timedelta": (base - base[0, 0]).astype("timedelta64[ms]"),
+        "days": np.arange(100_000).astype("datetime64[D]"),
+        "strided": base[::2, ::3],
+        "0-d": np.datetime64("2020-01-01T00:00:00", "ns"),
+        "small": base[:2, :2].copy(),
+        "nat": np.array(["NaT"] * 20_000, dtype="datetime64[us]"),
+    }
+    value = OrderedDict(arrays)
+    encoded = encode_result(value, out_of_band_from=64 * 1024)
+    assert isinstance(encoded, OutOfBand)
+    assert len(encoded.document) < arrays["strided"].nbytes + 10_000  # only it in band
+    for mapped in (False, True):
+        back = _round_trip(store, value, threshold=64 * 1024, mapped=mapped)
+        assert type(back) is OrderedDict
+        assert list(back) == list(arrays)
+        for name, array in arrays.items():
+            got = back[name]
+            assert got.dtype == array.dtype, name
+            assert got.shape == array.shape, name
+            assert np.array_equal(got, array, equal_nan=True), name
+            assert got.flags.f_contiguous == array.flags.f_contiguous, name
+            if name not in ("strided", "0-d", "small"):  # views of the area
+                assert got.flags.writeable != mapped, name
+
+
+def test_a_large_hit_reads_into_a_buffer_no_earlier_result_still_views(store: Store) -> None:
+    frame = DATAFRAMES["numeric and str"](200_000)  # a few MB: read into a buffer
+    store.write(KEY, encode_result(frame, out_of_band_from=64 * 1024), ttl=None, tag="t")
+
+    def hit() -> Any:
+        found = store.read_with_expiry(KEY)
+        assert found is not MISSING
+        return decode_value(found[0])  # type: ignore[index]
+
+    def address(back: Any) -> int:
+        return int(back["f"].to_numpy().__array_interface__["data"][0])
+
+    first, second = hit(), hit()
+    assert address(first) != address(second)
+    second.loc[:, "f"] = -1.0
+    pd.testing.assert_frame_equal(first, frame, check_exact=True)
+    held = first["i"].to_numpy()  # one column of the first result
+    addresses = {address(first), address(second)}
+    del first, second
+    third = hit()  # the second's buffer: nothing views it any more
+    assert address(third) in addresses
+    pd.testing.assert_frame_equal(third, frame, check_exact=True)
+    assert np.array_equal(held, frame["i"].to_numpy())
+    fourth = hit()  # the first's is still viewed, through the column held
+    assert address(fourth) not in addresses
+    assert np.array_equal(held, frame["i"].to_numpy())
+
+
+def test_read_buffers_are_lent_only_when_idle_and_kept_within_their_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from persistmemo.stores.entry_reader import _ReadBuffers
+
+    monkeypatch.setattr(_ReadBuffers, "KEPT_BYTES", 10_000)
+    buffers = _ReadBuffers()
+    first, _ = buffers.lend(4_000)
+    second, _ = buffers.lend(4_000)
+    assert first.obj is not second.obj
+    kept = id(first.obj)  # the pool's own reference keeps it: its id stays its own
+    del first
+    again, _ = buffers.lend(3_500)
+    assert id(again.obj) == kept
+    assert id(buffers.lend(1_000)[0].obj) != kept  # never a much larger buffer
+    assert id(buffers.lend(4_001)[0].obj) != kept  # nor a smaller one
+    del again
+    held = buffers.lend(5_000)[0]  # made room for: the idle ones dropped
+    assert id(held.obj) != kept
+    assert all(id(raw) != kept for raw in buffers._kept)
+    assert sum(map(len, buffers._kept)) <= 10_000
+    large, _ = buffers.lend(20_000)
+    assert all(raw is not large.obj for raw in buffers._kept)  # over the budget: not kept
+
+
+def test_concurrent_large_hits_each_get_a_buffer_of_their_own(store: Store) -> None:
+    import threading
+
+    big = np.random.default_rng(12).random(300_000)
+    store.write(KEY, encode_result([big], out_of_band_from=0), ttl=None, tag="t")
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def hits() -> None:
+        try:
+            for _ in range(10):
+                found = store.read_with_expiry(KEY)
+                assert found is not MISSING
+                value = decode_value(found[0])[0]  # type: ignore[index]
+                if len(results) % 3 == 0:
+                    results.append(value)  # some kept, some dropped at once
+                value[:] = np.random.default_rng().random(1)  # written, to catch sharing
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=hits) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results
+    for value in results:
+        assert value.min() == value.max()  # each filled by its own thread only
+
+
 def test_series_and_index_round_trip_exactly(store: Store) -> None:
     series = pd.Series(np.arange(100_000, dtype=float), name="x", index=np.arange(100_000) * 3)
     pd.testing.assert_series_equal(_round_trip(store, series), series, check_exact=True)

@@ -46,7 +46,11 @@ def pickle_into(
         references.append(collector.add(raw))
         return False
 
-    pickler(buffer, protocol=5, buffer_callback=keep_apart if collector else None).dump(value)
+    pickling = pickler(buffer, protocol=5, buffer_callback=keep_apart if collector else None)
+    numpy = sys.modules.get("numpy")
+    if collector is not None and numpy is not None:
+        pickling.out_of_band = (numpy.ndarray, collector.threshold)
+    pickling.dump(value)
     return references
 
 
@@ -72,7 +76,12 @@ def pickle_classes() -> tuple[Any, Any]:
         name (_naming.py), not as ``__main__``: another process, or the script imported as a
         module, then finds the same class."""
 
+        # (numpy.ndarray, the area's threshold) when large buffers go to the area.
+        out_of_band: tuple[type, int] | None = None
+
         def reducer_override(self, obj: Any) -> Any:
+            if self.out_of_band is not None and type(obj) is self.out_of_band[0]:
+                return _datetimes_out_of_band(obj, self.out_of_band[1])
             if not isinstance(obj, (type, FunctionType)):
                 return NotImplemented
             module = getattr(obj, "__module__", None)
@@ -106,6 +115,27 @@ def pickle_classes() -> tuple[Any, Any]:
                 ) from None
 
     return ScriptAwarePickler, SafeUnpickler
+
+
+def _datetimes_out_of_band(array: Any, threshold: int) -> Any:
+    """How numpy pickles an array with protocol 5, for a datetime64 or timedelta64 array too.
+
+    numpy keeps such an array in the pickle stream (its dtype exports no buffer): a
+    DataFrame's datetime column would make the document as large as the column, copied on
+    every hit. Its bytes are handed over through an int64 view instead, with numpy's own
+    reduction (``_frombuffer(buffer, dtype, shape, order)``) and the array's own dtype: it
+    comes back a view of the area, as the other columns do. Other arrays: numpy's reduction.
+    """
+    if array.dtype.kind not in "mM" or array.nbytes < threshold or array.dtype.itemsize != 8:
+        return NotImplemented
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        return NotImplemented  # numpy copies it into the stream: so do we
+    numpy = sys.modules["numpy"]
+    reduced = array.view(numpy.int64).__reduce_ex__(5)
+    rebuild, arguments = reduced[0], reduced[1]
+    if getattr(rebuild, "__name__", None) != "_frombuffer" or arguments[1] != numpy.int64:
+        return NotImplemented  # another numpy's reduction: its own in-band one
+    return (rebuild, (arguments[0], array.dtype, *arguments[2:]))
 
 
 def _find_module_or_raise(module: str, name: str) -> ModuleType:

@@ -144,18 +144,10 @@ _HASH_WHILE_READING_FROM = 4 << 20
 def _read_into_buffer(
     descriptor: int, size: int, filename: object, area_check: AreaCheck | None
 ) -> memoryview:
-    # A writable buffer of the hit's own, not zeroed first: the kernel copies the file into
-    # it, the only copy a hit makes, and the arrays decoded from it are views of it. numpy's
-    # allocator (huge pages for large sizes) when numpy is loaded, as it is when arrays were
-    # stored; else an anonymous map.
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
-        raw: Any = numpy.empty(size + _PAGE, numpy.uint8)
-        address = raw.__array_interface__["data"][0]
-    else:
-        import mmap
-
-        raw, address = mmap.mmap(-1, size + _PAGE), 0  # page-aligned
+    # A writable buffer of the hit's own (_ReadBuffers: one no earlier result views any
+    # more), not zeroed first: the kernel copies the file into it, the only copy a hit
+    # makes, and the arrays decoded from it are views of it.
+    raw, address = _read_buffers.lend(size + _PAGE)
     # The file's byte 0 lands 64 bytes past a page boundary: the kernel copies from the page
     # cache at half speed or worse when source and destination are page-aligned alike
     # (measured: 100 MB in 40-90 ms instead of 20), and 64-byte aligned arrays stay so.
@@ -199,6 +191,97 @@ def _read_into_buffer(
         parts.put(None)
         hashing.join()
     return buffer
+
+
+class _ReadBuffers:
+    """The buffers large hits read into, each lent again once nothing views it any more.
+
+    A fresh buffer costs a page fault per page the read first touches, and the kernel
+    zeroes each page: measured, 40 MB in 6 ms with huge pages and 40 ms without, as long as
+    the read itself, paid by every hit since malloc hands buffers this large back to the
+    system when they are freed. Every view of a buffer (the arrays of a result, the
+    memoryviews of a read) holds a reference to it: a kept buffer whose count is back to
+    the one the list holds is viewed by nothing, and only such a buffer is lent again, for
+    a read at most a quarter smaller than it (a small result never pins a large buffer).
+
+    Kept: at most KEPT_BYTES in at most KEPT_BUFFERS buffers, lent ones included; idle
+    ones are dropped first to make room for a new one. So a process holds at most
+    KEPT_BYTES more than its results' own memory, and nothing is kept where reference
+    counts cannot be read (an interpreter other than CPython).
+    """
+
+    __slots__ = ("_idle", "_kept", "_lock")
+
+    KEPT_BYTES = 128 << 20
+    KEPT_BUFFERS = 4
+
+    def __init__(self) -> None:
+        self._kept: list[Any] = []
+        self._lock = threading.Lock()
+        # The count of a buffer only the list holds, as _references reads it.
+        self._idle = _references([bytearray(1)], 0) if hasattr(sys, "getrefcount") else -1
+
+    def lend(self, size: int) -> tuple[memoryview, int]:
+        """A writable buffer of at least ``size`` bytes (a memoryview of it, which keeps it
+        lent while any view of it lives) and its address."""
+        with self._lock:  # the count is read and the view taken with no other lender between
+            kept, raw = self._kept, None
+            for index in range(len(kept)):
+                if size <= len(kept[index]) <= size + size // 4 and (
+                    _references(kept, index) == self._idle
+                ):
+                    raw = kept[index]
+                    break
+            else:
+                raw = _allocate(size)
+                self._keep(raw)
+            view = memoryview(raw)
+        array = getattr(raw, "__array_interface__", None)
+        return view, 0 if array is None else array["data"][0]  # a map is page-aligned
+
+    def _keep(self, raw: Any) -> None:
+        kept = self._kept
+        if self._idle < 0 or len(raw) > self.KEPT_BYTES:
+            return
+        total = sum(map(len, kept)) + len(raw)
+        index = 0
+        while (total > self.KEPT_BYTES or len(kept) >= self.KEPT_BUFFERS) and index < len(kept):
+            if _references(kept, index) == self._idle:
+                total -= len(kept.pop(index))
+            else:
+                index += 1
+        if total <= self.KEPT_BYTES and len(kept) < self.KEPT_BUFFERS:
+            kept.append(raw)
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+
+
+def _references(kept: list[Any], index: int) -> int:
+    return sys.getrefcount(kept[index])
+
+
+def _allocate(size: int) -> Any:
+    # numpy's allocator (huge pages for large sizes) when numpy is loaded, as it is when
+    # arrays were stored; else a private anonymous map, with huge pages where they exist (a
+    # shared one, mmap's default, is shared memory: 4 KiB pages, each a fault).
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        return numpy.empty(size, numpy.uint8)
+    import mmap
+
+    private = getattr(mmap, "MAP_PRIVATE", None)
+    if private is None:  # Windows
+        return mmap.mmap(-1, size)
+    raw = mmap.mmap(-1, size, flags=private | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        raw.madvise(mmap.MADV_HUGEPAGE)
+    return raw
+
+
+_read_buffers = _ReadBuffers()
+if hasattr(os, "register_at_fork"):  # no fork on Windows
+    os.register_at_fork(after_in_child=_read_buffers.after_fork)
 
 
 def _hash_parts(parts: queue.SimpleQueue[memoryview | None], area_check: AreaCheck) -> None:
