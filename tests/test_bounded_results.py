@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import run_python
-from persistmemo import RedisStore, Store, TieredStore, memo
+from persistmemo import PersistmemoWarning, RedisStore, Store, TieredStore, memo
 from persistmemo._codec.decoding import decode_value
 from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import COPY_OUT_BUDGET, COPY_OUT_PART
@@ -320,6 +320,28 @@ def test_tiered_results_with_mmap_are_read_only_from_the_remote_and_then_locally
     assert isinstance(_root(there(3)["values"]), mmap.mmap)
     elsewhere = tiered("elsewhere")
     assert all(_read_only(each) for each in elsewhere.map([3, 4]))  # remote hit, miss
+
+
+def test_results_in_a_store_others_write_are_read_whole_and_still_read_only(
+    tmp_path: Path,
+) -> None:
+    team_dir = tmp_path / "team"
+    team_dir.mkdir()
+    team_dir.chmod(0o2770)  # group-writable: results are read and checked, not mapped
+    with (
+        pytest.warns(PersistmemoWarning, match="mapped results"),
+        Store(team_dir, shared=True, secret="team") as store,
+    ):
+
+        @memo(store=store, mmap=True)
+        def make(x: int) -> dict[str, Any]:
+            return _result(x)
+
+        miss, hit = make(5), make(5)
+    assert _read_only(miss)
+    assert _read_only(hit)
+    assert not isinstance(_root(hit["values"]), mmap.mmap)
+    assert np.array_equal(hit["values"], _result(5)["values"])
 
 
 def test_arrays_stored_without_mmap_come_back_read_only_with_it(store: Store) -> None:
