@@ -57,3 +57,12 @@ async def fetch(x: int) -> int:
     await asyncio.sleep(0.2)
     log(f"fetch-end {x}")
     return x + 100
+
+
+@memo(store=STORE, mmap=True)
+def ramp(x: int) -> object:
+    """An array result returned as read-only maps (memo(mmap=True))."""
+    import numpy as np
+
+    log(f"ramp {x}")
+    return {"values": np.arange(20_000, dtype=np.float64) + x, "x": x}

@@ -274,7 +274,11 @@ class CachedResult:
         if found is MISSING:
             raise KeyError(f"the result {self.key} is no longer in {store!r}")
         try:
-            return decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
+            return decode_value(
+                found[0],  # type: ignore[index]
+                allow_pickle=store.pickle_allowed,
+                read_only=self.mapped,
+            )
         except CorruptEntry as error:
             raise KeyError(f"the result {self.key} cannot be read: {error}") from error
 

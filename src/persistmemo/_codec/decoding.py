@@ -27,7 +27,12 @@ from persistmemo._codec.formats import (
     MAX_EXT_DEPTH,
     ValueExtension,
 )
-from persistmemo._codec.out_of_band import BadSegment, FramedValue, array_from_segment
+from persistmemo._codec.out_of_band import (
+    COPY_OUT_PART,
+    BadSegment,
+    FramedValue,
+    array_from_segment,
+)
 from persistmemo._codec.pickles import unpickle
 from persistmemo._kinds import (
     PATHLIB_CLASS_NAMES,
@@ -54,18 +59,37 @@ _MSGPACK = FORMAT_MSGPACK[0]
 _MSGPACK_BYTE = FORMAT_MSGPACK[:1]
 _PICKLE = FORMAT_PICKLE[0]
 _PICKLE_OUT_OF_BAND = FORMAT_PICKLE_OUT_OF_BAND[0]
-# The area being read, when the value has one.
-_decoding = threading.local()
 
 
-def decode_value(data: Encoded, *, allow_pickle: bool = True) -> object:
+class _Decoding(threading.local):
+    """This thread's decode: the value's area, when it has one (``framed``; ``area``, made
+    usable at its first view; ``copy_budget``, the bytes of small parts still to be copied
+    out of it), and whether arrays are to be read-only."""
+
+    framed: FramedValue | None = None
+    area: memoryview | None = None
+    copy_budget = 0
+    read_only = False
+
+
+_decoding = _Decoding()
+
+
+def decode_value(data: Encoded, *, allow_pickle: bool = True, read_only: bool = False) -> object:
     """Return the value stored as ``data``; raises CorruptEntry when it is not well-formed.
 
     Raises its subclass UndecodableValue when the bytes are well-formed but cannot be
     rebuilt here (the module's trust rules). Pickle-fallback bytes are only unpickled
     with ``allow_pickle``: callers pass it only for bytes whose origin was authenticated
     (see _sealing.py), and only then may a value import the module of one of its classes.
+
+    ``read_only`` (``memo(mmap=True)``): NumPy arrays come back read-only, whether the area
+    is a map or not (a Redis hit's bytes are viewed, not copied), and so do arrays of a
+    pickle's buffers; an array a pickle holds in its own stream is the pickle's to build.
+    Arrays of a mapped area are read-only either way.
     """
+    if read_only:
+        return _decode_read_only(data, allow_pickle)
     if type(data) is bytes and data[:1] == _MSGPACK_BYTE:  # a small value: every hit's
         try:
             return (_unpack_importing if allow_pickle else _unpack_loaded)(data[1:])
@@ -76,11 +100,21 @@ def decode_value(data: Encoded, *, allow_pickle: bool = True) -> object:
     if type(data) is FramedValue:
         _decoding.framed = data
         _decoding.area = None
+        _decoding.copy_budget = data.copy_budget()
         try:
             return _decode_document(data.document, allow_pickle)
         finally:
             _decoding.framed = _decoding.area = None
     return _decode_document(data, allow_pickle)  # type: ignore[arg-type]
+
+
+def _decode_read_only(data: Encoded, allow_pickle: bool) -> object:
+    before = _decoding.read_only
+    _decoding.read_only = True
+    try:
+        return decode_value(data, allow_pickle=allow_pickle)
+    finally:
+        _decoding.read_only = before
 
 
 def _decode_document(data: bytes | memoryview, allow_pickle: bool) -> object:
@@ -106,15 +140,25 @@ def _decode_document(data: bytes | memoryview, allow_pickle: bool) -> object:
     raise CorruptEntry(f"stored value has an unknown format byte {head!r}")
 
 
-def _framed_area() -> tuple[memoryview, bool]:
-    """The area of the value being decoded (made usable once), and whether it is mapped."""
+def _framed_area(length: object) -> tuple[memoryview, bool, bool]:
+    """Where a part of ``length`` bytes of the value being decoded is read from: the area
+    (made usable once), or the area as stored when the part is to be copied out of it (a
+    small one: out_of_band.COPY_OUT_PART); whether it is; whether arrays are read-only."""
     framed: FramedValue | None = getattr(_decoding, "framed", None)
     if framed is None:
         raise CorruptEntry("stored value refers to buffers it does not have")
+    read_only = framed.mapped or _decoding.read_only
+    if (
+        type(length) is int
+        and 0 <= length <= _decoding.copy_budget
+        and length * COPY_OUT_PART <= len(framed.area)
+    ):
+        _decoding.copy_budget -= length
+        return framed.area, True, read_only
     area: memoryview | None = _decoding.area
     if area is None:
-        area = _decoding.area = framed.usable_area()
-    return area, framed.mapped
+        area = _decoding.area = framed.usable_area(read_only)
+    return area, False, read_only
 
 
 def _unpickle_out_of_band(payload: bytes | memoryview) -> object:
@@ -123,7 +167,6 @@ def _unpickle_out_of_band(payload: bytes | memoryview) -> object:
         raise CorruptEntry("truncated buffer references")
     references = _unpack_loaded(payload[4 : 4 + size])
     stream = payload[4 + size :]
-    area, mapped = _framed_area()
     if type(references) is not list:
         raise CorruptEntry("malformed buffer references")
     buffers = []
@@ -133,10 +176,13 @@ def _unpickle_out_of_band(payload: bytes | memoryview) -> object:
         offset, length = reference
         if type(offset) is not int or type(length) is not int or offset < 0 or length < 0:
             raise CorruptEntry("malformed buffer reference")
+        area, copy, read_only = _framed_area(length)
         if offset + length > len(area):
             raise CorruptEntry("buffer reference past the end of the stored data")
         view = area[offset : offset + length]
-        buffers.append(view.toreadonly() if mapped else view)
+        if copy:  # a small buffer: its own memory, so that it does not keep the area alive
+            view = memoryview(bytes(view) if read_only else bytearray(view))
+        buffers.append(view.toreadonly() if read_only else view)
     return unpickle(stream, buffers)
 
 
@@ -312,17 +358,20 @@ def _decode_ndarray(payload: bytes, unpack: _Unpack, _: bool) -> Any:
         raise CorruptEntry(f"unknown array order {order!r}")
     flat = numpy.frombuffer(data, dtype=_plain_dtype(numpy, dtype))
     # frombuffer gives a read-only view of the stored bytes; the caller gets its own array.
-    return flat.reshape(shape, order=order).copy(order="K")
+    array = flat.reshape(shape, order=order).copy(order="K")
+    if _decoding.read_only:
+        array.flags.writeable = False
+    return array
 
 
 def _decode_ndarray_npy(payload: bytes, unpack: _Unpack, _: bool) -> Any:
     reference = unpack(payload)
     if type(reference) is not list or len(reference) != 3:
         raise CorruptEntry("malformed array reference")
-    area, mapped = _framed_area()
+    offset, length, header = reference
+    area, copy, read_only = _framed_area(length)
     try:
-        offset, length, header = reference
-        return array_from_segment(area, offset, length, header, mapped)
+        return array_from_segment(area, offset, length, header, read_only, copy)
     except ImportError:
         raise UndecodableValue(
             "the value holds a numpy array, and numpy is not installed here"

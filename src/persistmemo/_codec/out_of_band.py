@@ -31,6 +31,17 @@ ALIGN = 64
 OUT_OF_BAND_FROM = 64 * 1024
 """Buffers of at least this many bytes are kept out of the document by default."""
 
+COPY_OUT_PART = 128
+COPY_OUT_BUDGET = 32
+"""A hit's small parts are copies, not views of its buffer: kept alone, a view keeps the
+whole buffer alive (four 80 KB arrays kept from four 95 MB values held 380 MB). A part (an
+array, a pickle buffer) of at most 1/COPY_OUT_PART of the area is copied, in the value's
+order, while the copies add up to at most 1/COPY_OUT_BUDGET of it: what a hit costs grows
+by that much at most, and a value made of many like parts (a list of chunks, which one
+keeps together) stays mostly views. Larger parts stay views (zero copy): one kept alone
+holds at most COPY_OUT_PART times its size. Parts of a map are never copied: a map is pages
+of the file, which the kernel may drop, not the process's memory."""
+
 _MAX_NPY_HEADER = 1 << 16
 
 
@@ -66,7 +77,9 @@ class FramedValue:
 
     ``mapped`` says the area is a read-only map of the stored file (``memo(mmap=True)``):
     arrays are then returned as read-only views of it. Otherwise the arrays are views of
-    ``area`` when it is writable (a buffer of the hit's own), or of a private copy.
+    ``area`` when it is writable (a buffer of the hit's own), or of a private copy, or
+    read-only views of ``area`` when the caller asked for read-only arrays; small parts
+    are copies (COPY_OUT_PART).
     """
 
     __slots__ = ("area", "document", "mapped")
@@ -89,11 +102,17 @@ class FramedValue:
         """The same value, to be written to another store (its area as one segment)."""
         return OutOfBand(bytes(self.document), [(0, self.area)], len(self.area))
 
-    def usable_area(self) -> memoryview:
-        """The area arrays may view: the mapped or writable area itself, else a copy."""
-        if self.mapped or not self.area.readonly:
+    def usable_area(self, read_only: bool = False) -> memoryview:
+        """The area arrays may view: the mapped or writable area itself, or with
+        ``read_only`` (the arrays will be read-only) any area; else a copy."""
+        if self.mapped or read_only or not self.area.readonly:
             return self.area
         return memoryview(bytearray(self.area))
+
+    def copy_budget(self) -> int:
+        """How many bytes of small parts a decode copies out of the area (COPY_OUT_PART);
+        none out of a map."""
+        return 0 if self.mapped else len(self.area) // COPY_OUT_BUDGET
 
 
 class BufferCollector:
@@ -150,10 +169,16 @@ class BadSegment(ValueError):
 
 
 def array_from_segment(
-    area: memoryview, offset: object, length: object, header: object, mapped: bool
+    area: memoryview,
+    offset: object,
+    length: object,
+    header: object,
+    read_only: bool,
+    copy: bool = False,
 ) -> Any:
     """The array stored as a ``.npy`` image at ``area[offset : offset + length]``: a view of
-    the area (read-only when ``mapped``). ``header`` is the image's ``.npy`` header as the
+    the area, or with ``copy`` an array of its own; read-only with ``read_only`` (a map is
+    viewed read-only always). ``header`` is the image's ``.npy`` header as the
     document holds it: the document is covered by the entry's head tag, which a mapped hit
     checks and the area's tag is not, so the dtype, shape and order come from it, and the
     area must hold the same bytes."""
@@ -195,6 +220,8 @@ def array_from_segment(
     else:
         flat = numpy.frombuffer(segment, dtype=dtype, count=count, offset=data_start)
         array = flat.reshape(shape, order=order)
-    if mapped:
+        if copy:
+            array = array.copy(order=order)
+    if read_only:
         array.flags.writeable = False
     return array

@@ -98,10 +98,12 @@ class CallPaths(Generic["P", "R"]):
 
     def _sync_wrapper(self) -> Callable[P, R]:
         func, store = self.func, self.store
-        # memo(mmap=True) reads large areas as maps of their files; settled here, not per hit.
-        read = store.read_with_expiry
+        # memo(mmap=True) reads large areas as maps of their files, and returns read-only
+        # arrays whatever the store; settled here, not per hit.
+        read, decode = store.read_with_expiry, decode_value
         if self.options.mmap:
             read = functools.partial(read, mapped=True)
+            decode = functools.partial(decode, read_only=True)
 
         memory = self.memory
         if memory is not None:
@@ -122,7 +124,7 @@ class CallPaths(Generic["P", "R"]):
                 found = read(key, False)
                 if found is not MISSING:
                     try:
-                        value = decode_value(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
+                        value = decode(found[0], allow_pickle=store.pickle_allowed)  # type: ignore[index]
                     except CorruptEntry as error:
                         store.report_fault(_decode_fault(error), error)
                     else:
@@ -309,11 +311,16 @@ class CallPaths(Generic["P", "R"]):
         return time.perf_counter() - started
 
     def lookup(self, data: Encoded | Missing) -> object:
-        """The decoded value of a read, or MISSING; an undecodable entry counts as a miss."""
+        """The decoded value of a read, or MISSING; an undecodable entry counts as a miss.
+        With ``memo(mmap=True)`` its arrays are read-only, mapped or not (decoding.py)."""
         if data is MISSING:
             return MISSING
         try:
-            return decode_value(cast("Encoded", data), allow_pickle=self.store.pickle_allowed)
+            return decode_value(
+                cast("Encoded", data),
+                allow_pickle=self.store.pickle_allowed,
+                read_only=self.options.mmap,
+            )
         except CorruptEntry as error:
             self.store.report_fault(_decode_fault(error), error)
             return MISSING

@@ -213,7 +213,9 @@ def memo(
     - ``mmap``: arrays in a result (at the top level, inside containers, a DataFrame's
       columns) come back as read-only memory maps of the stored file, so a hit costs the
       same whatever their size (joblib's ``mmap_mode="r"``). Each hit checks the entry's
-      header; the array bytes are checked when written and by ``persistmemo check``.
+      header; the array bytes are checked when written and by ``persistmemo check``. The
+      arrays are read-only on every path, maps or not (a miss, ``f.map``, a Redis store:
+      docs/options.md#mmap).
 
     Arguments must be of a supported type (see ``docs/keys.md``), ignored, or keyed through
     ``key=`` or a ``__persistmemo_key__`` method; otherwise the call raises TypeError. The

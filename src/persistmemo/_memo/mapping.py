@@ -34,6 +34,7 @@ class MapTarget(Protocol):
     """What mapping needs of a memoized function (decorator.py provides it)."""
 
     store: Any
+    options: Any
     hits: int
     misses: int
 
@@ -133,10 +134,21 @@ def map_sync(
                 hits[key] = call(*args)
                 meter.advance()
         else:
-            hits.update(_in_processes(call, missing, workers, meter, name))
+            computed = _in_processes(call, missing, workers, meter, name)
+            hits.update(_as_stored(target, computed))
     finally:
         meter.finish()
     return _in_order(keys, hits)
+
+
+def _as_stored(target: MapTarget, computed: dict[str, object]) -> dict[str, object]:
+    """Results computed in worker processes arrive as unpickled copies, their arrays
+    writable; with ``memo(mmap=True)`` each is read back from the store as a hit reads it
+    (read-only maps), as a miss computed here returns it. A result the store did not keep
+    is the worker's, as a miss's would be."""
+    if target.options.mmap and computed:
+        computed.update(_read_hits(target, list(computed)))
+    return computed
 
 
 def _plan(

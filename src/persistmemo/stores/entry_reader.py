@@ -115,9 +115,11 @@ def read_value_file(
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
         if mapped and wanted and os.pread(descriptor, 1, 0) in (FRAME_OUT_OF_BAND, FRAME_FAST_AREA):
-            import mmap  # mmap and queue are for large values only: a cold start skips them
+            # Imported here: only mapped hits need it (a cold start skips it). The map
+            # holds no descriptor: a thousand live results would exhaust the process's.
+            from persistmemo.stores.read_only_maps import map_read_only
 
-            return memoryview(mmap.mmap(descriptor, wanted, access=mmap.ACCESS_READ))
+            return map_read_only(descriptor, wanted)
         if wanted >= _READ_INTO_FROM:
             return _read_into_buffer(descriptor, wanted, filename, area_check)
         data = os.read(descriptor, wanted)  # one call, no buffered reader: the hit path

@@ -100,7 +100,7 @@ class TieredStore:
         found = self.local.read_many(keys, mapped=mapped)
         for key in keys:
             if key not in found:
-                remote = self.read_with_expiry(key)
+                remote = self.read_with_expiry(key, mapped=mapped)
                 if remote is not MISSING:
                     found[key] = remote[0]  # type: ignore[index]
         return found
