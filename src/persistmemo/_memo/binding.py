@@ -106,7 +106,7 @@ class CallBinder:
         arity = self._fast_arity
         if arity < 0 or len(self._kept) != arity:
             return False
-        return all(len(args) == arity for args in calls)
+        return set(map(len, calls)) <= {arity}
 
     def _select(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple([values[i] for i in self._kept])
