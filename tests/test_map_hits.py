@@ -318,3 +318,21 @@ def test_bookkeeping_keys_read_in_bulk_are_not_values(store: Store) -> None:
     with pytest.warns(PersistmemoWarning, match="not a sealed value"):
         found = store.read_many([lease, "pm-hits:tests.square", *keys])
     assert set(found) == set(keys)
+
+
+def test_map_hits_with_mmap_are_what_single_hits_are(store: Store) -> None:
+    numpy = pytest.importorskip("numpy")
+
+    @memo(store=store, mmap=True)
+    def ramp(n: int) -> Any:
+        return numpy.arange(n, dtype=numpy.float64)
+
+    sizes = [1, 10, 1000, 300_000] * 20
+    sizes = [size + i for i, size in enumerate(sizes)]  # distinct calls
+    ramp.map(sizes)
+    mapped = ramp.map(sizes)
+    single = [ramp(size) for size in sizes]
+    for one, other in zip(mapped, single, strict=True):
+        assert numpy.array_equal(one, other)
+        assert one.flags.writeable == other.flags.writeable
+    assert ramp.cache_info().misses == len(sizes)
