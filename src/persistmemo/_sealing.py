@@ -274,6 +274,34 @@ class Sealer:
             raise CorruptEntry(_FAILED.format(key))
         return view[HEADER_SIZE:]
 
+    def unseal_many(
+        self, entries: list[tuple[str, bytes]], prefix: str = ""
+    ) -> tuple[dict[str, bytes | memoryview | FramedValue], list[CorruptEntry]]:
+        """``unseal`` of many entries read as bytes (f.map's hits), each checked as
+        ``unseal`` checks it: the encoded values of those whose tags verify, by key, and the
+        errors of the others. ``prefix`` goes before each key in its tag (a backend's
+        ``seal_prefix``). A small entry's check is ``unseal``'s, in one loop."""
+        copy = self._blake2b.copy
+        found: dict[str, bytes | memoryview | FramedValue] = {}
+        failed: list[CorruptEntry] = []
+        for key, stored in entries:
+            size = len(stored)
+            if HEADER_SIZE < size < LARGE_BODY and stored[0] == FRAME_VERSION_BYTE:
+                hasher = copy()
+                key_bytes = (prefix + key).encode("utf-8", "surrogatepass")
+                hasher.update(len(key_bytes).to_bytes(4, "big") + key_bytes)
+                hasher.update(stored[_BODY:])
+                if compare_digest(stored[1:_BODY], hasher.digest()):
+                    found[key] = stored[HEADER_SIZE:]
+                else:
+                    failed.append(CorruptEntry(_FAILED.format(prefix + key)))
+                continue
+            try:
+                found[key] = self.unseal(prefix + key, stored)
+            except CorruptEntry as error:
+                failed.append(error)
+        return found, failed
+
     def _tag(self, key: str, body: bytes | memoryview) -> bytes:
         prefix = _key_prefix(key)
         if len(body) >= LARGE_BODY:

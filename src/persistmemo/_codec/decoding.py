@@ -428,3 +428,29 @@ def _module(name: str) -> Any:
     """A standard-library module the codec itself names, imported when a value first needs
     it (never a module named by the stored bytes)."""
     return sys.modules.get(name) or importlib.import_module(name)
+
+
+def decode_many(
+    found: dict[str, Encoded], *, allow_pickle: bool = True
+) -> tuple[dict[str, object], list[CorruptEntry]]:
+    """``decode_value`` of many values (f.map's hits): the values by key, and the errors of
+    those that did not decode (as ``decode_value`` raises them). A small msgpack value is
+    unpacked here, in one loop; any other goes through ``decode_value``."""
+    unpack = _unpack_importing if allow_pickle else _unpack_loaded
+    values: dict[str, object] = {}
+    failed: list[CorruptEntry] = []
+    for key, data in found.items():
+        if type(data) is bytes and data and data[0] == _MSGPACK:
+            try:
+                values[key] = unpack(data[1:])
+                continue
+            except CorruptEntry as error:
+                failed.append(error)
+                continue
+            except Exception:
+                pass  # decode_value says what is wrong
+        try:
+            values[key] = decode_value(data, allow_pickle=allow_pickle)
+        except CorruptEntry as error:
+            failed.append(error)
+    return values, failed

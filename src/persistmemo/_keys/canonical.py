@@ -69,3 +69,21 @@ def encode_arguments(values: Sequence[object]) -> bytes:
         if fault is None:
             raise
         raise fault from None
+
+
+def encode_each(calls: Sequence[Sequence[object]]) -> list[bytes]:
+    """``encode_arguments`` of each call's bound values (f.map's keys), in one loop."""
+    known = _known_encoder
+    encoded = []
+    try:
+        for values in calls:
+            if len(values) == 1:  # encode_arguments' commonest call, inlined
+                value = values[0]
+                encoder = known(type(value)) or encoder_for(type(value))
+                encoded.append(b"\x91" + encoder(value))
+            else:
+                encoded.append(encode_arguments(values))
+    except RecursionError:
+        encode_arguments(calls[len(encoded)])  # its diagnosis, for the call that raised
+        raise
+    return encoded

@@ -12,6 +12,10 @@ from __future__ import annotations
 from persistmemo._hashing import blake2b
 from persistmemo._keys.canonical import encode_arguments
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 KEY_FORMAT = "pm2"
 """Version of the argument encoding and key layout; part of every key. ``pm2`` keys end in
 a 128-bit digest (32 hex digits): a store keeps each key twice (its row and its index), and
@@ -45,6 +49,16 @@ class KeyBuilder:
         hasher = self._seeded.copy()
         hasher.update(canonical_arguments)
         return self.prefix + hasher.hexdigest()
+
+    def keys(self, canonical_arguments: Iterable[bytes]) -> list[str]:
+        """``key`` of many calls (f.map's), in one loop."""
+        copy, prefix = self._seeded.copy, self.prefix
+        found = []
+        for canonical in canonical_arguments:
+            hasher = copy()
+            hasher.update(canonical)
+            found.append(prefix + hasher.hexdigest())
+        return found
 
 
 def result_key_ranges(function: str | None = None) -> list[tuple[str, str]]:

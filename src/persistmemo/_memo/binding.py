@@ -100,6 +100,14 @@ class CallBinder:
             return values if len(self._kept) == arity else self._select(values)
         return self._bind_slow(args, kwargs)
 
+    def binds_as_given(self, calls: list[tuple[Any, ...]]) -> bool:
+        """Whether ``bind(args, {})`` is ``args`` itself for every call of ``calls`` (each
+        gives every parameter by position, and none is ignored): f.map then skips it."""
+        arity = self._fast_arity
+        if arity < 0 or len(self._kept) != arity:
+            return False
+        return set(map(len, calls)) <= {arity}
+
     def _select(self, values: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple([values[i] for i in self._kept])
 

@@ -12,7 +12,7 @@ import functools
 import time
 from collections.abc import Callable, Hashable
 
-from persistmemo._codec.decoding import decode_value, is_pickled
+from persistmemo._codec.decoding import decode_many, decode_value, is_pickled
 from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM, OutOfBand
 from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
@@ -324,6 +324,14 @@ class CallPaths(Generic["P", "R"]):
         except CorruptEntry as error:
             self.store.report_fault(_decode_fault(error), error)
             return MISSING
+
+    def lookup_many(self, found: dict[str, Encoded]) -> dict[str, object]:
+        """``lookup`` of many reads (``read_entries``'): the decoded values by key, an
+        undecodable entry left out (a miss, reported as ``lookup`` reports it)."""
+        values, failed = decode_many(found, allow_pickle=self.store.pickle_allowed)
+        for error in failed:
+            self.store.report_fault(_decode_fault(error), error)
+        return values
 
     def save(self, key: str, value: Any, seconds: float) -> Any:
         """Store ``value`` under ``key``; returns what the caller gets: ``value``, or with

@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from persistmemo.errors import PersistmemoWarning
-from persistmemo.stores.base import MISSING
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
 
-BATCH = 512
-"""Keys per store query when reading hits."""
+BATCH = 8192
+"""Keys per store read of hits (the disk store reads them with one scan of their key range
+when they are most of its rows: stores/entry_reader.py); the encoded values of one batch
+are in memory at once, besides the decoded results."""
 
 PROGRESS_AFTER = 0.5
 """Seconds a map runs before its progress line appears (on a terminal)."""
@@ -44,6 +45,8 @@ class MapTarget(Protocol):
 
     def lookup(self, data: Any) -> object: ...
 
+    def lookup_many(self, found: dict[str, Any]) -> dict[str, object]: ...
+
     def read_entries(self, keys: list[str]) -> dict[str, Any]: ...
 
     def inputs_unchanged(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool: ...
@@ -57,16 +60,15 @@ def _calls(iterables: Sequence[Iterable[Any]]) -> list[tuple[Any, ...]]:
     return list(zip(*iterables, strict=False))  # like map(): the shortest one ends it
 
 
-def _read_hits(target: MapTarget, keys: list[str]) -> dict[str, object]:
-    """The decoded hits among ``keys``, read in batches where the store can."""
+def _read_hits(target: MapTarget, unique: list[str]) -> dict[str, object]:
+    """The decoded hits among ``unique`` (distinct keys), read in batches where the store
+    can: in key order when there are several, so that each is one range of its index."""
+    if len(unique) <= BATCH:
+        return target.lookup_many(target.read_entries(unique))
+    unique = sorted(unique)
     found: dict[str, object] = {}
-    unique = sorted(set(keys))  # index order: neighbouring pages of the B-tree
     for start in range(0, len(unique), BATCH):
-        batch = unique[start : start + BATCH]
-        for key, data in target.read_entries(batch).items():
-            value = target.lookup(data)
-            if value is not MISSING:
-                found[key] = value
+        found.update(target.lookup_many(target.read_entries(unique[start : start + BATCH])))
     return found
 
 
@@ -125,7 +127,7 @@ def map_sync(
     executor: Executor | None = None,
 ) -> list[Any]:
     """The sync ``f.map`` (docs/options.md#fmap)."""
-    keys, hits, missing, meter = _plan(target, iterables, progress, name)
+    keys, hits, missing, meter, distinct = _plan(target, iterables, progress, name)
     try:
         if executor is not None:
             hits.update(_in_executor(target, call, missing, executor, meter))
@@ -138,7 +140,7 @@ def map_sync(
             hits.update(_as_stored(target, computed))
     finally:
         meter.finish()
-    return _in_order(keys, hits)
+    return _in_order(keys, hits, distinct)
 
 
 def _as_stored(target: MapTarget, computed: dict[str, object]) -> dict[str, object]:
@@ -153,14 +155,22 @@ def _as_stored(target: MapTarget, computed: dict[str, object]) -> dict[str, obje
 
 def _plan(
     target: MapTarget, iterables: Sequence[Iterable[Any]], progress: bool | None, name: str
-) -> tuple[list[str], dict[str, object], dict[str, tuple[Any, ...]], Progress]:
-    """Keys in input order, the hits read in batches, the distinct misses, and the meter."""
+) -> tuple[list[str], dict[str, object], dict[str, tuple[Any, ...]], Progress, bool]:
+    """Keys in input order, the hits read in batches, the distinct misses, the meter, and
+    whether the keys are distinct."""
     calls = _calls(iterables)
     keys = target.keys_of(calls)
-    hits = _read_hits(target, keys)
-    target.hits += sum(1 for key in keys if key in hits)
-    missing = _misses(keys, calls, hits)
-    return keys, hits, missing, Progress(name, len(hits) + len(missing), len(hits), progress)
+    unique = list(set(keys))
+    hits = _read_hits(target, unique)
+    missing: dict[str, tuple[Any, ...]]
+    if len(hits) == len(unique):  # every key a hit (the usual map of a warm store)
+        target.hits += len(keys)
+        missing = {}
+    else:
+        target.hits += sum(1 for key in keys if key in hits)
+        missing = _misses(keys, calls, hits)
+    meter = Progress(name, len(hits) + len(missing), len(hits), progress)
+    return keys, hits, missing, meter, len(unique) == len(keys)
 
 
 def _misses(
@@ -174,9 +184,11 @@ def _misses(
     return missing
 
 
-def _in_order(keys: list[str], results: dict[str, object]) -> list[Any]:
+def _in_order(keys: list[str], results: dict[str, object], distinct: bool) -> list[Any]:
     """The results in input order; an input that repeats gets its own copy, as a call would
     (a hit decodes a fresh object each time), so mutating one result leaves the others."""
+    if distinct:
+        return [results[key] for key in keys]
     ordered: list[Any] = []
     given: set[str] = set()
     for key in keys:
@@ -451,7 +463,7 @@ async def map_async(
     """The async ``f.map``: misses run concurrently, at most ``workers`` at a time."""
     import asyncio
 
-    keys, hits, missing, meter = _plan(target, iterables, progress, name)
+    keys, hits, missing, meter, distinct = _plan(target, iterables, progress, name)
     limit = asyncio.Semaphore(workers or ASYNC_WORKERS)
 
     async def one(key: str, args: tuple[Any, ...]) -> None:
@@ -470,4 +482,4 @@ async def map_async(
         raise
     finally:
         meter.finish()
-    return _in_order(keys, hits)
+    return _in_order(keys, hits, distinct)

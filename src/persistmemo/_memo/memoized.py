@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from persistmemo import _environment as environment
 from persistmemo._codec.decoding import decode_value
 from persistmemo._codec.encoding import encode_value
-from persistmemo._keys.canonical import encode, encode_arguments
+from persistmemo._keys.canonical import encode, encode_arguments, encode_each
 from persistmemo._keys.classes import HOOK_NAME
 from persistmemo._keys.layout import KeyBuilder
 from persistmemo._memo.binding import CallBinder
@@ -464,9 +464,11 @@ class MemoizedFunction(CallPaths["P", "R"]):
         keys = self.keys_now()
         binder = self.binder
         if binder is not None and not self.file_positions and self.captured is None:
-            bind, key = binder.bind, keys.key
+            if binder.binds_as_given(calls):  # f(x) for each x: its values are its arguments
+                return keys.keys(encode_each(calls))
+            bind = binder.bind
             no_keywords: dict[str, Any] = {}
-            return [key(encode_arguments(bind(args, no_keywords))) for args in calls]
+            return keys.keys(encode_each([bind(args, no_keywords) for args in calls]))
         found = []
         for index, args in enumerate(calls):
             try:

@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 READ_MANY_BATCH = 500
 """Keys per query of ``get_many``: under SQLite's limit of host parameters (999 in old builds)."""
 
+GET_MANY_BATCH = 8192
+"""Keys per read of ``get_many_bytes`` (f.map's hits): one scan of their key range, or IN
+lists (stores/entry_reader.py); the values of one read are in memory at once."""
+
 __all__ = ["DiskBackend", "Store", "default_directory"]
 
 _PLAIN = (LEASE_PREFIX, STATS_PREFIX)
@@ -172,6 +176,33 @@ class DiskBackend(StoreLifetime, Backend):
             if key.startswith(_PLAIN) and (plain := self._plain(reader, key)) is not None:
                 found[key] = plain
         return found
+
+    def get_many_bytes(
+        self, keys: list[str], *, mapped: bool = False
+    ) -> tuple[list[tuple[str, bytes]], dict[str, Found | CorruptEntry]]:
+        reader = self._reader
+        if reader is None and (reader := self._ready_reader()) is None:
+            return [], {}
+        if self._bypass_until and time.monotonic() < self._bypass_until:
+            return [], {}
+        now = time.time()
+        if len(keys) > GET_MANY_BATCH:
+            keys = sorted(keys)  # each read one range of the index, scanned when dense
+        held: list[tuple[str, bytes]] = []
+        others: dict[str, Found | CorruptEntry] = {}
+        for start in range(0, len(keys), GET_MANY_BATCH):
+            found, rest = reader.read_keys(keys[start : start + GET_MANY_BATCH], now, mapped)
+            held += found
+            others.update(rest)
+        # A lease's token or a hit count is not bytes: the reader left it to ``read``, which
+        # refuses it; read it as get_many does (bytes planted there fail their seal above).
+        for key in [key for key in others if key.startswith(_PLAIN)]:
+            plain = self._plain(reader, key)
+            if plain is None:
+                del others[key]
+            else:
+                others[key] = plain
+        return held, others
 
     def read_all(self, key: str) -> bytes | memoryview | None:
         return inspection.stored_bytes(self.directory, key)

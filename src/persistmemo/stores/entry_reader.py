@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from typing import Any, Literal
 
     from persistmemo._sealing import Sealer
+    from persistmemo.stores.api import Found
 
 _SELECT = (
     "SELECT mode, filename, value, expire_time, size FROM Cache"
@@ -40,6 +41,23 @@ _SELECT = (
 # than _SELECT, which every hit pays for. A bytes value is unsealed whatever the row's mode
 # says (its tag is what is trusted), so the mode is not read.
 _SELECT_SMALL = "SELECT value, expire_time, filename FROM Cache WHERE key = ? AND raw = 1"
+
+# f.map's hits (read_keys): the values of many keys, by a scan of their key range when they
+# are most of its rows, else by IN lists of at most IN_BATCH keys (under SQLite's limit of
+# host parameters, 999 in old builds); the conditions are _SELECT's. A bytes value is taken
+# as read_small takes it (its tag is what is trusted); any other row is read by ``read``.
+_LIVE = "raw = 1 AND (expire_time IS NULL OR expire_time > ?)"
+_SELECT_KEYS_IN = f"SELECT key, value FROM Cache WHERE key IN ({{}}) AND {_LIVE}"
+_SELECT_BETWEEN = f"SELECT key, value FROM Cache WHERE key >= ? AND key <= ? AND {_LIVE}"
+_COUNT_BETWEEN = (
+    "SELECT count(*) FROM (SELECT 1 FROM Cache WHERE key >= ? AND key <= ? AND raw = 1 LIMIT ?)"
+)
+IN_BATCH = 500
+SCAN_FROM = 64
+"""Keys from which ``read_keys`` considers a scan of their range."""
+SCAN_ROWS_PER_KEY = 1.5
+"""A range is scanned when it holds at most this many rows per key asked for: a row of the
+scan costs about 60% of what a key of an IN list does (measured: ~1.4 against ~2.2 µs)."""
 
 if TYPE_CHECKING:
     OpenMode = Literal["normal", "ro", "immutable"]
@@ -537,6 +555,67 @@ class EntryReader:
             else:
                 found[key] = (CorruptEntry(f"entry {key} has diskcache mode {mode}"), expires_at)
         return found
+
+    def read_keys(
+        self, keys: list[str], now: float, mapped: bool = False
+    ) -> tuple[list[tuple[str, bytes]], dict[str, Found | CorruptEntry]]:
+        """The live values of ``keys`` (any number, in any order: f.map's hits), without
+        their expiry: ``(key, bytes)`` of the values held in the table, and the others as
+        ``read`` answers them (a value file's bytes or map), or the CorruptEntry to report.
+
+        When the keys are most of the rows between the least and the greatest (the stored
+        calls of one function, asked for again), those rows are read by one scan of that
+        key range, which costs about half what IN lists (used otherwise) do per key.
+        """
+        held = self._reading()
+        count = len(keys)
+        if count >= SCAN_FROM:
+            low, high = min(keys), max(keys)
+            most = int(SCAN_ROWS_PER_KEY * count)
+            # Counted on the index alone, and at most `most + 1` of them: a sparse range
+            # costs this count little beside the lookups of its keys.
+            ((stored,),) = held.run(_COUNT_BETWEEN, (low, high, most + 1))
+            if stored <= most:
+                wanted = set(keys)
+                rows = held.run(_SELECT_BETWEEN, (low, high, now))
+                found = [row for row in rows if type(row[1]) is bytes and row[0] in wanted]
+                if len(found) == len(rows):
+                    return found, {}
+                return found, self._others(rows, wanted, now, mapped)
+        keys = sorted(keys)  # neighbouring keys: neighbouring pages of the index
+        rows = []
+        for start in range(0, count, IN_BATCH):
+            batch = keys[start : start + IN_BATCH]
+            rows += held.run(_SELECT_KEYS_IN.format(",".join("?" * len(batch))), (*batch, now))
+        found = [row for row in rows if type(row[1]) is bytes]
+        if len(found) == len(rows):
+            return found, {}
+        return found, self._others(rows, None, now, mapped)
+
+    def _others(
+        self, rows: list[tuple[str, object]], wanted: set[str] | None, now: float, mapped: bool
+    ) -> dict[str, Found | CorruptEntry]:
+        """``read`` of the rows (of the keys ``wanted``, if given) whose value is not bytes:
+        a value file, or a row persistmemo does not write."""
+        others: dict[str, Found | CorruptEntry] = {}
+        for key, value in rows:
+            if type(value) is bytes or (wanted is not None and key not in wanted):
+                continue
+            try:
+                found = self.read(key, now, mapped)
+            except CorruptEntry as error:
+                others[key] = error
+                continue
+            if found is not None:  # else removed since: a miss
+                others[key] = found
+        return others
+
+    def _reading(self) -> _ThreadConnection:
+        """This thread's connection, ready to read."""
+        held = getattr(self._local, "held", None)
+        if held is None or held.pid != process_id[0] or self._mode == "immutable":
+            held = self._held()
+        return held
 
     def plain(self, key: str, now: float) -> tuple[object, object] | None:
         """``(value, expire_time)`` of the live raw row ``key`` (a lease's token, a count),

@@ -231,24 +231,20 @@ class SealedStore:
         """The verified encoded values of those ``keys`` that are stored, in few round trips."""
         if mapped:
             mapped = self._may_map()
-        nothing: dict[str, Found] = {}
-        rows = self._call(
-            "read failed", lambda: self.backend.get_many(keys, mapped=mapped), nothing
+        nothing: tuple[list[tuple[str, bytes]], dict[str, Found | CorruptEntry]] = ([], {})
+        held, others = self._call(
+            "read failed", lambda: self.backend.get_many_bytes(keys, mapped=mapped), nothing
         )
         sealer = self._sealer or self._sealer_ready()
-        prefix = self.backend.seal_prefix
-        unseal = sealer.unseal
-        found: dict[str, Encoded] = {}
-        for key, each in rows.items():
+        # The values read as bytes are checked in one loop; the others (a value file mapped,
+        # or hashed while it was read) as a single read checks them. A seal that fails is a
+        # miss, reported once per store.
+        found, failed = sealer.unseal_many(held, self.backend.seal_prefix)
+        for error in failed:
+            self.report_fault("corrupt entry", error)
+        for key, each in others.items():
             if isinstance(each, CorruptEntry):
                 self.report_fault("corrupt entry", each)
-                continue
-            value = each[0]
-            if type(value) is bytes and each[2] is None and not mapped:  # a small entry
-                try:
-                    found[key] = unseal(prefix + key, value)
-                except CorruptEntry as error:
-                    self.report_fault("corrupt entry", error)
                 continue
             unsealed = self._unsealed(sealer, key, each, mapped)
             if unsealed is not MISSING:
