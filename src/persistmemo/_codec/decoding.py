@@ -431,16 +431,17 @@ def _module(name: str) -> Any:
 
 
 def decode_many(
-    found: dict[str, Encoded], *, allow_pickle: bool = True
+    found: dict[str, Encoded], *, allow_pickle: bool = True, read_only: bool = False
 ) -> tuple[dict[str, object], list[CorruptEntry]]:
     """``decode_value`` of many values (f.map's hits): the values by key, and the errors of
     those that did not decode (as ``decode_value`` raises them). A small msgpack value is
-    unpacked here, in one loop; any other goes through ``decode_value``."""
+    unpacked here, in one loop; any other (and, ``read_only``, every one: its arrays come
+    back read-only) goes through ``decode_value``."""
     unpack = _unpack_importing if allow_pickle else _unpack_loaded
     values: dict[str, object] = {}
     failed: list[CorruptEntry] = []
     for key, data in found.items():
-        if type(data) is bytes and data and data[0] == _MSGPACK:
+        if not read_only and type(data) is bytes and data and data[0] == _MSGPACK:
             try:
                 values[key] = unpack(data[1:])
                 continue
@@ -450,7 +451,7 @@ def decode_many(
             except Exception:
                 pass  # decode_value says what is wrong
         try:
-            values[key] = decode_value(data, allow_pickle=allow_pickle)
+            values[key] = decode_value(data, allow_pickle=allow_pickle, read_only=read_only)
         except CorruptEntry as error:
             failed.append(error)
     return values, failed

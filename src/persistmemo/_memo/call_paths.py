@@ -328,7 +328,9 @@ class CallPaths(Generic["P", "R"]):
     def lookup_many(self, found: dict[str, Encoded]) -> dict[str, object]:
         """``lookup`` of many reads (``read_entries``'): the decoded values by key, an
         undecodable entry left out (a miss, reported as ``lookup`` reports it)."""
-        values, failed = decode_many(found, allow_pickle=self.store.pickle_allowed)
+        values, failed = decode_many(
+            found, allow_pickle=self.store.pickle_allowed, read_only=self.options.mmap
+        )
         for error in failed:
             self.store.report_fault(_decode_fault(error), error)
         return values
