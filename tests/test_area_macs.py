@@ -3,6 +3,8 @@ entries written before keep keyed BLAKE3. Either way, no changed byte is ever se
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +13,9 @@ import pytest
 
 from persistmemo import PersistmemoWarning, Store, _sealing, memo
 from persistmemo._sealing import (
+    AREA_HEADER_SIZE,
     FAST_AREA_FROM,
-    FAST_AREA_HEADER_SIZE,
-    FRAME_FAST_AREA,
+    FRAME_AREA,
     FRAME_OUT_OF_BAND,
     OUT_OF_BAND_HEADER_SIZE,
     Sealer,
@@ -42,24 +44,29 @@ def test_a_large_area_is_written_with_frame_3_and_read_back_exactly(store: Store
     noise, calls = large_function(store)
     first = noise(1)
     (path,) = value_files(store)
-    assert path.read_bytes()[:1] == FRAME_FAST_AREA
+    assert path.read_bytes()[:1] == FRAME_AREA
     assert np.array_equal(noise(1), first)
     assert calls == [1]
 
 
-def test_a_small_area_keeps_blake3_and_needs_no_cryptography(store: Store) -> None:
-    @memo(store=store)
-    def small(n: int) -> np.ndarray:
-        return np.arange(n, dtype=np.float64)
-
-    assert np.array_equal(small(20_000), np.arange(20_000.0))  # 160 KB: an area, under 1 MB
-    (path,) = value_files(store)
-    assert path.read_bytes()[:1] == FRAME_OUT_OF_BAND
+def test_a_small_area_keeps_blake3_and_needs_no_cryptography(tmp_path: Path) -> None:
+    code = f"""
+import sys
+import numpy as np
+from persistmemo import Store, memo
+small = memo(store=Store({str(tmp_path / "s")!r}))(lambda n: np.arange(n, dtype=np.float64))
+small(20_000)  # 160 KB: an area, under 1 MB
+assert np.array_equal(small(20_000), np.arange(20_000.0))
+print("cryptography" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize(
     "where",
-    ["area start", "area end", "nonce", "area tag", "frame byte"],
+    ["area start", "area end", "nonce", "area tag", "frame byte", "lengths", "header tag"],
 )
 def test_any_changed_byte_of_a_frame_3_entry_is_a_miss(store: Store, where: str) -> None:
     noise, calls = large_function(store)
@@ -72,6 +79,8 @@ def test_any_changed_byte_of_a_frame_3_entry_is_a_miss(store: Store, where: str)
         "nonce": OUT_OF_BAND_HEADER_SIZE + 3,
         "area tag": 1 + 16 + 5,
         "frame byte": 0,
+        "lengths": 1 + 16 + 16 + 16 + 2,
+        "header tag": AREA_HEADER_SIZE - 1,
     }[where]
     data[position] ^= 0x01  # the frame byte becomes 2: frame 2's layout, its tag fails
     path.write_bytes(bytes(data))
@@ -89,7 +98,7 @@ def test_each_write_draws_its_own_nonce_and_one_time_key(store: Store) -> None:
 
     encoded = encode_result(array, out_of_band_from=0)
     headers = [sealer.seal("pm1:tests.f:v:00", encoded).header() for _ in range(2)]  # type: ignore[union-attr]
-    nonces = {h[OUT_OF_BAND_HEADER_SIZE:FAST_AREA_HEADER_SIZE] for h in headers}
+    nonces = {h[OUT_OF_BAND_HEADER_SIZE : OUT_OF_BAND_HEADER_SIZE + 16] for h in headers}
     area_tags = {h[17:33] for h in headers}
     assert len(nonces) == 2  # the same bytes, sealed twice: two keys, two tags
     assert len(area_tags) == 2
@@ -113,7 +122,7 @@ def test_large_entries_written_with_frame_2_stay_readable(
 ) -> None:
     noise, calls = large_function(store)
     # Written as an older persistmemo wrote every area: keyed BLAKE3, frame 2.
-    monkeypatch.setattr(_sealing, "FAST_AREA_FROM", 1 << 62)
+    monkeypatch.setattr(_sealing, "WRITTEN_AREA_FRAME", FRAME_OUT_OF_BAND)
     expected = noise(4)
     (path,) = value_files(store)
     assert path.read_bytes()[:1] == FRAME_OUT_OF_BAND

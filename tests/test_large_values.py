@@ -21,7 +21,7 @@ from persistmemo import PersistmemoWarning, Store, memo
 from persistmemo._codec.decoding import decode_value
 from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import FramedValue, OutOfBand
-from persistmemo._sealing import FRAME_FAST_AREA, SealedParts, Sealer
+from persistmemo._sealing import FRAME_AREA, SealedParts, Sealer
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores.base import MISSING
 
@@ -118,7 +118,7 @@ def test_the_value_file_of_a_large_result_is_written_once_from_the_parts(store: 
     assert isinstance(sealed, SealedParts)
     store.write(KEY, encode_result(big, out_of_band_from=0), ttl=None, tag="tests.f")
     data = _value_file(store).read_bytes()
-    assert data[:1] == FRAME_FAST_AREA  # an area of 1.6 MB: Poly1305
+    assert data[:1] == FRAME_AREA  # an area of 1.6 MB: Poly1305
     assert len(data) == sealed.size
 
 

@@ -651,3 +651,44 @@ def test_a_claim_another_members_process_holds_past_a_lease_is_reported_once(
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_shared_store_opened_while_another_process_writes_keeps_its_locks(
+    tmp_path: Path,
+) -> None:
+    # Sharing the database files must not open and close them after SQLite has: a close
+    # drops every POSIX lock the process holds on the file, SQLite's own among them.
+    directory = tmp_path / "team"
+    directory.mkdir()
+    directory.chmod(0o2770)
+    with Store(directory, shared=True, secret="team") as first:
+        memo(store=first)(lambda x: x)(0)  # the database exists, as a member left it
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"db = sqlite3.connect({str(directory / 'cache.db')!r}, isolation_level=None)\n"
+            "db.execute('BEGIN IMMEDIATE'); print('locked', flush=True)\n"
+            "time.sleep(1.0); db.execute('ROLLBACK')\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "locked"
+        store = Store(directory, shared=True, secret="team", timeout=10)
+
+        @memo(store=store)
+        def double(x: int) -> int:
+            return 2 * x
+
+        assert double(1) == 2  # waits for the holder, then stores
+    finally:
+        holder.wait(timeout=30)
+    for x in range(2, 5):
+        assert double(x) == 2 * x
+        assert double(x) == 2 * x
+    assert double.cache_info().hits == 3  # every later write stored
+    store.close()

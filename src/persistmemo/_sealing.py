@@ -28,34 +28,41 @@ if TYPE_CHECKING:
 
 FRAME_VERSION = b"\x01"
 FRAME_OUT_OF_BAND = b"\x02"
-"""A value with an area whose tag is keyed BLAKE3 (areas under FAST_AREA_FROM)."""
-FRAME_FAST_AREA = b"\x03"
-"""A value with an area whose tag is Poly1305 under a one-time key drawn for the entry."""
-AREA_FRAMES = frozenset((FRAME_OUT_OF_BAND[0], FRAME_FAST_AREA[0]))
+"""A value with an area, as persistmemo wrote them before frame 3: its lengths are trusted
+only once the head tag, over the whole document, verifies. Read, never written."""
+FRAME_AREA = b"\x03"
+"""A value with an area: frame 2's header, then a nonce and a header tag over the fixed
+header, checked before its lengths size any read or buffer."""
+AREA_FRAMES = frozenset((FRAME_OUT_OF_BAND[0], FRAME_AREA[0]))
 TAG_SIZE = 16
 NONCE_SIZE = 16
 _METADATA = struct.Struct(">dd")
 HEADER_SIZE = 1 + TAG_SIZE + _METADATA.size
 _LENGTHS = struct.Struct(">IQ")
 OUT_OF_BAND_HEADER_SIZE = 1 + 2 * TAG_SIZE + _METADATA.size + _LENGTHS.size
-FAST_AREA_HEADER_SIZE = OUT_OF_BAND_HEADER_SIZE + NONCE_SIZE
-"""Frame 3's header: frame 2's, then the nonce its area's one-time key is derived from."""
-HEADER_READ = 64
-"""Bytes to read from an entry to find its metadata, whatever its frame."""
+AREA_HEADER_SIZE = OUT_OF_BAND_HEADER_SIZE + NONCE_SIZE + TAG_SIZE
+"""Frame 3's header: frame 2's, the nonce its area's one-time key is derived from, and the
+header tag."""
+HEADER_READ = 96
+"""Bytes to read from an entry to find its metadata and check its header, whatever its frame."""
 
 FAST_AREA_FROM = 1 << 20
-"""Areas of at least this many bytes are tagged with Poly1305 (frame 3): about twice as fast
-as one core's BLAKE3, so that checking runs within the time of reading the bytes. Smaller
-areas keep BLAKE3, which needs no import of ``cryptography``. Both are full-strength MACs
-and the frame byte is under the head tag, so no stored byte can pick a weaker check."""
+"""Areas of at least this many bytes are tagged with Poly1305: about twice as fast as one
+core's BLAKE3, so that checking runs within the time of reading the bytes. Smaller areas
+keep keyed BLAKE3, which needs no import of ``cryptography``. The choice follows from the
+area's length, read from a header whose tag has verified; both are full-strength MACs."""
+
+
+WRITTEN_AREA_FRAME = FRAME_AREA
+"""The frame new values with an area are written in (tests write frame 2, as before)."""
 
 
 def area_header_size(frame: int) -> int | None:
     """The header size of an entry with an area whose first byte is ``frame``, else None."""
     if frame == FRAME_OUT_OF_BAND[0]:
         return OUT_OF_BAND_HEADER_SIZE
-    if frame == FRAME_FAST_AREA[0]:
-        return FAST_AREA_HEADER_SIZE
+    if frame == FRAME_AREA[0]:
+        return AREA_HEADER_SIZE
     return None
 
 
@@ -127,26 +134,51 @@ class Sealer:
         if encoded.area_size > position:
             area_parts.append(bytes(encoded.area_size - position))
         lengths = _LENGTHS.pack(len(document), encoded.area_size)
-        if encoded.area_size >= FAST_AREA_FROM:
-            # A fresh nonce per entry: Poly1305's key must never tag two messages.
-            frame, nonce = FRAME_FAST_AREA, os.urandom(NONCE_SIZE)
-        else:
-            frame, nonce = FRAME_OUT_OF_BAND, b""
-        header_size = OUT_OF_BAND_HEADER_SIZE + len(nonce)
+        frame = FRAME_AREA if WRITTEN_AREA_FRAME == FRAME_AREA else FRAME_OUT_OF_BAND
+        header_size = area_header_size(frame[0]) or 0
 
         def header() -> bytes:
+            # A fresh nonce at each call: a write retried (a locked database) seals the
+            # arrays again, and they may have changed; a Poly1305 key tags one area only.
+            nonce = os.urandom(NONCE_SIZE) if frame == FRAME_AREA else b""
             area_mac = self.area_mac(key, frame[0], nonce, encoded.area_size)
             for part in area_parts:
                 area_mac.update(part)
-            head_body = area_mac.digest() + metadata + lengths + nonce
-            tag = self._head_tag(key, frame, head_body, document, padding)
-            return bytes(frame + tag + head_body)
+            fixed = area_mac.digest() + metadata + lengths + nonce
+            if frame == FRAME_AREA:
+                fixed += self._header_tag(key, fixed)
+            tag = self._head_tag(key, frame, fixed, document, padding)
+            return bytes(frame + tag + fixed)
 
         start = aligned(header_size + len(document))
         padding = bytes(start - header_size - len(document))
         return SealedParts(
             [document, padding, *area_parts], start + encoded.area_size, header, header_size
         )
+
+    def _header_tag(self, key: str, fixed: bytes | memoryview) -> bytes:
+        """Frame 3's header tag: over the frame byte, the entry's key and the fixed header
+        (area tag, times, lengths, nonce)."""
+        hasher = self._blake2b.copy()
+        hasher.update(FRAME_AREA + b"header" + _key_prefix(key))
+        hasher.update(fixed)
+        return hasher.digest()
+
+    def check_header(self, key: str, head: bytes | memoryview) -> int:
+        """Check an entry's fixed header (``head``: at least its first AREA_HEADER_SIZE
+        bytes, frame 3) before its lengths are used; the header's size. Frame 2 has no
+        header tag: its lengths are checked with the head tag, over the whole document.
+        Raises CorruptEntry when the frame is not one with an area, or the tag fails."""
+        header_size = area_header_size(head[0]) if len(head) else None
+        if header_size is None or len(head) < header_size:
+            raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
+        if head[0] == FRAME_AREA[0]:
+            fixed = head[_BODY : header_size - TAG_SIZE]
+            if not compare_digest(
+                head[header_size - TAG_SIZE : header_size], self._header_tag(key, fixed)
+            ):
+                raise CorruptEntry(_FAILED.format(key))
+        return header_size
 
     def _head_tag(
         self,
@@ -183,9 +215,7 @@ class Sealer:
         area_check: AreaCheck | None,
     ) -> FramedValue:
         view = memoryview(stored)
-        header_size = area_header_size(view[0])
-        if header_size is None or len(view) < header_size:
-            raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
+        header_size = self.check_header(key, view)
         document_size, area_size = _LENGTHS.unpack_from(view, _OUT_OF_BAND_LENGTHS)
         document_end = header_size + document_size
         start = aligned(document_end)
@@ -198,9 +228,8 @@ class Sealer:
             if area_check is not None and area_check.hashed == (start, area_size):
                 area_tag = area_check.digest()  # hashed while it was read
             else:
-                area_mac = self.area_mac(
-                    key, view[0], view[OUT_OF_BAND_HEADER_SIZE:header_size], area_size
-                )
+                nonce = _nonce_of(view)
+                area_mac = self.area_mac(key, view[0], nonce, area_size)
                 area_mac.update(area)
                 area_tag = area_mac.digest()
             if not compare_digest(view[_BODY : _BODY + TAG_SIZE], area_tag):
@@ -211,9 +240,7 @@ class Sealer:
         """Check the tag over an entry's header and document (``head``: the entry up to its
         area); raises CorruptEntry when it fails. A store reading a large entry checks it
         before reading the area, so that a planted file costs no read of its bulk."""
-        header_size = area_header_size(head[0]) if len(head) else None
-        if header_size is None or len(head) < header_size:
-            raise CorruptEntry(f"entry {key} is not a sealed persistmemo value")
+        header_size = self.check_header(key, head)
         document_size, _ = _LENGTHS.unpack_from(head, _OUT_OF_BAND_LENGTHS)
         document_end = header_size + document_size
         head_body = head[_BODY:header_size]
@@ -226,17 +253,19 @@ class Sealer:
             raise CorruptEntry(_FAILED.format(key))
 
     def area_mac(self, key: str, frame: int, nonce: bytes | memoryview, size: int) -> Any:
-        """The MAC of ``key``'s area for an entry of ``frame`` (with ``nonce``, frame 3),
-        fed the area's bytes next with ``update``; ``digest()`` gives its tag."""
-        if frame == FRAME_FAST_AREA[0]:
+        """The MAC of ``key``'s area of ``size`` bytes for an entry of ``frame`` (with
+        ``nonce``, frame 3), fed the area's bytes next with ``update``; ``digest()`` gives
+        its tag. ``size`` must come from a checked header (frame 3) or be checked after."""
+        if frame == FRAME_AREA[0] and size >= FAST_AREA_FROM:
             one_time_key = blake2b(
                 _key_prefix(key) + bytes(nonce), key=self._one_time_key_root, digest_size=32
             ).digest()
             return _Poly1305(one_time_key)
         import blake3  # only values with an area need it
 
+        prefix = _key_prefix(key) + bytes(nonce)
         return _Blake3Area(
-            blake3.blake3(_key_prefix(key), key=self._area_key, max_threads=hashing_threads(size))
+            blake3.blake3(prefix, key=self._area_key, max_threads=hashing_threads(size))
         )
 
     def unseal(
@@ -324,6 +353,13 @@ FRAME_VERSION_BYTE = FRAME_VERSION[0]
 _FAILED = "entry {} fails its integrity check (changed, truncated or moved)"
 
 
+def _nonce_of(head: bytes | memoryview) -> bytes | memoryview:
+    """The nonce in an entry's header (frame 3; frame 2 has none)."""
+    if head[0] != FRAME_AREA[0]:
+        return b""
+    return head[OUT_OF_BAND_HEADER_SIZE : OUT_OF_BAND_HEADER_SIZE + NONCE_SIZE]
+
+
 def _key_prefix(key: str) -> bytes:
     key_bytes = key.encode("utf-8", "surrogatepass")
     return len(key_bytes).to_bytes(4, "big") + key_bytes
@@ -349,16 +385,16 @@ class AreaCheck:
     def begin(self, head: bytes | memoryview, size: int) -> int | None:
         """Where the area starts in an entry of ``size`` bytes beginning with ``head`` (None
         when it has no area); raises CorruptEntry when its lengths do not add up to ``size``."""
-        header_size = area_header_size(head[0]) if len(head) else None
-        if header_size is None or len(head) < header_size:
+        if not len(head) or head[0] not in AREA_FRAMES:
             return None
+        header_size = self._sealer.check_header(self._key, head)
         document_size, area_size = _LENGTHS.unpack_from(head, _OUT_OF_BAND_LENGTHS)
         start = aligned(header_size + document_size)
         if start + area_size != size:
             # Not a whole entry: refused before its bulk is read (a planted row may name a
             # huge sparse file).
             raise CorruptEntry(f"entry {self._key} is truncated or has bytes past its end")
-        nonce = head[OUT_OF_BAND_HEADER_SIZE:header_size]
+        nonce = _nonce_of(head)
         self._hasher = self._sealer.area_mac(self._key, head[0], nonce, area_size)
         self.hashed = (start, area_size)
         return start

@@ -169,7 +169,9 @@ class DiskBackend(StoreLifetime, Backend):
         now = time.time()
         sealed = [key for key in keys if not key.startswith(_PLAIN)]
         for start in range(0, len(sealed), READ_MANY_BATCH):
-            rows = reader.read_many(sealed[start : start + READ_MANY_BATCH], now, mapped)
+            rows = reader.read_many(
+                sealed[start : start + READ_MANY_BATCH], now, mapped, self._sealer
+            )
             for key, (data, expires_at) in rows.items():
                 found[key] = data if isinstance(data, Exception) else (data, expires_at, None)
         for key in keys:
@@ -191,7 +193,9 @@ class DiskBackend(StoreLifetime, Backend):
         held: list[tuple[str, bytes]] = []
         others: dict[str, Found | CorruptEntry] = {}
         for start in range(0, len(keys), GET_MANY_BATCH):
-            found, rest = reader.read_keys(keys[start : start + GET_MANY_BATCH], now, mapped)
+            found, rest = reader.read_keys(
+                keys[start : start + GET_MANY_BATCH], now, mapped, self._sealer
+            )
             held += found
             others.update(rest)
         # A lease's token or a hit count is not bytes: the reader left it to ``read``, which

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -624,7 +625,19 @@ def share_database_files(directory: str) -> None:
     ``-wal``/``-shm`` files it creates are its own and no one else can store. Opened without
     following links, so that a planted link makes nothing else group-writable.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    # Closing any descriptor of a file drops every POSIX lock this process holds on it, and
+    # SQLite's locks on cache.db and its -shm are POSIX locks: opened normally here, after a
+    # connection, the file would be unlocked under SQLite (writes then fail, or corrupt).
+    # Linux's O_PATH descriptors are not opened files: closing one drops no lock.
+    # Elsewhere (the BSDs, macOS) the mode is set on the path, links not followed.
+    by_path = hasattr(os, "O_PATH") and os.path.isdir("/proc/self/fd")
+    if not by_path and os.chmod in os.supports_follow_symlinks:
+        _share_by_name(directory)
+        return
+    if by_path:
+        flags = os.O_PATH | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    else:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     for suffix in ("", "-wal", "-shm"):
         try:
             descriptor = os.open(os.path.join(directory, DBNAME + suffix), flags)
@@ -633,12 +646,30 @@ def share_database_files(directory: str) -> None:
         try:
             info = os.fstat(descriptor)
             wanted = info.st_mode & 0o777 | 0o660
-            if info.st_uid == os.getuid() and info.st_mode & 0o777 != wanted:
-                os.fchmod(descriptor, wanted)
+            if (
+                stat.S_ISREG(info.st_mode)
+                and info.st_uid == os.getuid()
+                and info.st_mode & 0o777 != wanted
+            ):
+                if by_path:  # the file the descriptor names, not a link: O_NOFOLLOW
+                    os.chmod(f"/proc/self/fd/{descriptor}", wanted)
+                else:
+                    os.fchmod(descriptor, wanted)
         except OSError:
             pass
         finally:
             os.close(descriptor)
+
+
+def _share_by_name(directory: str) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        path = os.path.join(directory, DBNAME + suffix)
+        with contextlib.suppress(OSError):
+            info = os.lstat(path)
+            wanted = info.st_mode & 0o777 | 0o660
+            mine = stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid()
+            if mine and info.st_mode & 0o777 != wanted:
+                os.chmod(path, wanted, follow_symlinks=False)
 
 
 def _secret_path() -> str | None:

@@ -16,7 +16,7 @@ import sys
 import threading
 import weakref
 
-from persistmemo._sealing import FRAME_FAST_AREA, FRAME_OUT_OF_BAND, AreaCheck
+from persistmemo._sealing import FRAME_AREA, FRAME_OUT_OF_BAND, FRAME_VERSION, AreaCheck
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.connections import forking, wait_for_fork
@@ -132,14 +132,19 @@ def read_value_file(
                 f"value file {filename!r} holds {info.st_size} bytes, its entry says {size}"
             )
         wanted = info.st_size if limit is None else min(limit, info.st_size)
-        if mapped and wanted and os.pread(descriptor, 1, 0) in (FRAME_OUT_OF_BAND, FRAME_FAST_AREA):
+        if mapped and wanted and os.pread(descriptor, 1, 0) in (FRAME_OUT_OF_BAND, FRAME_AREA):
             # Imported here: only mapped hits need it (a cold start skips it). The map
             # holds no descriptor: a thousand live results would exhaust the process's.
             from persistmemo.stores.read_only_maps import map_read_only
 
             return map_read_only(descriptor, wanted)
+        head = start = None
+        if area_check is not None and limit is None and wanted:
+            # The head first, checked before anything is sized by the file or its header.
+            head = os.pread(descriptor, min(wanted, _HEAD), 0)
+            start = _area_start(area_check, head, wanted, filename)
         if wanted >= _READ_INTO_FROM:
-            return _read_into_buffer(descriptor, wanted, filename, area_check)
+            return _read_into_buffer(descriptor, wanted, filename, area_check, head, start)
         data = os.read(descriptor, wanted)  # one call, no buffered reader: the hit path
         while len(data) < wanted:  # a very large file comes in pieces
             piece = os.read(descriptor, wanted - len(data))
@@ -150,7 +155,30 @@ def read_value_file(
         os.close(descriptor)
     if len(data) != wanted:
         raise CorruptEntry(f"value file {filename!r} changed while it was read")
+    if start is not None and area_check is not None:
+        area_check.update(memoryview(data)[start:])
     return data
+
+
+_SEALED_FRAMES = frozenset((FRAME_VERSION[0], FRAME_OUT_OF_BAND[0], FRAME_AREA[0]))
+
+
+def _area_start(area_check: AreaCheck, head: bytes, size: int, filename: object) -> int | None:
+    """Where the area starts in a value file of ``size`` bytes beginning with ``head``
+    (None: a value without one), its header checked first (frame 3). Raises CorruptEntry
+    for a file no persistmemo writes, and for a frame 2 entry whose document goes past the
+    head: its lengths have no tag of their own, so a planted one could name any size."""
+    if len(head) < min(size, _HEAD):
+        raise CorruptEntry(f"value file {filename!r} changed while it was read")
+    if not head or head[0] not in _SEALED_FRAMES:
+        raise CorruptEntry(f"value file {filename!r} holds no sealed persistmemo value")
+    start = area_check.begin(head, size)
+    if start is not None and start > len(head) and head[0] == FRAME_OUT_OF_BAND[0]:
+        raise CorruptEntry(
+            f"value file {filename!r}: a frame 2 document larger than {_HEAD} bytes"
+            " (recomputed and written as frame 3)"
+        )
+    return start
 
 
 _READ_INTO_FROM = 1 << 20
@@ -162,7 +190,12 @@ _HASH_WHILE_READING_FROM = 4 << 20
 
 
 def _read_into_buffer(
-    descriptor: int, size: int, filename: object, area_check: AreaCheck | None
+    descriptor: int,
+    size: int,
+    filename: object,
+    area_check: AreaCheck | None,
+    checked_head: bytes | None = None,
+    start: int | None = None,
 ) -> memoryview:
     # A writable buffer of the hit's own (_ReadBuffers: one no earlier result views any
     # more), not zeroed first: the kernel copies the file into it, the only copy a hit
@@ -173,9 +206,12 @@ def _read_into_buffer(
     # (measured: 100 MB in 40-90 ms instead of 20), and 64-byte aligned arrays stay so.
     shift = (_COPY_OFFSET - address) % _PAGE
     buffer = memoryview(raw)[shift : shift + size]
-    head = min(size, _HEAD)
-    _read_exactly(descriptor, buffer, 0, head, filename)
-    start = None if area_check is None else area_check.begin(buffer[:head], size)
+    if checked_head is None:
+        head = min(size, _HEAD)
+        _read_exactly(descriptor, buffer, 0, head, filename)
+    else:  # read and checked by the caller (_area_start): what was checked is what is kept
+        head = len(checked_head)
+        buffer[:head] = checked_head
     if start is None or area_check is None:
         _read_exactly(descriptor, buffer, head, size, filename)
         return buffer
@@ -488,7 +524,7 @@ class EntryReader:
             return value, expires_at, None
         if mode == MODE_BINARY and filename:
             check = None
-            if sealer is not None and not mapped and (size or 0) >= _READ_INTO_FROM:
+            if sealer is not None and not mapped:
                 check = AreaCheck(sealer, key)
             try:
                 found = read_value_file(
@@ -527,7 +563,7 @@ class EntryReader:
         return False
 
     def read_many(
-        self, keys: list[str], now: float, mapped: bool = False
+        self, keys: list[str], now: float, mapped: bool = False, sealer: Sealer | None = None
     ) -> dict[str, tuple[bytes | memoryview | CorruptEntry, float | None]]:
         """``read`` for many keys in one query: what was found, by key (a damaged entry's
         value is the CorruptEntry to report). At most SQLite's variable limit per call."""
@@ -546,7 +582,11 @@ class EntryReader:
                 found[key] = (value, expires_at)
             elif mode == MODE_BINARY and filename:
                 try:
-                    data = read_value_file(self._directory, filename, size, mapped=mapped)
+                    # Checked as a single read checks it: a planted file's header first.
+                    check = None if sealer is None or mapped else AreaCheck(sealer, key)
+                    data = read_value_file(
+                        self._directory, filename, size, mapped=mapped, area_check=check
+                    )
                     found[key] = (data, expires_at)
                 except FileNotFoundError:
                     continue
@@ -557,7 +597,7 @@ class EntryReader:
         return found
 
     def read_keys(
-        self, keys: list[str], now: float, mapped: bool = False
+        self, keys: list[str], now: float, mapped: bool = False, sealer: Sealer | None = None
     ) -> tuple[list[tuple[str, bytes]], dict[str, Found | CorruptEntry]]:
         """The live values of ``keys`` (any number, in any order: f.map's hits), without
         their expiry: ``(key, bytes)`` of the values held in the table, and the others as
@@ -581,7 +621,7 @@ class EntryReader:
                 found = [row for row in rows if type(row[1]) is bytes and row[0] in wanted]
                 if len(found) == len(rows):
                     return found, {}
-                return found, self._others(rows, wanted, now, mapped)
+                return found, self._others(rows, wanted, now, mapped, sealer)
         keys = sorted(keys)  # neighbouring keys: neighbouring pages of the index
         rows = []
         for start in range(0, count, IN_BATCH):
@@ -590,10 +630,15 @@ class EntryReader:
         found = [row for row in rows if type(row[1]) is bytes]
         if len(found) == len(rows):
             return found, {}
-        return found, self._others(rows, None, now, mapped)
+        return found, self._others(rows, None, now, mapped, sealer)
 
     def _others(
-        self, rows: list[tuple[str, object]], wanted: set[str] | None, now: float, mapped: bool
+        self,
+        rows: list[tuple[str, object]],
+        wanted: set[str] | None,
+        now: float,
+        mapped: bool,
+        sealer: Sealer | None,
     ) -> dict[str, Found | CorruptEntry]:
         """``read`` of the rows (of the keys ``wanted``, if given) whose value is not bytes:
         a value file, or a row persistmemo does not write."""
@@ -602,7 +647,7 @@ class EntryReader:
             if type(value) is bytes or (wanted is not None and key not in wanted):
                 continue
             try:
-                found = self.read(key, now, mapped)
+                found = self.read(key, now, mapped, sealer)
             except CorruptEntry as error:
                 others[key] = error
                 continue
