@@ -425,3 +425,13 @@ def test_map_workers_results_with_mmap_are_read_only(tmp_path: Path) -> None:
     assert out == "CacheInfo(hits=4, misses=0)"  # the misses were the workers'
     log = (tmp_path / "calls.log").read_text().splitlines()
     assert len(log) == 4
+
+
+def test_repeated_inputs_of_a_map_with_mmap_get_read_only_results_too(store: Store) -> None:
+    @memo(store=store, mmap=True)
+    def make(x: int) -> dict[str, Any]:
+        return _result(x)
+
+    for results in (make.map([5, 5]), make.map([5, 5])):  # misses, then hits
+        assert all(_read_only(each) for each in results)
+        assert results[0] is not results[1]

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from persistmemo.errors import PersistmemoWarning
+from persistmemo.stores.base import MISSING
 
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future
@@ -48,6 +49,8 @@ class MapTarget(Protocol):
     def lookup_many(self, found: dict[str, Any]) -> dict[str, object]: ...
 
     def read_entries(self, keys: list[str]) -> dict[str, Any]: ...
+
+    def read_entry(self, key: str) -> Any: ...
 
     def inputs_unchanged(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool: ...
 
@@ -140,7 +143,7 @@ def map_sync(
             hits.update(_as_stored(target, computed))
     finally:
         meter.finish()
-    return _in_order(keys, hits, distinct)
+    return _in_order(keys, hits, distinct, target)
 
 
 def _as_stored(target: MapTarget, computed: dict[str, object]) -> dict[str, object]:
@@ -184,18 +187,25 @@ def _misses(
     return missing
 
 
-def _in_order(keys: list[str], results: dict[str, object], distinct: bool) -> list[Any]:
+def _in_order(
+    keys: list[str], results: dict[str, object], distinct: bool, target: MapTarget
+) -> list[Any]:
     """The results in input order; an input that repeats gets its own copy, as a call would
-    (a hit decodes a fresh object each time), so mutating one result leaves the others."""
+    (a hit decodes a fresh object each time), so mutating one result leaves the others.
+    With ``memo(mmap=True)`` the copy is read again from the store, as a hit reads it: a
+    deep copy of read-only arrays would be writable."""
     if distinct:
         return [results[key] for key in keys]
     ordered: list[Any] = []
     given: set[str] = set()
     for key in keys:
         if key in given:
-            import copy
+            again = target.lookup(target.read_entry(key)) if target.options.mmap else MISSING
+            if again is MISSING:  # not stored (or not mapped): a copy of the one computed
+                import copy
 
-            ordered.append(copy.deepcopy(results[key]))
+                again = copy.deepcopy(results[key])
+            ordered.append(again)
         else:
             given.add(key)
             ordered.append(results[key])
@@ -482,4 +492,4 @@ async def map_async(
         raise
     finally:
         meter.finish()
-    return _in_order(keys, hits, distinct)
+    return _in_order(keys, hits, distinct, target)
