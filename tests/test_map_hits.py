@@ -111,15 +111,22 @@ def test_bulk_keys_are_the_keys_of_single_calls(store: Store) -> None:
         assert function.map(items, items) == [function(x, x) for x in items]
 
 
-def test_the_range_scan_and_in_lists_read_the_same_rows(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    square, _ = counted(store)
-    square.map(range(0, 600, 2))  # stored: the even ones; asked: all
-    other, _ = counted(store, name="tests.square_other")
-    other.map(range(300))  # another function's rows, out of this one's range
-    keys = [square.key(x) for x in range(600)] + [other.key(1)]
-    reader = store.backend._ready_reader()
+PLANS = {
+    "in lists": {"SCAN_FROM": 10**9},
+    "index scan": {"_TABLE_ROWS": "SELECT 1 << 60"},  # the range is never half the table
+    "table scan": {"_TABLE_ROWS": "SELECT 0"},  # always half the table or more
+}
+
+
+@pytest.fixture(params=list(PLANS))
+def plan(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way read_keys reads many keys, forced."""
+    for name, value in PLANS[request.param].items():
+        monkeypatch.setattr(entry_reader, name, value)
+    return str(request.param)
+
+
+def recorded_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     statements: list[str] = []
     run = entry_reader._ThreadConnection.run
 
@@ -128,27 +135,60 @@ def test_the_range_scan_and_in_lists_read_the_same_rows(
         return run(self, statement, parameters)
 
     monkeypatch.setattr(entry_reader._ThreadConnection, "run", recorded)
-    scanned, others = reader.read_keys(keys, time.time())
+    return statements
+
+
+def test_each_plan_reads_the_rows_of_the_keys_asked_for(
+    store: Store, plan: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    square, _ = counted(store)
+    square.map(range(0, 600, 2))  # stored: the even ones; asked: all
+    other, _ = counted(store, name="tests.square_other")
+    other.map(range(300))  # another function's rows, one of them asked for
+    keys = [square.key(x) for x in range(600)] + [other.key(1)]
+    statements = recorded_statements(monkeypatch)
+    found, others = store.backend._ready_reader().read_keys(keys, time.time())
     assert others == {}
-    assert entry_reader._SELECT_BETWEEN in statements  # dense: its range scanned
+    assert {key for key, _ in found} == {square.key(x) for x in range(0, 600, 2)} | {other.key(1)}
+    assert all(value == stored_value(store, key) for key, value in found)
+    used = {
+        "in lists": entry_reader._SELECT_KEYS_IN.format(",".join("?" * 500)),
+        "index scan": entry_reader._SELECT_BETWEEN,
+        "table scan": entry_reader._SELECT_BETWEEN_BY_TABLE,
+    }
+    assert used[plan] in statements
+    assert not (set(used.values()) - {used[plan]}) & set(statements)
+
+
+def test_the_plan_follows_the_rows_in_the_range(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    square, _ = counted(store)
+    square.map(range(400))
+    other, _ = counted(store, name="tests.square_other")
+    other.map(range(1000))
+    reader = store.backend._ready_reader()
+    statements = recorded_statements(monkeypatch)
+    # All of one function's rows, under half the table's: its range, by the index.
+    reader.read_keys([square.key(x) for x in range(400)], time.time())
+    assert entry_reader._SELECT_BETWEEN in statements
+    # Most of the table: the table, in rowid order.
     statements.clear()
-    monkeypatch.setattr(entry_reader, "SCAN_FROM", 10**9)
-    listed, _ = reader.read_keys(keys, time.time())
-    assert entry_reader._SELECT_BETWEEN not in statements
-    assert sorted(scanned) == sorted(listed)
-    assert {key for key, _ in scanned} == {square.key(x) for x in range(0, 600, 2)} | {other.key(1)}
-    # A sparse range (a few keys of a function with many rows) is read by IN lists.
+    reader.read_keys([other.key(x) for x in range(1000)], time.time())
+    assert entry_reader._SELECT_BETWEEN_BY_TABLE in statements
+    # A few keys of a function with many rows (a sparse range): IN lists.
     monkeypatch.setattr(entry_reader, "SCAN_FROM", 2)
     statements.clear()
-    few = [square.key(0), square.key(598), square.key(300)]
-    sparse, _ = reader.read_keys(few, time.time())
-    assert {key for key, _ in sparse} == set(few)
+    few = [other.key(0), other.key(500), other.key(999)]
+    found, _ = reader.read_keys(few, time.time())
+    assert {key for key, _ in found} == set(few)
     assert entry_reader._COUNT_BETWEEN in statements
     assert entry_reader._SELECT_BETWEEN not in statements
+    assert entry_reader._SELECT_BETWEEN_BY_TABLE not in statements
 
 
 @pytest.mark.parametrize("count", [5, 200])
-def test_expired_rows_in_a_bulk_read_are_misses(store: Store, count: int) -> None:
+def test_expired_rows_in_a_bulk_read_are_misses(store: Store, plan: str, count: int) -> None:
     square, calls = counted(store)
     square.map(range(count))
     expired = {1, 3, count - 1}
@@ -163,7 +203,9 @@ def test_expired_rows_in_a_bulk_read_are_misses(store: Store, count: int) -> Non
 
 
 @pytest.mark.parametrize("count", [5, 200])
-def test_tampered_rows_in_a_bulk_read_are_misses_with_one_warning(store: Store, count: int) -> None:
+def test_tampered_rows_in_a_bulk_read_are_misses_with_one_warning(
+    store: Store, plan: str, count: int
+) -> None:
     square, calls = counted(store)
     square.map(range(count))
     flipped = stored_value(store, square.key(0))
@@ -184,7 +226,7 @@ def test_tampered_rows_in_a_bulk_read_are_misses_with_one_warning(store: Store, 
     assert calls == []
 
 
-def test_rows_planted_in_the_scanned_range_are_not_served(store: Store) -> None:
+def test_rows_planted_in_the_scanned_range_are_not_served(store: Store, plan: str) -> None:
     square, calls = counted(store)
     square.map(range(100))
     keys = sorted(square.key(x) for x in range(100))
@@ -209,7 +251,7 @@ def test_rows_planted_in_the_scanned_range_are_not_served(store: Store) -> None:
     assert set(found) == set(keys)
 
 
-def test_value_files_in_a_bulk_read_are_checked(store: Store) -> None:
+def test_value_files_in_a_bulk_read_are_checked(store: Store, plan: str) -> None:
     calls: list[int] = []
 
     @memo(store=store)
