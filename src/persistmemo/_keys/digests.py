@@ -1,17 +1,24 @@
 """Large buffers keyed by a BLAKE3 digest rather than by their bytes.
 
 str, bytes and bytearray of ``LARGE_BUFFER`` and more, array buffers and frame columns are
-keyed by a 256-bit BLAKE3 digest, computed on as many threads as the buffer's size is worth.
-blake3 is imported when the first large value is keyed: small arguments never load it.
+keyed by a 256-bit BLAKE3 digest, computed on as many threads as the buffer's size is worth;
+a frame's columns are encoded on several threads at once (``on_threads``). blake3 is imported
+when the first large value is keyed: small arguments never load it.
 """
 
 from __future__ import annotations
 
-from persistmemo._hashing import hashing_threads
+import os
+
+from persistmemo._hashing import MULTITHREADED_FROM, hashing_threads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeVar
+
+    Item = TypeVar("Item")
+    Result = TypeVar("Result")
 
 LARGE_BUFFER = 64 * 1024
 """bytes, bytearray and str of at least this many bytes/characters are keyed by digest."""
@@ -36,3 +43,78 @@ def new_hasher() -> Any:
     import blake3  # only frames and columns need it
 
     return blake3.blake3(max_threads=hashing_threads())
+
+
+def parallel_threads(items: int, size: int) -> int:
+    """How many threads ``items`` pieces of work hashing about ``size`` bytes in all are
+    worth: one below MULTITHREADED_FROM, or in a forked child; else one a core, or an item."""
+    if items < 2 or size < MULTITHREADED_FROM or hashing_threads() == 1:
+        return 1
+    return min(items, available_cores())
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def on_threads(
+    work: Callable[[Item], Result],
+    items: Sequence[Item],
+    threads: int,
+    anywhere: Sequence[bool] | None = None,
+) -> list[Result]:
+    """``[work(item) for item in items]``, on ``threads`` threads, the calling one among
+    them, for work that spends its time with the GIL released (BLAKE3, numpy's loops).
+
+    An item whose ``anywhere`` is false is worked on by the calling thread (work that may
+    run a caller's own code: its thread-locals and its stack are the caller's). When any
+    item fails, what the first failing item (in order) raised is raised once all are done,
+    as the loop would have raised it.
+    """
+    shared = [index for index in range(len(items)) if anywhere is None or anywhere[index]]
+    if threads < 2 or len(shared) < 2:
+        return [work(item) for item in items]
+    import threading  # only large frames need it
+
+    results: list[Any] = [None] * len(items)
+    failures: dict[int, BaseException] = {}
+    own = [index for index in range(len(items)) if not (anywhere is None or anywhere[index])]
+    pending = iter(shared)
+    lock = threading.Lock()
+
+    def run(indexes: Any, calling: bool) -> None:
+        while True:
+            with lock:
+                index = next(indexes, None)
+            if index is None:
+                return
+            try:
+                results[index] = work(items[index])
+            except Exception as failure:  # raised in the calling thread, below
+                failures[index] = failure
+            except BaseException as failure:
+                failures[index] = failure
+                if calling:  # KeyboardInterrupt and the like: no item is started after it
+                    with lock:
+                        for _ in pending:
+                            pass
+                    raise
+
+    helpers = [
+        threading.Thread(target=run, args=(pending, False), daemon=True)
+        for _ in range(min(threads, len(shared)) - 1)
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        run(iter(own), True)
+        run(pending, True)
+    finally:
+        for helper in helpers:
+            helper.join()
+    if failures:
+        raise failures[min(failures)]
+    return results

@@ -6,7 +6,9 @@ duplicate-labels flag, Arrow's schema metadata). A column's values are digest st
 not depend on its layout in memory: its null rows, its fixed-width bytes, or for strings and
 binary the UTF-8 bytes and each row's length, hashed in place with BLAKE3 (never pickled).
 Arrow chunks and slices, polars rechunking, and pandas' Arrow or Python storage of strings
-all give the same streams for the same values.
+all give the same streams for the same values. A large frame's columns of buffers are
+encoded on several threads at once (BLAKE3 and numpy's loops release the GIL); the bytes are
+those of one thread.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from __future__ import annotations
 import sys
 
 from persistmemo._keys.arrays import encode_ndarray, encode_numpy_scalar, numpy_module
-from persistmemo._keys.digests import DIGEST_SIZE, digest, new_hasher
+from persistmemo._keys.digests import (
+    DIGEST_SIZE,
+    digest,
+    new_hasher,
+    on_threads,
+    parallel_threads,
+)
 from persistmemo._keys.encoders import concat, encode_item
 from persistmemo._keys.framing import KeyExtension, array_header, document, ext, pack
 from persistmemo._keys.standard_types import encode_tzinfo
@@ -22,6 +30,7 @@ from persistmemo.errors import UnsupportedType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
     from typing import Any
 
 
@@ -94,14 +103,36 @@ class _Streams:
         # Lengths as unsigned ints of the narrowest width that holds the longest row (a
         # property of the values, not of their chunks): 1 byte a row for short strings
         # instead of 8 is most of the cost of keying a string column saved.
-        longest = max((int(part.max()) for part in self.lengths if len(part)), default=0)
-        width = next(width for width in (1, 2, 4, 8) if longest < 1 << (8 * width))
+        width = max((_width(part) for part in self.lengths if len(part)), default=1)
         hasher = new_hasher()
         hasher.update(pack(width))
         for part in self.lengths:
             narrow = numpy_module().ascontiguousarray(part, dtype=f"<u{width}")
             hasher.update(memoryview(narrow).cast("B"))
         return bytes(hasher.digest(DIGEST_SIZE))
+
+
+def _width(lengths: Any) -> int:
+    """The narrowest width, in bytes, of unsigned ints that holds every one of ``lengths``."""
+    if lengths.dtype == numpy_module().uint8:
+        return 1  # narrowed already (_row_lengths): no pass over the lengths
+    longest = int(lengths.max())
+    return next(width for width in (1, 2, 4, 8) if longest < 1 << (8 * width))
+
+
+def _row_lengths(offsets: Any) -> Any:
+    """The length of each row between Arrow ``offsets``: as uint8 when every row is shorter
+    than 256 (most text; the digest stream has them at one byte anyway), else as int64."""
+    numpy = numpy_module()
+    narrow = numpy.empty(len(offsets) - 1, dtype=numpy.uint8)
+    # Each length modulo 256, in one pass that writes a byte a row rather than eight. Arrow
+    # offsets never decrease, so no length is negative: each narrowed length is at most its
+    # own, and the narrowed ones add up to the span of the offsets only when none was cut.
+    numpy.subtract(offsets[1:], offsets[:-1], out=narrow, casting="unsafe")
+    total = numpy.uint32 if 255 * len(narrow) < 1 << 32 else numpy.uint64  # cannot overflow
+    if int(narrow.sum(dtype=total)) == int(offsets[-1]) - int(offsets[0]):
+        return narrow
+    return numpy.diff(offsets)
 
 
 def _le_int64(values: Any) -> memoryview:
@@ -112,8 +143,9 @@ def _le_int64(values: Any) -> memoryview:
 def _canonical_floats(values: Any) -> Any:
     """The array with every NaN as the one canonical NaN (as float scalars are keyed)."""
     numpy = numpy_module()
-    # The sum is NaN when any item is (or for inf - inf): a fast test before the exact one.
-    if values.dtype.kind == "f" and values.size and numpy.isnan(values.sum()):
+    # The minimum is NaN when any item is (numpy's minimum propagates NaN): a pass that
+    # writes nothing, before the one that finds them.
+    if values.dtype.kind == "f" and values.size and numpy.isnan(values.min()):
         nans = numpy.isnan(values)
         if nans.any():
             values = values.copy()
@@ -237,6 +269,18 @@ def _pandas_column(array: Any) -> bytes:
     )
 
 
+def _in_place(array: Any) -> bool:
+    """Whether a pandas array is keyed by its buffers alone, without a Python object's own
+    encoder (such a column may be encoded on another thread)."""
+    dtype = array.dtype
+    if isinstance(dtype, numpy_module().dtype):
+        return not dtype.hasobject
+    pandas = sys.modules["pandas"]
+    if isinstance(dtype, pandas.StringDtype):
+        return bool(dtype.storage != "python")  # Arrow's buffers
+    return isinstance(dtype, pandas.ArrowDtype)
+
+
 def _masked_values(array: Any) -> tuple[bytes, bytes]:
     # Nullable Int64, Float64, boolean: the values under the mask are whatever was there
     # before, so they are zeroed: equal arrays give equal bytes.
@@ -325,7 +369,7 @@ def _add_arrow_binary(streams: _Streams, chunk: Any) -> None:
     )
     start, end = int(offsets[0]), int(offsets[-1])
     data = memoryview(data_buffer)[start:end] if data_buffer else b""
-    streams.add_variable(numpy.diff(offsets), data)
+    streams.add_variable(_row_lengths(offsets), data)
 
 
 def _add_arrow_fixed(streams: _Streams, chunk: Any) -> None:
@@ -347,9 +391,38 @@ def _add_arrow_fixed(streams: _Streams, chunk: Any) -> None:
 # --- frames, series, indexes and tables ----------------------------------------------------
 
 
+def _on_threads(
+    encode: Callable[[Any], bytes],
+    columns: Sequence[Any],
+    rows: int,
+    anywhere: Sequence[bool] | None = None,
+) -> list[bytes]:
+    """``encode`` of each column, on as many threads as the columns are worth: their
+    buffers are read and hashed in place with the GIL released (BLAKE3, numpy's loops), so
+    one column is hashed while the next is read. Only columns ``anywhere`` allows leave the
+    calling thread (all when None)."""
+    count = len(columns) if anywhere is None else sum(anywhere)
+    threads = parallel_threads(count, 8 * rows * count)  # guessed at 8 bytes a value
+    return on_threads(encode, columns, threads, anywhere)
+
+
+def _column_arrays(frame: Any) -> list[Any]:
+    """The values of each column of a pandas DataFrame, by position (duplicate names too)."""
+    try:
+        # pandas' own walk over its columns (since 1.3) builds no Series a column: a tenth of
+        # the cost of items(), which costs a tenth of iloc. A numpy column comes as an
+        # ndarray rather than in a NumpyExtensionArray: _pandas_column keys both alike.
+        return list(frame._iter_column_arrays())
+    except AttributeError:
+        return [column.array for _, column in frame.items()]
+
+
 def encode_pandas_frame(value: Any) -> bytes:
-    # items() goes by position (duplicate names too), and costs a tenth of iloc per column.
-    columns = [_pandas_column(column.array) for _, column in value.items()]
+    arrays = _column_arrays(value)
+    # Columns of Python objects are keyed on the calling thread: their items' own encoders
+    # (hooks, registered types) run there, as for any other argument.
+    anywhere = [_in_place(array) for array in arrays]
+    columns = _on_threads(_pandas_column, arrays, len(value), anywhere)
     parts = encode_item(value.columns) + encode_item(value.index) + array_header(len(columns))
     parts += b"".join(columns) + _pandas_attributes(value)
     return ext(KeyExtension.PANDAS, pack("DataFrame") + parts)
@@ -400,9 +473,10 @@ def encode_arrow_array(value: Any) -> bytes:
 
 def encode_arrow_table(value: Any) -> bytes:
     fields = [[field.name, str(field.type), field.nullable] for field in value.schema]
+    encoded = _on_threads(_arrow_column, value.columns, value.num_rows)
     columns = b"".join(
-        document(_arrow_metadata(field.metadata), _arrow_column(value.column(position)))
-        for position, field in enumerate(value.schema)
+        document(_arrow_metadata(field.metadata), column)
+        for field, column in zip(value.schema, encoded, strict=True)
     )
     kind = type(value).__name__  # Table or RecordBatch
     head = pack(kind) + encode_item(fields) + _arrow_metadata(value.schema.metadata)
@@ -431,6 +505,6 @@ def encode_polars_series(value: Any) -> bytes:
 
 
 def encode_polars_frame(value: Any) -> bytes:
-    columns = [_polars_column(series) for series in value.get_columns()]
+    columns = _on_threads(_polars_column, value.get_columns(), value.height)
     body = array_header(len(columns)) + b"".join(columns)
     return ext(KeyExtension.POLARS, pack("DataFrame") + body)
