@@ -43,8 +43,8 @@ OUT_OF_BAND_HEADER_SIZE = 1 + 2 * TAG_SIZE + _METADATA.size + _LENGTHS.size
 AREA_HEADER_SIZE = OUT_OF_BAND_HEADER_SIZE + NONCE_SIZE + TAG_SIZE
 """Frame 3's header: frame 2's, the nonce its area's one-time key is derived from, and the
 header tag."""
-HEADER_READ = 96
-"""Bytes to read from an entry to find its metadata and check its header, whatever its frame."""
+HEADER_READ = 64
+"""Bytes to read from an entry to find its metadata, whatever its frame."""
 
 FAST_AREA_FROM = 1 << 20
 """Areas of at least this many bytes are tagged with Poly1305: about twice as fast as one
