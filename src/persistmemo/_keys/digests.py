@@ -38,11 +38,16 @@ def digest(buffer: bytes | bytearray | memoryview) -> bytes:
     return blake3.blake3(buffer, max_threads=hashing_threads(size)).digest(DIGEST_SIZE)
 
 
-def new_hasher() -> Any:
-    """A BLAKE3 hasher to feed a column's buffers into, one after another."""
+def new_hasher(size: int | None = None) -> Any:
+    """A BLAKE3 hasher to feed a column's buffers into, one after another: on as many
+    threads as ``size`` bytes (all of them or the first buffer, when known) are worth.
+
+    A hasher on several threads hands every update to its thread pool and waits for it,
+    which costs more than hashing a small buffer on the calling thread.
+    """
     import blake3  # only frames and columns need it
 
-    return blake3.blake3(max_threads=hashing_threads())
+    return blake3.blake3(max_threads=hashing_threads(size))
 
 
 def parallel_threads(items: int, size: int) -> int:
@@ -73,48 +78,62 @@ def on_threads(
     run a caller's own code: its thread-locals and its stack are the caller's). When any
     item fails, what the first failing item (in order) raised is raised once all are done,
     as the loop would have raised it.
+
+    The calling thread never waits for a helper to start: on a busy machine a new thread
+    may not run for a while, and then the calling thread takes every item itself. It waits
+    only for the items a helper has taken.
     """
     shared = [index for index in range(len(items)) if anywhere is None or anywhere[index]]
     if threads < 2 or len(shared) < 2:
         return [work(item) for item in items]
-    import threading  # only large frames need it
+    import _thread  # only large frames need threads
+    import threading
 
+    own = [index for index in range(len(items)) if not (anywhere is None or anywhere[index])]
     results: list[Any] = [None] * len(items)
     failures: dict[int, BaseException] = {}
-    own = [index for index in range(len(items)) if not (anywhere is None or anywhere[index])]
     pending = iter(shared)
     lock = threading.Lock()
+    unfinished = [len(shared)]  # shared items not done yet
+    finished = threading.Event()
 
-    def run(indexes: Any, calling: bool) -> None:
-        while True:
-            with lock:
-                index = next(indexes, None)
-            if index is None:
-                return
+    def take() -> int | None:
+        with lock:
+            return next(pending, None)
+
+    def done() -> None:
+        with lock:
+            unfinished[0] -= 1
+            if not unfinished[0]:
+                finished.set()
+
+    def assist() -> None:
+        while (index := take()) is not None:
             try:
                 results[index] = work(items[index])
-            except Exception as failure:  # raised in the calling thread, below
+            except BaseException as failure:  # raised in the calling thread
                 failures[index] = failure
-            except BaseException as failure:
-                failures[index] = failure
-                if calling:  # KeyboardInterrupt and the like: no item is started after it
-                    with lock:
-                        for _ in pending:
-                            pass
-                    raise
+            done()
 
-    helpers = [
-        threading.Thread(target=run, args=(pending, False), daemon=True)
-        for _ in range(min(threads, len(shared)) - 1)
-    ]
-    for helper in helpers:
-        helper.start()
-    try:
-        run(iter(own), True)
-        run(pending, True)
-    finally:
-        for helper in helpers:
-            helper.join()
+    def here(index: int) -> None:
+        try:
+            results[index] = work(items[index])
+        except Exception as failure:
+            failures[index] = failure
+        except BaseException:  # KeyboardInterrupt and the like: no item starts after it
+            while take() is not None:
+                pass
+            raise
+
+    for _ in range(min(threads, len(shared)) - 1):
+        # Not threading.Thread: its start() waits until the new thread runs.
+        _thread.start_new_thread(assist, ())
+    for index in own:
+        here(index)
+    while (shared_index := take()) is not None:
+        here(shared_index)
+        done()
+    finished.wait()
     if failures:
         raise failures[min(failures)]
     return results

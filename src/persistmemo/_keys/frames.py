@@ -69,7 +69,7 @@ class _Streams:
         self.rows = 0
         self.nulls: Any = None  # a hasher of the null rows' positions, from the first null
         self.lengths: list[Any] | None = None  # of each chunk, hashed once all are known
-        self.data = new_hasher()
+        self.data: Any = None  # a hasher of the values, from the first chunk's
         self.children: list[_Streams] = []  # a list's values, a struct's fields
 
     def child(self, index: int) -> _Streams:
@@ -80,9 +80,10 @@ class _Streams:
     def add_nulls(self, positions: Any) -> None:
         """Record the null rows (an int64 array of positions within the current chunk)."""
         if len(positions):
+            rows = _le_int64(positions + self.rows)
             if self.nulls is None:
-                self.nulls = new_hasher()
-            self.nulls.update(_le_int64(positions + self.rows))
+                self.nulls = new_hasher(rows.nbytes)
+            self.nulls.update(rows)
 
     def add_variable(self, lengths: Any, data: bytes | memoryview = b"") -> None:
         """Add rows of bytes: ``data`` cut into rows of ``lengths`` bytes (or, for lists,
@@ -90,11 +91,19 @@ class _Streams:
         if self.lengths is None:
             self.lengths = []
         self.lengths.append(lengths)
+        self.add_data(data)
+
+    def add_data(self, data: bytes | memoryview) -> None:
+        """Hash ``data`` into the values, on as many threads as the first chunk's values are
+        worth (a column is mostly one chunk)."""
+        if self.data is None:
+            self.data = new_hasher(data.nbytes if isinstance(data, memoryview) else len(data))
         self.data.update(data)
 
     def parts(self) -> list[object]:
         nulls = None if self.nulls is None else self.nulls.digest(DIGEST_SIZE)
-        parts = [self.rows, nulls, self._lengths_digest(), self.data.digest(DIGEST_SIZE)]
+        data = new_hasher(0) if self.data is None else self.data
+        parts = [self.rows, nulls, self._lengths_digest(), data.digest(DIGEST_SIZE)]
         return parts + [child.parts() for child in self.children]
 
     def _lengths_digest(self) -> bytes | None:
@@ -104,7 +113,7 @@ class _Streams:
         # property of the values, not of their chunks): 1 byte a row for short strings
         # instead of 8 is most of the cost of keying a string column saved.
         width = max((_width(part) for part in self.lengths if len(part)), default=1)
-        hasher = new_hasher()
+        hasher = new_hasher(width * sum(map(len, self.lengths)))
         hasher.update(pack(width))
         for part in self.lengths:
             narrow = numpy_module().ascontiguousarray(part, dtype=f"<u{width}")
@@ -294,6 +303,9 @@ def _masked_values(array: Any) -> tuple[bytes, bytes]:
 def _add_arrow_chunks(streams: _Streams, column: Any) -> None:
     """Feed an Arrow Array or ChunkedArray's values into ``streams``, chunk by chunk."""
     chunks = column.chunks if hasattr(column, "chunks") else [column]
+    if len(chunks) > 1 and streams.data is None:
+        # The values' hasher is made for all the chunks' bytes, not the first's alone.
+        streams.data = new_hasher(sum(chunk.nbytes for chunk in chunks))
     for chunk in chunks:
         _add_arrow_chunk(streams, chunk)
 
@@ -319,7 +331,7 @@ def _add_arrow_chunk(streams: _Streams, chunk: Any) -> None:
         pass
     elif types.is_boolean(kind):
         filled = chunk.fill_null(False) if chunk.null_count else chunk
-        streams.data.update(filled.to_numpy(zero_copy_only=False).tobytes())
+        streams.add_data(filled.to_numpy(zero_copy_only=False).tobytes())
     elif (
         types.is_string(kind)
         or types.is_large_string(kind)
@@ -385,7 +397,7 @@ def _add_arrow_fixed(streams: _Streams, chunk: Any) -> None:
         values[chunk.is_null().to_numpy(zero_copy_only=False)] = 0
     if sys.modules["pyarrow"].types.is_floating(chunk.type) and width in (4, 8):
         values = _canonical_floats(values.reshape(-1).view(f"<f{width}"))
-    streams.data.update(memoryview(numpy.ascontiguousarray(values)).cast("B"))
+    streams.add_data(memoryview(numpy.ascontiguousarray(values)).cast("B"))
 
 
 # --- frames, series, indexes and tables ----------------------------------------------------
