@@ -1233,7 +1233,7 @@ def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     packages = [
-        "persistmemo", "diskcache", "msgpack", "blake3", "platformdirs", "numpy", "pandas",
+        "persistmemo", "diskcache", "msgpack", "blake3", "cryptography", "platformdirs", "numpy", "pandas",
         "pyarrow", "joblib", "cachier", "redis",
     ]  # fmt: skip
     versions = {}
