@@ -1233,8 +1233,8 @@ def machine() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     packages = [
-        "persistmemo", "diskcache", "msgpack", "blake3", "cryptography", "platformdirs", "numpy", "pandas",
-        "pyarrow", "joblib", "cachier", "redis",
+        "persistmemo", "diskcache", "msgpack", "blake3", "cryptography", "platformdirs",
+        "numpy", "pandas", "pyarrow", "joblib", "cachier", "redis",
     ]  # fmt: skip
     versions = {}
     for name in packages:
