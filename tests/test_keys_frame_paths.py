@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from persistmemo._hashing import hashing_threads
 from persistmemo._keys import digests, frames
 from persistmemo._keys.canonical import encode
 from persistmemo.errors import UnsupportedType
@@ -280,3 +281,18 @@ def test_on_threads_keeps_the_order_and_raises_the_first_failure() -> None:
     anywhere = [item % 2 == 0 for item in range(10)]
     assert digests.on_threads(where, range(10), 4, anywhere) == list(range(10))
     assert {threads[item] for item in range(1, 10, 2)} == {threading.get_ident()}
+
+
+def test_on_threads_hashes_on_one_thread_what_the_other_threads_balance() -> None:
+    hashed_on: dict[int, int] = {}
+
+    def work(item: int) -> int:
+        hashed_on[item] = digests._hashing_threads(1 << 30)
+        return item
+
+    weights = [10, 10, 10, 100]  # the last holds more than its share of two threads
+    assert digests.on_threads(work, range(4), 2, weights=weights) == [0, 1, 2, 3]
+    assert hashed_on[0] == hashed_on[1] == hashed_on[2] == 1
+    assert hashed_on[3] == hashing_threads(1 << 30)  # all the cores
+    assert not digests._ONE_THREAD
+    assert digests._hashing_threads(1 << 30) == hashing_threads(1 << 30)

@@ -8,6 +8,7 @@ when the first large value is keyed: small arguments never load it.
 
 from __future__ import annotations
 
+import _thread
 import os
 
 from persistmemo._hashing import MULTITHREADED_FROM, hashing_threads
@@ -25,6 +26,14 @@ LARGE_BUFFER = 64 * 1024
 
 DIGEST_SIZE = 32
 
+_ONE_THREAD: set[int] = set()
+"""Threads whose hashes stay on themselves: on_threads' workers, while the other workers keep
+the cores busy (a BLAKE3 thread pool would cost them more than it gains)."""
+
+
+def _hashing_threads(size: int | None = None) -> int:
+    return 1 if _thread.get_ident() in _ONE_THREAD else hashing_threads(size)
+
 
 def digest(buffer: bytes | bytearray | memoryview) -> bytes:
     """BLAKE3-256 of a buffer keyed by digest (str and bytes of 64 KiB and more, arrays).
@@ -35,7 +44,7 @@ def digest(buffer: bytes | bytearray | memoryview) -> bytes:
     import blake3  # only large arguments need it
 
     size = buffer.nbytes if isinstance(buffer, memoryview) else len(buffer)
-    return blake3.blake3(buffer, max_threads=hashing_threads(size)).digest(DIGEST_SIZE)
+    return blake3.blake3(buffer, max_threads=_hashing_threads(size)).digest(DIGEST_SIZE)
 
 
 def new_hasher(size: int | None = None) -> Any:
@@ -47,7 +56,7 @@ def new_hasher(size: int | None = None) -> Any:
     """
     import blake3  # only frames and columns need it
 
-    return blake3.blake3(max_threads=hashing_threads(size))
+    return blake3.blake3(max_threads=_hashing_threads(size))
 
 
 def parallel_threads(items: int, size: int) -> int:
@@ -70,6 +79,7 @@ def on_threads(
     items: Sequence[Item],
     threads: int,
     anywhere: Sequence[bool] | None = None,
+    weights: Sequence[int] | None = None,
 ) -> list[Result]:
     """``[work(item) for item in items]``, on ``threads`` threads, the calling one among
     them, for work that spends its time with the GIL released (BLAKE3, numpy's loops).
@@ -78,6 +88,10 @@ def on_threads(
     run a caller's own code: its thread-locals and its stack are the caller's). When any
     item fails, what the first failing item (in order) raised is raised once all are done,
     as the loop would have raised it.
+
+    ``weights`` (the bytes each item hashes) keep an item's hashes on the thread working on
+    it unless it holds more than its share of the shared items' bytes: the threads keep the
+    cores busy, and only an item the others cannot balance is hashed on all of them.
 
     The calling thread never waits for a helper to start: on a busy machine a new thread
     may not run for a while, and then the calling thread takes every item itself. It waits
@@ -107,17 +121,29 @@ def on_threads(
             if not unfinished[0]:
                 finished.set()
 
+    share = sum(weights[index] for index in shared) / threads if weights else 0
+
+    def shared_work(index: int) -> Result:
+        if weights is None or weights[index] > share:
+            return work(items[index])
+        me = _thread.get_ident()
+        _ONE_THREAD.add(me)
+        try:
+            return work(items[index])
+        finally:
+            _ONE_THREAD.discard(me)
+
     def assist() -> None:
         while (index := take()) is not None:
             try:
-                results[index] = work(items[index])
+                results[index] = shared_work(index)
             except BaseException as failure:  # raised in the calling thread
                 failures[index] = failure
             done()
 
-    def here(index: int) -> None:
+    def here(index: int, on_shared: bool = True) -> None:
         try:
-            results[index] = work(items[index])
+            results[index] = shared_work(index) if on_shared else work(items[index])
         except Exception as failure:
             failures[index] = failure
         except BaseException:  # KeyboardInterrupt and the like: no item starts after it
@@ -129,7 +155,7 @@ def on_threads(
         # Not threading.Thread: its start() waits until the new thread runs.
         _thread.start_new_thread(assist, ())
     for index in own:
-        here(index)
+        here(index, on_shared=False)
     while (shared_index := take()) is not None:
         here(shared_index)
         done()

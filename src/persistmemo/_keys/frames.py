@@ -406,16 +406,25 @@ def _add_arrow_fixed(streams: _Streams, chunk: Any) -> None:
 def _on_threads(
     encode: Callable[[Any], bytes],
     columns: Sequence[Any],
-    rows: int,
+    sizes: Sequence[int],
     anywhere: Sequence[bool] | None = None,
 ) -> list[bytes]:
     """``encode`` of each column, on as many threads as the columns are worth: their
     buffers are read and hashed in place with the GIL released (BLAKE3, numpy's loops), so
-    one column is hashed while the next is read. Only columns ``anywhere`` allows leave the
-    calling thread (all when None)."""
-    count = len(columns) if anywhere is None else sum(anywhere)
-    threads = parallel_threads(count, 8 * rows * count)  # guessed at 8 bytes a value
-    return on_threads(encode, columns, threads, anywhere)
+    one column is hashed while the next is read, each on one thread unless one column holds
+    more than its share of the bytes. Only columns ``anywhere`` allows leave the calling
+    thread (all when None); ``sizes`` are the columns' bytes."""
+    shared = [size for index, size in enumerate(sizes) if anywhere is None or anywhere[index]]
+    threads = parallel_threads(len(shared), sum(shared))
+    return on_threads(encode, columns, threads, anywhere, sizes)
+
+
+def _nbytes(column: Any) -> int:
+    """The bytes of a column's buffers (0 when it cannot tell)."""
+    try:
+        return int(column.nbytes)
+    except Exception:  # a column type without the count: no threads for its sake
+        return 0
 
 
 def _column_arrays(frame: Any) -> list[Any]:
@@ -434,7 +443,8 @@ def encode_pandas_frame(value: Any) -> bytes:
     # Columns of Python objects are keyed on the calling thread: their items' own encoders
     # (hooks, registered types) run there, as for any other argument.
     anywhere = [_in_place(array) for array in arrays]
-    columns = _on_threads(_pandas_column, arrays, len(value), anywhere)
+    sizes = [_nbytes(array) if anywhere[index] else 0 for index, array in enumerate(arrays)]
+    columns = _on_threads(_pandas_column, arrays, sizes, anywhere)
     parts = encode_item(value.columns) + encode_item(value.index) + array_header(len(columns))
     parts += b"".join(columns) + _pandas_attributes(value)
     return ext(KeyExtension.PANDAS, pack("DataFrame") + parts)
@@ -485,7 +495,8 @@ def encode_arrow_array(value: Any) -> bytes:
 
 def encode_arrow_table(value: Any) -> bytes:
     fields = [[field.name, str(field.type), field.nullable] for field in value.schema]
-    encoded = _on_threads(_arrow_column, value.columns, value.num_rows)
+    arrays = value.columns
+    encoded = _on_threads(_arrow_column, arrays, [_nbytes(array) for array in arrays])
     columns = b"".join(
         document(_arrow_metadata(field.metadata), column)
         for field, column in zip(value.schema, encoded, strict=True)
@@ -517,6 +528,7 @@ def encode_polars_series(value: Any) -> bytes:
 
 
 def encode_polars_frame(value: Any) -> bytes:
-    columns = _on_threads(_polars_column, value.get_columns(), value.height)
+    series = value.get_columns()
+    columns = _on_threads(_polars_column, series, [item.estimated_size() for item in series])
     body = array_header(len(columns)) + b"".join(columns)
     return ext(KeyExtension.POLARS, pack("DataFrame") + body)
