@@ -91,7 +91,7 @@ def columns(draw: st.DrawFn, rows: int) -> Any:
         return pd.arrays.ArrowStringArray(chunks)
     if kind == "datetime":
         values = draw(
-            st.lists(st.one_of(st.none(), st.integers(0, 2**40)), min_size=rows, max_size=rows)
+            st.lists(st.one_of(st.none(), st.integers(0, 2**32)), min_size=rows, max_size=rows)
         )
         unit = draw(st.sampled_from(["ns", "us", "s"]))
         return pd.array(pd.to_datetime(values, unit=unit)).astype(f"M8[{unit}]")
