@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from array_roots import memory_root
 from conftest import run_python
 from persistmemo import PersistmemoWarning, RedisStore, Store, TieredStore, memo
 from persistmemo._codec.decoding import decode_value
@@ -34,16 +35,7 @@ LINUX = sys.platform.startswith("linux")
 KEY = "pm1:tests.f:v:0123"
 
 
-def _root(array: Any) -> Any:
-    """The object at the end of an array's ``.base`` chain: what keeps its memory alive."""
-    found = array
-    while True:
-        if isinstance(found, memoryview):
-            found = found.obj
-        elif getattr(found, "base", None) is not None:
-            found = found.base
-        else:
-            return found
+_root = memory_root
 
 
 def _maps_of(directory: Path) -> int:
@@ -402,15 +394,7 @@ def test_map_workers_results_with_mmap_are_read_only(tmp_path: Path) -> None:
         import mmap
         import mapped
 
-        def root(array):
-            found = array
-            while True:
-                if isinstance(found, memoryview):
-                    found = found.obj
-                elif getattr(found, "base", None) is not None:
-                    found = found.base
-                else:
-                    return found
+        from array_roots import memory_root as root
 
         computed = mapped.ramp.map(range(4), workers=2)  # in worker processes
         hits = mapped.ramp.map(range(4), workers=2)
