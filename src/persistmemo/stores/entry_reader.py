@@ -151,7 +151,8 @@ def read_value_file(
             start = _area_start(area_check, head, wanted, filename)
         if wanted >= _READ_INTO_FROM:
             return _read_into_buffer(descriptor, wanted, filename, area_check, head, start)
-        data = os.read(descriptor, wanted)  # one call, no buffered reader: the hit path
+        # One call, no buffered reader: the hit path (a file within the head: already read).
+        data = head if head is not None and len(head) == wanted else os.read(descriptor, wanted)
         while len(data) < wanted:  # a very large file comes in pieces
             piece = os.read(descriptor, wanted - len(data))
             if not piece:
