@@ -91,14 +91,19 @@ def _value_file(tmp_path: Path, data: bytes, name: str = "value.bin") -> Path:
     return path
 
 
+def _map_closed(path: Path, size: int) -> memoryview:
+    """A read-only map of ``path``'s first ``size`` bytes, its descriptor closed at once."""
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        return read_only_maps.map_read_only(descriptor, size)
+    finally:
+        os.close(descriptor)
+
+
 def test_a_read_only_map_outlives_its_descriptor_and_refuses_writes(tmp_path: Path) -> None:
     data = bytes(range(256)) * 40
     path = _value_file(tmp_path, data)
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        view = read_only_maps.map_read_only(descriptor, len(data))
-    finally:
-        os.close(descriptor)
+    view = _map_closed(path, len(data))
     path.unlink()  # the pages stay
     assert view.readonly
     assert view == data
@@ -120,11 +125,7 @@ def test_a_large_map_starts_at_a_huge_page_boundary_and_reads_whole(tmp_path: Pa
     data = np.arange(1_000_000, dtype=np.float64).tobytes()  # 8 MB, not a multiple of 2 MB
     data += b"tail"
     path = _value_file(tmp_path, data)
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        view = read_only_maps.map_read_only(descriptor, len(data))
-    finally:
-        os.close(descriptor)
+    view = _map_closed(path, len(data))
     address = np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0]
     assert address % (2 << 20) == 0
     assert len(view) == len(data)
@@ -141,11 +142,7 @@ def test_a_large_map_starts_at_a_huge_page_boundary_and_reads_whole(tmp_path: Pa
 @pytest.mark.skipif(not LINUX, reason="reads /proc/self/maps")
 def test_a_read_only_map_is_unmapped_when_its_last_view_is_gone(tmp_path: Path) -> None:
     path = _value_file(tmp_path, b"x" * 100_000)
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        view = read_only_maps.map_read_only(descriptor, 100_000)
-    finally:
-        os.close(descriptor)
+    view = _map_closed(path, 100_000)
     array = np.frombuffer(view, dtype=np.uint8)[10:20]
     del view
     gc.collect()
