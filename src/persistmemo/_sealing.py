@@ -134,7 +134,7 @@ class Sealer:
         if encoded.area_size > position:
             area_parts.append(bytes(encoded.area_size - position))
         lengths = _LENGTHS.pack(len(document), encoded.area_size)
-        frame = FRAME_AREA if WRITTEN_AREA_FRAME == FRAME_AREA else FRAME_OUT_OF_BAND
+        frame = WRITTEN_AREA_FRAME
         header_size = area_header_size(frame[0]) or 0
 
         def header() -> bytes:
@@ -414,7 +414,8 @@ class AreaCheck:
 
 
 class _Blake3Area:
-    """Frame 2's area MAC: keyed BLAKE3, cut to TAG_SIZE."""
+    """The area MAC of frame 2, and of frame 3 under FAST_AREA_FROM: keyed BLAKE3, cut to
+    TAG_SIZE."""
 
     __slots__ = ("_hasher", "update")
 

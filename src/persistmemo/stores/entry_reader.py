@@ -16,7 +16,13 @@ import sys
 import threading
 import weakref
 
-from persistmemo._sealing import FRAME_AREA, FRAME_OUT_OF_BAND, FRAME_VERSION, AreaCheck
+from persistmemo._sealing import (
+    AREA_FRAMES,
+    FRAME_AREA,
+    FRAME_OUT_OF_BAND,
+    FRAME_VERSION,
+    AreaCheck,
+)
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.connections import forking, wait_for_fork
@@ -167,7 +173,7 @@ def read_value_file(
     return data
 
 
-_SEALED_FRAMES = frozenset((FRAME_VERSION[0], FRAME_OUT_OF_BAND[0], FRAME_AREA[0]))
+_SEALED_FRAMES = AREA_FRAMES | {FRAME_VERSION[0]}
 
 
 def _area_start(area_check: AreaCheck, head: bytes, size: int, filename: object) -> int | None:
