@@ -26,6 +26,7 @@ from persistmemo._sealing import (
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.connections import forking, wait_for_fork
+from persistmemo.stores.recent_rows import RecentRows, recent_rows_of
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
@@ -441,10 +442,12 @@ if hasattr(os, "register_at_fork"):  # no fork on Windows
 class _ThreadConnection:
     """One thread's connection; closed when the thread ends (its thread-local dies)."""
 
-    __slots__ = ("__weakref__", "busy", "connection", "cursor", "pid", "signature")
+    __slots__ = ("__weakref__", "busy", "connection", "cursor", "pid", "recent", "signature")
 
     def __init__(self, connection: sqlite3.Connection, signature: tuple[int, ...] | None) -> None:
         self.connection = connection
+        # The small rows it read since the store last changed (recent_rows.py), if watched.
+        self.recent: RecentRows | None = None
         # True while a statement runs: a fork waits for it (connections.py).
         self.busy = False
         self.cursor = connection.cursor()
@@ -470,6 +473,16 @@ class _ThreadConnection:
             return self.cursor.execute(statement, parameters).fetchall()
         finally:
             self.busy = False
+
+
+def _watched_rows(connection: sqlite3.Connection, database: str) -> RecentRows | None:
+    """The rows to keep for ``connection``, once it has read (which holds the index file in
+    place: recent_rows.py), or None (a store that cannot be read yet reads every time)."""
+    try:
+        connection.execute("PRAGMA schema_version").fetchall()
+    except sqlite3.Error:
+        return None
+    return recent_rows_of(database)
 
 
 def _busy_flag_of(held: _ThreadConnection) -> Callable[[], bool]:
@@ -557,6 +570,19 @@ class EntryReader:
         held = getattr(self._local, "held", None)
         if held is None or held.pid != process_id[0] or self._mode == "immutable":
             held = self._held()
+        recent = held.recent
+        header = None
+        if recent is not None:
+            # Taken before the query: a row read after it is current while it is unchanged.
+            header = recent.header()
+            if header is not None and header == recent.seen:
+                kept = recent.rows.get(key)
+                if kept is not None:
+                    expires_at = kept[1]
+                    return kept if expires_at is None or expires_at > now else None
+            else:
+                recent.rows.clear()
+                recent.seen = header
         held.busy = True
         if forking[0]:
             held.begin()
@@ -569,11 +595,14 @@ class EntryReader:
         ((value, expires_at, filename),) = rows
         if type(value) is not bytes or filename is not None:
             return False
-        if expires_at is None:
-            return value, None
-        if type(expires_at) is float or type(expires_at) is int:
-            return (value, expires_at) if expires_at > now else None
-        return False
+        if expires_at is not None:
+            if type(expires_at) is not float and type(expires_at) is not int:
+                return False
+            if expires_at <= now:
+                return None
+        if header is not None and not held.connection.in_transaction:
+            recent.keep(key, value, expires_at)  # type: ignore[union-attr]
+        return value, expires_at
 
     def read_many(
         self, keys: list[str], now: float, mapped: bool = False, sealer: Sealer | None = None
@@ -772,6 +801,8 @@ class EntryReader:
             )
         held = self._local.held = _ThreadConnection(connection, signature)
         connections.watch(connection, _busy_flag_of(held))
+        if self._mode != "immutable":
+            held.recent = _watched_rows(connection, self._database)
         return held
 
     def close(self) -> None:
