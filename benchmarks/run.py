@@ -127,7 +127,41 @@ def warm_hits(tmp: Path, settings: Settings) -> list[Row]:
             row(scenario, name, figures, note=notes.get(name, ""))
             for name, figures in samples.items()
         ]
-    return rows
+    return rows + first_hits(tmp, settings)
+
+
+def first_hits(tmp: Path, settings: Settings) -> list[Row]:
+    """Hits of keys read for the first time in the process (a repeated hit is served from
+    the rows its connection kept while the store is unchanged: stores/recent_rows.py), and
+    raw diskcache gets of the same keys, the systems taking turns."""
+    import diskcache
+
+    scenario = "hit, small int, each key read once"
+    count = settings.misses
+    store = Store(tmp / f"first-hits-{time.monotonic_ns()}")
+    writer = memo(store=store, name="bench.first", version="1")(double)
+    raw = diskcache.Cache(str(tmp / f"diskcache-first-{time.monotonic_ns()}"))
+    arguments = [SMALL_INT + i for i in range(count + 1)]
+    for argument in arguments:
+        writer(argument)
+    connection = sqlite3.connect(store.directory / "cache.db")
+    stored = dict(connection.execute("SELECT key, value FROM Cache WHERE key LIKE 'pm%'"))
+    connection.close()
+    for argument in arguments:
+        key = writer.key(argument)
+        raw.set(key, bytes(stored[key]))
+    # A reader that has never read these keys: a fresh handle on the same store.
+    reader = memo(store=Store(store.directory), name="bench.first", version="1")(double)
+    reader(arguments[0])  # opening the store and first-use imports are not a hit's
+    keys = [writer.key(argument) for argument in arguments[1:]]
+    calls = {
+        "persistmemo": [lambda a=argument: reader(a) for argument in arguments[1:]],
+        "raw diskcache get": [lambda k=key: raw.get(k) for key in keys],
+    }
+    samples = _batches_interleaved(
+        {name: _rounds(each, settings.repeats) for name, each in calls.items()}, settings.repeats
+    )
+    return [row(scenario, name, figures) for name, figures in samples.items()]
 
 
 def raw_reads(tmp: Path, scenario: str, argument: Any) -> dict[str, Callable[[], object]]:

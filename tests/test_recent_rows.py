@@ -133,7 +133,7 @@ def test_kept_rows_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     for x in range(20):
         assert f(x) == x
     kept = store.backend._reader._local.held.recent.rows
-    assert len(kept) == 5
+    assert 0 < len(kept) <= 5
 
 
 def test_large_rows_are_read_every_time(tmp_path: Path) -> None:

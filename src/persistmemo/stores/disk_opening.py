@@ -337,7 +337,9 @@ class StoreLifetime:
             return
         self._open_writer()
         if self._reader is None and self._cache is not None:
-            self._reader = EntryReader(directory, timeout=self.timeout)
+            self._reader = EntryReader(
+                directory, timeout=self.timeout, pragmas=self._reader_pragmas()
+            )
         elif self._reader is None and self._read_only:
             self._reader = self._read_only_reader(directory)
 
@@ -380,7 +382,10 @@ class StoreLifetime:
         if not os.path.exists(os.path.join(directory, DBNAME)):
             return None  # no database yet: the untrusted directory was reported already
         reader = EntryReader(
-            directory, timeout=self.timeout, mode="ro" if self._foreign else "normal"
+            directory,
+            timeout=self.timeout,
+            mode="ro" if self._foreign else "normal",
+            pragmas=self._reader_pragmas(),
         )
         try:
             reader.probe()
@@ -389,6 +394,17 @@ class StoreLifetime:
             return str(error)
         self._reader = reader
         return None
+
+    def _reader_pragmas(self) -> tuple[str, ...]:
+        """The page cache and map sizes of the store's own connection, for its readers: a
+        read of a page another read brought in costs no system call. Maps only where no one
+        else can write the database: truncating a mapped file would crash the reader."""
+        pragmas = [f"PRAGMA cache_size = {int(self._settings.get('sqlite_cache_size', 2**13))}"]
+        if not self._others_write:
+            pragmas.append(
+                f"PRAGMA mmap_size = {int(self._settings.get('sqlite_mmap_size', 2**26))}"
+            )
+        return tuple(pragmas)
 
     def _make_directory(self, directory: str) -> None:
         if os.path.isdir(directory):

@@ -498,16 +498,24 @@ def _busy_flag_of(held: _ThreadConnection) -> Callable[[], bool]:
 class EntryReader:
     """Reads stored bytes by key from a diskcache directory."""
 
-    __slots__ = ("_database", "_directory", "_local", "_mode", "_timeout", "_wal")
+    __slots__ = ("_database", "_directory", "_local", "_mode", "_pragmas", "_timeout", "_wal")
 
     def __init__(
-        self, directory: str | os.PathLike[str], *, timeout: float, mode: OpenMode = "normal"
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        timeout: float,
+        mode: OpenMode = "normal",
+        pragmas: tuple[str, ...] = (),
     ) -> None:
+        """``pragmas``: statements each new connection runs first (the store's page cache
+        and map sizes, as diskcache's own connection has them)."""
         self._directory = os.fspath(directory)
         self._database = os.path.join(self._directory, DBNAME)
         self._wal = f"{self._database}-wal"
         self._timeout = timeout
         self._mode: OpenMode = mode
+        self._pragmas = pragmas
         self._local = threading.local()
 
     @property
@@ -799,6 +807,8 @@ class EntryReader:
                 timeout=self._timeout,
                 isolation_level=None,
             )
+        for pragma in self._pragmas:
+            connection.execute(pragma)
         held = self._local.held = _ThreadConnection(connection, signature)
         connections.watch(connection, _busy_flag_of(held))
         if self._mode != "immutable":

@@ -28,7 +28,7 @@ _HEADER_READ = 2 * _HEADER_SIZE
 _IS_INIT = 12  # the header's isInit byte: 1 once a connection built the index
 
 ROWS_KEPT = 1024
-"""Rows kept per connection (each thread has its own), the oldest dropped first."""
+"""Rows kept per connection (each thread has its own); when full, they are dropped."""
 
 ROW_BYTES_KEPT = 4096
 """Rows with larger values are read every time (a bound on what is kept: 4 MiB)."""
@@ -65,7 +65,9 @@ class RecentRows:
             return
         rows = self.rows
         if len(rows) >= ROWS_KEPT:
-            del rows[next(iter(rows))]
+            # All at once: dropping the oldest one by one costs a dict a scan past the
+            # holes its earlier deletions left, every time.
+            rows.clear()
         rows[key] = (value, expires_at)
 
 
