@@ -28,6 +28,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     return _benchmark_module("run").run("smoke", out=out), out
 
 
+@pytest.mark.slow
 def test_every_benchmark_scenario_runs_and_writes_its_report(
     smoke_run: tuple[dict[str, Any], Path],
 ) -> None:
@@ -54,6 +55,7 @@ def test_every_benchmark_scenario_runs_and_writes_its_report(
     assert json.loads((tmp_path / "latest.json").read_text())["rows"]
 
 
+@pytest.mark.slow
 def test_data_and_script_path_scenarios_measure_each_system_the_issues_name(
     smoke_run: tuple[dict[str, Any], Path],
 ) -> None:

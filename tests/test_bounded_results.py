@@ -47,6 +47,7 @@ def _maps_of(directory: Path) -> int:
 # --- 1. a mapped result holds no file descriptor ----------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not LINUX, reason="counts descriptors in /proc/self/fd")
 def test_thousands_of_live_mapped_results_hold_no_descriptors_and_hits_go_on(
     tmp_path: Path,

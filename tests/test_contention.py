@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 WRITER = """
@@ -70,6 +72,7 @@ print(len(computed))
 """
 
 
+@pytest.mark.slow
 def test_four_writers_beside_two_heavy_writers_keep_every_result(tmp_path: Path) -> None:
     directory = str(tmp_path / "store")
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}

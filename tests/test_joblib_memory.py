@@ -247,6 +247,7 @@ print(json.dumps({"seconds": seconds, "score": pipeline.score(X, y)}))
 """
 
 
+@pytest.mark.slow
 def test_a_pipeline_fitted_in_a_new_process_hits(tmp_path: Path) -> None:
     fits = tmp_path / "fits"
     # One BLAS thread: on a small shared machine, threads fighting make the timing noise.

@@ -450,6 +450,7 @@ class WithVocabulary(Scale):
         return self
 
 
+@pytest.mark.slow
 def test_a_helper_object_in_an_estimators_state_is_keyed_the_same_in_every_process() -> None:
     code = """
         import sys

@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow
 def test_scikit_learns_pipeline_memory_tests_pass_with_persistmemo(tmp_path: Path) -> None:
     environment = {
         **os.environ,

@@ -70,6 +70,7 @@ def kill_loop(tmp_path: Path, kills: int, keys: int = 40) -> dict[str, int]:
     return {"kills": kills, "wrong": wrong, "bad_entries": len(report.problems)}
 
 
+@pytest.mark.slow
 def test_a_writer_killed_at_random_moments_never_leaves_a_wrong_value(tmp_path: Path) -> None:
     result = kill_loop(tmp_path, kills=12)
     print(result)
@@ -106,6 +107,7 @@ def soak(tmp_path: Path, processes: int, seconds: float) -> dict[str, int]:
     return totals
 
 
+@pytest.mark.slow
 def test_eight_processes_of_mixed_calls_return_only_true_values(tmp_path: Path) -> None:
     totals = soak(tmp_path, processes=8, seconds=3)
     print(totals)

@@ -9,6 +9,7 @@ from conftest import REPO
 USAGE = REPO / "tests" / "typing" / "usage.py"
 
 
+@pytest.mark.slow
 def test_memoized_functions_keep_their_signatures_for_mypy() -> None:
     api = pytest.importorskip("mypy.api")
     out, _, _ = api.run(["--strict", "--no-incremental", str(USAGE)])

@@ -155,6 +155,7 @@ def _secret_of(env: dict[str, str] | None) -> dict[str, str]:
     return {} if secret is None else {"secret": secret}
 
 
+@pytest.mark.slow
 def test_joblib_loky_workers_share_a_scripts_entries(tmp_path: Path) -> None:
     pytest.importorskip("joblib")
     check_shared(tmp_path, "loky")
@@ -167,6 +168,7 @@ def test_process_pool_workers_share_a_scripts_entries_by_reference_and_by_value(
     check_shared(tmp_path, "spawn")
 
 
+@pytest.mark.slow
 def test_dask_process_workers_share_a_scripts_entries(tmp_path: Path) -> None:
     pytest.importorskip("dask")
     pytest.importorskip("cloudpickle")
@@ -201,6 +203,7 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         yield cluster.scheduler_address, secret
 
 
+@pytest.mark.slow
 def test_distributed_workers_share_a_scripts_entries(
     tmp_path: Path, dask_cluster: tuple[str, str]
 ) -> None:
@@ -442,6 +445,7 @@ REDIS_SCRIPT = """
 """
 
 
+@pytest.mark.slow
 def test_a_redis_store_function_works_in_loky_workers(tmp_path: Path, redis_url: str) -> None:
     pytest.importorskip("joblib")
     pytest.importorskip("redis")
