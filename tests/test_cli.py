@@ -167,7 +167,7 @@ def test_check_finds_and_fixes_a_corrupt_entry(app: tuple[Path, dict[str, str]])
     with sqlite3.connect(tmp_path / "store" / "cache.db") as connection:
         connection.execute(
             "UPDATE Cache SET value = X'0102' WHERE key = "
-            "(SELECT key FROM Cache WHERE key LIKE 'pm2:app.load:%' LIMIT 1)"
+            "(SELECT key FROM Cache WHERE key LIKE 'pm3:app.load:%' LIMIT 1)"
         )
     broken = cli("check", env=env)
     assert broken.returncode == 1

@@ -3,6 +3,7 @@ threads, stores and processes, dropped by the system when its holder dies, never
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -23,7 +24,7 @@ from persistmemo.stores.claims import CLAIMS_FILE
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="record locks: POSIX only")
 
-KEY = "pm2:claims.f:1:00112233445566778899aabbccddeeff"
+KEY = "pm3:claims.f:1:ABEiM0RVZneImaq7zN3u_w"
 
 
 def holder(store_dir: Path, then: str) -> subprocess.Popen[str]:
@@ -237,8 +238,13 @@ def test_short_runs_that_each_store_a_few_results_keep_the_size_limit(tmp_path: 
 def test_a_keys_byte_comes_from_its_digest_and_other_keys_are_hashed() -> None:
     from persistmemo.stores.claims import offset_of
 
-    result = "pm2:app.f:1:00112233445566778899aabbccddeeff"
-    assert offset_of(result) == int(result[-15:], 16)  # no hashing on a miss
+    # The digest 00 11 .. ff: its bytes 6 to 15 (characters 8 to 20) give the byte.
+    result = (
+        "pm3:app.f:1:"
+        + base64.urlsafe_b64encode(bytes.fromhex("00112233445566778899aabbccddeeff")).decode()[:22]
+    )
+    expected = int.from_bytes(bytes.fromhex("66778899aabbccddee"), "little") % (1 << 62)
+    assert offset_of(result) == expected  # no hashing on a miss
     others = [f"pm-lease:{n}" for n in range(200)] + ["k", "", "x" * 100]
     offsets = {offset_of(key) for key in others}
     assert len(offsets) == len(others)

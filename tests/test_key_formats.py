@@ -1,10 +1,13 @@
 """Key formats: the current one is short, and entries of the older one stay manageable.
 
-``pm2`` keys end in a 128-bit digest (32 hex digits); ``pm1`` entries (256-bit digests)
-written before are never read again, but are still counted, listed and removed.
+``pm3`` keys end in a 128-bit digest (22 characters of URL-safe base64); ``pm1`` and ``pm2``
+entries (hex digests) written before are never read again, but are still counted, listed and
+removed.
 """
 
 from __future__ import annotations
+
+import base64
 
 from persistmemo import Store, memo
 from persistmemo._codec.encoding import encode_value
@@ -12,15 +15,15 @@ from persistmemo._keys.layout import KEY_FORMAT
 from persistmemo.stores.base import MISSING
 
 
-def test_keys_are_pm2_with_a_128_bit_digest(store: Store) -> None:
+def test_keys_are_pm3_with_a_128_bit_digest_in_base64(store: Store) -> None:
     @memo(store=store, name="app.square")
     def square(x: int) -> int:
         return x * x
 
     word, identity, version, digest = square.key(3).split(":")
-    assert (word, identity) == (KEY_FORMAT, "app.square") == ("pm2", "app.square")
-    assert len(digest) == 32
-    assert int(digest, 16) >= 0
+    assert (word, identity) == (KEY_FORMAT, "app.square") == ("pm3", "app.square")
+    assert len(digest) == 22
+    assert len(base64.urlsafe_b64decode(digest + "==")) == 16
     assert len(version) == 16
 
 
@@ -64,7 +67,7 @@ def test_results_are_stored_without_a_tag_and_cleared_by_their_keys(store: Store
         load_v2(x)
     with sqlite3.connect(store.directory / "cache.db") as connection:
         tags = connection.execute(
-            "SELECT DISTINCT tag FROM Cache WHERE key LIKE 'pm2:%'"
+            "SELECT DISTINCT tag FROM Cache WHERE key LIKE 'pm3:%'"
         ).fetchall()
     assert tags == [(None,)]
     assert load.cache_clear() == 3

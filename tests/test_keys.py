@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import collections
 import dataclasses
 import datetime as dt
@@ -12,6 +13,7 @@ import math
 import pathlib
 import random
 import sqlite3
+import string
 import sys
 import uuid
 from collections.abc import Iterator
@@ -61,9 +63,11 @@ def test_golden_vectors_hold_fixed(vector: dict[str, Any]) -> None:
 def test_key_layout_names_format_function_and_version() -> None:
     key = KeyBuilder("pkg.mod.load", "abc123").key(encode_arguments([1]))
     fmt, identity, version, digest = key.split(":")
-    assert (fmt, identity, version) == ("pm2", "pkg.mod.load", "abc123")
-    assert len(digest) == 32
-    int(digest, 16)
+    assert (fmt, identity, version) == ("pm3", "pkg.mod.load", "abc123")
+    # 128 bits in URL-safe base64, without its padding.
+    assert len(digest) == 22
+    assert len(base64.urlsafe_b64decode(digest + "==")) == 16
+    assert set(digest) <= set(string.ascii_letters + string.digits + "-_")
 
 
 def test_identity_and_version_are_inside_the_digest() -> None:

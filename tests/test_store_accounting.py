@@ -27,7 +27,7 @@ def test_diskcache_reads_and_counts_what_a_miss_writes(tmp_path: Path) -> None:
         square(x)
     store.close()
     with diskcache.Cache(str(tmp_path / "store")) as cache:
-        assert sum(key.startswith("pm2:acc.square:") for key in cache.iterkeys()) == 50
+        assert sum(key.startswith("pm3:acc.square:") for key in cache.iterkeys()) == 50
         key = square.key(7)
         assert cache.get(key) == store.backend.get(key)[0]  # the same sealed bytes
     assert diskcache_warnings(tmp_path / "store") == []
@@ -41,7 +41,7 @@ def test_a_size_limit_is_kept_by_culling_as_results_are_written(tmp_path: Path) 
         padded(x)
     store.close()
     with diskcache.Cache(str(tmp_path / "store")) as cache:
-        assert sum(key.startswith("pm2:acc.padded:") for key in cache.iterkeys()) < 300
+        assert sum(key.startswith("pm3:acc.padded:") for key in cache.iterkeys()) < 300
         assert cache.volume() < limit * 1.5
     assert diskcache_warnings(tmp_path / "store") == []
     # Least recently stored first: the last results are still there.

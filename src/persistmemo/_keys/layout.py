@@ -1,13 +1,15 @@
-"""Key strings: ``pm2:<function identity>:<version>:<digest>``, built and read back.
+"""Key strings: ``pm3:<function identity>:<version>:<digest>``, built and read back.
 
 The digest is BLAKE2b-128 of the key format, the identity, the version and the call's
 canonical arguments (canonical.py), so it alone separates functions, versions and calls;
-the readable prefix lets a store list, count and clear one function's entries. ``pm1``
-keys, before, ended in BLAKE2b-256 (docs/keys.md): they are never built any more, but a store
-still counts, lists, clears and prunes them.
+the readable prefix lets a store list, count and clear one function's entries. Keys of the
+formats before (``pm1``: BLAKE2b-256 in hex; ``pm2``: BLAKE2b-128 in hex; docs/keys.md) are
+never built any more, but a store still counts, lists, clears and prunes them.
 """
 
 from __future__ import annotations
+
+from binascii import b2a_base64
 
 from persistmemo._hashing import blake2b
 from persistmemo._keys.canonical import encode_arguments
@@ -16,16 +18,27 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-KEY_FORMAT = "pm2"
-"""Version of the argument encoding and key layout; part of every key. ``pm2`` keys end in
-a 128-bit digest (32 hex digits): a store keeps each key twice (its row and its index), and
-``pm1``'s 256-bit digest made a small entry cost 2.3 times diskcache's own."""
+KEY_FORMAT = "pm3"
+"""Version of the argument encoding and key layout; part of every key. ``pm3`` keys end in
+a 128-bit digest in 22 characters of URL-safe base64: a store keeps each key twice (its row
+and its index), and ``pm2``'s 32 hex digits cost 20 bytes more per entry."""
 
-RESULT_FORMATS = ("pm1", KEY_FORMAT)
+RESULT_FORMATS = ("pm1", "pm2", KEY_FORMAT)
 """Key formats of stored results. Entries of an older format are never read again (their
 keys are not built any more) but are still counted, listed, cleared and pruned."""
 
 KEY_DIGEST_SIZE = 16
+
+DIGEST_CHARACTERS = 22
+"""Characters of a key's digest: 16 bytes in base64, without its padding."""
+
+# base64's alphabet to the URL-safe one: no '/' or '+' in a key, which is shown, typed into
+# a shell and used in Redis patterns.
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _digest_text(digest: bytes) -> str:
+    return b2a_base64(digest, newline=False)[:DIGEST_CHARACTERS].translate(_URL_SAFE).decode()
 
 
 class KeyBuilder:
@@ -48,7 +61,7 @@ class KeyBuilder:
         """The key of a call whose arguments encode to ``canonical_arguments``."""
         hasher = self._seeded.copy()
         hasher.update(canonical_arguments)
-        return self.prefix + hasher.hexdigest()
+        return self.prefix + _digest_text(hasher.digest())
 
     def keys(self, canonical_arguments: Iterable[bytes]) -> list[str]:
         """``key`` of many calls (f.map's), in one loop."""
@@ -57,7 +70,7 @@ class KeyBuilder:
         for canonical in canonical_arguments:
             hasher = copy()
             hasher.update(canonical)
-            found.append(prefix + hasher.hexdigest())
+            found.append(prefix + _digest_text(hasher.digest()))
         return found
 
 

@@ -22,8 +22,11 @@ import struct
 import sys
 import threading
 import time
+from binascii import a2b_base64
 
 from blake3 import blake3
+
+from persistmemo._keys.layout import DIGEST_CHARACTERS, KEY_FORMAT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,15 +57,18 @@ _HELD_ELSEWHERE = (errno.EAGAIN, errno.EACCES)
 
 def offset_of(key: str) -> int:
     """The byte of the claims file that stands for ``key``: a result's key ends in a digest
-    of its call already (32 hex digits), whose last 15 are taken as they are; any other key
-    is hashed."""
-    tail = key[-15:]
-    if key[-33:-32] == ":" and tail.isalnum() and tail.islower():
-        try:
-            return int(tail, 16)
-        except ValueError:
+    of its call already (22 characters of base64: layout.py), 12 of which, 72 bits, give
+    it; any other key is hashed."""
+    if key[-DIGEST_CHARACTERS - 1 : -DIGEST_CHARACTERS] == ":" and key.startswith(KEY_FORMAT):
+        try:  # the digest's characters 8 to 20: three whole groups of base64, 9 bytes
+            tail = a2b_base64(key[-14:-2].translate(_FROM_URL_SAFE))
+            return int.from_bytes(tail, "little") % _OFFSETS
+        except ValueError:  # binascii.Error: not base64, so not a digest
             pass
     return int.from_bytes(blake3(key.encode()).digest(8), "little") % _OFFSETS
+
+
+_FROM_URL_SAFE = str.maketrans("-_", "+/")
 
 
 def claims_available() -> bool:

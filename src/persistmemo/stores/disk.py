@@ -139,7 +139,7 @@ class DiskBackend(StoreLifetime, Backend):
             return None
         if self._bypass_until and time.monotonic() < self._bypass_until:
             return None
-        if key[2:3] == "-" and key.startswith(_PLAIN):  # results are pm1:, pm2:
+        if key[2:3] == "-" and key.startswith(_PLAIN):  # results are pm1:, pm2:, pm3:
             return self._plain(reader, key)
         if not mapped:
             small = reader.read_small(key, time.time())

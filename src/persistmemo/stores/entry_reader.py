@@ -16,6 +16,7 @@ import sys
 import threading
 import weakref
 
+from persistmemo._keys.layout import result_key_ranges
 from persistmemo._sealing import (
     AREA_FRAMES,
     FRAME_AREA,
@@ -739,13 +740,14 @@ class EntryReader:
         return (rows[0][0], rows[0][1]) if rows else None
 
     def count_results(self) -> int:
-        """Stored results (``pm1:`` and ``pm2:`` keys, expired ones not yet removed
-        included): leases, hit counts and other records are bookkeeping, not results."""
+        """Stored results (keys of every format in RESULT_FORMATS, expired ones not yet
+        removed included): leases, hit counts and other records are bookkeeping, not
+        results."""
+        ranges = " OR ".join(
+            f"(key >= '{low}' AND key < '{high}')" for low, high in result_key_ranges()
+        )
         return int(
-            self._held().run(
-                "SELECT COUNT(*) FROM Cache WHERE raw = 1 AND ((key >= 'pm1:' AND key < 'pm1;')"
-                " OR (key >= 'pm2:' AND key < 'pm2;'))"
-            )[0][0]
+            self._held().run(f"SELECT COUNT(*) FROM Cache WHERE raw = 1 AND ({ranges})")[0][0]
         )
 
     def write_once(self, statement: str, parameters: tuple[object, ...]) -> int:

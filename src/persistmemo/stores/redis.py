@@ -449,7 +449,7 @@ class RedisStore(SealedStore):
     - ``url``: ``redis://host:port/db`` (``rediss://`` for TLS, ``unix://`` sockets).
     - ``namespace``: prefix of every key, so several teams or projects share one server.
       Namespaces may nest (``team`` and ``team:dev`` keep apart); their ``:``-separated
-      parts may not be ``pm1``, ``pm2``, ``pm-lease`` or ``pm-hits``, the words of the key
+      parts may not be ``pm1``, ``pm2``, ``pm3``, ``pm-lease`` or ``pm-hits``, the words of the key
       layout.
     - ``timeout``, ``connect_timeout``: seconds a command or a connection may take.
     - ``backoff``: seconds the store stays away from the server after a failure.
@@ -579,7 +579,7 @@ def _check_namespace(namespace: object) -> None:
         raise ValueError(
             f"RedisStore(namespace={namespace!r}): {reserved[0]!r} is a word of persistmemo's "
             f"key layout, and a namespace with it would overlap another namespace's keys: "
-            "choose a namespace whose ':'-separated parts are not 'pm1', 'pm2', 'pm-lease', "
+            "choose a namespace whose ':'-separated parts are not 'pm1', 'pm2', 'pm3', 'pm-lease', "
             "'pm-hits' or 'pm-failed'"
         )
 
