@@ -295,7 +295,7 @@ def test_name_overrides_the_identity(store: Store) -> None:
         return "first"
 
     assert first(1) == "first"
-    assert first.key(1).startswith("pm2:shared.identity:1:")
+    assert first.key(1).startswith("pm3:shared.identity:1:")
 
 
 def test_two_functions_under_one_name_and_pinned_version_are_refused(store: Store) -> None:

@@ -251,7 +251,7 @@ def test_faults_warn_once_per_store_and_kind(tmp_path: Path) -> None:
     import sqlite3
 
     with sqlite3.connect(database) as connection:
-        connection.execute("UPDATE Cache SET value = X'00' WHERE key LIKE 'pm2:%'")
+        connection.execute("UPDATE Cache SET value = X'00' WHERE key LIKE 'pm3:%'")
     with pytest.warns(PersistmemoWarning) as caught:
         for _ in range(3):
             f(1)

@@ -16,7 +16,7 @@ from persistmemo import Store, memo
 
 def drop_store_rows(store: Store) -> None:
     with sqlite3.connect(store.directory / "cache.db") as connection:
-        connection.execute("DELETE FROM Cache WHERE key LIKE 'pm2:%'")
+        connection.execute("DELETE FROM Cache WHERE key LIKE 'pm3:%'")
 
 
 def test_memory_hits_do_not_read_the_store(store: Store) -> None:

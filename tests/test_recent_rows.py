@@ -3,6 +3,8 @@ another process (or this one) changed it: every commit rewrites the header it is
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
 from pathlib import Path
@@ -174,3 +176,86 @@ def test_no_index_file_or_one_that_is_not_a_file_keeps_nothing(tmp_path: Path) -
     assert recent_rows.recent_rows_of(str(tmp_path / "cache.db")) is None
     (tmp_path / "cache.db-shm").mkdir()
     assert recent_rows.recent_rows_of(str(tmp_path / "cache.db")) is None
+
+
+def _locks_held_on(path: Path, pid: int) -> list[str]:
+    """The POSIX record locks process ``pid`` holds on ``path`` (from /proc/locks)."""
+    inode = path.stat().st_ino
+    held = []
+    for line in Path("/proc/locks").read_text().splitlines():
+        parts = line.split()
+        if "POSIX" not in parts:
+            continue
+        at = parts.index("POSIX")
+        if int(parts[at + 3]) == pid and int(parts[at + 4].split(":")[2]) == inode:
+            held.append(" ".join(parts[at + 2 : at + 3] + parts[at + 5 :]))
+    return held
+
+
+linux_only = pytest.mark.skipif(
+    not Path("/proc/locks").exists(), reason="reads the locks held in /proc/locks"
+)
+
+
+@linux_only
+def test_a_thread_that_hit_and_ended_leaves_the_processs_index_locks_in_place(
+    tmp_path: Path,
+) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it,
+    SQLite's included: the index file's descriptor is never closed."""
+    store = Store(tmp_path / "store")
+    f = memo(store=store, name="t.f", version="1")(lambda x: x * 2)
+    f(1)
+    f(1)
+    index = tmp_path / "store" / "cache.db-shm"
+    before = _locks_held_on(index, os.getpid())
+    assert before  # SQLite's: the index is in use
+    for _ in range(3):
+        thread = threading.Thread(target=lambda: f(1))
+        thread.start()
+        thread.join()
+    gc.collect()
+    assert _locks_held_on(index, os.getpid()) == before
+    assert f(1) == 2
+
+
+@linux_only
+def test_a_forked_child_keeps_its_index_locks_after_its_first_hit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    f = memo(store=store, name="t.f", version="1")(lambda x: x * 2)
+    f(1)
+    f(1)
+    index = tmp_path / "store" / "cache.db-shm"
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            value = f(1)
+            gc.collect()
+            held = bool(_locks_held_on(index, os.getpid()))
+            os.write(write, f"{value} {held}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        reported = answer.read()
+    os.waitpid(child, 0)
+    assert reported == "2 True"
+
+
+def test_reads_of_more_keys_than_are_kept_in_turn_stop_watching_and_stay_current(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "store")
+    f = memo(store=store, name="t.f", version="1")(lambda x: RESULT[0])
+    RESULT[:] = ["first"]
+    count = recent_rows.ROWS_KEPT + 200
+    for x in range(count):
+        f(x)
+    for _ in range(2):
+        for x in range(count):
+            assert f(x) == "first"
+    recent = store.backend._reader._local.held.recent
+    assert recent.paused > 0  # cycling past the kept rows: nothing was served from them
+    run_python(_writer(tmp_path / "store", "theirs"))
+    assert f(1) == "theirs"

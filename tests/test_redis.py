@@ -502,7 +502,7 @@ def test_a_namespace_made_of_the_key_layouts_words_is_refused(
 ) -> None:
     with pytest.raises(ValueError, match="namespace=") as refused:
         RedisStore(redis_url, namespace=namespace)
-    assert "'pm1', 'pm2', 'pm-lease', 'pm-hits' or 'pm-failed'" in str(refused.value)
+    assert "'pm1', 'pm2', 'pm3', 'pm-lease', 'pm-hits' or 'pm-failed'" in str(refused.value)
 
 
 def test_planted_hit_counts_are_left_out_of_ls_not_a_crash(redis_url: str) -> None:

@@ -421,7 +421,7 @@ def test_check_tells_damage_from_another_secret_by_the_recorded_fingerprints(
 
         assert [name(1), name(2)] == ["entry 1", "entry 2"]
     with sqlite3.connect(tmp_path / "store" / "cache.db") as database:  # both damaged
-        rows = database.execute("SELECT key, value FROM Cache WHERE key LIKE 'pm2:%'").fetchall()
+        rows = database.execute("SELECT key, value FROM Cache WHERE key LIKE 'pm3:%'").fetchall()
         for key, value in rows:
             damaged = bytes(value[:-1]) + bytes([value[-1] ^ 1])  # the frame stays well formed
             database.execute("UPDATE Cache SET value = ? WHERE key = ?", (damaged, key))

@@ -207,7 +207,7 @@ def test_a_script_and_its_import_share_one_identity(tmp_path: Path) -> None:
         check=True,
     ).stdout.split()
     assert as_script == as_module == as_dash_m
-    assert as_script[1].startswith("pm2:tool.compute:")
+    assert as_script[1].startswith("pm3:tool.compute:")
     assert (tmp_path / "calls.log").read_text().count("called") == 1
 
 

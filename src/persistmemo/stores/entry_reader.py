@@ -27,7 +27,7 @@ from persistmemo._sealing import (
 from persistmemo.errors import CorruptEntry
 from persistmemo.stores import connections
 from persistmemo.stores.connections import forking, wait_for_fork
-from persistmemo.stores.recent_rows import RecentRows, recent_rows_of
+from persistmemo.stores.recent_rows import ROWS_KEPT, RecentRows, recent_rows_of
 from persistmemo.stores.schema import DBNAME, MODE_BINARY, MODE_RAW
 
 # typing costs a cold start ~8 ms (it imports re): names for the type checker only.
@@ -582,16 +582,23 @@ class EntryReader:
         recent = held.recent
         header = None
         if recent is not None:
-            # Taken before the query: a row read after it is current while it is unchanged.
-            header = recent.header()
-            if header is not None and header == recent.seen:
-                kept = recent.rows.get(key)
-                if kept is not None:
-                    expires_at = kept[1]
-                    return kept if expires_at is None or expires_at > now else None
+            if recent.paused:  # kept rows were seldom served again: not watched for a while
+                recent.paused -= 1
             else:
-                recent.rows.clear()
-                recent.seen = header
+                # Taken before the query: a row read after it is current while it is unchanged.
+                header = recent.header()
+                if header is not None and header == recent.seen:
+                    kept = recent.rows.get(key)
+                    if kept is not None:
+                        recent.served += 1
+                        expires_at = kept[1]
+                        return kept if expires_at is None or expires_at > now else None
+                else:
+                    recent.rows.clear()
+                    recent.seen = header
+                recent.reads += 1
+                if recent.reads >= ROWS_KEPT:
+                    recent.review()
         held.busy = True
         if forking[0]:
             held.begin()

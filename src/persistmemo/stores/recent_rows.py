@@ -4,22 +4,25 @@ Every commit to a store rewrites the header of SQLite's write-ahead-log index
 (``cache.db-shm``): its change counter, its last frame and its salts
 (https://www.sqlite.org/walformat.html#the_wal_index_file_format). While the header is
 unchanged, no transaction has committed, so a row read after the header was taken is still
-the row a query would return: SQLite keeps a connection's page cache between transactions
-by the same test. Reading 96 bytes costs a small fraction of a query.
+the row a query would return. Reading 96 bytes costs a small fraction of a query. What is
+kept is the row's sealed bytes: they are unsealed at every hit, as read.
 
 The index file is opened once the connection has read, which holds it: SQLite then keeps
 the file in place (it is removed only by the last connection to close, and leaving WAL
-mode waits for every connection), so the header read is the one SQLite writes. It is read
-with ``pread``, not mapped: another member of a team store may truncate the file, which
-would make a map's reader crash, and makes a read come back short here (no rows served).
-What is kept is the row's sealed bytes: they are unsealed at every hit, as read.
+mode waits for every connection). Its descriptor is never closed: closing any descriptor
+of a file drops every POSIX lock the process holds on it, SQLite's own included (the same
+hazard as in disk_opening.share_database_files), so one descriptor per index file is kept
+for the life of the process and shared by its connections, forked children included.
+
+Where kept rows are seldom served again (more keys than are kept, read in turn; a store
+written all the time), watching is paused for a while, so such reads pay nearly nothing.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import weakref
+import threading
 
 # The header, twice (a writer writes the second copy, then the first; a reader trusts them
 # only when both agree), up to the checkpoint information that follows.
@@ -33,17 +36,25 @@ ROWS_KEPT = 1024
 ROW_BYTES_KEPT = 4096
 """Rows with larger values are read every time (a bound on what is kept: 4 MiB)."""
 
+PAUSED_READS = 4 * ROWS_KEPT
+"""Reads made without watching when fewer than one in SERVED_AT_LEAST of the reads since
+the last review were served from kept rows."""
+
+SERVED_AT_LEAST = 4
+
 
 class RecentRows:
     """A connection's rows read since the header ``seen`` (None: nothing may be served)."""
 
-    __slots__ = ("__weakref__", "_descriptor", "rows", "seen")
+    __slots__ = ("_descriptor", "paused", "reads", "rows", "seen", "served")
 
     def __init__(self, descriptor: int) -> None:
         self._descriptor = descriptor
         self.rows: dict[str, tuple[bytes, float | None]] = {}
         self.seen: bytes | None = None
-        weakref.finalize(self, os.close, descriptor)
+        self.reads = 0  # queries made while watching, since the last review
+        self.served = 0  # rows served without a query, since the last review
+        self.paused = 0  # reads still to make without watching
 
     def header(self) -> bytes | None:
         """The index header now, or None when it cannot be trusted (torn, short, unset)."""
@@ -70,22 +81,45 @@ class RecentRows:
             rows.clear()
         rows[key] = (value, expires_at)
 
+    def review(self) -> None:
+        """Pause watching when too few reads were served from kept rows (every ROWS_KEPT
+        queries made while watching)."""
+        if self.served * SERVED_AT_LEAST < self.reads + self.served:
+            self.paused = PAUSED_READS
+            self.seen = None
+            self.rows.clear()
+        self.reads = self.served = 0
+
+
+# One descriptor per index file (device, inode) for the life of the process: see above.
+_descriptors: dict[tuple[int, int], int] = {}
+_descriptors_lock = threading.Lock()
+
 
 def recent_rows_of(database: str) -> RecentRows | None:
     """Rows to keep for a connection to ``database`` that has read from it, or None where
     there is no index file to watch (no ``pread``, no WAL, not a regular file)."""
     if not hasattr(os, "pread"):
         return None
-    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    path = f"{database}-shm"
     try:
-        descriptor = os.open(f"{database}-shm", flags | getattr(os, "O_NOFOLLOW", 0))
+        info = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            os.close(descriptor)
-            return None
-    except OSError:
-        os.close(descriptor)
+    if not stat.S_ISREG(info.st_mode):
         return None
+    with _descriptors_lock:
+        descriptor = _descriptors.get((info.st_dev, info.st_ino))
+        if descriptor is None:
+            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+            try:
+                descriptor = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+                opened = os.fstat(descriptor)
+            except OSError:
+                return None
+            # Kept even if the path now names another file (replaced in between): closing
+            # it could drop locks, and the file it names is recorded as what it is.
+            _descriptors[(opened.st_dev, opened.st_ino)] = descriptor
+            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+                return None
     return RecentRows(descriptor)
