@@ -440,7 +440,7 @@ def reset_settings(directory: Path, settings: dict[str, Any], timeout: float) ->
     try:
         connection.execute("BEGIN IMMEDIATE")
         current = dict(connection.execute("SELECT key, value FROM Settings").fetchall())
-        wanted = {**DEFAULT_SETTINGS, "tag_index": 1, **settings, **pragmas}
+        wanted = {**DEFAULT_SETTINGS, **settings, **pragmas}
         for key, value in current.items():
             if key in wanted and key not in settings and not _setting_problem(key, value, pragmas):
                 wanted[key] = value  # a setting a user chose before, kept
