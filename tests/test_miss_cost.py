@@ -144,6 +144,18 @@ def test_a_store_opened_drops_the_tag_index_an_earlier_version_made(tmp_path: Pa
     assert "Cache_tag_rowid" not in indexes()
 
 
+def test_misses_are_checkpointed_into_the_database_every_checkpoint_pages(tmp_path: Path) -> None:
+    # A checkpoint syncs the log and the database to disk: SQLite's default (1000 pages)
+    # made one every 200 misses. The log keeps growing past 1000 pages instead of restarting.
+    store = Store(tmp_path / "store")
+    double = memo(store=store, name="cost.checkpoints", version="1")(lambda x: 2 * x)
+    for x in range(300):
+        double(x)
+    pages = wal_frames(store.directory)[0]
+    store.close()
+    assert pages > 1000
+
+
 def test_an_async_miss_makes_one_write_transaction(store: Store) -> None:
     @memo(store=store, name="cost.adouble", version="1")
     async def double(x: int) -> int:
