@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from conftest import REPO
 from persistmemo import Store, memo
+from persistmemo.stores.base import MISSING
 
 WAL_HEADER = 32
 FRAME_HEADER = 24
@@ -24,22 +26,29 @@ FRAME_HEADER = 24
 
 def commits(store: Store) -> int:
     """Commit frames in the store's write-ahead log since its last restart."""
-    path = store.directory / "cache.db-wal"
+    return wal_frames(store.directory)[1]
+
+
+def wal_frames(directory: Path) -> tuple[int, int]:
+    """(pages, commit frames) in the write-ahead log of the database in ``directory`` since
+    its last restart: each page a transaction changed is one frame."""
+    path = directory / "cache.db-wal"
     wal = path.read_bytes() if path.exists() else b""
     if len(wal) < WAL_HEADER:
-        return 0
+        return 0, 0
     page_size = int.from_bytes(wal[8:12], "big")
     salts = wal[16:24]
-    count = 0
+    pages = count = 0
     offset = WAL_HEADER
     while offset + FRAME_HEADER + page_size <= len(wal):
         header = wal[offset : offset + FRAME_HEADER]
         if header[8:16] != salts:
             break  # frames of an earlier generation of the log: not this one's
+        pages += 1
         if int.from_bytes(header[4:8], "big"):  # the database size, set on commit frames only
             count += 1
         offset += FRAME_HEADER + page_size
-    return count
+    return pages, count
 
 
 # What the probing functions below read as they run: not part of their keys.
@@ -83,6 +92,68 @@ def test_a_miss_makes_one_write_transaction_of_one_insert(store: Store) -> None:
     assert statements.pop().startswith("INSERT OR IGNORE INTO Cache")
     assert double(105) == 210  # stored: a hit
     assert double.cache_info().hits == 1
+
+
+def test_a_miss_writes_no_more_pages_than_a_raw_diskcache_set(tmp_path: Path) -> None:
+    # Every page a commit changes is written to the log (and later into the database): the
+    # row and each index it is in. A raw diskcache Cache has no index on tags; a store has
+    # none either, as nothing looks entries up by tag.
+    import diskcache
+
+    from persistmemo._codec.encoding import encode_value
+
+    store = Store(tmp_path / "store")
+    double = memo(store=store, name="cost.pages", version="1")(lambda x: 2 * x)
+    double(0)  # opens the writer
+    raw = diskcache.Cache(str(tmp_path / "raw"))
+    sealed = store._sealer_ready().seal("pm2:cost.pages:1:0", encode_value(2), 0.0)
+    raw.set("pm2:cost.raw:1:" + "0" * 32, sealed, tag="cost.raw")
+
+    def pages_written(directory: Path, calls: list[object]) -> int:
+        before = wal_frames(directory)[0]
+        for call in calls:
+            call()  # type: ignore[operator]
+        return wal_frames(directory)[0] - before
+
+    keys = [f"pm2:cost.raw:1:{x:032x}" for x in range(1, 21)]
+    raw_pages = pages_written(tmp_path / "raw", [lambda k=k: raw.set(k, sealed) for k in keys])
+    miss_pages = pages_written(store.directory, [lambda x=x: double(x) for x in range(1, 21)])
+    raw.close()
+    store.close()
+    assert miss_pages <= raw_pages
+
+
+def test_a_store_opened_drops_the_tag_index_an_earlier_version_made(tmp_path: Path) -> None:
+    import diskcache
+
+    from persistmemo._codec.encoding import encode_value
+
+    directory = tmp_path / "store"
+    with Store(directory) as store:
+        assert store.write("pm2:t.f:1:" + "0" * 32, encode_value(7), ttl=None, tag="t.f")
+    diskcache.Cache(str(directory), disk_min_file_size=2**15, tag_index=True).close()
+
+    def indexes() -> set[str]:
+        with sqlite3.connect(directory / "cache.db") as connection:
+            return {row[1] for row in connection.execute("PRAGMA index_list(Cache)")}
+
+    assert "Cache_tag_rowid" in indexes()
+    with Store(directory) as store:
+        assert store.read("pm2:t.f:1:" + "0" * 32) is not MISSING  # written before: still read
+        assert store.write("pm2:t.f:1:" + "1" * 32, encode_value(8), ttl=None, tag="t.f")
+    assert "Cache_tag_rowid" not in indexes()
+
+
+def test_misses_are_checkpointed_into_the_database_every_checkpoint_pages(tmp_path: Path) -> None:
+    # A checkpoint syncs the log and the database to disk: SQLite's default (1000 pages)
+    # made one every 200 misses. The log keeps growing past 1000 pages instead of restarting.
+    store = Store(tmp_path / "store")
+    double = memo(store=store, name="cost.checkpoints", version="1")(lambda x: 2 * x)
+    for x in range(300):
+        double(x)
+    pages = wal_frames(store.directory)[0]
+    store.close()
+    assert pages > 1000
 
 
 def test_an_async_miss_makes_one_write_transaction(store: Store) -> None:

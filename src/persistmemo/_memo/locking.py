@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import itertools
 import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 
 from persistmemo._codec.decoding import decode_value
 from persistmemo._codec.encoding import encode_value
@@ -43,11 +43,12 @@ LONGEST_POLL = 0.05
 # The claims held, per thread and per asyncio task (a context variable): a caller already
 # holding a key (recursion into its own arguments) computes instead of waiting for itself.
 _held: contextvars.ContextVar[dict[str, Lease]] = contextvars.ContextVar("persistmemo_leases")
+_NONE_HELD: dict[str, Lease] = {}  # never changed: a context's claims are set anew
 
 
 def lease_for(key: str) -> Lease | None:
     """The lease this thread or task holds on ``key`` while computing it, if any."""
-    return _held.get({}).get(key)
+    return _held.get(_NONE_HELD).get(key)
 
 
 def _poll_delays() -> Iterator[float]:
@@ -61,27 +62,26 @@ def compute_once(
     store: Store, key: str, read: Callable[[], object], compute: Callable[[], T]
 ) -> tuple[object, bool]:
     """``(value, computed)``: the stored value once someone computed it, or ours."""
-    if key in _held.get({}):
+    held = _held.get(_NONE_HELD)
+    if key in held:
         return compute(), True
     if _unreleased:
         _release_pending()  # claims a RecursionError left for a later frame
     token = _new_token()
     entered = False
-    delays = _poll_delays()
-    waiting_since = time.time()
-    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-    while not store.try_lease(key, token):
-        time.sleep(next(delays))
-        found = read()
+    if not store.try_lease(key, token):
+        found = _wait_for_claim(store, key, token, read)
         if found is not MISSING:
             return found, False
-        _raise_if_failed(store, key, waiting_since)
-        if time.monotonic() >= next_holder_check:
-            _take_over_if_holder_died(store, key)
-            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
     try:
-        with _holding(store, key, token):
-            entered = True
+        # Held inline, not through a context manager: every miss passes here.
+        _live_tokens.add(token)
+        lease = Lease(key, token)
+        context = _held.set({**held, key: lease})
+        # A claim held as a lock lasts as long as its holder: nothing to renew.
+        handle = _keeper.hold(store, key, token) if store.leases_expire else 0
+        entered = True
+        try:
             found = read()  # stored while we were claiming
             if found is not MISSING:
                 return found, False
@@ -90,41 +90,57 @@ def compute_once(
             except Exception as error:
                 _record_failure(store, key, error)
                 raise
+        finally:
+            _let_go(store, key, token, lease, handle, context)
     except BaseException:
         if not entered:  # claimed, then struck before holding (a RecursionError, Ctrl-C)
             _left_unheld(store, key, token)
-        if not _held.get({}):  # this thread's outermost claim: the stack is short again
+        if not _held.get(_NONE_HELD):  # this thread's outermost claim: the stack is short again
             _release_left_behind()
         raise
+
+
+def _wait_for_claim(store: Store, key: str, token: str, read: Callable[[], object]) -> object:
+    """Poll until ``key`` is stored (its value) or claimed for ``token`` (MISSING); raises
+    the failure of the computation waited for."""
+    delays = _poll_delays()
+    waiting_since = time.time()
+    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
+    while True:
+        time.sleep(next(delays))
+        found = read()
+        if found is not MISSING:
+            return found
+        _raise_if_failed(store, key, waiting_since)
+        if time.monotonic() >= next_holder_check:
+            _take_over_if_holder_died(store, key)
+            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
+        if store.try_lease(key, token):
+            return MISSING
 
 
 async def compute_once_async(
     store: Store, key: str, read: Callable[[], object], compute: Callable[[], Awaitable[T]]
 ) -> tuple[object, bool]:
     """``compute_once`` for coroutines: waiting yields to the event loop."""
-    import asyncio  # only coroutines wait this way; plain imports stay light
-
-    if key in _held.get({}):
+    held = _held.get(_NONE_HELD)
+    if key in held:
         return await compute(), True
     if _unreleased:
         _release_pending()
     token = _new_token()
     entered = False
-    delays = _poll_delays()
-    waiting_since = time.time()
-    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-    while not store.try_lease(key, token):
-        await asyncio.sleep(next(delays))
-        found = read()
+    if not store.try_lease(key, token):
+        found = await _wait_for_claim_async(store, key, token, read)
         if found is not MISSING:
             return found, False
-        _raise_if_failed(store, key, waiting_since)
-        if time.monotonic() >= next_holder_check:
-            _take_over_if_holder_died(store, key)
-            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
     try:
-        with _holding(store, key, token):
-            entered = True
+        _live_tokens.add(token)
+        lease = Lease(key, token)
+        context = _held.set({**held, key: lease})
+        handle = _keeper.hold(store, key, token) if store.leases_expire else 0
+        entered = True
+        try:
             found = read()
             if found is not MISSING:
                 return found, False
@@ -133,12 +149,36 @@ async def compute_once_async(
             except Exception as error:
                 _record_failure(store, key, error)
                 raise
+        finally:
+            _let_go(store, key, token, lease, handle, context)
     except BaseException:
         if not entered:
             _left_unheld(store, key, token)
-        if not _held.get({}):
+        if not _held.get(_NONE_HELD):
             _release_left_behind()
         raise
+
+
+async def _wait_for_claim_async(
+    store: Store, key: str, token: str, read: Callable[[], object]
+) -> object:
+    """``_wait_for_claim`` for coroutines: waiting yields to the event loop."""
+    import asyncio  # only coroutines wait this way; plain imports stay light
+
+    delays = _poll_delays()
+    waiting_since = time.time()
+    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
+    while True:
+        await asyncio.sleep(next(delays))
+        found = read()
+        if found is not MISSING:
+            return found
+        _raise_if_failed(store, key, waiting_since)
+        if time.monotonic() >= next_holder_check:
+            _take_over_if_holder_died(store, key)
+            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
+        if store.try_lease(key, token):
+            return MISSING
 
 
 def _release_left_behind() -> None:
@@ -233,8 +273,23 @@ def _raise_if_failed(store: Store, key: str, waiting_since: float) -> None:
 
 def _new_token() -> str:
     # Host and pid first: a waiter on the same host can tell its holder died (see below);
-    # the thread: its claims left behind are found (_release_left_behind).
-    return f"{_host()}|{os.getpid()}|{threading.get_ident()}|{os.urandom(8).hex()}"
+    # the thread: its claims left behind are found (_release_left_behind). Then a number
+    # this process never issues twice, after random bytes drawn once per process, so that a
+    # later process given the same pid issues other tokens.
+    prefix = _token_prefix or _new_token_prefix()
+    return f"{prefix}{threading.get_ident()}|{next(_token_numbers):x}{_token_nonce}"
+
+
+_token_prefix = ""
+_token_nonce = ""
+_token_numbers = itertools.count()
+
+
+def _new_token_prefix() -> str:
+    global _token_prefix, _token_nonce
+    _token_nonce = "-" + os.urandom(8).hex()
+    _token_prefix = f"{_host()}|{os.getpid()}|"
+    return _token_prefix
 
 
 _host_identity: str | None = None
@@ -294,7 +349,7 @@ def _take_over_if_holder_died(store: Store, key: str) -> None:
         store.release_lease(key, holder)
 
 
-# The tokens of the claims a computation of this process holds now (_holding).
+# The tokens of the claims a computation of this process holds now (compute_once).
 _live_tokens: set[str] = set()
 
 
@@ -303,23 +358,14 @@ def _left_behind_here(token: str) -> bool:
     return pid == [str(os.getpid())] and token not in _live_tokens
 
 
-@contextmanager
-def _holding(store: Store, key: str, token: str) -> Iterator[None]:
-    _live_tokens.add(token)
-    lease = Lease(key, token)
-    held = _held.set({**_held.get({}), key: lease})
-    # A claim held as a lock lasts as long as its holder: nothing to renew.
-    handle = _keeper.hold(store, key, token) if store.leases_expire else 0
-    try:
-        yield
-    finally:
-        # A RecursionError may leave no stack for the store's calls here: the claim is
-        # queued (C calls only, no frame needed) and released by this frame, a frame further
-        # up, or the keeper thread, whichever first has the stack for it.
-        _held.reset(held)
-        _unreleased.append((store, key, token, lease, handle))
-        _live_tokens.discard(token)
-        _release_pending()
+def _let_go(store: Store, key: str, token: str, lease: Lease, handle: int, context: Any) -> None:
+    # A RecursionError may leave no stack for the store's calls here: the claim is queued
+    # (C calls only, no frame needed) and released by this frame, a frame further up, or
+    # the keeper thread, whichever first has the stack for it.
+    _held.reset(context)
+    _unreleased.append((store, key, token, lease, handle))
+    _live_tokens.discard(token)
+    _release_pending()
 
 
 # Claims waiting to be released: (store, key, token, lease, keeper handle).
@@ -334,7 +380,8 @@ def _release_pending() -> None:
             return  # another thread took the last one
         store, key, token, lease, handle = item
         try:
-            _keeper.drop(handle)
+            if handle:
+                _keeper.drop(handle)
             if lease is None or not lease.released:  # a result's write releases a lease row
                 store.release_lease(key, token)
         except RecursionError:
@@ -394,7 +441,13 @@ class _LeaseKeeper:
         self.__init__()  # type: ignore[misc]
 
 
+def _after_fork_in_child() -> None:
+    global _token_prefix
+    _token_prefix = ""  # another pid, and random bytes of its own
+    _keeper.after_fork_in_child()
+
+
 _keeper = _LeaseKeeper()
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_keeper.after_fork_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -93,8 +93,9 @@ class DiskBackend(StoreLifetime, Backend):
         self.timeout = timeout
         self.lease = lease
         self._given_secret = secret
-        # Tags group pm1 entries; their index makes clearing one function a range delete.
-        self._settings = {"tag_index": True, **settings}
+        # No index on tags: nothing of persistmemo's looks rows up by tag (a function's
+        # entries are a range of keys), and the index was one more page in every write.
+        self._settings = {"tag_index": False, **settings}
         self._faults = FaultReporter(str(directory or "(default)"))
         self._fork_lock = threading.RLock()
         self._claims: KeyClaims | None = None
@@ -482,7 +483,7 @@ class Store(SealedStore):
         diskcache = {
             name: value
             for name, value in backend._settings.items()
-            if not (name == "tag_index" and value is True)  # the store's own default
+            if not (name == "tag_index" and value is False)  # the store's own default
         }
         return {
             "directory": backend._directory,

@@ -212,6 +212,13 @@ WRITE_WAIT = 0.05
 
 _ANY_EXPIRED = "SELECT 1 FROM Cache WHERE expire_time IS NOT NULL AND expire_time < ? LIMIT 1"
 
+CHECKPOINT_PAGES = 4000
+"""Pages in the write-ahead log at which a commit of the store's writer copies them into the
+database (SQLite's default: 1000). Each such checkpoint syncs the log and the database to
+disk, a cost spread over the commits between two of them: a miss's commit adds five
+pages, so SQLite's default synced every 200 misses. The log grows to 16 MB (4 KiB pages)
+before it is reused, and is removed when the last connection closes."""
+
 CULL_EVERY = 8
 """Inserts by ``add_small`` between two culls, which remove what as many ``set`` calls would."""
 
@@ -286,6 +293,7 @@ class _ForkSafeCache(diskcache.Cache):  # type: ignore[misc]
             )
             for key, value in self._pragmas:
                 self.reset(key, value, update=False)
+            connection.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}")
         close_with_thread(local, connection)  # not when the garbage collector runs
         return connection
 
@@ -440,7 +448,7 @@ def reset_settings(directory: Path, settings: dict[str, Any], timeout: float) ->
     try:
         connection.execute("BEGIN IMMEDIATE")
         current = dict(connection.execute("SELECT key, value FROM Settings").fetchall())
-        wanted = {**DEFAULT_SETTINGS, "tag_index": 1, **settings, **pragmas}
+        wanted = {**DEFAULT_SETTINGS, **settings, **pragmas}
         for key, value in current.items():
             if key in wanted and key not in settings and not _setting_problem(key, value, pragmas):
                 wanted[key] = value  # a setting a user chose before, kept
