@@ -263,6 +263,22 @@ RERUNS = {
 # comparison come from the builtin modules), platformdirs (the XDG rules are computed) and
 # diskcache (opened for writes only; hit counts are added in place).
 NOT_ON_THE_HIT_PATH = ["pathlib", "hmac", "platformdirs", "diskcache", "urllib.parse"]
+# Nor what only a miss, a pickle, a listing or an old import path needs (issue 22: each module
+# costs a cold start its lookup and loading): the miss's machinery (claims, encoding, the
+# lock's context variables), unpickling, the rows' listing, opcode's tables (the light walk
+# knows IMPORT_NAME's number), importlib and warnings (until a fault is reported).
+NOT_ON_THE_HIT_PATH += [
+    "persistmemo._memo.locking",
+    "persistmemo._memo.responses",
+    "persistmemo._codec.encoding",
+    "persistmemo._codec.pickles",
+    "persistmemo._codec.class_names",
+    "persistmemo.stores.inspection",
+    "contextvars",
+    "opcode",
+    "importlib",
+    "warnings",
+]
 # hashlib's blake2b lives in _blake2, loaded without OpenSSL (~3 ms).
 OPENSSL = ["_hashlib", "hashlib"]
 
@@ -552,3 +568,20 @@ def test_a_forked_child_records_only_its_own_hits(tmp_path: Path) -> None:
     from persistmemo import Store
 
     assert sum(Store(store).recorded_hits().values()) == 11
+
+
+def test_a_decoration_stamps_none_of_persistmemos_own_files(tmp_path: Path) -> None:
+    import persistmemo
+    from persistmemo import Store, memo
+    from persistmemo._versioning import source_stamps
+
+    @memo(store=Store(tmp_path / "store"))
+    def square(x: int) -> int:
+        return x * x
+
+    # Its files are the fingerprint's (fingerprints.py), wherever it is installed: an
+    # editable install outside site-packages costs a re-run no stat per module of its own.
+    package = os.path.dirname(persistmemo.__file__ or "")
+    stamped = [path for path in source_stamps._stamped_files if path.startswith(package)]
+    assert stamped == []
+    assert source_stamps.stamp_of(__file__) is not None  # a user's module is stamped
