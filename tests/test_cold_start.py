@@ -585,3 +585,16 @@ def test_a_decoration_stamps_none_of_persistmemos_own_files(tmp_path: Path) -> N
     stamped = [path for path in source_stamps._stamped_files if path.startswith(package)]
     assert stamped == []
     assert source_stamps.stamp_of(__file__) is not None  # a user's module is stamped
+
+
+def test_the_claims_module_loads_blake3_only_for_a_key_that_is_not_a_results() -> None:
+    code = (
+        "import sys\nfrom persistmemo.stores import claims\n"
+        "claims.offset_of('f:0123456789abcdef:' + 'ab' * 16)\n"
+        "print('blake3' in sys.modules)\n"
+        "claims.offset_of('pm-version:abc')\n"
+        "print('blake3' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
