@@ -265,8 +265,9 @@ RERUNS = {
 NOT_ON_THE_HIT_PATH = ["pathlib", "hmac", "platformdirs", "diskcache", "urllib.parse"]
 # Nor what only a miss, a pickle, a listing or an old import path needs (issue 22: each module
 # costs a cold start its lookup and loading): the miss's machinery (claims, encoding, the
-# lock's context variables), unpickling, the rows' listing, opcode's tables (the light walk
-# knows IMPORT_NAME's number), importlib and warnings (until a fault is reported).
+# lock's context variables), unpickling, the rows' listing, the keys of types past the
+# builtins (and blake3), opcode's tables (the light walk knows IMPORT_NAME's number),
+# importlib and warnings (until a fault is reported).
 NOT_ON_THE_HIT_PATH += [
     "persistmemo._memo.locking",
     "persistmemo._memo.responses",
@@ -274,6 +275,10 @@ NOT_ON_THE_HIT_PATH += [
     "persistmemo._codec.pickles",
     "persistmemo._codec.class_names",
     "persistmemo.stores.inspection",
+    "persistmemo._keys.dispatch",
+    "persistmemo._keys.frames",
+    "persistmemo._keys.registry",
+    "blake3",
     "contextvars",
     "opcode",
     "importlib",
