@@ -185,7 +185,10 @@ def test_the_imports_inside_functions_are_the_named_seams() -> None:
     for module, _, imports, _ in table("Deferred imports"):
         documented.setdefault(names(module)[0], set()).update(names(imports))
     assert deferred_imports() == documented
-    assert sum(len(imports) for imports in documented.values()) <= 10
+    # A few seams, each named: the cold-start budget's (issue 22: the miss's machinery,
+    # pickles, the listing of rows, the keys of types past the builtins) and the optional
+    # dependencies'.
+    assert sum(len(imports) for imports in documented.values()) <= 17
 
 
 def test_the_memo_layer_knows_the_store_interface_only() -> None:

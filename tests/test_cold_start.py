@@ -263,6 +263,27 @@ RERUNS = {
 # comparison come from the builtin modules), platformdirs (the XDG rules are computed) and
 # diskcache (opened for writes only; hit counts are added in place).
 NOT_ON_THE_HIT_PATH = ["pathlib", "hmac", "platformdirs", "diskcache", "urllib.parse"]
+# Nor what only a miss, a pickle, a listing or an old import path needs (issue 22: each module
+# costs a cold start its lookup and loading): the miss's machinery (claims, encoding, the
+# lock's context variables), unpickling, the rows' listing, the keys of types past the
+# builtins (and blake3), opcode's tables (the light walk knows IMPORT_NAME's number),
+# importlib and warnings (until a fault is reported).
+NOT_ON_THE_HIT_PATH += [
+    "persistmemo._memo.locking",
+    "persistmemo._memo.responses",
+    "persistmemo._codec.encoding",
+    "persistmemo._codec.pickles",
+    "persistmemo._codec.class_names",
+    "persistmemo.stores.inspection",
+    "persistmemo._keys.dispatch",
+    "persistmemo._keys.frames",
+    "persistmemo._keys.registry",
+    "blake3",
+    "contextvars",
+    "opcode",
+    "importlib",
+    "warnings",
+]
 # hashlib's blake2b lives in _blake2, loaded without OpenSSL (~3 ms).
 OPENSSL = ["_hashlib", "hashlib"]
 
@@ -306,12 +327,28 @@ def rerun_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str
     return {name: set(runs[-1][1].split()) for name, runs in outputs.items()}
 
 
+@pytest.fixture(scope="module")
+def interpreter_modules() -> set[str]:
+    """The modules a process that imports nothing has loaded by its exit: an interpreter
+    whose startup loads one (a -W option or PYTHONWARNINGS loads warnings, a .pth file may
+    load importlib) cannot tell whether persistmemo would."""
+    code = "import atexit, sys\natexit.register(lambda: print(' '.join(sorted(sys.modules))))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
 @pytest.mark.parametrize("script", RERUNS)
 @pytest.mark.parametrize("module", NOT_ON_THE_HIT_PATH)
 def test_a_rerun_script_that_hits_an_existing_store_does_not_import(
-    rerun_modules: dict[str, set[str]], script: str, module: str
+    rerun_modules: dict[str, set[str]],
+    interpreter_modules: set[str],
+    script: str,
+    module: str,
 ) -> None:
     assert "persistmemo.stores.disk" in rerun_modules[script]  # the listing is the script's
+    if module in interpreter_modules:
+        pytest.skip(f"this interpreter loads {module} at startup")
     assert module not in rerun_modules[script]
 
 
@@ -552,3 +589,33 @@ def test_a_forked_child_records_only_its_own_hits(tmp_path: Path) -> None:
     from persistmemo import Store
 
     assert sum(Store(store).recorded_hits().values()) == 11
+
+
+def test_a_decoration_stamps_none_of_persistmemos_own_files(tmp_path: Path) -> None:
+    import persistmemo
+    from persistmemo import Store, memo
+    from persistmemo._versioning import source_stamps
+
+    @memo(store=Store(tmp_path / "store"))
+    def square(x: int) -> int:
+        return x * x
+
+    # Its files are the fingerprint's (fingerprints.py), wherever it is installed: an
+    # editable install outside site-packages costs a re-run no stat per module of its own.
+    package = os.path.dirname(persistmemo.__file__ or "")
+    stamped = [path for path in source_stamps._stamped_files if path.startswith(package)]
+    assert stamped == []
+    assert source_stamps.stamp_of(__file__) is not None  # a user's module is stamped
+
+
+def test_the_claims_module_loads_blake3_only_for_a_key_that_is_not_a_results() -> None:
+    code = (
+        "import sys\nfrom persistmemo.stores import claims\n"
+        "claims.offset_of('f:0123456789abcdef:' + 'ab' * 16)\n"
+        "print('blake3' in sys.modules)\n"
+        "claims.offset_of('pm-version:abc')\n"
+        "print('blake3' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]

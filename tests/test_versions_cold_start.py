@@ -338,3 +338,11 @@ def test_the_opcodes_of_global_writes_are_those_of_this_python() -> None:
         pytest.skip("this Python's opcodes are read from the opcode module")
     names = ("STORE_GLOBAL", "DELETE_GLOBAL", "EXTENDED_ARG")
     assert known == tuple(opcode.opmap[name] for name in names)
+
+
+def test_the_opcode_of_import_name_is_that_of_this_python() -> None:
+    import opcode
+
+    from persistmemo._versioning.body_imports import import_name_opcode
+
+    assert import_name_opcode() == opcode.opmap["IMPORT_NAME"]

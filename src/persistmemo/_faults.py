@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import warnings
 
 from persistmemo.errors import PersistmemoWarning
 
@@ -53,6 +52,8 @@ class FaultReporter:
                 logger.warning(message)
         except Exception:  # a broken handler (a full disk under a log file): the call goes on
             pass
+        import warnings  # at the first fault: a process without one never loads it
+
         warnings.warn(message, PersistmemoWarning, stacklevel=4)
 
     def reset(self) -> None:

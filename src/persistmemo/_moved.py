@@ -8,11 +8,18 @@ the old module's names where it lives now, and warns once, naming the public pla
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
-import warnings
-from importlib.machinery import ModuleSpec
+
+# importlib, warnings and types load on first use of an old path, not with every
+# `import persistmemo` (the cold-start budget, docs/architecture.md): the finder's spec class
+# is the one the import system itself runs on.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from importlib.machinery import ModuleSpec
+    from types import ModuleType
+else:
+    ModuleSpec = sys.modules["_frozen_importlib"].ModuleSpec
+    ModuleType = type(sys)
 
 # old module -> the modules that hold its names now, searched in order
 MOVED = {
@@ -63,13 +70,15 @@ EXTENSIONS = {
 QUIET = {("persistmemo.codec", "_script_global")}
 
 
-class _OldModule(types.ModuleType):
+class _OldModule(ModuleType):
     """An old module path: its names, looked up where they live now (a warning at the first)."""
 
     def __getattr__(self, name: str) -> object:
         if name.startswith("__"):
             raise AttributeError(name)
         if (self.__name__, name) not in QUIET and not self.__dict__.get("_warned"):
+            import warnings
+
             self.__dict__["_warned"] = True
             warnings.warn(
                 f"{self.__name__} is private now and will be removed: import public names "
@@ -77,6 +86,8 @@ class _OldModule(types.ModuleType):
                 DeprecationWarning,
                 stacklevel=2,
             )
+        import importlib
+
         for home in MOVED[self.__name__]:
             module = importlib.import_module(home)
             if hasattr(module, name):
@@ -95,6 +106,8 @@ class _OldModule(types.ModuleType):
         # A setting changed through the old path (``files.RACY_NANOSECONDS = 0``, a test's
         # monkeypatch) changes it where the code reads it.
         if not name.startswith("__"):
+            import importlib
+
             for home in MOVED[self.__name__]:
                 module = importlib.import_module(home)
                 if name in vars(module):
@@ -113,14 +126,14 @@ class _Alias:
         return ModuleSpec(name, _Alias)  # type: ignore[arg-type]
 
     @staticmethod
-    def create_module(spec: ModuleSpec) -> types.ModuleType:
+    def create_module(spec: ModuleSpec) -> ModuleType:
         # The decorator learns from the store registry how names become stores: the entry
         # point loads both, and so does every old path (an old `decorator.memo` decorates).
-        importlib.import_module("persistmemo.stores.registry")
+        __import__("persistmemo.stores.registry")
         return _OldModule(spec.name)
 
     @staticmethod
-    def exec_module(module: types.ModuleType) -> None:
+    def exec_module(module: ModuleType) -> None:
         """Nothing to run: the names are looked up when asked for."""
 
 

@@ -9,7 +9,6 @@ docs/options.md#name and docs/sharing.md#worker-processes-joblib-dask-executors.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -82,6 +81,8 @@ def lookup(module: str, qualname: str) -> object:
     elif module in MAIN_NAMES or module == _main_module_name():
         target = _main_module()
     else:
+        import importlib  # a module not loaded yet: not on a re-run's path
+
         try:
             target = importlib.import_module(module)
         except ImportError as error:

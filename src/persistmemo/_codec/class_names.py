@@ -12,7 +12,6 @@ running ``__main__`` module.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import sys
 
@@ -59,6 +58,8 @@ def find_module(name: str, *, allow_import: bool) -> ModuleType:
             f"module {name} is not loaded here and is not installed (standard library or "
             "site-packages): persistmemo never imports a script to read a value"
         )
+    import importlib  # not on a re-run's path: its hits decode what is loaded
+
     try:
         return importlib.import_module(name)
     except Exception as error:

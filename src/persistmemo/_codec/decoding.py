@@ -13,13 +13,11 @@ cannot be rebuilt in this process.
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 
 import msgpack
 
-from persistmemo._codec.class_names import resolve_global
 from persistmemo._codec.formats import (
     FORMAT_MSGPACK,
     FORMAT_PICKLE,
@@ -33,7 +31,6 @@ from persistmemo._codec.out_of_band import (
     FramedValue,
     array_from_segment,
 )
-from persistmemo._codec.pickles import unpickle
 from persistmemo._kinds import (
     PATHLIB_CLASS_NAMES,
     dataclass_field_names,
@@ -129,7 +126,7 @@ def _decode_document(data: bytes | memoryview, allow_pickle: bool) -> object:
                     "(it is shared, or strict, or its secret key is not private)"
                 )
             if head == _PICKLE:
-                return unpickle(data[1:])
+                return _pickles().unpickle(data[1:])
             return _unpickle_out_of_band(data[1:])
     except CorruptEntry:
         raise
@@ -183,7 +180,16 @@ def _unpickle_out_of_band(payload: bytes | memoryview) -> object:
         if copy:  # a small buffer: its own memory, so that it does not keep the area alive
             view = memoryview(bytes(view) if read_only else bytearray(view))
         buffers.append(view.toreadonly() if read_only else view)
-    return unpickle(stream, buffers)
+    return _pickles().unpickle(stream, buffers)
+
+
+def _pickles() -> Any:
+    """pickles.py (and class_names.py, which it loads), imported at the first pickle or
+    class to rebuild: a process whose hits are plain msgpack values reads neither (a seam of
+    the cold-start budget, docs/architecture.md)."""
+    from persistmemo._codec import pickles
+
+    return pickles
 
 
 def is_pickled(data: Encoded) -> bool:
@@ -200,7 +206,10 @@ def _stored_class(path: Any, kind: str, is_kind: Callable[[type], bool], allow_i
     # The common case first (a top-level class of a loaded module); then every rule.
     cls = vars(loaded).get(qualname) if loaded is not None and "." not in qualname else None
     if cls is None:
-        cls = resolve_global(module, qualname, allow_import=allow_import, by_getattr=False)
+        # class_names.py's rule, as pickles.py (which loads it) applies it: see _pickles().
+        cls = _pickles().resolve_global(
+            module, qualname, allow_import=allow_import, by_getattr=False
+        )
     if not (isinstance(cls, type) and is_kind(cls)):
         raise UndecodableValue(
             f"refused: {module}.{qualname} is not {kind}, and a stored {kind} may build "
@@ -427,7 +436,12 @@ _unpack_importing = _make_unpacker(allow_import=True)
 def _module(name: str) -> Any:
     """A standard-library module the codec itself names, imported when a value first needs
     it (never a module named by the stored bytes)."""
-    return sys.modules.get(name) or importlib.import_module(name)
+    found = sys.modules.get(name)
+    if found is None:
+        import importlib  # not on a re-run's path: its hits decode what is loaded
+
+        found = importlib.import_module(name)
+    return found
 
 
 def decode_many(

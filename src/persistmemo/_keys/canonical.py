@@ -10,19 +10,44 @@ bytes is a format change: bump ``KEY_FORMAT`` and the golden vectors in
 
 from __future__ import annotations
 
-from persistmemo._keys.dispatch import choose_encoder, has_exact_encoding
 from persistmemo._keys.encoders import ENCODERS, encode_item, encoder_for, install
 from persistmemo._keys.framing import array_header
-from persistmemo._keys.nesting import nesting_fault
 from persistmemo._keys.standard_types import BUILTIN_ENCODERS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from persistmemo._keys.encoders import Encoder
+    from persistmemo.errors import UnsupportedNesting
+
+
+# dispatch.py, and through it every family of types past the builtins (arrays, frames,
+# classes, registrations, estimators), is imported when a type outside the builtins is first
+# met: a re-run that keys builtins never reads them (a seam of the cold-start budget,
+# docs/architecture.md).
+def _choose_encoder(cls: type) -> Encoder:
+    from persistmemo._keys.dispatch import choose_encoder
+
+    return choose_encoder(cls)
+
+
+def _has_exact_encoding(cls: type) -> bool:
+    from persistmemo._keys.dispatch import has_exact_encoding
+
+    return has_exact_encoding(cls)
+
+
+def nesting_fault(value: object) -> UnsupportedNesting | None:
+    """nesting.py's diagnosis of a RecursionError, imported when one is met."""
+    from persistmemo._keys.nesting import nesting_fault
+
+    return nesting_fault(value)
+
+
 # The table starts with the builtins, and dispatch chooses every other type's encoder: wired
 # here, where encoding starts, since the table sits below every encoder and dispatch above.
-install(BUILTIN_ENCODERS, choose_encoder, has_exact_encoding)
+install(BUILTIN_ENCODERS, _choose_encoder, _has_exact_encoding)
 
 # ENCODERS.get bound once: CPython compiles a method call on an imported name to an attribute
 # load, which would build a new bound method on every call.

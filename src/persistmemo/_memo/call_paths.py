@@ -13,11 +13,8 @@ import time
 from collections.abc import Callable, Hashable
 
 from persistmemo._codec.decoding import decode_many, decode_value, is_pickled
-from persistmemo._codec.encoding import encode_result
 from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM, OutOfBand
-from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
 from persistmemo._memo.memory import DIRECT_TYPES, MemoryTier, direct_key
-from persistmemo._memo.responses import response_refusal
 from persistmemo._versioning.code_watch import never_changed
 from persistmemo.errors import CorruptEntry, MissingInput, UndecodableValue, UnstorableValue
 from persistmemo.stores.base import MISSING, Missing
@@ -35,12 +32,51 @@ if TYPE_CHECKING:
     from typing import Any, Generic, ParamSpec, TypeVar, cast
 
     from persistmemo._codec.decoding import Encoded
+    from persistmemo._codec.encoding import encode_result
     from persistmemo._keys.layout import KeyBuilder
+    from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
     from persistmemo._memo.options import MemoOptions
+    from persistmemo._memo.responses import response_refusal
     from persistmemo.stores.base import StoreBackend
 
     P = ParamSpec("P")
     R = TypeVar("R")
+
+
+def _load_miss_machinery() -> None:
+    """Put the miss's machinery (one computation per key, encoding a result) in place of its
+    stand-ins below: imported at the first miss, so that a re-run that only hits never reads
+    locking.py, encoding.py or responses.py (a seam of the cold-start budget,
+    docs/architecture.md)."""
+    from persistmemo._codec.encoding import encode_result
+    from persistmemo._memo.locking import compute_once, compute_once_async, lease_for
+    from persistmemo._memo.responses import response_refusal
+
+    globals().update(
+        encode_result=encode_result,
+        compute_once=compute_once,
+        compute_once_async=compute_once_async,
+        lease_for=lease_for,
+        response_refusal=response_refusal,
+    )
+
+
+if not TYPE_CHECKING:
+
+    def _stand_in(name: str) -> Callable[..., Any]:
+        """Calls ``name`` of the miss's machinery, loading it first."""
+
+        def stand_in(*args: Any, **kwargs: Any) -> Any:
+            _load_miss_machinery()
+            return globals()[name](*args, **kwargs)
+
+        return stand_in
+
+    encode_result = _stand_in("encode_result")
+    compute_once = _stand_in("compute_once")
+    compute_once_async = _stand_in("compute_once_async")
+    lease_for = _stand_in("lease_for")
+    response_refusal = _stand_in("response_refusal")
 
 
 class CallPaths(Generic["P", "R"]):

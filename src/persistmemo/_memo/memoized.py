@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 
 from persistmemo import _environment as environment
 from persistmemo._codec.decoding import decode_value
-from persistmemo._codec.encoding import encode_value
 from persistmemo._keys.canonical import encode, encode_arguments, encode_each
 from persistmemo._keys.classes import HOOK_NAME
 from persistmemo._keys.layout import KeyBuilder
@@ -350,6 +349,8 @@ class MemoizedFunction(CallPaths["P", "R"]):
 
     def _remember_version(self, fingerprint: str, version: str) -> None:
         """Remember ``version`` under ``fingerprint`` for the next processes (best effort)."""
+        from persistmemo._codec.encoding import encode_value  # a miss's: see call_paths.py
+
         with contextlib.suppress(Exception):  # remembering only saves the next process time
             self.store.write(
                 secret_scoped(self.store, VERSION_PREFIX + fingerprint),

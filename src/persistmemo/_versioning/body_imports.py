@@ -25,11 +25,24 @@ if TYPE_CHECKING:
     from persistmemo._versioning.sources import SourceIndex
 
 
+# IMPORT_NAME's opcode as ``opcode.opmap`` has it, on the Pythons whose number is known:
+# importing opcode builds every table dis reads, and the light walk of a re-run asks this of
+# every function (the cold-start budget, docs/architecture.md). Another Python reads opcode.
+_IMPORT_NAME = {(3, 10): 108, (3, 11): 108, (3, 12): 108, (3, 13): 75}.get(sys.version_info[:2])
+
+
+def import_name_opcode() -> int:
+    """The opcode of IMPORT_NAME on the running Python."""
+    if _IMPORT_NAME is not None:
+        return _IMPORT_NAME
+    from opcode import opmap  # a Python the table does not list
+
+    return opmap["IMPORT_NAME"]
+
+
 def imports_anything(code: types.CodeType) -> bool:
     """A quick filter: whether ``code`` (or code nested in it) has an IMPORT_NAME at all."""
-    from opcode import opmap  # what dis itself reads: loaded with the parsing anyway
-
-    if opmap["IMPORT_NAME"] in code.co_code[::2]:
+    if import_name_opcode() in code.co_code[::2]:
         return True
     return any(
         isinstance(constant, types.CodeType) and imports_anything(constant)

@@ -117,11 +117,14 @@ def stamp_loaded_modules(importing: str | None = None) -> None:
             continue
         # The standard library's and installed packages' files are never versioned by
         # source: not stamped (a cheap test by prefix; what slips through costs one stat).
+        # Nor are persistmemo's own, wherever it is installed (an editable install is not
+        # in site-packages): the fingerprint names its files (fingerprints.py).
         if (
             type(path) is not str
             or not path.endswith(".py")
             or path.startswith(standard_library)
             or "-packages" in path  # site-packages, dist-packages
+            or name.partition(".")[0] == "persistmemo"
         ):
             continue
         stat = file_stat(path)

@@ -24,13 +24,24 @@ import threading
 import time
 from binascii import a2b_base64
 
-from blake3 import blake3
-
 from persistmemo._keys.layout import DIGEST_CHARACTERS, KEY_FORMAT
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from blake3 import blake3
+else:
+
+    def blake3(data: bytes) -> object:
+        """blake3's hasher, imported at the first key that is not a result's (those are
+        rare): a re-run that only hits never loads blake3 (the cold-start budget,
+        docs/architecture.md)."""
+        from blake3 import blake3 as hasher
+
+        globals()["blake3"] = hasher
+        return hasher(data)
+
 
 try:
     import fcntl

@@ -19,7 +19,6 @@ import time
 from persistmemo._faults import FaultReporter
 from persistmemo._secret import secret_from_text
 from persistmemo.stores import disk_opening as opening
-from persistmemo.stores import inspection
 from persistmemo.stores.api import Backend, Row
 from persistmemo.stores.base import (
     LEASE_PREFIX,
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
     from persistmemo.stores.base import CheckReport
 
     T = TypeVar("T")
+
 
 READ_MANY_BATCH = 500
 """Keys per query of ``get_many``: under SQLite's limit of host parameters (999 in old builds)."""
@@ -210,15 +210,23 @@ class DiskBackend(StoreLifetime, Backend):
         return held, others
 
     def read_all(self, key: str) -> bytes | memoryview | None:
+        from persistmemo.stores import inspection  # listing: not on a call's path
+
         return inspection.stored_bytes(self.directory, key)
 
     def scan(self, prefix: str) -> Iterator[Row]:
+        from persistmemo.stores import inspection  # listing: not on a call's path
+
         return inspection.rows(self.directory, prefix)
 
     def keys(self, prefix: str) -> list[str]:
+        from persistmemo.stores import inspection  # listing: not on a call's path
+
         return inspection.keys(self.directory, prefix)
 
     def values(self, prefix: str) -> Iterator[tuple[str, bytes | memoryview | CorruptEntry]]:
+        from persistmemo.stores import inspection  # listing: not on a call's path
+
         return inspection.values(self.directory, prefix)
 
     def count_results(self) -> int:
@@ -363,6 +371,8 @@ class DiskBackend(StoreLifetime, Backend):
 
     def check_storage(self, report: CheckReport, *, fix: bool) -> None:
         self.opened_sealer()  # opens the store: a garbage cache.db is moved aside
+        from persistmemo.stores import inspection  # listing: not on a call's path
+
         inspection.check_database(
             self.directory,
             report,
