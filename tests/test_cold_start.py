@@ -611,7 +611,7 @@ def test_a_decoration_stamps_none_of_persistmemos_own_files(tmp_path: Path) -> N
 def test_the_claims_module_loads_blake3_only_for_a_key_that_is_not_a_results() -> None:
     code = (
         "import sys\nfrom persistmemo.stores import claims\n"
-        "claims.offset_of('f:0123456789abcdef:' + 'ab' * 16)\n"
+        "claims.offset_of('pm3:f:0123456789abcdef:' + 'Ab-_' * 5 + 'xy')\n"
         "print('blake3' in sys.modules)\n"
         "claims.offset_of('pm-version:abc')\n"
         "print('blake3' in sys.modules)"
