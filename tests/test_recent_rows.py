@@ -259,3 +259,30 @@ def test_reads_of_more_keys_than_are_kept_in_turn_stop_watching_and_stay_current
     assert recent.paused > 0  # cycling past the kept rows: nothing was served from them
     run_python(_writer(tmp_path / "store", "theirs"))
     assert f(1) == "theirs"
+
+
+def test_a_miss_reads_its_key_once_while_nothing_commits(tmp_path: Path) -> None:
+    """The read a miss makes again once it holds the key's claim runs no query when nothing
+    committed since its first read (nothing can have stored the key)."""
+    store = Store(tmp_path / "store")
+    f = memo(store=store, name="t.f", version="1")(lambda x: x * 2)
+    f(0)
+    statements = _queries_of(store)
+    assert f(1) == 2  # a miss: claimed, computed, stored
+    reads = [s for s in statements if s.startswith("SELECT") and "Cache WHERE key" in s]
+    assert len(reads) == 1, statements
+
+
+def test_a_key_found_absent_is_read_again_after_another_process_stored_it(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "store")
+    f = memo(store=store, name="t.f", version="1")(lambda x: "mine")
+    f(0)
+    key = f.key(1)
+    reader = store.backend._reader
+    assert reader.read_small(key, time.time()) is None  # absent, and remembered so
+    run_python(_writer(tmp_path / "store", "theirs"))
+    assert reader.read_small(f.key(0), time.time()) is not None  # sees the commit first
+    assert reader.read_small(key, time.time()) is not None
+    assert f(1) == "theirs"

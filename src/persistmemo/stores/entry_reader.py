@@ -593,8 +593,11 @@ class EntryReader:
                         recent.served += 1
                         expires_at = kept[1]
                         return kept if expires_at is None or expires_at > now else None
+                    if key == recent.absent:  # a miss's read again, once it holds the claim
+                        return None
                 else:
                     recent.rows.clear()
+                    recent.absent = None
                     recent.seen = header
                 recent.reads += 1
                 if recent.reads >= ROWS_KEPT:
@@ -607,6 +610,8 @@ class EntryReader:
         finally:
             held.busy = False
         if not rows:
+            if header is not None and not held.connection.in_transaction:
+                recent.absent = key  # type: ignore[union-attr]
             return None
         ((value, expires_at, filename),) = rows
         if type(value) is not bytes or filename is not None:

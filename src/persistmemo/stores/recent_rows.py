@@ -46,12 +46,15 @@ SERVED_AT_LEAST = 4
 class RecentRows:
     """A connection's rows read since the header ``seen`` (None: nothing may be served)."""
 
-    __slots__ = ("_descriptor", "paused", "reads", "rows", "seen", "served")
+    __slots__ = ("_descriptor", "absent", "paused", "reads", "rows", "seen", "served")
 
     def __init__(self, descriptor: int) -> None:
         self._descriptor = descriptor
         self.rows: dict[str, tuple[bytes, float | None]] = {}
         self.seen: bytes | None = None
+        # The last key read and found absent since ``seen``: a miss reads its key again once
+        # it holds the key's claim, and nothing can have stored it while nothing committed.
+        self.absent: str | None = None
         self.reads = 0  # queries made while watching, since the last review
         self.served = 0  # rows served without a query, since the last review
         self.paused = 0  # reads still to make without watching
@@ -86,7 +89,7 @@ class RecentRows:
         queries made while watching)."""
         if self.served * SERVED_AT_LEAST < self.reads + self.served:
             self.paused = PAUSED_READS
-            self.seen = None
+            self.seen = self.absent = None
             self.rows.clear()
         self.reads = self.served = 0
 
