@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_python
 from persistmemo import PersistmemoWarning, Store, memo
 from persistmemo.stores.claims import CLAIMS_FILE
 
@@ -249,3 +249,21 @@ def test_a_keys_byte_comes_from_its_digest_and_other_keys_are_hashed() -> None:
     offsets = {offset_of(key) for key in others}
     assert len(offsets) == len(others)
     assert all(0 <= offset < 1 << 62 for offset in offsets | {offset_of(result)})
+
+
+def test_a_key_missed_twice_after_the_store_was_bypassed_is_computed_both_times(
+    tmp_path: Path,
+) -> None:
+    """A claim is released whatever the store's state: one kept after the store was
+    bypassed (its database damaged) kept the next caller of the key waiting for itself."""
+    code = f"""
+        import os, warnings
+        warnings.simplefilter("ignore")
+        from persistmemo import Store, memo
+        store = Store({str(tmp_path / "store")!r})
+        f = memo(store=store, name="t.f", version="1")(lambda x: x * 2)
+        [f(i) for i in range(5)]
+        os.truncate({str(tmp_path / "store" / "cache.db")!r}, 0)
+        print(f(999), f(999))
+    """
+    assert run_python(code, timeout=60).stdout.split() == ["1998", "1998"]

@@ -154,6 +154,7 @@ def test_a_short_torn_or_unset_index_header_is_never_trusted(tmp_path: Path) -> 
     header = bytearray(48)
     header[12] = 1  # isInit
     header[8:12] = (7).to_bytes(4, "little")
+    (tmp_path / "cache.db").write_bytes(b"")
     index = tmp_path / "cache.db-shm"
     cases = {
         "valid": bytes(header) * 2 + b"\0" * 40,
@@ -173,9 +174,59 @@ def test_a_short_torn_or_unset_index_header_is_never_trusted(tmp_path: Path) -> 
 
 
 def test_no_index_file_or_one_that_is_not_a_file_keeps_nothing(tmp_path: Path) -> None:
+    (tmp_path / "cache.db").write_bytes(b"")
     assert recent_rows.recent_rows_of(str(tmp_path / "cache.db")) is None
     (tmp_path / "cache.db-shm").mkdir()
     assert recent_rows.recent_rows_of(str(tmp_path / "cache.db")) is None
+
+
+def test_a_store_others_can_write_keeps_no_rows_and_maps_no_database(tmp_path: Path) -> None:
+    """Another member could replace the index file at its path, or truncate a mapped
+    database (which would crash the process reading it through the map)."""
+    team = tmp_path / "team"
+    team.mkdir()
+    team.chmod(0o2770)
+    store = Store(team / "store", shared=True, secret="team")
+    f = memo(store=store, name="t.f", version="1")(lambda x: x * 2)
+    f(1)
+    assert f(1) == 2
+    held = store.backend._reader._local.held
+    assert held.recent is None
+    assert held.connection.execute("PRAGMA mmap_size").fetchone() == (0,)
+    assert store.backend._cache._con.execute("PRAGMA mmap_size").fetchone() == (0,)
+
+
+def test_a_connection_made_after_the_index_file_was_replaced_serves_nothing_kept(
+    tmp_path: Path,
+) -> None:
+    """Replaced at its path under a running process, the index file is no longer the one
+    SQLite uses here: a thread's new connection reads every time, and sees new values."""
+    store = Store(tmp_path / "store")
+    f = memo(store=store, name="t.f", version="1")(lambda x: RESULT[0])
+    RESULT[:] = ["old"]
+    assert f(1) == "old"
+    index = tmp_path / "store" / "cache.db-shm"
+    frozen = index.read_bytes()
+    index.unlink()
+    index.write_bytes(frozen)
+    found: list[str] = []
+    go, ready = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        found.append(f(1))
+        found.append(f(1))
+        ready.set()
+        go.wait(10)
+        found.append(f(1))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert ready.wait(10)
+    RESULT[:] = ["new"]
+    f.refresh(1)
+    go.set()
+    thread.join()
+    assert found == ["old", "old", "new"]
 
 
 def _locks_held_on(path: Path, pid: int) -> list[str]:

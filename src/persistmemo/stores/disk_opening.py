@@ -338,7 +338,10 @@ class StoreLifetime:
         self._open_writer()
         if self._reader is None and self._cache is not None:
             self._reader = EntryReader(
-                directory, timeout=self.timeout, pragmas=self._reader_pragmas()
+                directory,
+                timeout=self.timeout,
+                pragmas=self._reader_pragmas(),
+                keep_rows=not self._others_write,
             )
         elif self._reader is None and self._read_only:
             self._reader = self._read_only_reader(directory)
@@ -386,6 +389,7 @@ class StoreLifetime:
             timeout=self.timeout,
             mode="ro" if self._foreign else "normal",
             pragmas=self._reader_pragmas(),
+            keep_rows=not self._others_write,
         )
         try:
             reader.probe()
@@ -513,9 +517,14 @@ class StoreLifetime:
         IO_ERRORS, TIMEOUT = (sqlite3.Error, OSError, engine.Timeout), engine.Timeout
         self._engine = engine
 
+        settings = self._settings
+        if self._others_write:
+            # Another member truncating a mapped database would crash this process.
+            settings = {**settings, "sqlite_mmap_size": 0}
+
         def open_cache() -> Any:
             return engine.open_cache(
-                directory, timeout=self.timeout, fork_lock=self._fork_lock, settings=self._settings
+                directory, timeout=self.timeout, fork_lock=self._fork_lock, settings=settings
             )
 
         try:

@@ -499,7 +499,16 @@ def _busy_flag_of(held: _ThreadConnection) -> Callable[[], bool]:
 class EntryReader:
     """Reads stored bytes by key from a diskcache directory."""
 
-    __slots__ = ("_database", "_directory", "_local", "_mode", "_pragmas", "_timeout", "_wal")
+    __slots__ = (
+        "_database",
+        "_directory",
+        "_keep_rows",
+        "_local",
+        "_mode",
+        "_pragmas",
+        "_timeout",
+        "_wal",
+    )
 
     def __init__(
         self,
@@ -508,15 +517,19 @@ class EntryReader:
         timeout: float,
         mode: OpenMode = "normal",
         pragmas: tuple[str, ...] = (),
+        keep_rows: bool = False,
     ) -> None:
         """``pragmas``: statements each new connection runs first (the store's page cache
-        and map sizes, as diskcache's own connection has them)."""
+        and map sizes, as diskcache's own connection has them). ``keep_rows``: serve a row
+        read again without a query while the store is unchanged (recent_rows.py), only for
+        a store no one else can write: another member could replace the index file watched."""
         self._directory = os.fspath(directory)
         self._database = os.path.join(self._directory, DBNAME)
         self._wal = f"{self._database}-wal"
         self._timeout = timeout
         self._mode: OpenMode = mode
         self._pragmas = pragmas
+        self._keep_rows = keep_rows
         self._local = threading.local()
 
     @property
@@ -825,7 +838,7 @@ class EntryReader:
             connection.execute(pragma)
         held = self._local.held = _ThreadConnection(connection, signature)
         connections.watch(connection, _busy_flag_of(held))
-        if self._mode != "immutable":
+        if self._keep_rows and self._mode != "immutable":
             held.recent = _watched_rows(connection, self._database)
         return held
 

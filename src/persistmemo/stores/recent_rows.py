@@ -7,12 +7,14 @@ unchanged, no transaction has committed, so a row read after the header was take
 the row a query would return. Reading 96 bytes costs a small fraction of a query. What is
 kept is the row's sealed bytes: they are unsealed at every hit, as read.
 
-The index file is opened once the connection has read, which holds it: SQLite then keeps
-the file in place (it is removed only by the last connection to close, and leaving WAL
-mode waits for every connection). Its descriptor is never closed: closing any descriptor
-of a file drops every POSIX lock the process holds on it, SQLite's own included (the same
-hazard as in disk_opening.share_database_files), so one descriptor per index file is kept
-for the life of the process and shared by its connections, forked children included.
+The index file is opened once the connection has read, which holds it: SQLite removes it
+only with the last connection to close, and leaving WAL mode waits for every connection.
+Its descriptor is not closed while the file is in use: closing any descriptor of a file
+drops every POSIX lock the process holds on it, SQLite's own included (the same hazard as in
+disk_opening.share_database_files). So one descriptor per database is kept and shared by
+the process's connections, forked children included, until the file is removed and no
+connection watches it. Rows are kept only in stores no one else can write (entry_reader.py):
+another member could replace the index file at its path.
 
 Where kept rows are seldom served again (more keys than are kept, read in turn; a store
 written all the time), watching is paused for a while, so such reads pay nearly nothing.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import weakref
 
 # The header, twice (a writer writes the second copy, then the first; a reader trusts them
 # only when both agree), up to the checkpoint information that follows.
@@ -46,7 +49,16 @@ SERVED_AT_LEAST = 4
 class RecentRows:
     """A connection's rows read since the header ``seen`` (None: nothing may be served)."""
 
-    __slots__ = ("_descriptor", "absent", "paused", "reads", "rows", "seen", "served")
+    __slots__ = (
+        "__weakref__",
+        "_descriptor",
+        "absent",
+        "paused",
+        "reads",
+        "rows",
+        "seen",
+        "served",
+    )
 
     def __init__(self, descriptor: int) -> None:
         self._descriptor = descriptor
@@ -94,35 +106,78 @@ class RecentRows:
         self.reads = self.served = 0
 
 
-# One descriptor per index file (device, inode) for the life of the process: see above.
+# One descriptor of the index file per database file (device, inode) for the life of the
+# process, as SQLite keeps one index per database file for all of a process's connections:
+# a connection made later watches the file the earlier ones do, whatever the path names now.
+# How many connections watch each is counted: one no connection watches whose file is gone
+# (SQLite removes it with a store's last connection) is closed, so that stores opened and
+# removed in turn do not keep a descriptor each.
 _descriptors: dict[tuple[int, int], int] = {}
+_watchers: dict[tuple[int, int], int] = {}
 _descriptors_lock = threading.Lock()
 
 
 def recent_rows_of(database: str) -> RecentRows | None:
     """Rows to keep for a connection to ``database`` that has read from it, or None where
-    there is no index file to watch (no ``pread``, no WAL, not a regular file)."""
+    there is no index file to watch (no ``pread``, no WAL, not a regular file) or the one
+    watched was removed under the process's connections (it is no longer the store's)."""
     if not hasattr(os, "pread"):
         return None
-    path = f"{database}-shm"
     try:
-        info = os.stat(path, follow_symlinks=False)
+        info = os.stat(database)
     except OSError:
         return None
-    if not stat.S_ISREG(info.st_mode):
-        return None
+    file = (info.st_dev, info.st_ino)
     with _descriptors_lock:
-        descriptor = _descriptors.get((info.st_dev, info.st_ino))
+        _close_unwatched_removed()
+        descriptor = _descriptors.get(file)
         if descriptor is None:
-            flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+            descriptor = _open_index(f"{database}-shm")
+            if descriptor is None:
+                return None
+            _descriptors[file] = descriptor
+        else:
             try:
-                descriptor = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
-                opened = os.fstat(descriptor)
+                if os.fstat(descriptor).st_nlink == 0:
+                    return None
             except OSError:
                 return None
-            # Kept even if the path now names another file (replaced in between): closing
-            # it could drop locks, and the file it names is recorded as what it is.
-            _descriptors[(opened.st_dev, opened.st_ino)] = descriptor
-            if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
-                return None
-    return RecentRows(descriptor)
+        _watchers[file] = _watchers.get(file, 0) + 1
+        rows = RecentRows(descriptor)
+    weakref.finalize(rows, _unwatched, file)
+    return rows
+
+
+def _open_index(path: str) -> int | None:
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return descriptor
+    except OSError:
+        pass
+    # Closed at once: no connection of this process holds a lock on what is not a file.
+    os.close(descriptor)
+    return None
+
+
+def _unwatched(file: tuple[int, int]) -> None:
+    with _descriptors_lock:
+        _watchers[file] = _watchers.get(file, 1) - 1
+
+
+def _close_unwatched_removed() -> None:
+    for file, descriptor in list(_descriptors.items()):
+        if _watchers.get(file, 0) > 0:
+            continue
+        try:
+            removed = os.fstat(descriptor).st_nlink == 0
+        except OSError:
+            removed = True
+        if removed:
+            del _descriptors[file]
+            _watchers.pop(file, None)
+            os.close(descriptor)
