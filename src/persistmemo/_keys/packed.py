@@ -15,14 +15,17 @@ ExtType and Timestamp), and a sum over such items runs no code of the caller's.
 
 from __future__ import annotations
 
-from operator import countOf
+from operator import countOf, itemgetter
 
 from persistmemo._keys.digests import LARGE_BUFFER
-from persistmemo._keys.framing import array_header, pack
+from persistmemo._keys.framing import array_header, map_header, pack
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeAlias
+
+    Reorder: TypeAlias = Callable[[Sequence[Any]], Sequence[Any]]
 
 PLAIN = frozenset((str, int, float, bool, type(None), bytes))
 """Scalar types whose canonical encoding is msgpack's own, but for the values above."""
@@ -60,8 +63,12 @@ def packed_payload(items: list[Any]) -> bytes | None:
 
 def packed_set_payload(items: list[Any]) -> bytes | None:
     """The encodings of a set's plain scalars, sorted bytewise and back to back."""
-    if _ascii_keys(items):
-        packed = _packed(sorted(sorted(items), key=len))
+    if countOf(map(type, items), str) == len(items):
+        distinct = tuple(items)
+        reorder = _str_order(distinct)
+        if reorder is None:
+            return None
+        packed = _packed(items if reorder is _IN_ORDER else list(reorder(distinct)))
         return None if packed is None else packed[len(array_header(len(items))) :]
     if not _plain(items):
         return None
@@ -76,20 +83,33 @@ def packed_set_payload(items: list[Any]) -> bytes | None:
 def packed_dict(value: dict[Any, Any]) -> bytes | None:
     """The canonical bytes of a dict of plain scalars: a msgpack map, entries sorted by the
     bytes of the encoded keys."""
-    keys = list(value)
-    ordered = _key_order(keys)
-    if ordered is None:
+    keys = tuple(value)
+    reorder = _key_order(keys)
+    if reorder is None:
         return None
     items = list(value.values())
     numbers = _likely_numbers(items)
     if not numbers and not _plain(items):
         return None
-    if ordered != keys:
-        value = dict(zip(ordered, map(value.__getitem__, ordered), strict=True))
-    packed = _packed(value)
+    if reorder is _IN_ORDER:
+        packed = _packed(value)
+    else:
+        packed = _packed_entries(reorder(keys), reorder(items))
     if packed is None or (numbers and not _plain_once_packed(items)):
         return None
     return packed
+
+
+def _packed_entries(keys: Sequence[Any], items: Sequence[Any]) -> bytes | None:
+    """A msgpack map of ``keys`` and ``items`` in their order: packed as one array of them
+    alternating, whose header is then the map's, rather than a dict built in their order."""
+    entries: list[Any] = [None] * (2 * len(keys))
+    entries[0::2] = keys
+    entries[1::2] = items
+    packed = _packed(entries)
+    if packed is None:
+        return None
+    return map_header(len(keys)) + memoryview(packed)[len(array_header(len(entries))) :]
 
 
 def _packed(value: Any) -> bytes | None:
@@ -103,7 +123,7 @@ def _likely_numbers(items: list[Any]) -> bool:
     return len(items) >= _LONG and type(items[0]) in _NUMBERS and type(items[-1]) in _NUMBERS
 
 
-def _plain(items: list[Any]) -> bool:
+def _plain(items: Sequence[Any]) -> bool:
     """Whether every item is a plain scalar, no float is a NaN and no str or bytes is keyed
     by digest."""
     if len(items) < _LONG:
@@ -145,27 +165,72 @@ def _plain_once_packed(items: list[Any]) -> bool:
     return bool(total == total)
 
 
-def _key_order(keys: list[Any]) -> list[Any] | None:
-    """Distinct plain scalars (dict keys) in the order of their encodings; None when one is
-    not plain."""
-    if _ascii_keys(keys):
-        return sorted(sorted(keys), key=len)
+def _key_order(keys: tuple[Any, ...]) -> Reorder | None:
+    """How distinct plain scalars (dict keys, set items) are put in the order of their
+    encodings: ``_IN_ORDER`` when they are in it, else a function that reorders them (or
+    any sequence in step with them); None when one is not plain."""
+    if countOf(map(type, keys), str) == len(keys):
+        return _str_order(keys)
     if not _plain(keys):
         return None
     try:
         encodings = list(map(pack, keys))
     except _REFUSED:
         return None
-    return list(map(keys.__getitem__, sorted(range(len(keys)), key=encodings.__getitem__)))
+    return _reorder(sorted(range(len(keys)), key=encodings.__getitem__))
 
 
-def _ascii_keys(keys: list[Any]) -> bool:
-    """Whether the keys are exact str of ASCII characters not keyed by digest, whose order
-    is then their encodings' without encoding them: by length (which the header holds),
-    then by character."""
-    if countOf(map(type, keys), str) != len(keys):
-        return False
+def _str_order(keys: tuple[str, ...]) -> Reorder | None:
+    """``_key_order`` of exact str, remembered by the keys as given: a function is mostly
+    called with dicts of the same keys, which are then put in order by one lookup."""
+    reorder = _STR_ORDERS.get(keys, _UNSEEN)
+    if reorder is _UNSEEN:
+        reorder, characters = _order_of_strs(keys)
+        if characters < _REMEMBERED_CHARACTERS:
+            if len(_STR_ORDERS) >= _REMEMBERED_ORDERS:
+                _STR_ORDERS.clear()  # not least recently used: one step, safe in any thread
+            _STR_ORDERS[keys] = reorder
+    return reorder  # type: ignore[no-any-return]
+
+
+# Equal tuples of exact str hold the same strings, whose encodings are in the same order; the
+# lookup compares exact str only (their type is checked first), so it runs no code of the
+# caller's. At most this many orders are kept, of keys of this many characters in all, so that
+# a large argument's strings are never kept alive.
+_STR_ORDERS: dict[tuple[str, ...], Any] = {}
+_REMEMBERED_ORDERS = 64
+_REMEMBERED_CHARACTERS = 0x4000
+_UNSEEN = object()
+
+
+def _order_of_strs(keys: tuple[str, ...]) -> tuple[Reorder | None, int]:
+    """``_key_order`` of exact str, and their characters in all."""
     joined = "".join(keys)
-    if not joined.isascii():
-        return False
-    return len(joined) < LARGE_BUFFER or max(map(len, keys)) < LARGE_BUFFER
+    if len(joined) >= LARGE_BUFFER and max(map(len, keys)) >= LARGE_BUFFER:
+        return None, len(joined)  # keyed by digest
+    if joined.isascii():
+        # An ASCII str encodes to its characters after a header that holds their number:
+        # ordered by length, then by character, without encoding them.
+        ordered = sorted(sorted(keys), key=len)
+        position = dict(zip(keys, range(len(keys)), strict=True))
+        return _reorder(list(map(position.__getitem__, ordered))), len(joined)
+    try:
+        encodings = list(map(pack, keys))
+    except _REFUSED:  # a lone surrogate
+        return None, len(joined)
+    return _reorder(sorted(range(len(keys)), key=encodings.__getitem__)), len(joined)
+
+
+def _in_order(items: Sequence[Any]) -> Sequence[Any]:
+    """The reordering of items in order already (callers compare to it, to skip it)."""
+    return items
+
+
+_IN_ORDER: Reorder = _in_order
+
+
+def _reorder(positions: list[int]) -> Reorder:
+    """The function that puts a sequence's items at ``positions`` in that order."""
+    if positions == list(range(len(positions))):
+        return _IN_ORDER
+    return itemgetter(*positions)  # C code, for two items or more (one is always in order)
