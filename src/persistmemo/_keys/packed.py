@@ -11,6 +11,11 @@ The packer's ``strict_types`` refuses subclasses, tuples and every type msgpack 
 for, without calling back into Python. So a packing that succeeded leaves only builtin types
 and msgpack's own to rule out (nested lists and dicts, bytearray, memoryview, msgpack's
 ExtType and Timestamp), and a sum over such items runs no code of the caller's.
+
+Dict keys and set items are put in the order of their encodings. For keys all of exact str or
+all of exact int, that order is worked out once and remembered by the keys as given (a
+function is mostly called with dicts of the same keys); a dict not in it is packed as one
+array of its keys and values alternating, under the map's header.
 """
 
 from __future__ import annotations
@@ -63,9 +68,9 @@ def packed_payload(items: list[Any]) -> bytes | None:
 
 def packed_set_payload(items: list[Any]) -> bytes | None:
     """The encodings of a set's plain scalars, sorted bytewise and back to back."""
-    if countOf(map(type, items), str) == len(items):
-        distinct = tuple(items)
-        reorder = _str_order(distinct)
+    distinct = tuple(items)
+    if _remembered_kind(distinct):
+        reorder = _remembered_order(distinct)
         if reorder is None:
             return None
         packed = _packed(items if reorder is _IN_ORDER else list(reorder(distinct)))
@@ -169,37 +174,40 @@ def _key_order(keys: tuple[Any, ...]) -> Reorder | None:
     """How distinct plain scalars (dict keys, set items) are put in the order of their
     encodings: ``_IN_ORDER`` when they are in it, else a function that reorders them (or
     any sequence in step with them); None when one is not plain."""
-    if countOf(map(type, keys), str) == len(keys):
-        return _str_order(keys)
+    if _remembered_kind(keys):
+        return _remembered_order(keys)
     if not _plain(keys):
         return None
-    try:
-        encodings = list(map(pack, keys))
-    except _REFUSED:
-        return None
-    return _reorder(sorted(range(len(keys)), key=encodings.__getitem__))
+    return _order_of_encodings(keys)
 
 
-def _str_order(keys: tuple[str, ...]) -> Reorder | None:
-    """``_key_order`` of exact str, remembered by the keys as given: a function is mostly
-    called with dicts of the same keys, which are then put in order by one lookup."""
-    reorder = _STR_ORDERS.get(keys, _UNSEEN)
+def _remembered_kind(keys: tuple[Any, ...]) -> bool:
+    """Whether the keys are all exact str or all exact int, whose order is remembered."""
+    kind = type(keys[0]) if keys else str
+    return (kind is str or kind is int) and countOf(map(type, keys), kind) == len(keys)
+
+
+def _remembered_order(keys: tuple[Any, ...]) -> Reorder | None:
+    """``_key_order`` of exact str or exact int, remembered by the keys as given: a function
+    is mostly called with dicts of the same keys, which are then put in order by one lookup."""
+    reorder = _ORDERS.get(keys, _UNSEEN)
     if reorder is _UNSEEN:
-        reorder, characters = _order_of_strs(keys)
-        if characters < _REMEMBERED_CHARACTERS:
-            if len(_STR_ORDERS) >= _REMEMBERED_ORDERS:
-                _STR_ORDERS.clear()  # not least recently used: one step, safe in any thread
-            _STR_ORDERS[keys] = reorder
+        of_ints = bool(keys) and type(keys[0]) is int
+        reorder, size = _order_of_ints(keys) if of_ints else _order_of_strs(keys)
+        if size < _REMEMBERED_SIZE:
+            if len(_ORDERS) >= _REMEMBERED_ORDERS:
+                _ORDERS.clear()  # not least recently used: one step, safe in any thread
+            _ORDERS[keys] = reorder
     return reorder  # type: ignore[no-any-return]
 
 
-# Equal tuples of exact str hold the same strings, whose encodings are in the same order; the
-# lookup compares exact str only (their type is checked first), so it runs no code of the
-# caller's. At most this many orders are kept, of keys of this many characters in all, so that
-# a large argument's strings are never kept alive.
-_STR_ORDERS: dict[tuple[str, ...], Any] = {}
+# Equal tuples of exact str (or of exact int) hold the same values, whose encodings are in the
+# same order; the lookup compares exact str and int only (their types are checked first), so
+# it runs no code of the caller's. At most this many orders are kept, of keys of about this
+# many bytes in all, so that a large argument's keys are never kept alive.
+_ORDERS: dict[tuple[Any, ...], Any] = {}
 _REMEMBERED_ORDERS = 64
-_REMEMBERED_CHARACTERS = 0x4000
+_REMEMBERED_SIZE = 0x4000
 _UNSEEN = object()
 
 
@@ -214,11 +222,23 @@ def _order_of_strs(keys: tuple[str, ...]) -> tuple[Reorder | None, int]:
         ordered = sorted(sorted(keys), key=len)
         position = dict(zip(keys, range(len(keys)), strict=True))
         return _reorder(list(map(position.__getitem__, ordered))), len(joined)
+    return _order_of_encodings(keys), len(joined)  # None for a lone surrogate
+
+
+def _order_of_ints(keys: tuple[int, ...]) -> tuple[Reorder | None, int]:
+    """``_key_order`` of exact int, and the bytes of their encodings at most (an int too
+    large for msgpack, keyed by its own bytes, is never remembered)."""
+    reorder = _order_of_encodings(keys)
+    return reorder, _REMEMBERED_SIZE if reorder is None else 9 * len(keys)
+
+
+def _order_of_encodings(keys: tuple[Any, ...]) -> Reorder | None:
+    """Plain scalars put in the order of their encodings; None when one cannot be packed."""
     try:
         encodings = list(map(pack, keys))
-    except _REFUSED:  # a lone surrogate
-        return None, len(joined)
-    return _reorder(sorted(range(len(keys)), key=encodings.__getitem__)), len(joined)
+    except _REFUSED:
+        return None
+    return _reorder(sorted(range(len(keys)), key=encodings.__getitem__))
 
 
 def _in_order(items: Sequence[Any]) -> Sequence[Any]:
