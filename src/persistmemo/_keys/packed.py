@@ -190,7 +190,7 @@ def _remembered_kind(keys: tuple[Any, ...]) -> bool:
 def _remembered_order(keys: tuple[Any, ...]) -> Reorder | None:
     """``_key_order`` of exact str or exact int, remembered by the keys as given: a function
     is mostly called with dicts of the same keys, which are then put in order by one lookup."""
-    reorder = _ORDERS.get(keys, _UNSEEN)
+    reorder: Reorder | None = _ORDERS.get(keys, _UNSEEN)
     if reorder is _UNSEEN:
         of_ints = bool(keys) and type(keys[0]) is int
         reorder, size = _order_of_ints(keys) if of_ints else _order_of_strs(keys)
@@ -198,17 +198,17 @@ def _remembered_order(keys: tuple[Any, ...]) -> Reorder | None:
             if len(_ORDERS) >= _REMEMBERED_ORDERS:
                 _ORDERS.clear()  # not least recently used: one step, safe in any thread
             _ORDERS[keys] = reorder
-    return reorder  # type: ignore[no-any-return]
+    return reorder
 
 
 # Equal tuples of exact str (or of exact int) hold the same values, whose encodings are in the
 # same order; the lookup compares exact str and int only (their types are checked first), so
 # it runs no code of the caller's. At most this many orders are kept, of keys of about this
 # many bytes in all, so that a large argument's keys are never kept alive.
-_ORDERS: dict[tuple[Any, ...], Any] = {}
+_ORDERS: dict[tuple[Any, ...], Reorder | None] = {}
 _REMEMBERED_ORDERS = 64
 _REMEMBERED_SIZE = 0x4000
-_UNSEEN = object()
+_UNSEEN: Any = object()
 
 
 def _order_of_strs(keys: tuple[str, ...]) -> tuple[Reorder | None, int]:
