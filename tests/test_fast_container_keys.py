@@ -3,6 +3,7 @@ item-by-item encoding gives."""
 
 from __future__ import annotations
 
+import builtins
 import enum
 import math
 import struct
@@ -273,3 +274,102 @@ def test_the_packed_path_answers_for_a_dict_of_str_to_float() -> None:
     assert packed.packed_dict(value) == general(value)
     assert packed.packed_dict({"k": math.nan}) is None
     assert packed.packed_dict({Text("k"): 1.0}) is None
+
+
+str_keys = (
+    st.text(max_size=12)
+    | st.text(st.characters(min_codepoint=0xD7F0, max_codepoint=0xE010), max_size=3)
+    | st.sampled_from(["", "a", "b", "ab", "é", "\x00", "x" * LARGE_BUFFER])
+)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(str_keys, plain_scalars, max_size=40), st.randoms(use_true_random=False))
+def test_dicts_of_str_keys_in_any_order_are_the_item_by_item_bytes(
+    value: dict[str, Any], random: Any
+) -> None:
+    # The first dict of these keys puts them in order, the others (same keys, inserted in
+    # another order, or one of them a str subclass equal to it) reuse or refuse that order.
+    entries = list(value.items())
+    random.shuffle(entries)
+    shuffled = dict(entries)
+    expected = general(value)
+    assert outcome(value) == expected
+    assert outcome(shuffled) == expected
+    assert outcome(value) == expected
+    assert outcome(set(value)) == general(set(value))
+    assert outcome(frozenset(shuffled)) == general(frozenset(shuffled))
+    if entries:
+        key, item = entries[0]
+        subclassed = {Text(key): item, **dict(entries[1:])}
+        assert outcome(subclassed) == general(subclassed)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(st.integers() | edge_ints | st.sampled_from([0, 1, -1]), plain_scalars),
+    st.randoms(use_true_random=False),
+)
+def test_dicts_of_int_keys_in_any_order_are_the_item_by_item_bytes(
+    value: dict[int, Any], random: Any
+) -> None:
+    # Keys equal to remembered ones but of another type (True == 1, an IntEnum, 1.0) are
+    # not put in the remembered order: they encode differently.
+    entries = list(value.items())
+    random.shuffle(entries)
+    expected = general(value)
+    assert outcome(value) == expected
+    assert outcome(dict(entries)) == expected
+    assert outcome(frozenset(value)) == general(frozenset(value))
+    for key, other in ((1, True), (0, False), (1, Count.ONE), (1, 1.0)):
+        if key in value:
+            changed = {other if k == key else k: v for k, v in entries}
+            assert outcome(changed) == general(changed)
+            assert outcome(set(changed)) == general(set(changed))
+
+
+def test_dicts_out_of_order_get_the_map_header_of_their_size() -> None:
+    # An out-of-order dict is packed as an array of twice its entries under a map header:
+    # the two headers have different sizes at 8, 16 and 32,768 entries.
+    for size in (2, 7, 8, 15, 16, 17, 32_767, 32_768, 40_000):
+        value = {f"k{i}": i for i in reversed(range(size))}
+        assert outcome(value) == general(value), size
+
+
+def counting(monkeypatch: pytest.MonkeyPatch, name: str) -> list[object]:
+    """The calls packed.py makes to ``name`` (one of its names, or a builtin it uses)."""
+    calls: list[object] = []
+    original = packed.__dict__.get(name) or getattr(builtins, name)
+
+    def count(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(packed, name, count, raising=False)
+    return calls
+
+
+def test_the_order_of_str_keys_is_worked_out_once_per_set_of_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ascii_keys = [f"name_{i}" for i in range(40, 0, -1)]
+    expected = [general(dict.fromkeys(ascii_keys, float(n))) for n in range(3)]
+    sorts = counting(monkeypatch, "sorted")
+    assert [encode(dict.fromkeys(ascii_keys, float(n))) for n in range(3)] == expected
+    assert len(sorts) <= 2  # by character, then by length: the first time only
+    other_keys = [f"clé_{i}" for i in range(40, 0, -1)]
+    expected = [general(dict.fromkeys(other_keys, n)) for n in range(2)]
+    assert encode(dict.fromkeys(other_keys, 0)) == expected[0]
+    packs = counting(monkeypatch, "pack")
+    assert encode(dict.fromkeys(other_keys, 1)) == expected[1]
+    assert len(packs) == 1  # the whole dict, its keys not one by one again
+
+
+def test_remembered_orders_are_bounded_and_keep_no_large_strings() -> None:
+    for n in range(3 * packed._REMEMBERED_ORDERS):
+        encode({f"k{n}": 1, "a": 2})
+    assert len(packed._ORDERS) <= packed._REMEMBERED_ORDERS
+    long_keys = tuple(f"{i:05d}" + "x" * 1000 for i in range(20))
+    value = dict.fromkeys(reversed(long_keys), 1)
+    assert encode(value) == general(value)
+    assert tuple(value) not in packed._ORDERS
