@@ -103,20 +103,38 @@ def compute_once(
 def _wait_for_claim(store: Store, key: str, token: str, read: Callable[[], object]) -> object:
     """Poll until ``key`` is stored (its value) or claimed for ``token`` (MISSING); raises
     the failure of the computation waited for."""
-    delays = _poll_delays()
-    waiting_since = time.time()
-    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-    while True:
+    waiting, delays, found = _Waiting(store, key, token, read), _poll_delays(), _STILL_WAITING
+    while found is _STILL_WAITING:
         time.sleep(next(delays))
-        found = read()
+        found = waiting.poll()
+    return found
+
+
+_STILL_WAITING = object()
+
+
+class _Waiting:
+    """One caller's wait for a key another caller claimed: what each poll does after its
+    sleep (sync and async waits alike)."""
+
+    def __init__(self, store: Store, key: str, token: str, read: Callable[[], object]) -> None:
+        self._store, self._key, self._token, self._read = store, key, token, read
+        self._since = time.time()
+        self._next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
+
+    def poll(self) -> object:
+        """The stored value, MISSING once the key is claimed for us, or _STILL_WAITING."""
+        store, key = self._store, self._key
+        found = self._read()
         if found is not MISSING:
             return found
-        _raise_if_failed(store, key, waiting_since)
-        if time.monotonic() >= next_holder_check:
+        _raise_if_failed(store, key, self._since)
+        if time.monotonic() >= self._next_holder_check:
             _take_over_if_holder_died(store, key)
-            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-        if store.try_lease(key, token):
+            self._next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
+        if store.try_lease(key, self._token):
             return MISSING
+        return _STILL_WAITING
 
 
 async def compute_once_async(
@@ -165,20 +183,11 @@ async def _wait_for_claim_async(
     """``_wait_for_claim`` for coroutines: waiting yields to the event loop."""
     import asyncio  # only coroutines wait this way; plain imports stay light
 
-    delays = _poll_delays()
-    waiting_since = time.time()
-    next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-    while True:
+    waiting, delays, found = _Waiting(store, key, token, read), _poll_delays(), _STILL_WAITING
+    while found is _STILL_WAITING:
         await asyncio.sleep(next(delays))
-        found = read()
-        if found is not MISSING:
-            return found
-        _raise_if_failed(store, key, waiting_since)
-        if time.monotonic() >= next_holder_check:
-            _take_over_if_holder_died(store, key)
-            next_holder_check = time.monotonic() + HOLDER_CHECK_AFTER
-        if store.try_lease(key, token):
-            return MISSING
+        found = waiting.poll()
+    return found
 
 
 def _release_left_behind() -> None:
