@@ -424,3 +424,56 @@ def test_a_fork_during_another_threads_version_derivation_leaves_the_child_deriv
         print(os.waitstatus_to_exitcode(status))
     """
     assert run_python(code).stdout.strip() == "0"
+
+
+FORK_DURING_A_FIRST_MISS = """
+import importlib.abc, os, sys, threading, time
+from persistmemo import Store, memo
+
+store = Store(sys.argv[1])
+f = memo(store=store, name="fork.f", version="1")(lambda x: [x])
+assert f(0) == [0]  # this process has only hit since it started (a miss in a child, below)
+
+
+class SlowDisk(importlib.abc.MetaPathFinder):
+    # The miss's machinery, loaded at the first miss, found slowly: a cold disk.
+    def find_spec(self, name, path, target=None):
+        if name == "persistmemo._codec.encoding" and threading.current_thread().name == "miss":
+            time.sleep(0.5)
+        return None
+
+
+sys.meta_path.insert(0, SlowDisk())
+thread = threading.Thread(target=f, args=(7,), name="miss")
+thread.start()
+time.sleep(0.2)  # the thread is importing now
+child = os.fork()
+if child == 0:
+    os.write(1, repr(f(1)).encode())
+    os._exit(0)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    done, status = os.waitpid(child, os.WNOHANG)
+    if done:
+        break
+    time.sleep(0.05)
+else:
+    os.kill(child, 9)
+    print(" hung")
+thread.join()
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_fork_while_another_thread_loads_the_miss_machinery_leaves_the_child_working(
+    tmp_path: Path,
+) -> None:
+    """Modules loaded at a first miss are loaded before a fork too: one that another thread
+    was importing when the process forked would stay locked in the child forever."""
+    store = str(tmp_path / "store")
+    first_run = "from persistmemo import Store, memo\n" + (
+        f"memo(store=Store({store!r}), name='fork.f', version='1')(lambda x: [x])(0)"
+    )
+    run_python(first_run)
+    done = run_python(FORK_DURING_A_FIRST_MISS, args=(store,), timeout=60)
+    assert done.stdout.strip() == "[1]"

@@ -31,6 +31,7 @@ from persistmemo._codec.out_of_band import (
     FramedValue,
     array_from_segment,
 )
+from persistmemo._deferred import load_before_fork
 from persistmemo._kinds import (
     PATHLIB_CLASS_NAMES,
     dataclass_field_names,
@@ -190,6 +191,9 @@ def _pickles() -> Any:
     from persistmemo._codec import pickles
 
     return pickles
+
+
+load_before_fork(_pickles)
 
 
 def is_pickled(data: Encoded) -> bool:

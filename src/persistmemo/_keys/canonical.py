@@ -10,6 +10,7 @@ bytes is a format change: bump ``KEY_FORMAT`` and the golden vectors in
 
 from __future__ import annotations
 
+from persistmemo._deferred import load_before_fork
 from persistmemo._keys.encoders import ENCODERS, encode_item, encoder_for, install
 from persistmemo._keys.framing import array_header
 from persistmemo._keys.standard_types import BUILTIN_ENCODERS
@@ -48,6 +49,13 @@ def nesting_fault(value: object) -> UnsupportedNesting | None:
 # The table starts with the builtins, and dispatch chooses every other type's encoder: wired
 # here, where encoding starts, since the table sits below every encoder and dispatch above.
 install(BUILTIN_ENCODERS, _choose_encoder, _has_exact_encoding)
+
+
+def _load_deferred() -> None:
+    from persistmemo._keys import dispatch, nesting  # noqa: F401  (loaded, not named)
+
+
+load_before_fork(_load_deferred)
 
 # ENCODERS.get bound once: CPython compiles a method call on an imported name to an attribute
 # load, which would build a new bound method on every call.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable
 
 from persistmemo._codec.decoding import decode_many, decode_value, is_pickled
 from persistmemo._codec.out_of_band import OUT_OF_BAND_FROM, OutOfBand
+from persistmemo._deferred import load_before_fork
 from persistmemo._memo.memory import DIRECT_TYPES, MemoryTier, direct_key
 from persistmemo._versioning.code_watch import never_changed
 from persistmemo.errors import CorruptEntry, MissingInput, UndecodableValue, UnstorableValue
@@ -59,6 +60,9 @@ def _load_miss_machinery() -> None:
         lease_for=lease_for,
         response_refusal=response_refusal,
     )
+
+
+load_before_fork(_load_miss_machinery)
 
 
 if not TYPE_CHECKING:

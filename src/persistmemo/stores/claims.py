@@ -24,6 +24,7 @@ import threading
 import time
 from binascii import a2b_base64
 
+from persistmemo._deferred import load_before_fork
 from persistmemo._keys.layout import DIGEST_CHARACTERS, KEY_FORMAT
 
 TYPE_CHECKING = False
@@ -37,10 +38,15 @@ else:
         """blake3's hasher, imported at the first key that is not a result's (those are
         rare): a re-run that only hits never loads blake3 (the cold-start budget,
         docs/architecture.md)."""
+        _load_blake3()
+        return globals()["blake3"](data)
+
+    def _load_blake3() -> None:
         from blake3 import blake3 as hasher
 
         globals()["blake3"] = hasher
-        return hasher(data)
+
+    load_before_fork(_load_blake3)
 
 
 try:

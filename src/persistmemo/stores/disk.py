@@ -16,6 +16,7 @@ import sqlite3
 import threading
 import time
 
+from persistmemo._deferred import load_before_fork
 from persistmemo._faults import FaultReporter
 from persistmemo._secret import secret_from_text
 from persistmemo.stores import disk_opening as opening
@@ -70,6 +71,13 @@ _ADD_HITS = (
     " AND mode = ? AND filename IS NULL AND expire_time IS NULL AND typeof(value) = 'integer'"
     " AND value >= 0 AND value < 4611686018427387904"
 )
+
+
+def _load_inspection() -> None:
+    from persistmemo.stores import inspection  # noqa: F401  (loaded, not named)
+
+
+load_before_fork(_load_inspection)
 
 
 class DiskBackend(StoreLifetime, Backend):
