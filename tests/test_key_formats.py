@@ -51,6 +51,24 @@ def test_old_format_entries_are_counted_listed_and_cleared(store: Store) -> None
     assert len(store) == 0
 
 
+def test_prune_removes_entries_of_older_formats_which_are_never_read_again(
+    store: Store,
+) -> None:
+    @memo(store=store, name="app.square")
+    def square(x: int) -> int:
+        return x * x
+
+    square(2)
+    for index in range(2):
+        _old_entry(store, "app.square", index)
+    older = f"pm2:app.square:{square.version}:" + "0" * 32  # the current version, pm2 key
+    assert store.write(older, encode_value(4), ttl=None, tag="app.square")
+    assert store.prune() == 3
+    assert [entry.key for entry in store.entries()] == [square.key(2)]
+    assert square(2) == 4
+    assert square.cache_info().hits == 1
+
+
 def test_results_are_stored_without_a_tag_and_cleared_by_their_keys(store: Store) -> None:
     import sqlite3
 

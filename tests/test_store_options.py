@@ -3,6 +3,7 @@ store that hangs or silently does nothing on its first call."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,12 @@ def test_readers_use_the_stores_page_cache_and_map_sizes(tmp_path: Path) -> None
     connection = store.backend._reader._local.held.connection
     assert connection.execute("PRAGMA cache_size").fetchone() == (1234,)
     assert connection.execute("PRAGMA mmap_size").fetchone() == (2**22,)
+
+
+@pytest.mark.parametrize("name", ["sqlite_cache_size", "sqlite_mmap_size"])
+@pytest.mark.parametrize("value", ["big", 1.5, None, True])
+def test_a_page_cache_or_map_size_that_is_not_a_whole_number_is_refused(
+    tmp_path: Path, name: str, value: object
+) -> None:
+    with pytest.raises(TypeError, match=re.escape(f"Store({name}=...) takes a whole number")):
+        Store(tmp_path / "store", **{name: value})

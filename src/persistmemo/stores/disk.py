@@ -451,6 +451,10 @@ class Store(SealedStore):
                 value = settings[name] = int(value)  # stored as SQLite REAL, it would look tampered
             if name in settings and (type(value) is not int or value < 0):
                 raise TypeError(f"Store({name}=...) takes a whole number of bytes; got {value!r}")
+        for name in ("sqlite_cache_size", "sqlite_mmap_size"):
+            value = settings.get(name)
+            if name in settings and type(value) is not int:
+                raise TypeError(f"Store({name}=...) takes a whole number; got {value!r}")
         policy = settings.get("eviction_policy")
         if policy is not None:
             policies = opening.load_engine().EVICTION_POLICY

@@ -407,12 +407,14 @@ class StoreLifetime:
         """The page cache and map sizes of the store's own connection, for its readers: a
         read of a page another read brought in costs no system call. Maps only where no one
         else can write the database: truncating a mapped file would crash the reader."""
-        pragmas = [f"PRAGMA cache_size = {int(self._settings.get('sqlite_cache_size', 2**13))}"]
-        if not self._others_write:
-            pragmas.append(
-                f"PRAGMA mmap_size = {int(self._settings.get('sqlite_mmap_size', 2**26))}"
-            )
-        return tuple(pragmas)
+        cache_size = self._settings.get("sqlite_cache_size", 2**13)
+        map_size = 0 if self._others_write else self._settings.get("sqlite_mmap_size", 2**26)
+        # Whole numbers only: anything else is refused when the store is first written.
+        return tuple(
+            f"PRAGMA {name} = {value}"
+            for name, value in (("cache_size", cache_size), ("mmap_size", map_size))
+            if type(value) is int
+        )
 
     def _make_directory(self, directory: str) -> None:
         if os.path.isdir(directory):

@@ -13,7 +13,7 @@ import threading
 import time
 from functools import partial
 
-from persistmemo._keys.layout import RESULT_FORMATS, identity_of, is_result_key
+from persistmemo._keys.layout import KEY_FORMAT, RESULT_FORMATS, identity_of, is_result_key
 from persistmemo._memo.decorator import memo as decorator
 from persistmemo._sealing import Sealer, compute_seconds, entry_metadata
 from persistmemo._secret import secret_from_text, user_secret
@@ -51,6 +51,9 @@ _MAX_SECONDS = 1e9
 
 _MOST_HITS = 2**62
 """A larger (or negative) count was not added by persistmemo: planted, left out."""
+
+
+_CURRENT_FORMAT = f"{KEY_FORMAT}:"
 
 
 class SealedStore:
@@ -542,9 +545,10 @@ class SealedStore:
         keep_versions: Mapping[str, Iterable[str]] | None = None,
         progress: Progress | None = None,
     ) -> int:
-        """Remove expired entries, entries stored more than ``older_than`` seconds ago, and
-        entries of the functions named in ``keep_versions`` whose version is not listed;
-        returns how many."""
+        """Remove expired entries (and, with them, entries of an older key format, which are
+        never read again), entries stored more than ``older_than`` seconds ago, and entries
+        of the functions named in ``keep_versions`` whose version is not listed; returns how
+        many."""
         keep = {name: set(versions) for name, versions in (keep_versions or {}).items()}
         cutoff = None if older_than is None else time.time() - older_than
         removed = self.remove_expired() if expired else 0
@@ -554,6 +558,7 @@ class SealedStore:
             for entry in self.entries()
             if (cutoff is not None and entry.stored_at < cutoff)
             or (entry.function in keep and entry.version not in keep[entry.function])
+            or (expired and not entry.key.startswith(_CURRENT_FORMAT))
         ]
         for done, key in enumerate(doomed, 1):
             removed += self.purge(key)
