@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import run_python
@@ -183,6 +183,7 @@ def _typed(value: object) -> object:
 
 
 @given(values)
+@settings(suppress_health_check=[HealthCheck.too_slow])  # generated frames, on a busy machine
 def test_values_round_trip_exactly(value: Any) -> None:
     assert _typed(round_trip(value)) == _typed(value)
 

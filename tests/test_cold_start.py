@@ -329,10 +329,14 @@ def rerun_modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str
 
 @pytest.fixture(scope="module")
 def interpreter_modules() -> set[str]:
-    """The modules a process that imports nothing has loaded by its exit: an interpreter
-    whose startup loads one (a -W option or PYTHONWARNINGS loads warnings, a .pth file may
-    load importlib) cannot tell whether persistmemo would."""
-    code = "import atexit, sys\natexit.register(lambda: print(' '.join(sorted(sys.modules))))"
+    """The modules a process that imports only the standard modules every store needs has
+    loaded by its exit: where its startup or those modules load one (a -W option or
+    PYTHONWARNINGS loads warnings, a .pth file may load importlib; threading loads warnings
+    on 3.13, sqlite3 on 3.12), the test cannot tell whether persistmemo would."""
+    code = (
+        "import atexit, sqlite3, sys, threading\n"
+        "atexit.register(lambda: print(' '.join(sorted(sys.modules))))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     return set(done.stdout.split())

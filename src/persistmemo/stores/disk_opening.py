@@ -344,7 +344,6 @@ class StoreLifetime:
             self._reader = EntryReader(
                 directory,
                 timeout=self.timeout,
-                pragmas=self._reader_pragmas(),
                 keep_rows=not self._others_write,
             )
         elif self._reader is None and self._read_only:
@@ -392,7 +391,6 @@ class StoreLifetime:
             directory,
             timeout=self.timeout,
             mode="ro" if self._foreign else "normal",
-            pragmas=self._reader_pragmas(),
             keep_rows=not self._others_write,
         )
         try:
@@ -402,19 +400,6 @@ class StoreLifetime:
             return str(error)
         self._reader = reader
         return None
-
-    def _reader_pragmas(self) -> tuple[str, ...]:
-        """The page cache and map sizes of the store's own connection, for its readers: a
-        read of a page another read brought in costs no system call. Maps only where no one
-        else can write the database: truncating a mapped file would crash the reader."""
-        cache_size = self._settings.get("sqlite_cache_size", 2**13)
-        map_size = 0 if self._others_write else self._settings.get("sqlite_mmap_size", 2**26)
-        # Whole numbers only: anything else is refused when the store is first written.
-        return tuple(
-            f"PRAGMA {name} = {value}"
-            for name, value in (("cache_size", cache_size), ("mmap_size", map_size))
-            if type(value) is int
-        )
 
     def _make_directory(self, directory: str) -> None:
         if os.path.isdir(directory):

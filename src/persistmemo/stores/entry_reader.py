@@ -505,7 +505,6 @@ class EntryReader:
         "_keep_rows",
         "_local",
         "_mode",
-        "_pragmas",
         "_timeout",
         "_wal",
     )
@@ -516,19 +515,18 @@ class EntryReader:
         *,
         timeout: float,
         mode: OpenMode = "normal",
-        pragmas: tuple[str, ...] = (),
         keep_rows: bool = False,
     ) -> None:
-        """``pragmas``: statements each new connection runs first (the store's page cache
-        and map sizes, as diskcache's own connection has them). ``keep_rows``: serve a row
-        read again without a query while the store is unchanged (recent_rows.py), only for
-        a store no one else can write: another member could replace the index file watched."""
+        """``keep_rows``: serve a row read again without a query while the store is
+        unchanged (recent_rows.py), only for a store no one else can write: another member
+        could replace the index file watched. Each thread's connection keeps SQLite's own
+        page cache and maps nothing: the store's (32 MiB of cache, 64 MiB of map) per thread
+        made a few reading threads cost hundreds of MiB."""
         self._directory = os.fspath(directory)
         self._database = os.path.join(self._directory, DBNAME)
         self._wal = f"{self._database}-wal"
         self._timeout = timeout
         self._mode: OpenMode = mode
-        self._pragmas = pragmas
         self._keep_rows = keep_rows
         self._local = threading.local()
 
@@ -834,8 +832,6 @@ class EntryReader:
                 timeout=self._timeout,
                 isolation_level=None,
             )
-        for pragma in self._pragmas:
-            connection.execute(pragma)
         held = self._local.held = _ThreadConnection(connection, signature)
         connections.watch(connection, _busy_flag_of(held))
         if self._keep_rows and self._mode != "immutable":
