@@ -37,10 +37,6 @@ DIGEST_CHARACTERS = 22
 _URL_SAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def _digest_text(digest: bytes) -> str:
-    return b2a_base64(digest, newline=False)[:DIGEST_CHARACTERS].translate(_URL_SAFE).decode()
-
-
 class KeyBuilder:
     """Builds the key strings of one function identity and version.
 
@@ -61,16 +57,19 @@ class KeyBuilder:
         """The key of a call whose arguments encode to ``canonical_arguments``."""
         hasher = self._seeded.copy()
         hasher.update(canonical_arguments)
-        return self.prefix + _digest_text(hasher.digest())
+        # The digest's text, inlined (every call pays): base64 without its padding.
+        text = b2a_base64(hasher.digest(), newline=False)[:DIGEST_CHARACTERS]
+        return self.prefix + text.translate(_URL_SAFE).decode()
 
     def keys(self, canonical_arguments: Iterable[bytes]) -> list[str]:
         """``key`` of many calls (f.map's), in one loop."""
-        copy, prefix = self._seeded.copy, self.prefix
+        copy, prefix, url_safe = self._seeded.copy, self.prefix, _URL_SAFE
         found = []
         for canonical in canonical_arguments:
             hasher = copy()
             hasher.update(canonical)
-            found.append(prefix + _digest_text(hasher.digest()))
+            text = b2a_base64(hasher.digest(), newline=False)[:DIGEST_CHARACTERS]
+            found.append(prefix + text.translate(url_safe).decode())
         return found
 
 
