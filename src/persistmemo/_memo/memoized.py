@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterable
 
 from persistmemo import _environment as environment
 from persistmemo._codec.decoding import decode_value
-from persistmemo._deferred import load_before_fork
 from persistmemo._keys.canonical import encode, encode_arguments, encode_each
 from persistmemo._keys.classes import HOOK_NAME
 from persistmemo._keys.layout import KeyBuilder
@@ -778,9 +777,6 @@ def _versioning() -> types.ModuleType:
     from persistmemo._versioning import versions
 
     return versions
-
-
-load_before_fork(_versioning)
 
 
 def _mapping() -> types.ModuleType:

@@ -22,7 +22,6 @@ import weakref
 from collections.abc import Callable
 
 from persistmemo import _environment as environment
-from persistmemo._deferred import load_before_fork
 from persistmemo._faults import FaultReporter
 from persistmemo._sealing import Sealer
 from persistmemo._secret import SECRET_FILE_NAME, untrusted_reason, user_secret
@@ -59,9 +58,6 @@ def load_engine() -> types.ModuleType:
     from persistmemo.stores import engine
 
     return engine
-
-
-load_before_fork(load_engine)
 
 
 def default_directory() -> tuple[Path, str]:
