@@ -74,12 +74,7 @@ def compute_once(
         if found is not MISSING:
             return found, False
     try:
-        # Held inline, not through a context manager: every miss passes here.
-        _live_tokens.add(token)
-        lease = Lease(key, token)
-        context = _held.set({**held, key: lease})
-        # A claim held as a lock lasts as long as its holder: nothing to renew.
-        handle = _keeper.hold(store, key, token) if store.leases_expire else 0
+        lease, handle, context = _hold(store, key, token, held)
         entered = True
         try:
             found = read()  # stored while we were claiming
@@ -98,6 +93,19 @@ def compute_once(
         if not _held.get(_NONE_HELD):  # this thread's outermost claim: the stack is short again
             _release_left_behind()
         raise
+
+
+def _hold(
+    store: Store, key: str, token: str, held: dict[str, Lease]
+) -> tuple[Lease, int, contextvars.Token[dict[str, Lease]]]:
+    """Start holding ``key``'s claim for ``token`` (a plain call, not a context manager:
+    every miss passes here): its lease, keeper handle and context token, for ``_let_go``."""
+    _live_tokens.add(token)
+    lease = Lease(key, token)
+    context = _held.set({**held, key: lease})
+    # A claim held as a lock lasts as long as its holder: nothing to renew.
+    handle = _keeper.hold(store, key, token) if store.leases_expire else 0
+    return lease, handle, context
 
 
 def _wait_for_claim(store: Store, key: str, token: str, read: Callable[[], object]) -> object:
@@ -153,10 +161,7 @@ async def compute_once_async(
         if found is not MISSING:
             return found, False
     try:
-        _live_tokens.add(token)
-        lease = Lease(key, token)
-        context = _held.set({**held, key: lease})
-        handle = _keeper.hold(store, key, token) if store.leases_expire else 0
+        lease, handle, context = _hold(store, key, token, held)
         entered = True
         try:
             found = read()
